@@ -1,0 +1,224 @@
+//! `levee`: the levee command-line client.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use levee_node::client::{Client, ClientConfig, WriteOutcome};
+use levee_node::storage::Version;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  error (unreachable node, timeout, refused request, ...)
+  2  usage error
+  3  key not found (get)";
+
+/// Command-line client for levee, a replicated key-value block store.
+#[derive(Debug, Parser)]
+#[command(name = "levee", version, about, after_help = AFTER_HELP)]
+struct Cli {
+    /// Nodes to contact, comma-separated HOST:PORT.
+    #[arg(
+        long,
+        env = "LEVEE_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7400",
+        global = true
+    )]
+    endpoints: Vec<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text, global = true)]
+    output: Output,
+    /// Per-request timeout in milliseconds.
+    #[arg(long, env = "LEVEE_TIMEOUT_MS", default_value_t = 5000, global = true)]
+    timeout_ms: u64,
+    /// Connect timeout in milliseconds.
+    #[arg(
+        long,
+        env = "LEVEE_CONNECT_TIMEOUT_MS",
+        default_value_t = 2000,
+        global = true
+    )]
+    connect_timeout_ms: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Store a value: from VALUE, from --file, or from stdin when neither.
+    Put {
+        /// The key.
+        key: String,
+        /// The value (as UTF-8 bytes).
+        value: Option<String>,
+        /// Read the value from this file.
+        #[arg(long, short = 'f', conflicts_with = "value")]
+        file: Option<PathBuf>,
+    },
+    /// Print a value's raw bytes to stdout (or to --out).
+    Get {
+        /// The key.
+        key: String,
+        /// Write the value to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Delete a key.
+    Delete {
+        /// The key.
+        key: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("levee: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::NotFound) => ExitCode::from(3),
+        Err(e) => {
+            eprintln!("levee: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+enum Outcome {
+    Done,
+    NotFound,
+}
+
+async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    let client = Client::new(ClientConfig {
+        endpoints: cli.endpoints.clone(),
+        connect_timeout: Duration::from_millis(cli.connect_timeout_ms),
+        request_timeout: Duration::from_millis(cli.timeout_ms),
+        ..ClientConfig::default()
+    });
+    match cli.command {
+        Command::Put { key, value, file } => {
+            let value = match (value, file) {
+                (Some(v), _) => v.into_bytes(),
+                (None, Some(path)) => std::fs::read(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+                (None, None) => {
+                    let mut buf = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut buf)
+                        .context("cannot read the value from stdin")?;
+                    buf
+                }
+            };
+            let outcome = client.put(key.as_bytes(), &value).await?;
+            report_write(cli.output, "put", &key, Some(value.len()), outcome);
+            Ok(Outcome::Done)
+        }
+        Command::Get { key, out } => {
+            let Some(found) = client.get(key.as_bytes()).await? else {
+                if cli.output == Output::Json {
+                    println!("{}", serde_json::json!({"key": key, "found": false}));
+                }
+                eprintln!("levee: key not found: {key}");
+                return Ok(Outcome::NotFound);
+            };
+            match (cli.output, out) {
+                (_, Some(path)) => {
+                    std::fs::write(&path, &found.value)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    if cli.output == Output::Json {
+                        println!("{}", get_json(&key, &found.value, found.version, false));
+                    }
+                }
+                (Output::Json, None) => {
+                    println!("{}", get_json(&key, &found.value, found.version, true))
+                }
+                (Output::Text, None) => {
+                    let mut stdout = std::io::stdout().lock();
+                    stdout
+                        .write_all(&found.value)
+                        .context("cannot write to stdout")?;
+                    stdout.flush().context("cannot write to stdout")?;
+                }
+            }
+            Ok(Outcome::Done)
+        }
+        Command::Delete { key } => {
+            let outcome = client.delete(key.as_bytes()).await?;
+            report_write(cli.output, "delete", &key, None, outcome);
+            Ok(Outcome::Done)
+        }
+    }
+}
+
+fn version_json(v: Version) -> serde_json::Value {
+    serde_json::json!({"hlc": v.hlc, "writer": v.writer})
+}
+
+fn get_json(key: &str, value: &[u8], version: Version, with_value: bool) -> serde_json::Value {
+    let mut out = serde_json::json!({
+        "key": key,
+        "found": true,
+        "bytes": value.len(),
+        "version": version_json(version),
+    });
+    if with_value {
+        // Text when it is text; otherwise the bytes as a JSON array would be
+        // unreadable, so give base16.
+        match std::str::from_utf8(value) {
+            Ok(s) => out["value"] = s.into(),
+            Err(_) => {
+                out["value_hex"] = value
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+                    .into()
+            }
+        }
+    }
+    out
+}
+
+fn report_write(output: Output, op: &str, key: &str, bytes: Option<usize>, outcome: WriteOutcome) {
+    match output {
+        Output::Json => {
+            let mut out = serde_json::json!({
+                "op": op,
+                "key": key,
+                "applied": outcome.applied,
+                "version": version_json(outcome.version),
+                "stored_version": version_json(outcome.stored),
+            });
+            if let Some(n) = bytes {
+                out["bytes"] = n.into();
+            }
+            println!("{out}");
+        }
+        Output::Text if !outcome.applied => {
+            eprintln!(
+                "levee: {op} of {key} not applied: the node holds a newer version ({})",
+                outcome.stored
+            );
+        }
+        Output::Text => {}
+    }
+}

@@ -1,0 +1,342 @@
+//! The levee client library, used by the CLI and the benchmarks.
+//!
+//! A [`Client`] holds one multiplexed [`Connection`] to one of its
+//! endpoints, connecting lazily and moving to the next endpoint when a
+//! connection fails. Every connect and every request has a timeout. Writes
+//! are stamped with a version `(hybrid clock, writer id)` by the client, so
+//! sending the same write again is harmless: see [`Client::put_version`].
+
+mod connection;
+
+pub use connection::Connection;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use crate::hlc::Clock;
+use crate::proto::handshake::HandshakeError;
+use crate::proto::{ClientRequest, Request, Response, WireError};
+use crate::storage::Version;
+
+/// Client settings; every field has a default.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Nodes to talk to (`HOST:PORT`), tried in order.
+    pub endpoints: Vec<String>,
+    /// Time allowed to open a connection and handshake. Short (default
+    /// 2 s): a node that cannot accept within it is better skipped.
+    pub connect_timeout: Duration,
+    /// Time allowed per request, also sent to the node as its deadline.
+    /// Default 5 s: a flushed write takes milliseconds; seconds mean the
+    /// node is in trouble and waiting longer only adds load.
+    pub request_timeout: Duration,
+    /// Largest response frame accepted (default 64 MiB, above any value a
+    /// node accepts by default).
+    pub max_frame_bytes: u32,
+    /// How far ahead of this machine's clock a version seen from the
+    /// cluster may be before it is ignored for stamping (ms).
+    pub max_clock_drift_ms: u64,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: vec!["127.0.0.1:7400".into()],
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+            max_frame_bytes: 64 * 1024 * 1024,
+            max_clock_drift_ms: 30_000,
+        }
+    }
+}
+
+/// Client failures. The messages name the endpoint and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No endpoints were configured.
+    #[error("no endpoints given (use --endpoints or LEVEE_ENDPOINTS)")]
+    NoEndpoints,
+    /// The TCP connection failed.
+    #[error("cannot connect to {addr}: {error}")]
+    Connect {
+        /// Endpoint.
+        addr: String,
+        /// Cause.
+        error: std::io::Error,
+    },
+    /// The connection did not open in time.
+    #[error("connecting to {addr} timed out after {after:?}")]
+    ConnectTimeout {
+        /// Endpoint.
+        addr: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The endpoint is not a compatible levee node.
+    #[error("handshake with {addr} failed: {error}")]
+    Handshake {
+        /// Endpoint.
+        addr: String,
+        /// Cause.
+        error: HandshakeError,
+    },
+    /// No answer in time. For a write, the outcome is unknown; retrying
+    /// with the same version is safe.
+    #[error("request to {addr} timed out after {after:?}")]
+    Timeout {
+        /// Endpoint.
+        addr: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The connection closed before the answer came.
+    #[error("connection to {addr} closed{}", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
+    ConnectionClosed {
+        /// Endpoint.
+        addr: String,
+        /// What the server said before closing, if anything.
+        reason: Option<WireError>,
+    },
+    /// The node answered with an error.
+    #[error("{0}")]
+    Server(WireError),
+    /// The node answered with a response of the wrong kind.
+    #[error("unexpected response from node: {0}")]
+    Unexpected(String),
+    /// Every endpoint failed; the last error is given.
+    #[error("no endpoint reachable ({tried} tried); last error: {last}")]
+    AllEndpointsFailed {
+        /// How many were tried.
+        tried: usize,
+        /// The last failure.
+        last: Box<ClientError>,
+    },
+}
+
+/// A value read from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Value {
+    /// The bytes.
+    pub value: Vec<u8>,
+    /// The version of the write that stored them.
+    pub version: Version,
+}
+
+/// The outcome of a put or delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// The version this write carried.
+    pub version: Version,
+    /// `false` if the node already had this version or a newer one (for a
+    /// retry, that means the first attempt landed).
+    pub applied: bool,
+    /// The version the node holds after the write.
+    pub stored: Version,
+}
+
+/// A levee client. Cheap to share behind an `Arc`; requests from many
+/// tasks share its connection.
+pub struct Client {
+    config: ClientConfig,
+    clock: Clock,
+    writer: u64,
+    conn: Mutex<Option<Arc<Connection>>>,
+    /// Endpoint to try first on the next connect; moves on after failures.
+    next_endpoint: AtomicUsize,
+}
+
+impl Client {
+    /// A client; nothing is connected until the first request.
+    pub fn new(config: ClientConfig) -> Self {
+        let clock = Clock::new(config.max_clock_drift_ms);
+        Self {
+            config,
+            clock,
+            // Random, so two clients started in the same millisecond never
+            // produce equal versions for different writes.
+            writer: rand::random(),
+            conn: Mutex::new(None),
+            next_endpoint: AtomicUsize::new(0),
+        }
+    }
+
+    /// The client's configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// A fresh version for a new write by this client.
+    pub fn next_version(&self) -> Version {
+        Version {
+            hlc: self.clock.now(),
+            writer: self.writer,
+        }
+    }
+
+    /// Checks that a node answers.
+    pub async fn ping(&self) -> Result<(), ClientError> {
+        match self.call(ClientRequest::Ping).await? {
+            Response::Pong { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Reads a key; `None` if it does not exist or was deleted.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Value>, ClientError> {
+        match self.call(ClientRequest::Get { key: key.to_vec() }).await? {
+            Response::Get(found) => {
+                if let Some(f) = &found {
+                    self.observe(f.version);
+                }
+                Ok(found.and_then(|f| {
+                    f.value.map(|value| Value {
+                        value,
+                        version: f.version,
+                    })
+                }))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Writes a value under a new version.
+    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<WriteOutcome, ClientError> {
+        self.put_version(key, value, self.next_version()).await
+    }
+
+    /// Writes a value under the given version. Sending the same key, value
+    /// and version again is idempotent: this is how a retry is made safe.
+    pub async fn put_version(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        version: Version,
+    ) -> Result<WriteOutcome, ClientError> {
+        let request = ClientRequest::Put {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            version,
+        };
+        self.write(request, version).await
+    }
+
+    /// Deletes a key (writes a tombstone under a new version).
+    pub async fn delete(&self, key: &[u8]) -> Result<WriteOutcome, ClientError> {
+        let version = self.next_version();
+        self.write(
+            ClientRequest::Delete {
+                key: key.to_vec(),
+                version,
+            },
+            version,
+        )
+        .await
+    }
+
+    async fn write(
+        &self,
+        request: ClientRequest,
+        version: Version,
+    ) -> Result<WriteOutcome, ClientError> {
+        match self.call(request).await? {
+            Response::Written {
+                applied,
+                version: stored,
+            } => {
+                self.observe(stored);
+                Ok(WriteOutcome {
+                    version,
+                    applied,
+                    stored,
+                })
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Keeps this client's clock ahead of versions it has seen, so its next
+    /// write to a key it just read sorts after what it read.
+    fn observe(&self, version: Version) {
+        // A version too far ahead is not adopted; writes stay on local time.
+        let _ = self.clock.observe(version.hlc);
+    }
+
+    async fn call(&self, request: ClientRequest) -> Result<Response, ClientError> {
+        let conn = self.connection().await?;
+        let result = conn
+            .request(Request::Client(request), self.config.request_timeout)
+            .await;
+        if let Err(ClientError::ConnectionClosed { .. }) = &result {
+            self.forget(&conn).await;
+        }
+        result
+    }
+
+    /// The current connection, or a new one to the first endpoint that
+    /// accepts, starting after the last one that failed.
+    pub async fn connection(&self) -> Result<Arc<Connection>, ClientError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(conn) = slot.as_ref()
+            && !conn.is_closed()
+        {
+            return Ok(conn.clone());
+        }
+        let endpoints = &self.config.endpoints;
+        if endpoints.is_empty() {
+            return Err(ClientError::NoEndpoints);
+        }
+        let start = self.next_endpoint.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..endpoints.len() {
+            let index = (start + i) % endpoints.len();
+            let addr = &endpoints[index];
+            match Connection::connect(
+                addr,
+                self.config.connect_timeout,
+                self.config.max_frame_bytes,
+            )
+            .await
+            {
+                Ok(conn) => {
+                    let conn = Arc::new(conn);
+                    *slot = Some(conn.clone());
+                    self.next_endpoint.store(index, Ordering::Relaxed);
+                    return Ok(conn);
+                }
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "endpoint failed");
+                    last = Some(e);
+                }
+            }
+        }
+        self.next_endpoint
+            .store((start + 1) % endpoints.len(), Ordering::Relaxed);
+        match last {
+            Some(e) if endpoints.len() == 1 => Err(e),
+            Some(e) => Err(ClientError::AllEndpointsFailed {
+                tried: endpoints.len(),
+                last: Box::new(e),
+            }),
+            None => Err(ClientError::NoEndpoints),
+        }
+    }
+
+    async fn forget(&self, conn: &Arc<Connection>) {
+        let mut slot = self.conn.lock().await;
+        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *slot = None;
+            let len = self.config.endpoints.len().max(1);
+            self.next_endpoint.fetch_add(1, Ordering::Relaxed);
+            self.next_endpoint
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n % len))
+                .ok();
+        }
+    }
+}
+
+fn unexpected(response: Response) -> ClientError {
+    ClientError::Unexpected(format!("{response:?}"))
+}

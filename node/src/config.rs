@@ -1,0 +1,313 @@
+//! The node's configuration: one struct, defaults defined once, layered
+//! from a TOML file, then `LEVEE_*` environment variables, then flags.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::proto::Limits;
+use crate::storage::{Durability, StorageConfig};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Everything a node can be told. Every field has a default, so an empty
+/// file (or none) is a working single-node configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where sled keeps this node's data.
+    pub data_dir: PathBuf,
+    /// Address of the levee protocol listener (`HOST:PORT`).
+    pub listen: String,
+    /// Address of the HTTP admin listener (`/health/live`, `/health/ready`).
+    pub admin: String,
+    /// When a write is on disk relative to its acknowledgement; see
+    /// [`Durability`]. Default `per_write`.
+    pub durability: Durability,
+    /// sled's background flush interval (ms). Bounds the loss window of
+    /// `periodic` durability; 500 is sled's own default.
+    pub flush_every_ms: u64,
+    /// sled's page cache (bytes). Default 256 MiB: enough for hot index
+    /// pages on a small node without taking over the machine's memory.
+    pub cache_bytes: u64,
+    /// Number of partitions the key space is split into. Fixed for the
+    /// life of the data: changing it re-homes every key.
+    pub partitions: u32,
+    /// Largest frame accepted (bytes).
+    pub max_frame_bytes: u32,
+    /// Largest key (bytes).
+    pub max_key_bytes: u32,
+    /// Largest value (bytes).
+    pub max_value_bytes: u32,
+    /// Open connections accepted at once; more are closed on arrival.
+    /// Bounds the memory a crowd of clients can pin (each may hold one
+    /// frame buffer plus its in-flight requests).
+    pub max_connections: u32,
+    /// Requests one connection may have in flight. Past it the node stops
+    /// reading that connection until one finishes (backpressure, not
+    /// buffering), so one greedy client cannot take every slot.
+    pub max_inflight_per_connection: u32,
+    /// Time for a new connection to complete its handshake (ms). Stops idle
+    /// sockets from holding connection slots.
+    pub handshake_timeout_ms: u64,
+    /// Time for the rest of a frame to arrive once its first byte has (ms).
+    pub frame_timeout_ms: u64,
+    /// On SIGTERM, how long in-flight requests get to finish (ms).
+    pub shutdown_grace_ms: u64,
+    /// How far a write's version timestamp may be ahead of this node's
+    /// clock (ms). Larger tolerates worse client clocks; smaller bounds how
+    /// far one bad clock can push versions into the future, where they
+    /// would beat every correct later write.
+    pub max_clock_drift_ms: u64,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or
+    /// `levee_node=debug`.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let limits = Limits::default();
+        Self {
+            data_dir: PathBuf::from("levee-data"),
+            listen: "127.0.0.1:7400".into(),
+            admin: "127.0.0.1:7401".into(),
+            durability: Durability::PerWrite,
+            flush_every_ms: 500,
+            cache_bytes: 256 * 1024 * 1024,
+            partitions: 256,
+            max_frame_bytes: limits.max_frame_bytes,
+            max_key_bytes: limits.max_key_bytes,
+            max_value_bytes: limits.max_value_bytes,
+            max_connections: 1024,
+            max_inflight_per_connection: 256,
+            handshake_timeout_ms: 5_000,
+            frame_timeout_ms: 10_000,
+            shutdown_grace_ms: 30_000,
+            max_clock_drift_ms: 30_000,
+            log_format: LogFormat::Text,
+            log: "info".into(),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {error}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The file is not valid TOML for [`Config`].
+    #[error("invalid config file {path}: {error}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said (it names the line and the field).
+        error: Box<toml::de::Error>,
+    },
+    /// Values that do not fit together.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Command-line flags, each also readable from a `LEVEE_*` variable. A flag
+/// wins over its variable, which wins over the file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Overrides {
+    /// Data directory.
+    #[arg(long, env = "LEVEE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Protocol listen address.
+    #[arg(long, env = "LEVEE_LISTEN", value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// HTTP admin listen address.
+    #[arg(long, env = "LEVEE_ADMIN", value_name = "HOST:PORT")]
+    pub admin: Option<String>,
+    /// Durability of acknowledged writes.
+    #[arg(long, env = "LEVEE_DURABILITY", value_enum)]
+    pub durability: Option<Durability>,
+    /// sled flush interval in ms.
+    #[arg(long, env = "LEVEE_FLUSH_EVERY_MS", value_name = "MS")]
+    pub flush_every_ms: Option<u64>,
+    /// sled cache size in bytes.
+    #[arg(long, env = "LEVEE_CACHE_BYTES", value_name = "BYTES")]
+    pub cache_bytes: Option<u64>,
+    /// Largest value in bytes.
+    #[arg(long, env = "LEVEE_MAX_VALUE_BYTES", value_name = "BYTES")]
+    pub max_value_bytes: Option<u32>,
+    /// Largest key in bytes.
+    #[arg(long, env = "LEVEE_MAX_KEY_BYTES", value_name = "BYTES")]
+    pub max_key_bytes: Option<u32>,
+    /// Largest frame in bytes.
+    #[arg(long, env = "LEVEE_MAX_FRAME_BYTES", value_name = "BYTES")]
+    pub max_frame_bytes: Option<u32>,
+    /// Shutdown grace period in ms.
+    #[arg(long, env = "LEVEE_SHUTDOWN_GRACE_MS", value_name = "MS")]
+    pub shutdown_grace_ms: Option<u64>,
+    /// Log format.
+    #[arg(long, env = "LEVEE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter.
+    #[arg(long, env = "LEVEE_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        toml::from_str(&text).map_err(|error| ConfigError::Parse {
+            path: path.to_owned(),
+            error: Box::new(error),
+        })
+    }
+
+    /// The file (or defaults without one), overridden by environment and
+    /// flags, then checked.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        config.apply(overrides.clone());
+        config.check()?;
+        Ok(config)
+    }
+
+    fn apply(&mut self, o: Overrides) {
+        fn set<T>(field: &mut T, value: Option<T>) {
+            if let Some(v) = value {
+                *field = v;
+            }
+        }
+        set(&mut self.data_dir, o.data_dir);
+        set(&mut self.listen, o.listen);
+        set(&mut self.admin, o.admin);
+        set(&mut self.durability, o.durability);
+        set(&mut self.flush_every_ms, o.flush_every_ms);
+        set(&mut self.cache_bytes, o.cache_bytes);
+        set(&mut self.max_value_bytes, o.max_value_bytes);
+        set(&mut self.max_key_bytes, o.max_key_bytes);
+        set(&mut self.max_frame_bytes, o.max_frame_bytes);
+        set(&mut self.shutdown_grace_ms, o.shutdown_grace_ms);
+        set(&mut self.log_format, o.log_format);
+        set(&mut self.log, o.log);
+    }
+
+    /// Rejects values that cannot work together.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.limits().check().map_err(ConfigError::Invalid)?;
+        let positive = [
+            ("partitions", u64::from(self.partitions)),
+            ("max_connections", u64::from(self.max_connections)),
+            (
+                "max_inflight_per_connection",
+                u64::from(self.max_inflight_per_connection),
+            ),
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("frame_timeout_ms", self.frame_timeout_ms),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The protocol limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_frame_bytes: self.max_frame_bytes,
+            max_key_bytes: self.max_key_bytes,
+            max_value_bytes: self.max_value_bytes,
+        }
+    }
+
+    /// The storage settings.
+    pub fn storage(&self) -> StorageConfig {
+        StorageConfig {
+            path: self.data_dir.join("data"),
+            durability: self.durability,
+            flush_every_ms: self.flush_every_ms,
+            cache_bytes: self.cache_bytes,
+        }
+    }
+
+    /// Shutdown grace as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// The effective configuration as TOML (for `--print-config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_defaults_and_they_are_valid() {
+        let config: Config = toml::from_str("").unwrap();
+        assert_eq!(config, Config::default());
+        config.check().unwrap();
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("levee.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\nadmin = \"127.0.0.1:2\"\n").unwrap();
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:3".into()),
+            ..Default::default()
+        };
+        let config = Config::load(Some(&path), &overrides).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:3");
+        assert_eq!(config.admin, "127.0.0.1:2");
+    }
+
+    #[test]
+    fn a_misspelt_field_is_an_error_naming_it() {
+        let err = toml::from_str::<Config>("listne = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn a_frame_too_small_for_the_largest_value_is_refused() {
+        let config = Config {
+            max_frame_bytes: 1024,
+            ..Config::default()
+        };
+        let err = config.check().unwrap_err();
+        assert!(err.to_string().contains("max_frame_bytes"), "{err}");
+    }
+
+    #[test]
+    fn the_printed_config_parses_back() {
+        let config = Config::default();
+        assert_eq!(toml::from_str::<Config>(&config.to_toml()).unwrap(), config);
+    }
+}

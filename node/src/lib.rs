@@ -1,0 +1,14 @@
+//! levee-node: the levee server, its wire protocol and the client library.
+//!
+//! See `ARCHITECTURE.md` at the repository root for the map of modules and
+//! the path of a request.
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod config;
+pub mod hlc;
+pub mod partition;
+pub mod proto;
+pub mod server;
+pub mod storage;

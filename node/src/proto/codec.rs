@@ -1,0 +1,195 @@
+//! bincode 2 (serde) encoding of messages into frames.
+
+use bincode::config::{self, Configuration, Limit, LittleEndian, Varint};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::message::{RequestFrame, ResponseFrame, WireError};
+
+/// Upper bound on what one decode may allocate. Frames are already bounded
+/// by `max_frame_bytes`; this stops a small frame that announces a huge
+/// collection from reserving memory before the decoder notices the bytes
+/// are not there.
+const DECODE_LIMIT: usize = 64 * 1024 * 1024;
+
+type Config = Configuration<LittleEndian, Varint, Limit<DECODE_LIMIT>>;
+
+fn config() -> Config {
+    config::standard().with_limit::<DECODE_LIMIT>()
+}
+
+/// Encodes a message as a frame: 4-byte big-endian length, then payload.
+pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, WireError> {
+    let mut out = vec![0u8; 4];
+    bincode::serde::encode_into_std_write(message, &mut out, config()).map_err(|e| {
+        WireError::Malformed {
+            detail: format!("cannot encode: {e}"),
+        }
+    })?;
+    let len = u32::try_from(out.len() - 4).map_err(|_| WireError::FrameTooLarge {
+        len: (out.len() - 4) as u64,
+        max: u32::MAX,
+    })?;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(out)
+}
+
+/// Decodes one whole frame payload (without its length prefix). Trailing
+/// bytes are an error: a frame holds exactly one message.
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, WireError> {
+    let (message, used) =
+        bincode::serde::decode_from_slice(payload, config()).map_err(|e| WireError::Malformed {
+            detail: e.to_string(),
+        })?;
+    if used != payload.len() {
+        return Err(WireError::Malformed {
+            detail: format!("{} trailing bytes after the message", payload.len() - used),
+        });
+    }
+    Ok(message)
+}
+
+/// Decodes a request frame.
+pub fn decode_request(payload: &[u8]) -> Result<RequestFrame, WireError> {
+    decode(payload)
+}
+
+/// Decodes a response frame.
+pub fn decode_response(payload: &[u8]) -> Result<ResponseFrame, WireError> {
+    decode(payload)
+}
+
+/// The request id at the start of a payload that failed to decode as a
+/// whole, so that the error can still be addressed to its request.
+pub fn peek_request_id(payload: &[u8]) -> Option<u64> {
+    bincode::serde::decode_from_slice::<u64, _>(payload, config())
+        .ok()
+        .map(|(id, _)| id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::message::*;
+    use crate::storage::Version;
+    use proptest::prelude::*;
+
+    fn bytes() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), 0..256)
+    }
+
+    fn version() -> impl Strategy<Value = Version> {
+        (any::<u64>(), any::<u64>()).prop_map(|(hlc, writer)| Version { hlc, writer })
+    }
+
+    fn request() -> impl Strategy<Value = Request> {
+        prop_oneof![
+            Just(Request::Client(ClientRequest::Ping)),
+            bytes().prop_map(|key| Request::Client(ClientRequest::Get { key })),
+            (bytes(), bytes(), version()).prop_map(|(key, value, version)| Request::Client(
+                ClientRequest::Put {
+                    key,
+                    value,
+                    version
+                }
+            )),
+            (bytes(), version())
+                .prop_map(|(key, version)| Request::Client(ClientRequest::Delete { key, version })),
+        ]
+    }
+
+    fn wire_error() -> impl Strategy<Value = WireError> {
+        prop_oneof![
+            (any::<u64>(), any::<u32>())
+                .prop_map(|(len, max)| WireError::FrameTooLarge { len, max }),
+            ".{0,40}".prop_map(|detail| WireError::Malformed { detail }),
+            Just(WireError::MissingDeadline),
+            Just(WireError::EmptyKey),
+            (any::<u64>(), any::<u32>()).prop_map(|(len, max)| WireError::KeyTooLarge { len, max }),
+            (any::<u64>(), any::<u32>())
+                .prop_map(|(len, max)| WireError::ValueTooLarge { len, max }),
+            Just(WireError::DeadlineExceeded),
+            any::<u32>().prop_map(|retry_after_ms| WireError::Overloaded { retry_after_ms }),
+            (any::<u64>(), any::<u64>()).prop_map(|(ahead_ms, max_drift_ms)| {
+                WireError::ClockDrift {
+                    ahead_ms,
+                    max_drift_ms,
+                }
+            }),
+            ".{0,40}".prop_map(|detail| WireError::Storage { detail }),
+            Just(WireError::ShuttingDown),
+        ]
+    }
+
+    fn response() -> impl Strategy<Value = Result<Response, WireError>> {
+        prop_oneof![
+            any::<u16>().prop_map(|protocol| Ok(Response::Pong { protocol })),
+            proptest::option::of((version(), proptest::option::of(bytes()))).prop_map(|f| Ok(
+                Response::Get(f.map(|(version, value)| Found { version, value }))
+            )),
+            (any::<bool>(), version())
+                .prop_map(|(applied, version)| Ok(Response::Written { applied, version })),
+            wire_error().prop_map(Err),
+        ]
+    }
+
+    fn payload(frame: &[u8]) -> &[u8] {
+        let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, frame.len() - 4, "length prefix must match the payload");
+        &frame[4..]
+    }
+
+    proptest! {
+        #[test]
+        fn every_request_round_trips(id: u64, timeout_ms: u32, request in request()) {
+            let frame = RequestFrame { id, timeout_ms, request };
+            let encoded = encode(&frame).unwrap();
+            prop_assert_eq!(peek_request_id(payload(&encoded)), Some(id));
+            prop_assert_eq!(decode_request(payload(&encoded)).unwrap(), frame);
+        }
+
+        #[test]
+        fn every_response_round_trips(id: u64, result in response()) {
+            let frame = ResponseFrame { id, result };
+            let encoded = encode(&frame).unwrap();
+            prop_assert_eq!(decode_response(payload(&encoded)).unwrap(), frame);
+        }
+
+        #[test]
+        fn arbitrary_payloads_never_panic(raw in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_request(&raw);
+            let _ = decode_response(&raw);
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_malformed() {
+        let frame = RequestFrame {
+            id: 1,
+            timeout_ms: 5,
+            request: Request::Client(ClientRequest::Ping),
+        };
+        let mut encoded = encode(&frame).unwrap();
+        encoded.push(0);
+        let err = decode_request(&encoded[4..]).unwrap_err();
+        assert!(matches!(err, WireError::Malformed { .. }), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_message_type_is_malformed() {
+        // id 1, timeout 5, then a Request variant tag no build defines.
+        let err = decode_request(&[1, 5, 200]).unwrap_err();
+        assert!(matches!(err, WireError::Malformed { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_huge_announced_length_does_not_allocate() {
+        // A Get whose key claims u64::MAX bytes (varint marker 253, then 8
+        // bytes) in a 13-byte payload.
+        let err = decode_request(&[
+            1, 5, 0, 1, 253, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        ])
+        .unwrap_err();
+        assert!(matches!(err, WireError::Malformed { .. }), "{err}");
+    }
+}

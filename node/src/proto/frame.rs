@@ -1,0 +1,151 @@
+//! Length-prefixed frames: a 4-byte big-endian length, then that many bytes.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Why a frame could not be read. After any of these the stream is no
+/// longer at a frame boundary and the connection must close.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The announced length is over the limit; the body was not read.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Announced length.
+        len: u64,
+        /// The limit.
+        max: u32,
+    },
+    /// A zero-length frame, which no message encodes to.
+    #[error("empty frame")]
+    Empty,
+    /// The stream ended inside a frame.
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    /// The rest of a frame did not arrive in time.
+    #[error("frame body not received within {0:?}")]
+    Timeout(Duration),
+    /// The stream failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Reads one frame's payload. `Ok(None)` is a clean end of stream between
+/// frames. Waiting for the first byte of a frame has no timeout (an idle
+/// connection is fine); once a frame has begun, its body must arrive within
+/// `body_timeout`, so a peer cannot pin a buffer by sending half a frame.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: u32,
+    body_timeout: Duration,
+) -> Result<Option<Vec<u8>>, FrameError> {
+    let mut len_buf = [0u8; 4];
+    if reader.read(&mut len_buf[..1]).await? == 0 {
+        return Ok(None);
+    }
+    let body = async {
+        reader
+            .read_exact(&mut len_buf[1..])
+            .await
+            .map_err(eof_is_truncation)?;
+        let len = u32::from_be_bytes(len_buf);
+        if len > max {
+            return Err(FrameError::TooLarge {
+                len: u64::from(len),
+                max,
+            });
+        }
+        if len == 0 {
+            return Err(FrameError::Empty);
+        }
+        let mut payload = vec![0u8; len as usize];
+        reader
+            .read_exact(&mut payload)
+            .await
+            .map_err(eof_is_truncation)?;
+        Ok(Some(payload))
+    };
+    tokio::time::timeout(body_timeout, body)
+        .await
+        .map_err(|_| FrameError::Timeout(body_timeout))?
+}
+
+fn eof_is_truncation(e: io::Error) -> FrameError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        FrameError::Truncated
+    } else {
+        FrameError::Io(e)
+    }
+}
+
+/// Writes an already-encoded frame (length prefix included).
+pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &[u8]) -> io::Result<()> {
+    writer.write_all(frame).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn reads_frames_back_to_back_and_a_clean_end() {
+        let data = [0, 0, 0, 2, b'h', b'i', 0, 0, 0, 1, b'!'];
+        let mut r = &data[..];
+        assert_eq!(
+            read_frame(&mut r, 16, T).await.unwrap(),
+            Some(b"hi".to_vec())
+        );
+        assert_eq!(
+            read_frame(&mut r, 16, T).await.unwrap(),
+            Some(b"!".to_vec())
+        );
+        assert_eq!(read_frame(&mut r, 16, T).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_frame_is_refused_before_its_body_is_read() {
+        let data = [0x80, 0, 0, 0];
+        let mut r = &data[..];
+        let err = read_frame(&mut r, 1024, T).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FrameError::TooLarge {
+                    len: 0x8000_0000,
+                    max: 1024
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn truncated_and_empty_frames_are_errors() {
+        let mut r = &[0u8, 0, 0, 9, 1, 2][..];
+        assert!(matches!(
+            read_frame(&mut r, 16, T).await,
+            Err(FrameError::Truncated)
+        ));
+        let mut r = &[0u8, 0][..];
+        assert!(matches!(
+            read_frame(&mut r, 16, T).await,
+            Err(FrameError::Truncated)
+        ));
+        let mut r = &[0u8, 0, 0, 0][..];
+        assert!(matches!(
+            read_frame(&mut r, 16, T).await,
+            Err(FrameError::Empty)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_frame_body_times_out() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client.write_all(&[0, 0, 0, 10, 1]).await.unwrap();
+        let err = read_frame(&mut server, 16, T).await.unwrap_err();
+        assert!(matches!(err, FrameError::Timeout(_)), "{err}");
+    }
+}

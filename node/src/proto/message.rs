@@ -1,0 +1,192 @@
+//! The messages carried in frames.
+//!
+//! Requests are split into client messages and (later) node-to-node
+//! messages, so that a connection's identity can decide which it may send.
+
+use serde::{Deserialize, Serialize};
+
+use crate::storage::Version;
+
+/// A request and its envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestFrame {
+    /// Chosen by the sender, unique among its in-flight requests on this
+    /// connection; the response carries it back. 0 is reserved for
+    /// connection-level errors.
+    pub id: u64,
+    /// Time the sender will wait for the answer. The receiver derives its
+    /// deadline from it on arrival (a relative budget, because clocks
+    /// differ between machines) and drops the work once it has passed.
+    /// Must be at least 1.
+    pub timeout_ms: u32,
+    /// What is asked.
+    pub request: Request,
+}
+
+/// Any request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Operations a client may ask of any node.
+    Client(ClientRequest),
+}
+
+/// Operations on keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// Liveness of the connection; answered with [`Response::Pong`].
+    Ping,
+    /// Reads a key.
+    Get {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
+    /// Writes a value under a version chosen by the client. Retrying with
+    /// the same version is harmless: it is applied at most once.
+    Put {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// The value.
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        /// The write's version.
+        version: Version,
+    },
+    /// Deletes a key by writing a tombstone with this version.
+    Delete {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// The tombstone's version.
+        version: Version,
+    },
+}
+
+/// A response and its envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseFrame {
+    /// The id of the request answered, or 0 for an error about the
+    /// connection itself (the connection closes after it).
+    pub id: u64,
+    /// The answer.
+    pub result: Result<Response, WireError>,
+}
+
+/// Successful answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to [`ClientRequest::Ping`].
+    Pong {
+        /// The node's protocol version.
+        protocol: u16,
+    },
+    /// Answer to a get: the stored record, tombstones included, or `None`
+    /// if the key was never written.
+    Get(Option<Found>),
+    /// Answer to a put or delete.
+    Written {
+        /// `false` if the node already held this version or a newer one
+        /// (a retried write lands here, and that is success).
+        applied: bool,
+        /// The version now stored for the key.
+        version: Version,
+    },
+}
+
+/// A stored record as returned by a get.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Found {
+    /// Its version.
+    pub version: Version,
+    /// Its value; `None` when the key was deleted.
+    #[serde(with = "serde_bytes")]
+    pub value: Option<Vec<u8>>,
+}
+
+/// Errors a node answers with. Each message says what was wrong and, where
+/// there is one, what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum WireError {
+    /// A frame longer than the receiver accepts; the connection closes,
+    /// since the rest of the frame cannot be skipped safely.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes (max_frame_bytes)")]
+    FrameTooLarge {
+        /// Announced length.
+        len: u64,
+        /// The limit.
+        max: u32,
+    },
+    /// A frame whose payload is not a valid message (bad encoding, unknown
+    /// message type, trailing bytes).
+    #[error("malformed frame: {detail}")]
+    Malformed {
+        /// What the decoder said.
+        detail: String,
+    },
+    /// A request without a timeout.
+    #[error("request has no deadline: timeout_ms must be at least 1")]
+    MissingDeadline,
+    /// An empty key.
+    #[error("key is empty; keys are 1 byte or more")]
+    EmptyKey,
+    /// A key over the limit.
+    #[error("key is {len} bytes; the limit is {max} (max_key_bytes)")]
+    KeyTooLarge {
+        /// Key length.
+        len: u64,
+        /// The limit.
+        max: u32,
+    },
+    /// A value over the limit.
+    #[error(
+        "value is {len} bytes; the limit is {max} (max_value_bytes); split large objects into blocks"
+    )]
+    ValueTooLarge {
+        /// Value length.
+        len: u64,
+        /// The limit.
+        max: u32,
+    },
+    /// The request's deadline passed before it could run; it was not
+    /// executed.
+    #[error("deadline exceeded before the request ran; it was not executed")]
+    DeadlineExceeded,
+    /// The node is too busy to serve the request in time. Retry after the
+    /// hint, preferably on another replica.
+    #[error("node overloaded; retry after {retry_after_ms} ms")]
+    Overloaded {
+        /// Suggested wait before retrying here.
+        retry_after_ms: u32,
+    },
+    /// The write's version is too far in the future for this node.
+    #[error(
+        "version timestamp is {ahead_ms} ms ahead of the node's clock (limit {max_drift_ms} ms, max_clock_drift_ms); check clock synchronisation"
+    )]
+    ClockDrift {
+        /// How far ahead.
+        ahead_ms: u64,
+        /// The limit.
+        max_drift_ms: u64,
+    },
+    /// Storage failed (I/O error, or a record failed its checksum).
+    #[error("storage error: {detail}")]
+    Storage {
+        /// What failed.
+        detail: String,
+    },
+    /// The node is shutting down and takes no new requests; use another.
+    #[error("node is shutting down; send the request to another node")]
+    ShuttingDown,
+}
+
+impl WireError {
+    /// Whether sending the same request again (here or elsewhere) may
+    /// succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::DeadlineExceeded | Self::Overloaded { .. } | Self::ShuttingDown
+        )
+    }
+}

@@ -1,0 +1,165 @@
+//! One client connection: handshake, then a reader that decodes frames and
+//! starts a task per request, and a writer that sends responses in
+//! whatever order they finish.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::{Node, ServerOptions, handler};
+use crate::proto::frame::{self, FrameError};
+use crate::proto::{RequestFrame, ResponseFrame, WireError, codec, handshake};
+
+/// Serves a connection until the peer leaves, the stream becomes
+/// untrustworthy, or shutdown; in-flight requests finish before it returns.
+pub async fn serve<S>(
+    mut stream: S,
+    peer: SocketAddr,
+    node: Arc<Node>,
+    options: Arc<ServerOptions>,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if let Err(e) = handshake::accept(&mut stream, options.handshake_timeout).await {
+        tracing::warn!(%peer, error = %e, "handshake failed; closing connection");
+        return;
+    }
+    let (mut reader, writer) = tokio::io::split(stream);
+    let inflight = options.max_inflight_per_connection;
+    // Bounded: at most one queued response per in-flight request, plus
+    // room for connection-level errors.
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(inflight + 4);
+    let writer = tokio::spawn(write_responses(writer, rx, peer));
+    let permits = Arc::new(Semaphore::new(inflight));
+
+    loop {
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            read = frame::read_frame(&mut reader, options.limits.max_frame_bytes, options.frame_timeout) => read,
+        };
+        let payload = match read {
+            Ok(Some(payload)) => payload,
+            Ok(None) => break,
+            Err(e) => {
+                reply_to_broken_stream(&tx, peer, e).await;
+                break;
+            }
+        };
+        let received = Instant::now();
+        let request = match codec::decode_request(&payload) {
+            Ok(request) => request,
+            Err(e) => {
+                // The framing is intact, so the connection can go on; the
+                // error goes to the request id if one can be read.
+                let id = codec::peek_request_id(&payload).unwrap_or(0);
+                tracing::warn!(%peer, id, error = %e, "undecodable request");
+                send(&tx, ResponseFrame { id, result: Err(e) }).await;
+                continue;
+            }
+        };
+        if let Err(e) = options.limits.validate(&request) {
+            tracing::debug!(%peer, id = request.id, error = %e, "request refused");
+            send(
+                &tx,
+                ResponseFrame {
+                    id: request.id,
+                    result: Err(e),
+                },
+            )
+            .await;
+            continue;
+        }
+        // Backpressure: with every slot taken, stop reading this peer.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => {
+                send(&tx, ResponseFrame { id: request.id, result: Err(WireError::ShuttingDown) }).await;
+                break;
+            }
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let RequestFrame {
+            id,
+            timeout_ms,
+            request,
+        } = request;
+        let deadline = received + Duration::from_millis(u64::from(timeout_ms));
+        let (node, tx) = (node.clone(), tx.clone());
+        tokio::spawn(async move {
+            let result = handler::handle(&node, request, deadline).await;
+            send(&tx, ResponseFrame { id, result }).await;
+            drop(permit);
+        });
+    }
+    // The writer ends once every request task has sent its response and
+    // dropped its sender.
+    drop(tx);
+    if let Err(e) = writer.await {
+        tracing::error!(%peer, error = %e, "response writer failed");
+    }
+}
+
+async fn reply_to_broken_stream(tx: &mpsc::Sender<Vec<u8>>, peer: SocketAddr, e: FrameError) {
+    let error = match e {
+        FrameError::TooLarge { len, max } => WireError::FrameTooLarge { len, max },
+        FrameError::Empty => WireError::Malformed {
+            detail: "empty frame".into(),
+        },
+        FrameError::Timeout(after) => WireError::Malformed {
+            detail: format!("frame body not received within {after:?}"),
+        },
+        FrameError::Truncated | FrameError::Io(_) => {
+            tracing::debug!(%peer, error = %e, "connection ended mid-frame");
+            return;
+        }
+    };
+    tracing::warn!(%peer, error = %error, "closing connection after a bad frame");
+    send(
+        tx,
+        ResponseFrame {
+            id: 0,
+            result: Err(error),
+        },
+    )
+    .await;
+}
+
+async fn send(tx: &mpsc::Sender<Vec<u8>>, response: ResponseFrame) {
+    match codec::encode(&response) {
+        // A closed channel means the writer died with the connection;
+        // there is no one left to tell.
+        Ok(bytes) => {
+            let _ = tx.send(bytes).await;
+        }
+        Err(e) => tracing::error!(error = %e, "cannot encode response"),
+    }
+}
+
+async fn write_responses<W: AsyncWrite + Unpin>(
+    writer: W,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    peer: SocketAddr,
+) {
+    let mut writer = BufWriter::new(writer);
+    while let Some(bytes) = rx.recv().await {
+        if let Err(e) = frame::write_frame(&mut writer, &bytes).await {
+            tracing::debug!(%peer, error = %e, "write failed; dropping connection");
+            return;
+        }
+        // Flush when nothing else is ready, so bursts share a syscall.
+        if rx.is_empty()
+            && let Err(e) = writer.flush().await
+        {
+            tracing::debug!(%peer, error = %e, "flush failed; dropping connection");
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}

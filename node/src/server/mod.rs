@@ -1,0 +1,156 @@
+//! The protocol server: accepts connections, bounds them, and shuts down
+//! gracefully.
+//!
+//! Shutdown order: stop accepting, stop reading new requests on every
+//! connection, let in-flight requests finish (up to the grace period), then
+//! return so the caller can flush storage.
+
+pub mod admin;
+mod connection;
+mod handler;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::hlc::Clock;
+use crate::proto::Limits;
+use crate::storage::{Storage, StorageError};
+
+/// State shared by every request on a node.
+pub struct Node {
+    storage: Storage,
+    clock: Clock,
+    partitions: u32,
+}
+
+impl Node {
+    /// Opens the node's storage.
+    pub fn open(config: &Config) -> Result<Self, StorageError> {
+        Ok(Self::new(Storage::open(&config.storage())?, config))
+    }
+
+    /// A node over already-open storage.
+    pub fn new(storage: Storage, config: &Config) -> Self {
+        Self {
+            storage,
+            clock: Clock::new(config.max_clock_drift_ms),
+            partitions: config.partitions,
+        }
+    }
+
+    /// The node's storage.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+}
+
+/// Connection-handling settings.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Size limits on requests.
+    pub limits: Limits,
+    /// Connections accepted at once.
+    pub max_connections: usize,
+    /// Requests in flight per connection.
+    pub max_inflight_per_connection: usize,
+    /// Time allowed for the handshake.
+    pub handshake_timeout: Duration,
+    /// Time allowed for a frame's body once it has begun.
+    pub frame_timeout: Duration,
+    /// Time in-flight work gets at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl From<&Config> for ServerOptions {
+    fn from(c: &Config) -> Self {
+        Self {
+            limits: c.limits(),
+            max_connections: c.max_connections as usize,
+            max_inflight_per_connection: c.max_inflight_per_connection as usize,
+            handshake_timeout: Duration::from_millis(c.handshake_timeout_ms),
+            frame_timeout: Duration::from_millis(c.frame_timeout_ms),
+            shutdown_grace: c.shutdown_grace(),
+        }
+    }
+}
+
+/// A bound protocol listener.
+pub struct Server {
+    listener: TcpListener,
+    node: Arc<Node>,
+    options: Arc<ServerOptions>,
+}
+
+impl Server {
+    /// Binds the listener.
+    pub async fn bind(
+        addr: &str,
+        node: Arc<Node>,
+        options: ServerOptions,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Self {
+            listener,
+            node,
+            options: Arc::new(options),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains. Returns whether
+    /// every in-flight request finished within the grace period.
+    pub async fn run(self, shutdown: CancellationToken) -> bool {
+        let connections = TaskTracker::new();
+        let slots = Arc::new(Semaphore::new(self.options.max_connections));
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Usually EMFILE: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, max = self.options.max_connections, "connection limit reached; closing new connection");
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (node, options, shutdown) =
+                (self.node.clone(), self.options.clone(), shutdown.clone());
+            connections.spawn(async move {
+                connection::serve(stream, peer, node, options, shutdown).await;
+                drop(slot);
+            });
+        }
+        drop(self.listener);
+        connections.close();
+        let started = Instant::now();
+        let drained = tokio::time::timeout(self.options.shutdown_grace, connections.wait())
+            .await
+            .is_ok();
+        tracing::info!(
+            drained,
+            waited_ms = started.elapsed().as_millis() as u64,
+            "protocol server stopped"
+        );
+        drained
+    }
+}

@@ -1,0 +1,85 @@
+//! Group commit: one flush acknowledges every write that came before it.
+//!
+//! Writers apply their change to sled, then ask the flusher task to make it
+//! durable and wait. The flusher takes every request queued at that moment,
+//! runs one `flush`, and answers them all. A writer that arrives while a
+//! flush is running waits for the next one, since its bytes may have missed
+//! the current one. Under load, a flush therefore covers many writes, and
+//! the cost of an fsync is shared.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::StorageError;
+
+/// Writers waiting for a flush; past this, new writers wait for a slot
+/// (backpressure rather than unbounded memory).
+const QUEUE_BOUND: usize = 4096;
+
+/// A writer waiting for a flush. It carries a handle to the database so
+/// that the flusher task holds none between flushes: dropping the last
+/// [`super::Storage`] then closes sled at once.
+struct Waiter {
+    db: sled::Db,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Handle to the flusher task; the task ends when the handle is dropped.
+pub struct GroupCommit {
+    tx: mpsc::Sender<Waiter>,
+    flushes: Arc<AtomicU64>,
+}
+
+impl GroupCommit {
+    /// Starts the flusher task on the current tokio runtime.
+    pub fn start() -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE_BOUND);
+        let flushes = Arc::new(AtomicU64::new(0));
+        tokio::spawn(run(rx, flushes.clone()));
+        Self { tx, flushes }
+    }
+
+    /// Waits until every write applied to `db` before this call is on disk.
+    pub async fn wait(&self, db: &sled::Db) -> Result<(), StorageError> {
+        let (done, done_rx) = oneshot::channel();
+        let waiter = Waiter { db: db.clone(), done };
+        self.tx.send(waiter).await.map_err(|_| StorageError::Closed)?;
+        match done_rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StorageError::Flush(e)),
+            Err(_) => Err(StorageError::Closed),
+        }
+    }
+
+    /// Flushes run so far.
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
+    }
+}
+
+async fn run(mut rx: mpsc::Receiver<Waiter>, flushes: Arc<AtomicU64>) {
+    let mut batch = Vec::new();
+    while let Some(Waiter { db, done }) = rx.recv().await {
+        batch.push(done);
+        // Only the senders are kept: every database handle is gone by the
+        // time a waiter is answered, so a caller may close and reopen.
+        while let Ok(next) = rx.try_recv() {
+            batch.push(next.done);
+        }
+        let result = match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("flush task failed: {e}")),
+        };
+        flushes.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, waiters = batch.len(), "group flush failed");
+        }
+        for done in batch.drain(..) {
+            // A writer that gave up (its request timed out) is not an error.
+            let _ = done.send(result.clone());
+        }
+    }
+}

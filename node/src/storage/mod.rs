@@ -1,0 +1,60 @@
+//! Versioned record storage on sled.
+//!
+//! Everything that touches sled lives in this module, so the engine could be
+//! swapped if measurements demand it. Records are keyed by
+//! `(partition, key)`; each holds a [`Version`] and a checksummed value or a
+//! tombstone ([`record`]). Writes apply only if newer ([`Storage::apply`]),
+//! and with [`Durability::PerWrite`] the acknowledgement waits for a flush
+//! shared by every concurrent writer ([`group_commit`]).
+
+mod engine;
+pub mod group_commit;
+pub mod record;
+
+pub use engine::{Applied, Storage, StorageConfig};
+pub use record::{Record, RecordError, Version};
+
+use serde::{Deserialize, Serialize};
+
+/// When a write reaches the disk relative to its acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum Durability {
+    /// The acknowledgement waits for a flush to disk; concurrent writes
+    /// share one flush (group commit). The default: an acknowledged write
+    /// survives a crash of this node, which is what "acked" means to a
+    /// user, and group commit keeps the cost per write small under load.
+    #[default]
+    PerWrite,
+    /// Acknowledge once the write is in sled's page cache and let sled
+    /// flush on its own interval (`flush_every_ms`). Faster; a crash loses
+    /// up to one interval of acknowledged writes on this node, which only
+    /// replication can cover.
+    Periodic,
+}
+
+/// Storage failures. Every message names what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// sled reported an error (I/O, or corruption it detected itself).
+    #[error("storage engine error: {0}")]
+    Engine(#[from] sled::Error),
+    /// A stored record failed to decode or verify; it is never returned as
+    /// data.
+    #[error("corrupt record for key {key} in partition {partition}: {error}")]
+    Corrupt {
+        /// Partition of the record.
+        partition: u32,
+        /// The key, escaped for printing.
+        key: String,
+        /// What was wrong with it.
+        error: RecordError,
+    },
+    /// Flushing to disk failed; the write may not be durable.
+    #[error("flush to disk failed: {0}")]
+    Flush(String),
+    /// The storage is shutting down.
+    #[error("storage is closed")]
+    Closed,
+}
