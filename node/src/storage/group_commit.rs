@@ -44,8 +44,14 @@ impl GroupCommit {
     /// Waits until every write applied to `db` before this call is on disk.
     pub async fn wait(&self, db: &sled::Db) -> Result<(), StorageError> {
         let (done, done_rx) = oneshot::channel();
-        let waiter = Waiter { db: db.clone(), done };
-        self.tx.send(waiter).await.map_err(|_| StorageError::Closed)?;
+        let waiter = Waiter {
+            db: db.clone(),
+            done,
+        };
+        self.tx
+            .send(waiter)
+            .await
+            .map_err(|_| StorageError::Closed)?;
         match done_rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StorageError::Flush(e)),

@@ -1,0 +1,244 @@
+//! Shared harness for integration tests: real `levee-node` processes on
+//! 127.0.0.x addresses, started, killed and restarted, with conditions
+//! polled against a deadline instead of slept on.
+
+#![allow(dead_code)]
+
+pub mod raw;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use levee_node::client::{Client, ClientConfig};
+
+/// How long a node gets to become ready.
+pub const START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Builds the binaries once per test process, so a test never runs a
+/// stale `levee-node` (the root package cannot name another package's
+/// binaries through `CARGO_BIN_EXE_*`).
+fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "levee-node",
+                "-p",
+                "levee-cli",
+                "--bins",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build of the binaries failed");
+        // The test binary lives in target/<profile>/deps/.
+        let exe = std::env::current_exe().expect("test binary path");
+        exe.parent()
+            .and_then(Path::parent)
+            .expect("target/<profile> directory")
+            .to_path_buf()
+    })
+}
+
+/// Path of a workspace binary.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(path.exists(), "{} is missing", path.display());
+    path
+}
+
+/// A fresh loopback address with a free port: each node gets its own
+/// 127.0.0.x so tests look like several hosts.
+pub fn free_addr() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let host = format!("127.0.0.{}", 2 + (std::process::id() + n) % 250);
+    let listener = TcpListener::bind(format!("{host}:0")).expect("bind a free port");
+    listener.local_addr().expect("local addr").to_string()
+}
+
+/// Polls `check` until it returns `Some` or the deadline passes.
+pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `GET path` on an HTTP endpoint: the status code, or `None` if it cannot
+/// be reached.
+pub fn http_status(addr: &str, path: &str) -> Option<u16> {
+    let mut stream =
+        TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// One `levee-node` process and everything needed to restart it as itself.
+pub struct TestNode {
+    child: Option<Child>,
+    /// Protocol address.
+    pub addr: String,
+    /// HTTP admin address.
+    pub admin: String,
+    /// Data directory (kept across restarts).
+    pub data_dir: PathBuf,
+    extra: Vec<String>,
+    log: PathBuf,
+}
+
+impl TestNode {
+    /// Starts a node with its data under `dir` and waits until it is ready.
+    pub fn start(dir: &Path, extra: &[&str]) -> Self {
+        let mut node = Self {
+            child: None,
+            addr: free_addr(),
+            admin: free_addr(),
+            data_dir: dir.join("node"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: dir.join("node.log"),
+        };
+        node.spawn();
+        node.wait_ready();
+        node
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open node log");
+        let child = Command::new(bin("levee-node"))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--listen", &self.addr, "--admin", &self.admin])
+            .args(&self.extra)
+            .env_remove("LEVEE_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn levee-node");
+        self.child = Some(child);
+    }
+
+    /// Waits until `/health/ready` answers 200.
+    pub fn wait_ready(&mut self) {
+        let admin = self.admin.clone();
+        let log = self.log.clone();
+        let child = self.child.as_mut().expect("node is running");
+        wait_for("node ready", START_DEADLINE, || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "levee-node exited with {status}; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            (http_status(&admin, "/health/ready") == Some(200)).then_some(())
+        });
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGKILL: no chance to flush or finish anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("node is running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        wait_for("node exit after SIGTERM", Duration::from_secs(30), || {
+            child.try_wait().ok().flatten()
+        })
+    }
+
+    /// Starts the process again on the same data and addresses.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A library client for this node.
+    pub fn client(&self) -> Client {
+        Client::new(ClientConfig {
+            endpoints: vec![self.addr.clone()],
+            ..ClientConfig::default()
+        })
+    }
+
+    /// Runs the `levee` CLI against this node.
+    pub fn cli(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut child = Command::new(bin("levee"))
+            .args(["--endpoints", &self.addr])
+            .args(args)
+            .env_remove("LEVEE_ENDPOINTS")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn levee");
+        let mut input = child.stdin.take().expect("stdin");
+        if let Some(bytes) = stdin {
+            input.write_all(bytes).expect("write stdin");
+        }
+        drop(input);
+        child.wait_with_output().expect("levee output")
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A tokio runtime for driving the async client from a plain test.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
