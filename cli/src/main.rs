@@ -10,6 +10,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use levee_node::client::{Client, ClientConfig, WriteOutcome};
 use levee_node::storage::Version;
 
+mod local;
+mod status;
+
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success
@@ -48,8 +51,9 @@ struct Cli {
     command: Command,
 }
 
+/// Output format of every command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
+pub enum Output {
     Text,
     Json,
 }
@@ -79,6 +83,11 @@ enum Command {
         /// The key.
         key: String,
     },
+    /// Show the cluster: nodes, zones, states, roles, partitions, health.
+    Status,
+    /// Run a local cluster of levee-node processes on 127.0.0.x until
+    /// Ctrl-C; a second run on the same directory restarts it with its data.
+    Local(local::Args),
 }
 
 fn main() -> ExitCode {
@@ -160,6 +169,14 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     stdout.flush().context("cannot write to stdout")?;
                 }
             }
+            Ok(Outcome::Done)
+        }
+        Command::Status => {
+            status::run(client.config().clone(), cli.output).await?;
+            Ok(Outcome::Done)
+        }
+        Command::Local(args) => {
+            local::run(args).await?;
             Ok(Outcome::Done)
         }
         Command::Delete { key } => {

@@ -31,6 +31,34 @@ pub struct Config {
     pub listen: String,
     /// Address of the HTTP admin listener (`/health/live`, `/health/ready`).
     pub admin: String,
+    /// Protocol address other nodes and clients should use to reach this
+    /// one, when it differs from `listen` (e.g. `listen = "0.0.0.0:7400"`
+    /// in a container). Empty means `listen`.
+    pub advertise: String,
+    /// Start a new cluster if this node has no identity yet. A node with
+    /// an identity ignores it and restarts as itself.
+    pub init: bool,
+    /// Seeds (`HOST:PORT`) to join through if this node has no identity
+    /// yet. With neither `init` nor `join`, a node without an identity
+    /// starts a new single-node cluster.
+    pub join: Vec<String>,
+    /// Failure domain (rack, zone) of this node.
+    pub zone: String,
+    /// Relative placement weight of this node (e.g. disk GiB).
+    pub capacity: u64,
+    /// For a new cluster: replicas per partition (R).
+    pub replicas: u8,
+    /// For a new cluster: Raft voters (1, 3 or 5); later nodes are
+    /// learners. Three survives one loss; five survives two.
+    pub voters: u8,
+    /// Raft heartbeat interval (ms). Also how fast the map reaches every
+    /// node.
+    pub raft_heartbeat_ms: u64,
+    /// Raft election timeout (ms, minimum; maximum is twice it). Several
+    /// heartbeats long so one delayed beat does not start an election.
+    pub raft_election_timeout_ms: u64,
+    /// How long a joining node keeps asking the seeds (ms).
+    pub join_timeout_ms: u64,
     /// When a write is on disk relative to its acknowledgement; see
     /// [`Durability`]. Default `per_write`.
     pub durability: Durability,
@@ -83,6 +111,16 @@ impl Default for Config {
             data_dir: PathBuf::from("levee-data"),
             listen: "127.0.0.1:7400".into(),
             admin: "127.0.0.1:7401".into(),
+            advertise: String::new(),
+            init: false,
+            join: Vec::new(),
+            zone: "default".into(),
+            capacity: 100,
+            replicas: 3,
+            voters: 3,
+            raft_heartbeat_ms: 250,
+            raft_election_timeout_ms: 1000,
+            join_timeout_ms: 60_000,
             durability: Durability::PerWrite,
             flush_every_ms: 500,
             cache_bytes: 256 * 1024 * 1024,
@@ -97,7 +135,9 @@ impl Default for Config {
             shutdown_grace_ms: 30_000,
             max_clock_drift_ms: 30_000,
             log_format: LogFormat::Text,
-            log: "info".into(),
+            // openraft logs routine membership and vote changes at info and
+            // warn; its errors are what an operator needs.
+            log: "info,openraft=error".into(),
         }
     }
 }
@@ -139,6 +179,38 @@ pub struct Overrides {
     /// HTTP admin listen address.
     #[arg(long, env = "LEVEE_ADMIN", value_name = "HOST:PORT")]
     pub admin: Option<String>,
+    /// Address others use to reach this node (default: --listen).
+    #[arg(long, env = "LEVEE_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// Start a new cluster (ignored once the node has an identity).
+    #[arg(long, env = "LEVEE_INIT", conflicts_with = "join")]
+    pub init: bool,
+    /// Join the cluster of these nodes (ignored once the node has an identity).
+    #[arg(
+        long,
+        env = "LEVEE_JOIN",
+        value_name = "HOST:PORT[,...]",
+        value_delimiter = ','
+    )]
+    pub join: Option<Vec<String>>,
+    /// Failure domain of this node.
+    #[arg(long, env = "LEVEE_ZONE", value_name = "NAME")]
+    pub zone: Option<String>,
+    /// Placement weight of this node.
+    #[arg(long, env = "LEVEE_CAPACITY")]
+    pub capacity: Option<u64>,
+    /// Replicas per partition, for a new cluster.
+    #[arg(long, env = "LEVEE_REPLICAS")]
+    pub replicas: Option<u8>,
+    /// Raft voters (1, 3 or 5), for a new cluster.
+    #[arg(long, env = "LEVEE_VOTERS")]
+    pub voters: Option<u8>,
+    /// Raft heartbeat interval in ms.
+    #[arg(long, env = "LEVEE_RAFT_HEARTBEAT_MS", value_name = "MS")]
+    pub raft_heartbeat_ms: Option<u64>,
+    /// Raft election timeout in ms.
+    #[arg(long, env = "LEVEE_RAFT_ELECTION_TIMEOUT_MS", value_name = "MS")]
+    pub raft_election_timeout_ms: Option<u64>,
     /// Durability of acknowledged writes.
     #[arg(long, env = "LEVEE_DURABILITY", value_enum)]
     pub durability: Option<Durability>,
@@ -202,6 +274,20 @@ impl Config {
         set(&mut self.data_dir, o.data_dir);
         set(&mut self.listen, o.listen);
         set(&mut self.admin, o.admin);
+        set(&mut self.advertise, o.advertise);
+        if o.init {
+            self.init = true;
+        }
+        set(&mut self.join, o.join);
+        set(&mut self.zone, o.zone);
+        set(&mut self.capacity, o.capacity);
+        set(&mut self.replicas, o.replicas);
+        set(&mut self.voters, o.voters);
+        set(&mut self.raft_heartbeat_ms, o.raft_heartbeat_ms);
+        set(
+            &mut self.raft_election_timeout_ms,
+            o.raft_election_timeout_ms,
+        );
         set(&mut self.durability, o.durability);
         set(&mut self.flush_every_ms, o.flush_every_ms);
         set(&mut self.cache_bytes, o.cache_bytes);
@@ -226,6 +312,27 @@ impl Config {
             ("handshake_timeout_ms", self.handshake_timeout_ms),
             ("frame_timeout_ms", self.frame_timeout_ms),
         ];
+        if !matches!(self.voters, 1 | 3 | 5) {
+            return Err(ConfigError::Invalid(format!(
+                "voters is {}; it must be 1, 3 or 5",
+                self.voters
+            )));
+        }
+        if self.replicas == 0 {
+            return Err(ConfigError::Invalid("replicas must be at least 1".into()));
+        }
+        if self.init && !self.join.is_empty() {
+            return Err(ConfigError::Invalid(
+                "init and join exclude each other".into(),
+            ));
+        }
+        if self.raft_election_timeout_ms < 3 * self.raft_heartbeat_ms {
+            return Err(ConfigError::Invalid(format!(
+                "raft_election_timeout_ms ({}) must be at least 3 heartbeats ({} ms) so one late beat does not start an election",
+                self.raft_election_timeout_ms,
+                3 * self.raft_heartbeat_ms
+            )));
+        }
         for (name, value) in positive {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
@@ -250,6 +357,41 @@ impl Config {
             durability: self.durability,
             flush_every_ms: self.flush_every_ms,
             cache_bytes: self.cache_bytes,
+        }
+    }
+
+    /// The address others reach this node at.
+    pub fn advertised(&self) -> &str {
+        if self.advertise.is_empty() {
+            &self.listen
+        } else {
+            &self.advertise
+        }
+    }
+
+    /// Where the Raft log, the map and the node's identity live.
+    pub fn meta_dir(&self) -> PathBuf {
+        self.data_dir.join("meta")
+    }
+
+    /// The cluster settings.
+    pub fn cluster(&self) -> crate::cluster::ClusterOptions {
+        use crate::cluster::{Bootstrap, ClusterOptions, map::Settings};
+        ClusterOptions {
+            bootstrap: if self.join.is_empty() {
+                Bootstrap::Init
+            } else {
+                Bootstrap::Join(self.join.clone())
+            },
+            addr: self.advertised().to_owned(),
+            admin: self.admin.clone(),
+            zone: self.zone.clone(),
+            capacity: self.capacity,
+            partitions: self.partitions,
+            settings: Settings::majority(self.replicas, self.voters),
+            heartbeat: Duration::from_millis(self.raft_heartbeat_ms),
+            election_timeout: Duration::from_millis(self.raft_election_timeout_ms),
+            join_timeout: Duration::from_millis(self.join_timeout_ms),
         }
     }
 

@@ -1,11 +1,13 @@
 //! `levee-node`: one levee storage node.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
+use levee_node::cluster::Cluster;
 use levee_node::config::{Config, LogFormat, Overrides};
 use levee_node::server::admin::{self, Health};
 use levee_node::server::{Node, Server, ServerOptions};
@@ -25,7 +27,18 @@ struct Args {
     overrides: Overrides,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    match try_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, cause chain included, for the operator.
+            eprintln!("levee-node: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn try_main() -> anyhow::Result<()> {
     let started = Instant::now();
     let args = Args::parse();
     let config = Config::load(args.config.as_deref(), &args.overrides)?;
@@ -84,6 +97,20 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind the protocol address {}", config.listen))?;
     let listen_addr = server.local_addr()?;
+    // Serve from here on: Raft RPCs may arrive while this node is still
+    // joining, and are answered "unavailable" until the cluster is set.
+    let server_task = tokio::spawn(server.run(shutdown.clone()));
+    tokio::spawn(wait_for_signal(shutdown.clone(), health.clone()));
+
+    let meta_dir = config.meta_dir();
+    let meta = sled::Config::new()
+        .path(&meta_dir)
+        .open()
+        .with_context(|| format!("cannot open cluster metadata in {}", meta_dir.display()))?;
+    let cluster = Cluster::start(meta, config.cluster(), shutdown.clone())
+        .await
+        .context("cannot start cluster membership")?;
+    node.set_cluster(cluster.clone());
     health.set_ready(true);
     tracing::info!(
         listen = %listen_addr,
@@ -93,11 +120,12 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         admin_ms,
         storage_open_ms = storage_ms,
         ready_ms = started.elapsed().as_millis(),
+        node_id = cluster.node_id(),
+        cluster_id = format!("{:x}", cluster.cluster_id()),
         "levee-node ready"
     );
 
-    tokio::spawn(wait_for_signal(shutdown.clone(), health.clone()));
-    let drained = server.run(shutdown).await;
+    let drained = server_task.await.unwrap_or(false);
     if !drained {
         tracing::warn!("shutdown grace period ended with requests still in flight");
     }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod raw;
 
 use std::io::{Read, Write};
@@ -112,17 +113,35 @@ pub struct TestNode {
 impl TestNode {
     /// Starts a node with its data under `dir` and waits until it is ready.
     pub fn start(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_named(dir, "node", extra)
+    }
+
+    /// Like [`TestNode::start`], with data in `dir/name`.
+    pub fn start_named(dir: &Path, name: &str, extra: &[&str]) -> Self {
+        let mut node = Self::spawn_named(dir, name, extra);
+        node.wait_ready();
+        node
+    }
+
+    /// Starts a node with its data in `dir/name` and its log in
+    /// `dir/name.log`, without waiting for it.
+    pub fn spawn_named(dir: &Path, name: &str, extra: &[&str]) -> Self {
         let mut node = Self {
             child: None,
             addr: free_addr(),
             admin: free_addr(),
-            data_dir: dir.join("node"),
+            data_dir: dir.join(name),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            log: dir.join("node.log"),
+            log: dir.join(format!("{name}.log")),
         };
         node.spawn();
-        node.wait_ready();
         node
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("node is running");
+        wait_for("node exit", deadline, || child.try_wait().ok().flatten())
     }
 
     fn spawn(&mut self) {
@@ -193,6 +212,12 @@ impl TestNode {
         self.kill();
         self.spawn();
         self.wait_ready();
+    }
+
+    /// Starts the process again without waiting for it to be ready.
+    pub fn respawn(&mut self) {
+        self.kill();
+        self.spawn();
     }
 
     /// The node's log so far.

@@ -184,6 +184,22 @@ impl Client {
         }
     }
 
+    /// The cluster map held by the node this client talks to.
+    pub async fn map(&self) -> Result<crate::cluster::map::ClusterMap, ClientError> {
+        match self.call(ClientRequest::GetMap).await? {
+            Response::Map(map) => Ok(*map),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The cluster as seen by the node this client talks to.
+    pub async fn status(&self) -> Result<crate::cluster::status::ClusterStatus, ClientError> {
+        match self.call(ClientRequest::Status).await? {
+            Response::Status(status) => Ok(*status),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Reads a key; `None` if it does not exist or was deleted.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Value>, ClientError> {
         match self.call(ClientRequest::Get { key: key.to_vec() }).await? {

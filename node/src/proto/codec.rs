@@ -49,6 +49,19 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, WireError> {
     Ok(message)
 }
 
+/// Encodes any value with the same configuration, without a length prefix
+/// (for payloads nested inside messages, such as Raft RPCs).
+pub fn to_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
+    bincode::serde::encode_to_vec(value, config()).map_err(|e| WireError::Malformed {
+        detail: format!("cannot encode: {e}"),
+    })
+}
+
+/// Decodes a value encoded by [`to_bytes`]; trailing bytes are an error.
+pub fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    decode(bytes)
+}
+
 /// Decodes a request frame.
 pub fn decode_request(payload: &[u8]) -> Result<RequestFrame, WireError> {
     decode(payload)

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::map::{ClusterMap, NodeSpec};
+use crate::cluster::status::ClusterStatus;
 use crate::storage::Version;
 
 /// A request and its envelope.
@@ -28,6 +30,42 @@ pub struct RequestFrame {
 pub enum Request {
     /// Operations a client may ask of any node.
     Client(ClientRequest),
+    /// Node-to-node messages (Raft, joins). With mutual TLS these will
+    /// require a node certificate.
+    Node(NodeRequest),
+}
+
+/// Messages between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeRequest {
+    /// A Raft RPC, its openraft request encoded as the payload. The
+    /// receiver checks that it belongs to `cluster_id` and is node
+    /// `target`, so a node of another cluster, or a wiped node that came
+    /// back at an old address, is never mistaken for a member.
+    Raft {
+        /// The sender's cluster.
+        cluster_id: u64,
+        /// The node the sender means to reach.
+        target: u64,
+        /// Which RPC.
+        rpc: RaftRpc,
+        /// bincode of the openraft request.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// A new node asks to join; answered by the leader.
+    Join(NodeSpec),
+}
+
+/// The Raft RPCs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RaftRpc {
+    /// AppendEntries (also the heartbeat).
+    AppendEntries,
+    /// RequestVote.
+    Vote,
+    /// One chunk of a snapshot.
+    InstallSnapshot,
 }
 
 /// Operations on keys.
@@ -61,6 +99,10 @@ pub enum ClientRequest {
         /// The tombstone's version.
         version: Version,
     },
+    /// The node's copy of the cluster map.
+    GetMap,
+    /// The node's view of the cluster: map, leader, roles.
+    Status,
 }
 
 /// A response and its envelope.
@@ -91,6 +133,19 @@ pub enum Response {
         applied: bool,
         /// The version now stored for the key.
         version: Version,
+    },
+    /// Answer to [`ClientRequest::GetMap`].
+    Map(Box<ClusterMap>),
+    /// Answer to [`ClientRequest::Status`].
+    Status(Box<ClusterStatus>),
+    /// Answer to a Raft RPC: bincode of openraft's result.
+    Raft(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Answer to a join.
+    Joined {
+        /// The joining node's id.
+        node_id: u64,
+        /// The cluster's id.
+        cluster_id: u64,
     },
 }
 
@@ -178,6 +233,26 @@ pub enum WireError {
     /// The node is shutting down and takes no new requests; use another.
     #[error("node is shutting down; send the request to another node")]
     ShuttingDown,
+    /// Only the Raft leader can do this; ask it instead.
+    #[error("this node is not the cluster leader{}", leader_addr.as_ref().map(|a| format!("; the leader is {a}")).unwrap_or_else(|| "; no leader is known yet, retry shortly".into()))]
+    NotLeader {
+        /// The leader's id, if known.
+        leader: Option<u64>,
+        /// The leader's protocol address, if known.
+        leader_addr: Option<String>,
+    },
+    /// The node cannot do this now (still starting, no cluster yet).
+    #[error("unavailable: {detail}")]
+    Unavailable {
+        /// Why.
+        detail: String,
+    },
+    /// The request was understood and refused; the message says why.
+    #[error("refused: {detail}")]
+    Refused {
+        /// Why, and what to do.
+        detail: String,
+    },
 }
 
 impl WireError {
@@ -186,7 +261,11 @@ impl WireError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::DeadlineExceeded | Self::Overloaded { .. } | Self::ShuttingDown
+            Self::DeadlineExceeded
+                | Self::Overloaded { .. }
+                | Self::ShuttingDown
+                | Self::NotLeader { .. }
+                | Self::Unavailable { .. }
         )
     }
 }

@@ -3,8 +3,11 @@
 use tokio::time::Instant;
 
 use super::Node;
+use crate::cluster::Cluster;
 use crate::partition::partition_of;
-use crate::proto::{ClientRequest, Found, PROTOCOL_VERSION, Request, Response, WireError};
+use crate::proto::{
+    ClientRequest, Found, NodeRequest, PROTOCOL_VERSION, Request, Response, WireError,
+};
 use crate::storage::{Applied, StorageError, Version};
 
 /// Runs a request, unless its deadline has already passed: an answer the
@@ -19,7 +22,10 @@ pub async fn handle(
         tracing::debug!("request dropped: deadline passed before it started");
         return Err(WireError::DeadlineExceeded);
     }
-    let Request::Client(request) = request;
+    let request = match request {
+        Request::Client(request) => request,
+        Request::Node(request) => return handle_node(node, request).await,
+    };
     match request {
         ClientRequest::Ping => Ok(Response::Pong {
             protocol: PROTOCOL_VERSION,
@@ -38,7 +44,33 @@ pub async fn handle(
             version,
         } => write(node, &key, version, Some(&value)).await,
         ClientRequest::Delete { key, version } => write(node, &key, version, None).await,
+        ClientRequest::GetMap => Ok(Response::Map(Box::new((*cluster(node)?.map()).clone()))),
+        ClientRequest::Status => Ok(Response::Status(Box::new(cluster(node)?.status()))),
     }
+}
+
+async fn handle_node(node: &Node, request: NodeRequest) -> Result<Response, WireError> {
+    let cluster = cluster(node)?;
+    match request {
+        NodeRequest::Raft {
+            cluster_id,
+            target,
+            rpc,
+            payload,
+        } => cluster
+            .handle_raft(cluster_id, target, rpc, &payload)
+            .await
+            .map(Response::Raft),
+        NodeRequest::Join(spec) => cluster.handle_join(spec).await,
+    }
+}
+
+fn cluster(node: &Node) -> Result<&Cluster, WireError> {
+    node.cluster()
+        .map(|c| c.as_ref())
+        .ok_or_else(|| WireError::Unavailable {
+            detail: "this node has not started its cluster membership yet".into(),
+        })
 }
 
 async fn write(

@@ -10,7 +10,7 @@ mod connection;
 mod handler;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::hlc::Clock;
 use crate::proto::Limits;
@@ -28,6 +29,9 @@ pub struct Node {
     storage: Storage,
     clock: Clock,
     partitions: u32,
+    /// Set once the node has started or joined its cluster; until then,
+    /// cluster requests are answered `Unavailable`.
+    cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl Node {
@@ -42,7 +46,20 @@ impl Node {
             storage,
             clock: Clock::new(config.max_clock_drift_ms),
             partitions: config.partitions,
+            cluster: OnceLock::new(),
         }
+    }
+
+    /// Attaches the running cluster membership (once).
+    pub fn set_cluster(&self, cluster: Arc<Cluster>) {
+        if self.cluster.set(cluster).is_err() {
+            tracing::warn!("cluster attached twice; keeping the first");
+        }
+    }
+
+    /// The cluster membership, once started.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
     }
 
     /// The node's storage.
