@@ -83,6 +83,7 @@ pub fn peek_request_id(payload: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::map::{ClusterMap, Command, NodeSpec, Settings};
     use crate::proto::message::*;
     use crate::storage::Version;
     use proptest::prelude::*;
@@ -108,6 +109,34 @@ mod tests {
             )),
             (bytes(), version())
                 .prop_map(|(key, version)| Request::Client(ClientRequest::Delete { key, version })),
+            Just(Request::Client(ClientRequest::GetMap)),
+            Just(Request::Client(ClientRequest::Status)),
+            (any::<u64>(), any::<u64>(), 0..3u8, bytes()).prop_map(
+                |(cluster_id, target, rpc, payload)| {
+                    let rpc = [
+                        RaftRpc::AppendEntries,
+                        RaftRpc::Vote,
+                        RaftRpc::InstallSnapshot,
+                    ][rpc as usize];
+                    Request::Node(NodeRequest::Raft {
+                        cluster_id,
+                        target,
+                        rpc,
+                        payload,
+                    })
+                }
+            ),
+            (".{0,30}", ".{0,30}", ".{0,10}", any::<u64>(), any::<u64>()).prop_map(
+                |(addr, admin, zone, capacity, join_token)| {
+                    Request::Node(NodeRequest::Join(NodeSpec {
+                        addr,
+                        admin,
+                        zone,
+                        capacity,
+                        join_token,
+                    }))
+                }
+            ),
         ]
     }
 
@@ -131,7 +160,46 @@ mod tests {
             }),
             ".{0,40}".prop_map(|detail| WireError::Storage { detail }),
             Just(WireError::ShuttingDown),
+            (
+                proptest::option::of(any::<u64>()),
+                proptest::option::of(".{0,30}")
+            )
+                .prop_map(|(leader, leader_addr)| WireError::NotLeader {
+                    leader,
+                    leader_addr
+                }),
+            ".{0,40}".prop_map(|detail| WireError::Unavailable { detail }),
+            ".{0,40}".prop_map(|detail| WireError::Refused { detail }),
         ]
+    }
+
+    /// Maps built by applying random joins, so they have real shapes.
+    fn map() -> impl Strategy<Value = ClusterMap> {
+        (
+            any::<u64>(),
+            1u32..64,
+            proptest::collection::vec(("[a-z]{1,8}", 0u8..4), 0..6),
+        )
+            .prop_map(|(cluster_id, partitions, joins)| {
+                let mut map = ClusterMap::default();
+                let spec = |addr: String, zone: u8| NodeSpec {
+                    admin: format!("{addr}-admin"),
+                    addr,
+                    zone: format!("z{zone}"),
+                    capacity: 1,
+                    join_token: 7,
+                };
+                map.apply(&Command::Init {
+                    cluster_id: cluster_id.max(1),
+                    partitions,
+                    settings: Settings::default(),
+                    first: spec("first".into(), 0),
+                });
+                for (addr, zone) in joins {
+                    map.apply(&Command::AddNode(spec(addr, zone)));
+                }
+                map
+            })
     }
 
     fn response() -> impl Strategy<Value = Result<Response, WireError>> {
@@ -143,6 +211,12 @@ mod tests {
             (any::<bool>(), version())
                 .prop_map(|(applied, version)| Ok(Response::Written { applied, version })),
             wire_error().prop_map(Err),
+            bytes().prop_map(|b| Ok(Response::Raft(b))),
+            (any::<u64>(), any::<u64>()).prop_map(|(node_id, cluster_id)| Ok(Response::Joined {
+                node_id,
+                cluster_id
+            })),
+            map().prop_map(|m| Ok(Response::Map(Box::new(m)))),
         ]
     }
 

@@ -1,0 +1,131 @@
+//! `levee local`: the README's "run it" command.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{bin, wait_for};
+
+/// A port free for protocol and admin on 127.0.0.1..=3.
+fn free_port_on_three_hosts() -> u16 {
+    wait_for(
+        "a port free on 127.0.0.1-3",
+        Duration::from_secs(10),
+        || {
+            let probe = TcpListener::bind("127.0.0.1:0").ok()?;
+            let port = probe.local_addr().ok()?.port();
+            drop(probe);
+            let free = (1..=3).all(|h| {
+                TcpListener::bind(format!("127.0.0.{h}:{port}")).is_ok()
+                    && TcpListener::bind(format!("127.0.0.{h}:{}", port + 1)).is_ok()
+            });
+            (free && port < u16::MAX).then_some(port)
+        },
+    )
+}
+
+fn levee(endpoint: &str, args: &[&str]) -> std::process::Output {
+    Command::new(bin("levee"))
+        .args(["--endpoints", endpoint])
+        .args(args)
+        .output()
+        .expect("run levee")
+}
+
+/// Runs `levee local` until it prints that the cluster is ready, runs
+/// `during`, then stops it with SIGTERM and checks it exits cleanly.
+fn with_local_cluster(dir: &std::path::Path, port: u16, during: impl FnOnce(&str)) {
+    let mut child = Command::new(bin("levee"))
+        .args([
+            "local",
+            "--nodes",
+            "3",
+            "--port",
+            &port.to_string(),
+            "--data-dir",
+        ])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn levee local");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut printed = Vec::new();
+    wait_for(
+        "levee local to report ready",
+        Duration::from_secs(90),
+        || {
+            while let Ok(line) = rx.try_recv() {
+                printed.push(line);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("levee local exited early with {status}: {printed:?}");
+            }
+            printed
+                .iter()
+                .any(|l| l.contains("3 nodes ready"))
+                .then_some(())
+        },
+    );
+    assert!(
+        printed.iter().any(|l| l.contains("levee put")),
+        "prints how to use it: {printed:?}"
+    );
+    during(&format!("127.0.0.1:{port}"));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = wait_for("levee local to stop", Duration::from_secs(60), || {
+        child.try_wait().ok().flatten()
+    });
+    assert!(status.success(), "levee local exit status {status}");
+}
+
+#[test]
+fn levee_local_runs_a_cluster_and_a_second_run_restarts_it_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_on_three_hosts();
+    let mut cluster_id = String::new();
+    with_local_cluster(dir.path(), port, |endpoint| {
+        let out = levee(endpoint, &["status", "-o", "json"]);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+        assert_eq!(
+            status["nodes"].as_array().map(Vec::len),
+            Some(3),
+            "{status}"
+        );
+        assert!(status["leader"].as_u64().is_some());
+        cluster_id = status["cluster_id"].as_str().unwrap().to_owned();
+        assert!(
+            levee(endpoint, &["put", "kept", "across runs"])
+                .status
+                .success()
+        );
+    });
+    with_local_cluster(dir.path(), port, |endpoint| {
+        let out = levee(endpoint, &["status", "-o", "json"]);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+        assert_eq!(
+            status["cluster_id"].as_str(),
+            Some(cluster_id.as_str()),
+            "same cluster"
+        );
+        assert_eq!(
+            status["nodes"].as_array().map(Vec::len),
+            Some(3),
+            "no node added: {status}"
+        );
+        assert_eq!(levee(endpoint, &["get", "kept"]).stdout, b"across runs");
+    });
+}
