@@ -28,6 +28,16 @@ fn free_port_on_three_hosts() -> u16 {
     )
 }
 
+struct StopOnDrop(u32);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.to_string()])
+            .status();
+    }
+}
+
 fn levee(endpoint: &str, args: &[&str]) -> std::process::Output {
     Command::new(bin("levee"))
         .args(["--endpoints", endpoint])
@@ -54,6 +64,9 @@ fn with_local_cluster(dir: &std::path::Path, port: u16, during: impl FnOnce(&str
         .spawn()
         .expect("spawn levee local");
     let stdout = child.stdout.take().expect("stdout");
+    // If an assertion fails, still stop the cluster (SIGTERM makes levee
+    // local stop its nodes).
+    let _guard = StopOnDrop(child.id());
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {

@@ -124,6 +124,7 @@ fn a_10_kib_key_is_refused_and_the_connection_goes_on() {
             key: vec![b'k'; 10 * 1024],
             value: b"v".to_vec(),
             version: Version { hlc: 1, writer: 1 },
+            epoch: 0,
         }),
     });
     let response = conn.read_response();
@@ -180,6 +181,7 @@ fn an_unknown_message_type_and_a_missing_deadline_are_answered_by_id() {
         timeout_ms: 0,
         request: Request::Client(ClientRequest::Get {
             key: b"witness".to_vec(),
+            epoch: 0,
         }),
     });
     let response = conn.read_response();

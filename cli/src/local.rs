@@ -12,6 +12,19 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+/// Prints a line; a closed stdout (the reader went away) is not worth a
+/// panic that would leave the nodes running.
+macro_rules! say {
+    () => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout());
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Flags of `levee local`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -176,7 +189,19 @@ async fn wait_for_members(
         if let Ok(status) = client(seed).status().await {
             let members = status.voters.len() + status.learners.len();
             if status.map.nodes.len() >= count && members >= count && status.leader.is_some() {
-                return Ok(());
+                // Each node itself must answer with a leader known, so
+                // every one is serving before the cluster is called ready.
+                let mut all_serving = true;
+                for node in nodes.iter() {
+                    let serving = client(&node.addr)
+                        .status()
+                        .await
+                        .is_ok_and(|s| s.leader.is_some());
+                    all_serving &= serving;
+                }
+                if all_serving {
+                    return Ok(());
+                }
             }
         }
         if Instant::now() > deadline {
@@ -189,24 +214,26 @@ async fn wait_for_members(
 fn print_ready(nodes: &[LocalNode], dir: &Path) {
     let endpoints: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
     let endpoints = endpoints.join(",");
-    println!(
+    say!(
         "levee local: {} nodes ready (data and logs in {})",
         nodes.len(),
         dir.display()
     );
     for node in nodes {
-        println!(
+        say!(
             "  node {}  protocol {}  admin http://{}",
-            node.index, node.addr, node.admin
+            node.index,
+            node.addr,
+            node.admin
         );
     }
-    println!();
-    println!("  export LEVEE_ENDPOINTS={endpoints}");
-    println!("  levee put greeting \"hello world\"");
-    println!("  levee get greeting");
-    println!("  levee status");
-    println!();
-    println!("Ctrl-C stops the cluster; running this command again restarts it with its data.");
+    say!();
+    say!("  export LEVEE_ENDPOINTS={endpoints}");
+    say!("  levee put greeting \"hello world\"");
+    say!("  levee get greeting");
+    say!("  levee status");
+    say!();
+    say!("Ctrl-C stops the cluster; running this command again restarts it with its data.");
 }
 
 async fn wait_for_stop(nodes: &mut [LocalNode]) -> anyhow::Result<()> {
@@ -250,5 +277,5 @@ async fn stop_all(nodes: &mut [LocalNode]) {
             }
         }
     }
-    println!("levee local: stopped");
+    say!("levee local: stopped");
 }

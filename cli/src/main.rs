@@ -77,6 +77,10 @@ enum Command {
         /// Write the value to this file instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Read only this node's copy (no quorum, no repair), to see what
+        /// each replica holds.
+        #[arg(long, value_name = "NODE_ID")]
+        from: Option<u64>,
     },
     /// Delete a key.
     Delete {
@@ -142,8 +146,12 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             report_write(cli.output, "put", &key, Some(value.len()), outcome);
             Ok(Outcome::Done)
         }
-        Command::Get { key, out } => {
-            let Some(found) = client.get(key.as_bytes()).await? else {
+        Command::Get { key, out, from } => {
+            let found = match from {
+                Some(node) => client.get_from(node, key.as_bytes()).await?,
+                None => client.get(key.as_bytes()).await?,
+            };
+            let Some(found) = found else {
                 if cli.output == Output::Json {
                     println!("{}", serde_json::json!({"key": key, "found": false}));
                 }

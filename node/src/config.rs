@@ -59,6 +59,20 @@ pub struct Config {
     pub raft_election_timeout_ms: u64,
     /// How long a joining node keeps asking the seeds (ms).
     pub join_timeout_ms: u64,
+    /// Bytes of hints kept for one unreachable node. Past it, hints are
+    /// dropped and anti-entropy repairs instead: a node that is gone for
+    /// long must not fill this node's disk.
+    pub hint_max_bytes_per_node: u64,
+    /// Hint bytes replayed per second once a node is back (all targets
+    /// together), so a returning node is caught up without being flooded.
+    pub hint_replay_bytes_per_sec: u64,
+    /// Time between periodic anti-entropy rounds (ms).
+    pub anti_entropy_interval_ms: u64,
+    /// Delay before the first anti-entropy round after start (ms): a
+    /// restarted node serves first and catches up in the background.
+    pub anti_entropy_startup_delay_ms: u64,
+    /// Keys compared per second by anti-entropy.
+    pub anti_entropy_keys_per_sec: u64,
     /// When a write is on disk relative to its acknowledgement; see
     /// [`Durability`]. Default `per_write`.
     pub durability: Durability,
@@ -121,6 +135,11 @@ impl Default for Config {
             raft_heartbeat_ms: 250,
             raft_election_timeout_ms: 1000,
             join_timeout_ms: 60_000,
+            hint_max_bytes_per_node: 64 * 1024 * 1024,
+            hint_replay_bytes_per_sec: 8 * 1024 * 1024,
+            anti_entropy_interval_ms: 600_000,
+            anti_entropy_startup_delay_ms: 2_000,
+            anti_entropy_keys_per_sec: 50_000,
             durability: Durability::PerWrite,
             flush_every_ms: 500,
             cache_bytes: 256 * 1024 * 1024,
@@ -211,6 +230,15 @@ pub struct Overrides {
     /// Raft election timeout in ms.
     #[arg(long, env = "LEVEE_RAFT_ELECTION_TIMEOUT_MS", value_name = "MS")]
     pub raft_election_timeout_ms: Option<u64>,
+    /// Time between anti-entropy rounds in ms.
+    #[arg(long, env = "LEVEE_ANTI_ENTROPY_INTERVAL_MS", value_name = "MS")]
+    pub anti_entropy_interval_ms: Option<u64>,
+    /// Delay before the first anti-entropy round in ms.
+    #[arg(long, env = "LEVEE_ANTI_ENTROPY_STARTUP_DELAY_MS", value_name = "MS")]
+    pub anti_entropy_startup_delay_ms: Option<u64>,
+    /// Hint bytes kept per unreachable node.
+    #[arg(long, env = "LEVEE_HINT_MAX_BYTES_PER_NODE", value_name = "BYTES")]
+    pub hint_max_bytes_per_node: Option<u64>,
     /// Durability of acknowledged writes.
     #[arg(long, env = "LEVEE_DURABILITY", value_enum)]
     pub durability: Option<Durability>,
@@ -297,6 +325,15 @@ impl Config {
         set(&mut self.shutdown_grace_ms, o.shutdown_grace_ms);
         set(&mut self.log_format, o.log_format);
         set(&mut self.log, o.log);
+        set(
+            &mut self.anti_entropy_interval_ms,
+            o.anti_entropy_interval_ms,
+        );
+        set(
+            &mut self.anti_entropy_startup_delay_ms,
+            o.anti_entropy_startup_delay_ms,
+        );
+        set(&mut self.hint_max_bytes_per_node, o.hint_max_bytes_per_node);
     }
 
     /// Rejects values that cannot work together.
@@ -311,6 +348,9 @@ impl Config {
             ),
             ("handshake_timeout_ms", self.handshake_timeout_ms),
             ("frame_timeout_ms", self.frame_timeout_ms),
+            ("hint_replay_bytes_per_sec", self.hint_replay_bytes_per_sec),
+            ("anti_entropy_interval_ms", self.anti_entropy_interval_ms),
+            ("anti_entropy_keys_per_sec", self.anti_entropy_keys_per_sec),
         ];
         if !matches!(self.voters, 1 | 3 | 5) {
             return Err(ConfigError::Invalid(format!(
@@ -392,6 +432,23 @@ impl Config {
             heartbeat: Duration::from_millis(self.raft_heartbeat_ms),
             election_timeout: Duration::from_millis(self.raft_election_timeout_ms),
             join_timeout: Duration::from_millis(self.join_timeout_ms),
+        }
+    }
+
+    /// Hint replay settings.
+    pub fn handoff(&self) -> crate::data::handoff::HandoffConfig {
+        crate::data::handoff::HandoffConfig {
+            bytes_per_sec: self.hint_replay_bytes_per_sec as f64,
+            interval: Duration::from_millis(500),
+        }
+    }
+
+    /// Anti-entropy settings.
+    pub fn anti_entropy(&self) -> crate::data::anti_entropy::AntiEntropyConfig {
+        crate::data::anti_entropy::AntiEntropyConfig {
+            interval: Duration::from_millis(self.anti_entropy_interval_ms),
+            startup_delay: Duration::from_millis(self.anti_entropy_startup_delay_ms),
+            keys_per_sec: self.anti_entropy_keys_per_sec as f64,
         }
     }
 

@@ -8,8 +8,10 @@
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod data;
 pub mod hlc;
 pub mod partition;
 pub mod proto;
+pub mod recovery;
 pub mod server;
 pub mod storage;

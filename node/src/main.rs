@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use levee_node::cluster::Cluster;
 use levee_node::config::{Config, LogFormat, Overrides};
+use levee_node::data::{anti_entropy, handoff};
 use levee_node::server::admin::{self, Health};
 use levee_node::server::{Node, Server, ServerOptions};
 use tokio_util::sync::CancellationToken;
@@ -111,6 +112,20 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         .await
         .context("cannot start cluster membership")?;
     node.set_cluster(cluster.clone());
+    // Catch-up work runs in the background, throttled, after the node
+    // serves.
+    tokio::spawn(handoff::run(
+        node.clone(),
+        cluster.clone(),
+        config.handoff(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(anti_entropy::run(
+        node.clone(),
+        cluster.clone(),
+        config.anti_entropy(),
+        shutdown.clone(),
+    ));
     health.set_ready(true);
     tracing::info!(
         listen = %listen_addr,

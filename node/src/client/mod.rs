@@ -1,14 +1,22 @@
 //! The levee client library, used by the CLI and the benchmarks.
 //!
-//! A [`Client`] holds one multiplexed [`Connection`] to one of its
-//! endpoints, connecting lazily and moving to the next endpoint when a
-//! connection fails. Every connect and every request has a timeout. Writes
-//! are stamped with a version `(hybrid clock, writer id)` by the client, so
-//! sending the same write again is harmless: see [`Client::put_version`].
+//! A [`Client`] fetches the cluster map from one of its endpoints and sends
+//! each key operation straight to a replica of the key's partition (one
+//! multiplexed [`Connection`] per node, in a [`Pool`]). If that replica
+//! cannot be reached or is busy, the same request goes to the next replica;
+//! if a node says the map is out of date, the map is fetched again, once.
+//! Every connect and every request has a timeout. Writes are stamped with a
+//! version `(hybrid clock, writer id)` by the client, so sending the same
+//! write again, to any replica, is harmless: see [`Client::put_version`].
 
 mod connection;
+pub mod pool;
 
 pub use connection::Connection;
+
+use self::pool::Pool;
+use crate::cluster::map::{ClusterMap, NodeState};
+use crate::partition::partition_of;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -146,6 +154,10 @@ pub struct Client {
     conn: Mutex<Option<Arc<Connection>>>,
     /// Endpoint to try first on the next connect; moves on after failures.
     next_endpoint: AtomicUsize,
+    /// The cached cluster map.
+    map: std::sync::RwLock<Option<Arc<ClusterMap>>>,
+    /// Connections to the nodes holding replicas.
+    pool: Pool,
 }
 
 impl Client {
@@ -153,13 +165,15 @@ impl Client {
     pub fn new(config: ClientConfig) -> Self {
         let clock = Clock::new(config.max_clock_drift_ms);
         Self {
-            config,
             clock,
             // Random, so two clients started in the same millisecond never
             // produce equal versions for different writes.
             writer: rand::random(),
             conn: Mutex::new(None),
             next_endpoint: AtomicUsize::new(0),
+            map: std::sync::RwLock::new(None),
+            pool: Pool::new(config.connect_timeout, config.max_frame_bytes),
+            config,
         }
     }
 
@@ -202,7 +216,11 @@ impl Client {
 
     /// Reads a key; `None` if it does not exist or was deleted.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Value>, ClientError> {
-        match self.call(ClientRequest::Get { key: key.to_vec() }).await? {
+        let request = |epoch| ClientRequest::Get {
+            key: key.to_vec(),
+            epoch,
+        };
+        match self.key_call(key, request).await? {
             Response::Get(found) => {
                 if let Some(f) = &found {
                     self.observe(f.version);
@@ -231,33 +249,58 @@ impl Client {
         value: &[u8],
         version: Version,
     ) -> Result<WriteOutcome, ClientError> {
-        let request = ClientRequest::Put {
+        let request = |epoch| ClientRequest::Put {
             key: key.to_vec(),
             value: value.to_vec(),
             version,
+            epoch,
         };
-        self.write(request, version).await
+        self.write(key, request, version).await
     }
 
     /// Deletes a key (writes a tombstone under a new version).
     pub async fn delete(&self, key: &[u8]) -> Result<WriteOutcome, ClientError> {
         let version = self.next_version();
-        self.write(
-            ClientRequest::Delete {
-                key: key.to_vec(),
-                version,
-            },
+        let request = |epoch| ClientRequest::Delete {
+            key: key.to_vec(),
             version,
-        )
-        .await
+            epoch,
+        };
+        self.write(key, request, version).await
+    }
+
+    /// Reads one node's own copy of a key: no quorum, no repair.
+    pub async fn get_from(&self, node: u64, key: &[u8]) -> Result<Option<Value>, ClientError> {
+        let map = self.cached_map().await?;
+        let Some(info) = map.nodes.get(&node) else {
+            return Err(ClientError::Unexpected(format!(
+                "no node {node} in the cluster map"
+            )));
+        };
+        let request = Request::Client(ClientRequest::GetReplica { key: key.to_vec() });
+        match self
+            .pool
+            .send(&info.spec.addr, request, self.config.request_timeout)
+            .await
+        {
+            Ok(Response::Get(found)) => Ok(found.and_then(|f| {
+                f.value.map(|value| Value {
+                    value,
+                    version: f.version,
+                })
+            })),
+            Ok(other) => Err(unexpected(other)),
+            Err(e) => Err(e),
+        }
     }
 
     async fn write(
         &self,
-        request: ClientRequest,
+        key: &[u8],
+        request: impl Fn(u64) -> ClientRequest,
         version: Version,
     ) -> Result<WriteOutcome, ClientError> {
-        match self.call(request).await? {
+        match self.key_call(key, request).await? {
             Response::Written {
                 applied,
                 version: stored,
@@ -271,6 +314,78 @@ impl Client {
             }
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Sends a key operation to the replicas of its partition, one after
+    /// the other, until one answers, all within one request timeout.
+    async fn key_call(
+        &self,
+        key: &[u8],
+        request: impl Fn(u64) -> ClientRequest,
+    ) -> Result<Response, ClientError> {
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        let mut map = self.cached_map().await?;
+        let mut refreshed = false;
+        let mut last = None;
+        'maps: loop {
+            for addr in replica_addrs(&map, key) {
+                let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if remaining.is_zero() {
+                    break 'maps;
+                }
+                match self
+                    .pool
+                    .send(&addr, Request::Client(request(map.epoch)), remaining)
+                    .await
+                {
+                    Ok(response) => return Ok(response),
+                    Err(ClientError::Server(
+                        WireError::NotReplica { .. } | WireError::StaleMap { .. },
+                    )) if !refreshed => {
+                        map = self.refresh_map().await?;
+                        refreshed = true;
+                        continue 'maps;
+                    }
+                    // Keep the most telling failure: what a node said
+                    // beats "could not reach the next one".
+                    Err(e) if fails_over(&e) => {
+                        if last
+                            .as_ref()
+                            .is_none_or(|l| !matches!(l, ClientError::Server(_)))
+                        {
+                            last = Some(e);
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            break;
+        }
+        Err(last.unwrap_or(ClientError::Timeout {
+            addr: "every replica".into(),
+            after: self.config.request_timeout,
+        }))
+    }
+
+    /// The cached map, fetched on first use.
+    async fn cached_map(&self) -> Result<Arc<ClusterMap>, ClientError> {
+        let cached = self.map.read().unwrap_or_else(|e| e.into_inner()).clone();
+        match cached {
+            Some(map) => Ok(map),
+            None => self.refresh_map().await,
+        }
+    }
+
+    /// Fetches the map from an endpoint and caches it.
+    pub async fn refresh_map(&self) -> Result<Arc<ClusterMap>, ClientError> {
+        let map = Arc::new(self.map().await?);
+        let mut slot = self.map.write().unwrap_or_else(|e| e.into_inner());
+        // Keep whichever is newer: concurrent refreshes may finish out of
+        // order.
+        if slot.as_ref().is_none_or(|m| m.epoch <= map.epoch) {
+            *slot = Some(map.clone());
+        }
+        Ok(slot.clone().unwrap_or(map))
     }
 
     /// Keeps this client's clock ahead of versions it has seen, so its next
@@ -350,6 +465,34 @@ impl Client {
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n % len))
                 .ok();
         }
+    }
+}
+
+/// The addresses of a key's replicas, Up ones first, in placement order.
+fn replica_addrs(map: &ClusterMap, key: &[u8]) -> Vec<String> {
+    let partition = partition_of(key, map.partitions.max(1));
+    let mut replicas: Vec<_> = map
+        .assignment
+        .get(partition as usize)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|id| map.nodes.get(id))
+        .collect();
+    replicas.sort_by_key(|n| n.state != NodeState::Up);
+    replicas.into_iter().map(|n| n.spec.addr.clone()).collect()
+}
+
+/// Whether a failed attempt should move on to the next replica. Safe for
+/// writes too: the retry carries the same version.
+fn fails_over(e: &ClientError) -> bool {
+    match e {
+        ClientError::Connect { .. }
+        | ClientError::ConnectTimeout { .. }
+        | ClientError::Timeout { .. }
+        | ClientError::ConnectionClosed { .. } => true,
+        ClientError::Server(e) => e.is_retryable(),
+        _ => false,
     }
 }
 

@@ -99,16 +99,60 @@ mod tests {
     fn request() -> impl Strategy<Value = Request> {
         prop_oneof![
             Just(Request::Client(ClientRequest::Ping)),
-            bytes().prop_map(|key| Request::Client(ClientRequest::Get { key })),
-            (bytes(), bytes(), version()).prop_map(|(key, value, version)| Request::Client(
-                ClientRequest::Put {
+            (bytes(), any::<u64>())
+                .prop_map(|(key, epoch)| Request::Client(ClientRequest::Get { key, epoch })),
+            bytes().prop_map(|key| Request::Client(ClientRequest::GetReplica { key })),
+            (bytes(), bytes(), version(), any::<u64>()).prop_map(|(key, value, version, epoch)| {
+                Request::Client(ClientRequest::Put {
                     key,
                     value,
-                    version
-                }
+                    version,
+                    epoch,
+                })
+            }),
+            (bytes(), version(), any::<u64>()).prop_map(|(key, version, epoch)| {
+                Request::Client(ClientRequest::Delete {
+                    key,
+                    version,
+                    epoch,
+                })
+            }),
+            (
+                any::<u32>(),
+                bytes(),
+                version(),
+                proptest::option::of(bytes())
+            )
+                .prop_map(|(partition, key, version, value)| {
+                    Request::Node(NodeRequest::Replicate {
+                        partition,
+                        key,
+                        version,
+                        value,
+                    })
+                }),
+            (any::<u32>(), bytes()).prop_map(|(partition, key)| Request::Node(
+                NodeRequest::ReadLocal { partition, key }
             )),
-            (bytes(), version())
-                .prop_map(|(key, version)| Request::Client(ClientRequest::Delete { key, version })),
+            (any::<u32>(), any::<u32>()).prop_map(|(partition, buckets)| Request::Node(
+                NodeRequest::Digest { partition, buckets }
+            )),
+            (
+                any::<u32>(),
+                any::<u32>(),
+                any::<u32>(),
+                proptest::option::of(bytes()),
+                any::<u32>()
+            )
+                .prop_map(|(partition, buckets, bucket, after, limit)| {
+                    Request::Node(NodeRequest::BucketEntries {
+                        partition,
+                        buckets,
+                        bucket,
+                        after,
+                        limit,
+                    })
+                }),
             Just(Request::Client(ClientRequest::GetMap)),
             Just(Request::Client(ClientRequest::Status)),
             (any::<u64>(), any::<u64>(), 0..3u8, bytes()).prop_map(
@@ -170,6 +214,18 @@ mod tests {
                 }),
             ".{0,40}".prop_map(|detail| WireError::Unavailable { detail }),
             ".{0,40}".prop_map(|detail| WireError::Refused { detail }),
+            any::<u64>().prop_map(|epoch| WireError::NotReplica { epoch }),
+            any::<u64>().prop_map(|epoch| WireError::StaleMap { epoch }),
+            (any::<u32>(), any::<u32>(), any::<u32>(), ".{0,20}").prop_map(
+                |(acked, needed, replicas, detail)| {
+                    WireError::QuorumFailed {
+                        acked,
+                        needed,
+                        replicas,
+                        detail,
+                    }
+                }
+            ),
         ]
     }
 
@@ -212,6 +268,22 @@ mod tests {
                 .prop_map(|(applied, version)| Ok(Response::Written { applied, version })),
             wire_error().prop_map(Err),
             bytes().prop_map(|b| Ok(Response::Raft(b))),
+            proptest::collection::vec(any::<u64>(), 0..64).prop_map(|d| Ok(Response::Digest(d))),
+            (
+                proptest::collection::vec((bytes(), version(), any::<bool>()), 0..8),
+                any::<bool>()
+            )
+                .prop_map(|(entries, more)| {
+                    let entries = entries
+                        .into_iter()
+                        .map(|(key, version, tombstone)| KeyVersion {
+                            key,
+                            version,
+                            tombstone,
+                        })
+                        .collect();
+                    Ok(Response::Entries { entries, more })
+                }),
             (any::<u64>(), any::<u64>()).prop_map(|(node_id, cluster_id)| Ok(Response::Joined {
                 node_id,
                 cluster_id

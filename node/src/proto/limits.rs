@@ -68,7 +68,9 @@ impl Limits {
             // Bounded by the frame limit; their contents are checked by the
             // cluster module that decodes them.
             Request::Node(_) => Ok(()),
-            Request::Client(ClientRequest::Get { key }) => self.key(key),
+            Request::Client(ClientRequest::Get { key, .. } | ClientRequest::GetReplica { key }) => {
+                self.key(key)
+            }
             Request::Client(ClientRequest::Delete { key, .. }) => self.key(key),
             Request::Client(ClientRequest::Put { key, value, .. }) => {
                 self.key(key)?;

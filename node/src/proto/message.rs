@@ -55,6 +55,64 @@ pub enum NodeRequest {
     },
     /// A new node asks to join; answered by the leader.
     Join(NodeSpec),
+    /// A coordinator's write (or repair, or hint replay) to one replica:
+    /// applied if newer. Answered [`Response::Written`].
+    Replicate {
+        /// The key's partition.
+        partition: u32,
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// The write's version.
+        version: Version,
+        /// The value, or `None` for a tombstone.
+        #[serde(with = "serde_bytes")]
+        value: Option<Vec<u8>>,
+    },
+    /// A coordinator's read of one replica's record (tombstones included).
+    /// Answered [`Response::Get`].
+    ReadLocal {
+        /// The key's partition.
+        partition: u32,
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
+    /// Anti-entropy: per-bucket digests of a partition. Answered
+    /// [`Response::Digest`].
+    Digest {
+        /// The partition.
+        partition: u32,
+        /// Number of hash buckets the partition is split into.
+        buckets: u32,
+    },
+    /// Anti-entropy: the keys and versions in one bucket, in key order,
+    /// after `after`, at most `limit`. Answered [`Response::Entries`].
+    BucketEntries {
+        /// The partition.
+        partition: u32,
+        /// Number of hash buckets.
+        buckets: u32,
+        /// The bucket.
+        bucket: u32,
+        /// Resume after this key.
+        #[serde(with = "serde_bytes")]
+        after: Option<Vec<u8>>,
+        /// Most entries to return.
+        limit: u32,
+    },
+}
+
+/// A key and the version a replica holds for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyVersion {
+    /// The key.
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    /// Its version.
+    pub version: Version,
+    /// Whether the record is a tombstone.
+    pub tombstone: bool,
 }
 
 /// The Raft RPCs.
@@ -73,11 +131,14 @@ pub enum RaftRpc {
 pub enum ClientRequest {
     /// Liveness of the connection; answered with [`Response::Pong`].
     Ping,
-    /// Reads a key.
+    /// Reads a key through the read quorum of its partition.
     Get {
         /// The key.
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        /// Epoch of the map the client routed by; 0 skips the check. A
+        /// node with a newer map answers [`WireError::StaleMap`].
+        epoch: u64,
     },
     /// Writes a value under a version chosen by the client. Retrying with
     /// the same version is harmless: it is applied at most once.
@@ -90,6 +151,8 @@ pub enum ClientRequest {
         value: Vec<u8>,
         /// The write's version.
         version: Version,
+        /// Epoch of the map the client routed by; 0 skips the check.
+        epoch: u64,
     },
     /// Deletes a key by writing a tombstone with this version.
     Delete {
@@ -98,6 +161,15 @@ pub enum ClientRequest {
         key: Vec<u8>,
         /// The tombstone's version.
         version: Version,
+        /// Epoch of the map the client routed by; 0 skips the check.
+        epoch: u64,
+    },
+    /// Reads this node's own copy of a key: no quorum, no repair. For
+    /// operators checking what each replica holds.
+    GetReplica {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
     },
     /// The node's copy of the cluster map.
     GetMap,
@@ -140,6 +212,15 @@ pub enum Response {
     Status(Box<ClusterStatus>),
     /// Answer to a Raft RPC: bincode of openraft's result.
     Raft(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Answer to [`NodeRequest::Digest`]: one hash per bucket.
+    Digest(Vec<u64>),
+    /// Answer to [`NodeRequest::BucketEntries`].
+    Entries {
+        /// Entries in key order.
+        entries: Vec<KeyVersion>,
+        /// Whether more follow after the last one.
+        more: bool,
+    },
     /// Answer to a join.
     Joined {
         /// The joining node's id.
@@ -253,6 +334,35 @@ pub enum WireError {
         /// Why, and what to do.
         detail: String,
     },
+    /// This node holds no replica of the key's partition; the client's map
+    /// is out of date.
+    #[error(
+        "this node is not a replica of the key's partition (map epoch {epoch}); refresh the map"
+    )]
+    NotReplica {
+        /// The node's map epoch.
+        epoch: u64,
+    },
+    /// The client routed by an older map than the node's.
+    #[error("the client's map is older than this node's (epoch {epoch}); refresh the map")]
+    StaleMap {
+        /// The node's map epoch.
+        epoch: u64,
+    },
+    /// Fewer replicas acknowledged than the quorum needs. For a write, the
+    /// value may still be on the replicas that acked; retrying with the same
+    /// version is safe.
+    #[error("quorum not reached: {acked} of {needed} needed replicas answered ({replicas} in the set){}", if detail.is_empty() { String::new() } else { format!("; {detail}") })]
+    QuorumFailed {
+        /// Replicas that answered.
+        acked: u32,
+        /// Replicas needed.
+        needed: u32,
+        /// Replicas in the partition's set.
+        replicas: u32,
+        /// The first failure seen, if any.
+        detail: String,
+    },
 }
 
 impl WireError {
@@ -266,6 +376,9 @@ impl WireError {
                 | Self::ShuttingDown
                 | Self::NotLeader { .. }
                 | Self::Unavailable { .. }
+                | Self::NotReplica { .. }
+                | Self::StaleMap { .. }
+                | Self::QuorumFailed { .. }
         )
     }
 }

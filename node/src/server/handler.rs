@@ -1,20 +1,25 @@
 //! Executes one decoded, validated request against the node.
 
+use std::sync::Arc;
+
 use tokio::time::Instant;
 
 use super::Node;
 use crate::cluster::Cluster;
-use crate::partition::partition_of;
+use crate::data::{anti_entropy, coordinator};
 use crate::proto::{
-    ClientRequest, Found, NodeRequest, PROTOCOL_VERSION, Request, Response, WireError,
+    ClientRequest, Found, KeyVersion, NodeRequest, PROTOCOL_VERSION, Request, Response, WireError,
 };
 use crate::storage::{Applied, StorageError, Version};
+
+/// Most entries one anti-entropy page may carry, whatever the peer asks.
+const MAX_PAGE: u32 = 4096;
 
 /// Runs a request, unless its deadline has already passed: an answer the
 /// client has stopped waiting for is wasted work on a node that may be
 /// busy because of exactly such work.
 pub async fn handle(
-    node: &Node,
+    node: &Arc<Node>,
     request: Request,
     deadline: Instant,
 ) -> Result<Response, WireError> {
@@ -22,46 +27,156 @@ pub async fn handle(
         tracing::debug!("request dropped: deadline passed before it started");
         return Err(WireError::DeadlineExceeded);
     }
-    let request = match request {
-        Request::Client(request) => request,
-        Request::Node(request) => return handle_node(node, request).await,
-    };
+    match request {
+        Request::Client(request) => handle_client(node, request, deadline).await,
+        Request::Node(request) => handle_node(node, request).await,
+    }
+}
+
+async fn handle_client(
+    node: &Arc<Node>,
+    request: ClientRequest,
+    deadline: Instant,
+) -> Result<Response, WireError> {
     match request {
         ClientRequest::Ping => Ok(Response::Pong {
             protocol: PROTOCOL_VERSION,
         }),
-        ClientRequest::Get { key } => {
-            let partition = partition_of(&key, node.partitions);
-            let record = node.storage.get(partition, &key).map_err(storage_error)?;
-            Ok(Response::Get(record.map(|r| Found {
-                version: r.version,
-                value: r.value,
-            })))
+        ClientRequest::Get { key, epoch } => {
+            coordinator::read(node, cluster(node)?, key, epoch, deadline).await
         }
         ClientRequest::Put {
             key,
             value,
             version,
-        } => write(node, &key, version, Some(&value)).await,
-        ClientRequest::Delete { key, version } => write(node, &key, version, None).await,
+            epoch,
+        } => {
+            observe(node, version)?;
+            coordinator::write(
+                node,
+                cluster(node)?,
+                key,
+                version,
+                Some(value),
+                epoch,
+                deadline,
+            )
+            .await
+        }
+        ClientRequest::Delete {
+            key,
+            version,
+            epoch,
+        } => {
+            observe(node, version)?;
+            coordinator::write(node, cluster(node)?, key, version, None, epoch, deadline).await
+        }
+        ClientRequest::GetReplica { key } => {
+            let map = cluster(node)?.map();
+            let partition = crate::partition::partition_of(&key, map.partitions.max(1));
+            read_local(node, partition, &key)
+        }
         ClientRequest::GetMap => Ok(Response::Map(Box::new((*cluster(node)?.map()).clone()))),
         ClientRequest::Status => Ok(Response::Status(Box::new(cluster(node)?.status()))),
     }
 }
 
-async fn handle_node(node: &Node, request: NodeRequest) -> Result<Response, WireError> {
-    let cluster = cluster(node)?;
+async fn handle_node(node: &Arc<Node>, request: NodeRequest) -> Result<Response, WireError> {
     match request {
         NodeRequest::Raft {
             cluster_id,
             target,
             rpc,
             payload,
-        } => cluster
+        } => cluster(node)?
             .handle_raft(cluster_id, target, rpc, &payload)
             .await
             .map(Response::Raft),
-        NodeRequest::Join(spec) => cluster.handle_join(spec).await,
+        NodeRequest::Join(spec) => cluster(node)?.handle_join(spec).await,
+        NodeRequest::Replicate {
+            partition,
+            key,
+            version,
+            value,
+        } => {
+            observe(node, version)?;
+            let applied = node
+                .storage()
+                .apply(partition, &key, version, value.as_deref())
+                .await
+                .map_err(storage_error)?;
+            Ok(written(applied, version))
+        }
+        NodeRequest::ReadLocal { partition, key } => read_local(node, partition, &key),
+        NodeRequest::Digest { partition, buckets } => {
+            let storage = node.storage().clone();
+            let buckets = buckets.clamp(1, anti_entropy::BUCKETS * 16);
+            let (digest, _) =
+                tokio::task::spawn_blocking(move || storage.digest(partition, buckets))
+                    .await
+                    .map_err(|e| WireError::Unavailable {
+                        detail: e.to_string(),
+                    })?
+                    .map_err(storage_error)?;
+            Ok(Response::Digest(digest))
+        }
+        NodeRequest::BucketEntries {
+            partition,
+            buckets,
+            bucket,
+            after,
+            limit,
+        } => {
+            let storage = node.storage().clone();
+            let limit = limit.clamp(1, MAX_PAGE) as usize;
+            let (entries, more) = tokio::task::spawn_blocking(move || {
+                storage.bucket_entries(partition, buckets.max(1), bucket, after.as_deref(), limit)
+            })
+            .await
+            .map_err(|e| WireError::Unavailable {
+                detail: e.to_string(),
+            })?
+            .map_err(storage_error)?;
+            let entries = entries
+                .into_iter()
+                .map(|e| KeyVersion {
+                    key: e.key,
+                    version: e.version,
+                    tombstone: e.tombstone,
+                })
+                .collect();
+            Ok(Response::Entries { entries, more })
+        }
+    }
+}
+
+fn read_local(node: &Node, partition: u32, key: &[u8]) -> Result<Response, WireError> {
+    let record = node.storage().get(partition, key).map_err(storage_error)?;
+    Ok(Response::Get(record.map(|r| Found {
+        version: r.version,
+        value: r.value,
+    })))
+}
+
+fn observe(node: &Node, version: Version) -> Result<(), WireError> {
+    node.clock()
+        .observe(version.hlc)
+        .map_err(|e| WireError::ClockDrift {
+            ahead_ms: e.ahead_ms,
+            max_drift_ms: e.max_drift_ms,
+        })
+}
+
+fn written(applied: Applied, version: Version) -> Response {
+    match applied {
+        Applied::Written => Response::Written {
+            applied: true,
+            version,
+        },
+        Applied::Stale { current } => Response::Written {
+            applied: false,
+            version: current,
+        },
     }
 }
 
@@ -71,36 +186,6 @@ fn cluster(node: &Node) -> Result<&Cluster, WireError> {
         .ok_or_else(|| WireError::Unavailable {
             detail: "this node has not started its cluster membership yet".into(),
         })
-}
-
-async fn write(
-    node: &Node,
-    key: &[u8],
-    version: Version,
-    value: Option<&[u8]>,
-) -> Result<Response, WireError> {
-    node.clock
-        .observe(version.hlc)
-        .map_err(|e| WireError::ClockDrift {
-            ahead_ms: e.ahead_ms,
-            max_drift_ms: e.max_drift_ms,
-        })?;
-    let partition = partition_of(key, node.partitions);
-    let applied = node
-        .storage
-        .apply(partition, key, version, value)
-        .await
-        .map_err(storage_error)?;
-    Ok(match applied {
-        Applied::Written => Response::Written {
-            applied: true,
-            version,
-        },
-        Applied::Stale { current } => Response::Written {
-            applied: false,
-            version: current,
-        },
-    })
 }
 
 fn storage_error(e: StorageError) -> WireError {

@@ -18,17 +18,20 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::client::pool::Pool;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::hlc::Clock;
 use crate::proto::Limits;
+use crate::storage::hints::HintStore;
 use crate::storage::{Storage, StorageError};
 
 /// State shared by every request on a node.
 pub struct Node {
     storage: Storage,
     clock: Clock,
-    partitions: u32,
+    hints: HintStore,
+    peers: Pool,
     /// Set once the node has started or joined its cluster; until then,
     /// cluster requests are answered `Unavailable`.
     cluster: OnceLock<Arc<Cluster>>,
@@ -37,17 +40,34 @@ pub struct Node {
 impl Node {
     /// Opens the node's storage.
     pub fn open(config: &Config) -> Result<Self, StorageError> {
-        Ok(Self::new(Storage::open(&config.storage())?, config))
+        Self::new(Storage::open(&config.storage())?, config)
     }
 
     /// A node over already-open storage.
-    pub fn new(storage: Storage, config: &Config) -> Self {
-        Self {
+    pub fn new(storage: Storage, config: &Config) -> Result<Self, StorageError> {
+        let hints = HintStore::open(&storage, config.hint_max_bytes_per_node)?;
+        Ok(Self {
             storage,
             clock: Clock::new(config.max_clock_drift_ms),
-            partitions: config.partitions,
+            hints,
+            peers: Pool::default(),
             cluster: OnceLock::new(),
-        }
+        })
+    }
+
+    /// Writes this node keeps for replicas that missed them.
+    pub fn hints(&self) -> &HintStore {
+        &self.hints
+    }
+
+    /// Connections to the other nodes for the data path.
+    pub fn peers(&self) -> &Pool {
+        &self.peers
+    }
+
+    /// The node's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Attaches the running cluster membership (once).

@@ -160,7 +160,7 @@ impl Storage {
 
     /// Waits until every write applied before this call is on disk, if the
     /// durability asks for it.
-    async fn commit(&self) -> Result<(), StorageError> {
+    pub(crate) async fn commit(&self) -> Result<(), StorageError> {
         match &self.inner.commit {
             Some(commit) => commit.wait(&self.inner.db).await,
             None => Ok(()),
@@ -179,6 +179,16 @@ impl Storage {
     /// How many flushes the group-commit task has run (0 with `periodic`).
     pub fn flushes(&self) -> u64 {
         self.inner.commit.as_ref().map_or(0, GroupCommit::flushes)
+    }
+
+    pub(super) fn data_tree(&self) -> &sled::Tree {
+        &self.inner.data
+    }
+
+    /// The sled database, for modules that keep their own trees beside the
+    /// data (hints).
+    pub(super) fn db(&self) -> &sled::Db {
+        &self.inner.db
     }
 
     /// Writes a raw, unverified value under a key: for tests that need a

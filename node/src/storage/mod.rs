@@ -9,7 +9,9 @@
 
 mod engine;
 pub mod group_commit;
+pub mod hints;
 pub mod record;
+pub mod scan;
 
 pub use engine::{Applied, Storage, StorageConfig};
 pub use record::{Record, RecordError, Version};

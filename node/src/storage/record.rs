@@ -94,6 +94,12 @@ pub fn decode_version(raw: &[u8]) -> Result<Version, RecordError> {
     Ok(header.version)
 }
 
+/// Reads the version and tombstone flag without checking the value.
+pub fn decode_header(raw: &[u8]) -> Result<(Version, bool), RecordError> {
+    let header = Header::parse(raw)?;
+    Ok((header.version, header.tombstone))
+}
+
 /// Decodes and verifies a stored record.
 pub fn decode(raw: &[u8]) -> Result<Record, RecordError> {
     let header = Header::parse(raw)?;

@@ -1,0 +1,448 @@
+//! Coordinating a key operation across the replicas of its partition.
+//!
+//! The node a client picked (a replica of the key's partition) fans a write
+//! out to every replica and answers once W of them have it; replicas that
+//! fail get a hint. A read asks the read quorum, answers the newest
+//! version, and repairs the replicas that answered with an older one.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::quorum::{Quorum, Tally};
+use crate::cluster::Cluster;
+use crate::cluster::map::{ClusterMap, NodeState};
+use crate::cluster::types::NodeId;
+use crate::partition::partition_of;
+use crate::proto::{Found, NodeRequest, Response, WireError};
+use crate::server::Node;
+use crate::storage::hints::Hint;
+use crate::storage::{Applied, Version};
+
+/// One replica of a partition as the coordinator sees it.
+#[derive(Debug, Clone)]
+struct Replica {
+    id: NodeId,
+    addr: String,
+    /// Down replicas are not sent to (the write goes straight to a hint).
+    up: bool,
+}
+
+/// The replicas of a key's partition, after checking that this node may
+/// coordinate for it under the client's map epoch.
+fn route(
+    map: &ClusterMap,
+    me: NodeId,
+    key: &[u8],
+    epoch: u64,
+) -> Result<(u32, Vec<Replica>), WireError> {
+    if map.partitions == 0 {
+        return Err(WireError::Unavailable {
+            detail: "the cluster map is not initialised yet".into(),
+        });
+    }
+    let partition = partition_of(key, map.partitions);
+    let set = map
+        .assignment
+        .get(partition as usize)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if !set.contains(&me) {
+        return Err(WireError::NotReplica { epoch: map.epoch });
+    }
+    if epoch != 0 && epoch < map.epoch {
+        return Err(WireError::StaleMap { epoch: map.epoch });
+    }
+    let replicas = set
+        .iter()
+        .filter_map(|id| map.nodes.get(id))
+        .map(|n| Replica {
+            id: n.id,
+            addr: n.spec.addr.clone(),
+            up: n.state == NodeState::Up,
+        })
+        .collect();
+    Ok((partition, replicas))
+}
+
+fn remaining(deadline: Instant) -> std::time::Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+/// What one replica said about a write.
+type WriteAnswer = Result<(bool, Version), String>;
+
+/// Writes to every replica; answers after W acknowledgements.
+pub async fn write(
+    node: &Arc<Node>,
+    cluster: &Cluster,
+    key: Vec<u8>,
+    version: Version,
+    value: Option<Vec<u8>>,
+    epoch: u64,
+    deadline: Instant,
+) -> Result<Response, WireError> {
+    let map = cluster.map();
+    let (partition, replicas) = route(&map, cluster.node_id(), &key, epoch)?;
+    let mut quorum = Quorum::new(usize::from(map.settings.write_quorum), replicas.len());
+    let hint = Arc::new(Hint {
+        partition,
+        key,
+        version,
+        value,
+    });
+    let (tx, mut rx) = mpsc::channel::<WriteAnswer>(replicas.len().max(1));
+    for replica in replicas {
+        let (node, hint, tx) = (node.clone(), hint.clone(), tx.clone());
+        let me = cluster.node_id();
+        // Each replica's write runs to completion even after the quorum
+        // is reached, so a slow replica still gets the value (or a hint).
+        tokio::spawn(async move {
+            let answer = write_one(&node, me, &replica, &hint, deadline).await;
+            if let Err(e) = &answer
+                && replica.id != me
+            {
+                store_hint(&node, replica.id, &hint, e).await;
+            }
+            let _ = tx.send(answer).await;
+        });
+    }
+    drop(tx);
+    let mut applied = false;
+    let mut stored = version;
+    let mut first_error = String::new();
+    loop {
+        let answer = match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(answer)) => answer,
+            Ok(None) => break,
+            Err(_) => {
+                first_error = "deadline passed".into();
+                break;
+            }
+        };
+        let tally = match answer {
+            Ok((was_applied, version)) => {
+                applied |= was_applied;
+                stored = stored.max(version);
+                quorum.ack()
+            }
+            Err(e) => {
+                if first_error.is_empty() {
+                    first_error = e;
+                }
+                quorum.fail()
+            }
+        };
+        match tally {
+            Tally::Reached => {
+                return Ok(Response::Written {
+                    applied,
+                    version: stored,
+                });
+            }
+            Tally::Impossible => break,
+            Tally::Pending => {}
+        }
+    }
+    Err(quorum_failed(&quorum, map.settings.replicas, first_error))
+}
+
+fn quorum_failed(quorum: &Quorum, replicas: u8, detail: String) -> WireError {
+    WireError::QuorumFailed {
+        acked: quorum.acked() as u32,
+        needed: quorum.needed() as u32,
+        replicas: u32::from(replicas),
+        detail,
+    }
+}
+
+async fn write_one(
+    node: &Node,
+    me: NodeId,
+    replica: &Replica,
+    hint: &Hint,
+    deadline: Instant,
+) -> WriteAnswer {
+    if replica.id == me {
+        return match node
+            .storage()
+            .apply(
+                hint.partition,
+                &hint.key,
+                hint.version,
+                hint.value.as_deref(),
+            )
+            .await
+        {
+            Ok(Applied::Written) => Ok((true, hint.version)),
+            Ok(Applied::Stale { current }) => Ok((false, current)),
+            Err(e) => Err(format!("local write failed: {e}")),
+        };
+    }
+    if !replica.up {
+        return Err(format!("node {} is down", replica.id));
+    }
+    replicate(node, &replica.addr, hint, remaining(deadline)).await
+}
+
+/// Sends one record to one replica.
+pub async fn replicate(
+    node: &Node,
+    addr: &str,
+    hint: &Hint,
+    timeout: std::time::Duration,
+) -> WriteAnswer {
+    let request = NodeRequest::Replicate {
+        partition: hint.partition,
+        key: hint.key.clone(),
+        version: hint.version,
+        value: hint.value.clone(),
+    };
+    match node.peers().request(addr, request, timeout).await {
+        Ok(Response::Written { applied, version }) => Ok((applied, version)),
+        Ok(other) => Err(format!("{addr} answered {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn store_hint(node: &Node, target: NodeId, hint: &Hint, why: &str) {
+    match node.hints().add(target, hint).await {
+        Ok(true) => tracing::debug!(target, error = why, "replica missed a write; hint stored"),
+        Ok(false) => tracing::warn!(
+            target,
+            "hint dropped: the bound for this node is reached; anti-entropy will repair"
+        ),
+        Err(e) => {
+            tracing::error!(target, error = %e, "cannot store hint; anti-entropy will repair")
+        }
+    }
+}
+
+/// What one replica said about a read.
+type ReadAnswer = (usize, Result<Option<Found>, String>);
+
+/// Reads from the read quorum and answers the newest version.
+pub async fn read(
+    node: &Arc<Node>,
+    cluster: &Cluster,
+    key: Vec<u8>,
+    epoch: u64,
+    deadline: Instant,
+) -> Result<Response, WireError> {
+    let map = cluster.map();
+    let me = cluster.node_id();
+    let (partition, mut replicas) = route(&map, me, &key, epoch)?;
+    // Ask ourselves first (no network), then the others, up ones first.
+    replicas.sort_by_key(|r| (r.id != me, !r.up));
+    let mut quorum = Quorum::new(usize::from(map.settings.read_quorum), replicas.len());
+    let key = Arc::new(key);
+    let (tx, mut rx) = mpsc::channel::<ReadAnswer>(replicas.len().max(1));
+    let mut next = 0;
+    let launch = |index: usize| {
+        let (node, key, tx) = (node.clone(), key.clone(), tx.clone());
+        let replica = replicas[index].clone();
+        tokio::spawn(async move {
+            let answer = read_one(&node, me, &replica, partition, &key, deadline).await;
+            let _ = tx.send((index, answer)).await;
+        });
+    };
+    while next < quorum.needed() {
+        launch(next);
+        next += 1;
+    }
+    let mut answers: Vec<(usize, Option<Found>)> = Vec::new();
+    let mut first_error = String::new();
+    loop {
+        let (index, answer) = match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(answer)) => answer,
+            Ok(None) => break,
+            Err(_) => {
+                first_error = "deadline passed".into();
+                break;
+            }
+        };
+        let tally = match answer {
+            Ok(found) => {
+                answers.push((index, found));
+                quorum.ack()
+            }
+            Err(e) => {
+                if first_error.is_empty() {
+                    first_error = e;
+                }
+                // Ask a replica not asked yet in place of the failed one.
+                if next < replicas.len() {
+                    launch(next);
+                    next += 1;
+                }
+                quorum.fail()
+            }
+        };
+        match tally {
+            Tally::Reached => break,
+            Tally::Impossible => {
+                return Err(quorum_failed(&quorum, map.settings.replicas, first_error));
+            }
+            Tally::Pending => {}
+        }
+    }
+    if quorum.tally() != Tally::Reached {
+        return Err(quorum_failed(&quorum, map.settings.replicas, first_error));
+    }
+    let newest = answers
+        .iter()
+        .filter_map(|(_, f)| f.as_ref())
+        .max_by_key(|f| f.version)
+        .cloned();
+    if let Some(newest) = &newest {
+        repair(node, me, &replicas, &answers, partition, &key, newest);
+    }
+    Ok(Response::Get(newest))
+}
+
+async fn read_one(
+    node: &Node,
+    me: NodeId,
+    replica: &Replica,
+    partition: u32,
+    key: &[u8],
+    deadline: Instant,
+) -> Result<Option<Found>, String> {
+    if replica.id == me {
+        return node
+            .storage()
+            .get(partition, key)
+            .map(|r| {
+                r.map(|r| Found {
+                    version: r.version,
+                    value: r.value,
+                })
+            })
+            .map_err(|e| format!("local read failed: {e}"));
+    }
+    if !replica.up {
+        return Err(format!("node {} is down", replica.id));
+    }
+    let request = NodeRequest::ReadLocal {
+        partition,
+        key: key.to_vec(),
+    };
+    match node
+        .peers()
+        .request(&replica.addr, request, remaining(deadline))
+        .await
+    {
+        Ok(Response::Get(found)) => Ok(found),
+        Ok(other) => Err(format!("{} answered {other:?}", replica.addr)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Read repair: sends the newest record, in the background, to every
+/// replica that answered with an older one (or none).
+fn repair(
+    node: &Arc<Node>,
+    me: NodeId,
+    replicas: &[Replica],
+    answers: &[(usize, Option<Found>)],
+    partition: u32,
+    key: &[u8],
+    newest: &Found,
+) {
+    for (index, found) in answers {
+        if found.as_ref().is_some_and(|f| f.version >= newest.version) {
+            continue;
+        }
+        let Some(replica) = replicas.get(*index).cloned() else {
+            continue;
+        };
+        let node = node.clone();
+        let hint = Hint {
+            partition,
+            key: key.to_vec(),
+            version: newest.version,
+            value: newest.value.clone(),
+        };
+        tokio::spawn(async move {
+            let result = if replica.id == me {
+                node.storage()
+                    .apply(
+                        hint.partition,
+                        &hint.key,
+                        hint.version,
+                        hint.value.as_deref(),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            } else {
+                replicate(&node, &replica.addr, &hint, REPAIR_TIMEOUT)
+                    .await
+                    .map(|_| ())
+            };
+            match result {
+                Ok(()) => tracing::debug!(replica = replica.id, "read repair applied"),
+                Err(e) => {
+                    tracing::debug!(replica = replica.id, error = %e, "read repair failed; anti-entropy will retry")
+                }
+            }
+        });
+    }
+}
+
+/// Time a background read repair gets.
+const REPAIR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::map::{Command, NodeSpec, Settings};
+
+    fn map(nodes: u64) -> ClusterMap {
+        let spec = |i: u64| NodeSpec {
+            addr: format!("n{i}"),
+            admin: String::new(),
+            zone: format!("z{i}"),
+            capacity: 1,
+            join_token: i,
+        };
+        let mut map = ClusterMap::default();
+        map.apply(&Command::Init {
+            cluster_id: 1,
+            partitions: 8,
+            settings: Settings::default(),
+            first: spec(1),
+        });
+        for i in 2..=nodes {
+            map.apply(&Command::AddNode(spec(i)));
+        }
+        map
+    }
+
+    #[test]
+    fn a_node_outside_the_replica_set_says_so_with_its_epoch() {
+        let map = map(4);
+        let key = (0..1000u32)
+            .map(|i| i.to_be_bytes().to_vec())
+            .find(|k| !map.assignment[partition_of(k, 8) as usize].contains(&1))
+            .unwrap();
+        assert_eq!(
+            route(&map, 1, &key, 0).unwrap_err(),
+            WireError::NotReplica { epoch: map.epoch }
+        );
+    }
+
+    #[test]
+    fn an_older_client_map_is_refused_and_a_current_one_routes() {
+        let map = map(3);
+        let key = b"k".to_vec();
+        assert_eq!(
+            route(&map, 1, &key, map.epoch - 1).unwrap_err(),
+            WireError::StaleMap { epoch: map.epoch }
+        );
+        let (p, replicas) = route(&map, 1, &key, map.epoch).unwrap();
+        assert_eq!(p, partition_of(&key, 8));
+        assert_eq!(replicas.len(), 3);
+    }
+}

@@ -1,0 +1,138 @@
+//! Hint replay: delivers the writes a replica missed once it is back,
+//! through a bytes-per-second token bucket so that a returning node is
+//! caught up steadily rather than flooded.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::coordinator::replicate;
+use crate::cluster::Cluster;
+use crate::cluster::map::NodeState;
+use crate::recovery::token_bucket::{TokenBucket, Wait};
+use crate::server::Node;
+
+/// Replay settings.
+#[derive(Debug, Clone, Copy)]
+pub struct HandoffConfig {
+    /// Hint bytes replayed per second, all targets together.
+    pub bytes_per_sec: f64,
+    /// How often targets with hints are looked at.
+    pub interval: Duration,
+}
+
+/// Longest pause before retrying a target that failed.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Hints read per batch.
+const BATCH: usize = 64;
+/// Time one replayed hint gets.
+const HINT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Per-target retry state.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    next_try: std::time::Instant,
+    pause: Duration,
+}
+
+/// Runs until `shutdown`.
+pub async fn run(
+    node: Arc<Node>,
+    cluster: Arc<Cluster>,
+    config: HandoffConfig,
+    shutdown: CancellationToken,
+) {
+    let burst = config.bytes_per_sec.max(1024.0 * 1024.0);
+    let mut bucket = TokenBucket::new(config.bytes_per_sec, burst, std::time::Instant::now());
+    let mut backoff: HashMap<u64, Backoff> = HashMap::new();
+    let mut tick = tokio::time::interval(config.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for (target, _) in node.hints().pending() {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let map = cluster.map();
+            let addr = match map.nodes.get(&target) {
+                None if map.epoch == 0 => continue,
+                None => None,
+                Some(n) if n.state == NodeState::Removed => None,
+                Some(n) if n.state != NodeState::Up => continue,
+                Some(n) => Some(n.spec.addr.clone()),
+            };
+            let Some(addr) = addr else {
+                tracing::info!(target, "dropping hints for a node no longer in the cluster");
+                if let Err(e) = node.hints().clear(target) {
+                    tracing::warn!(target, error = %e, "cannot drop hints");
+                }
+                continue;
+            };
+            let now = std::time::Instant::now();
+            if backoff.get(&target).is_some_and(|b| now < b.next_try) {
+                continue;
+            }
+            match replay_target(&node, target, &addr, &mut bucket, &shutdown).await {
+                Ok(delivered) => {
+                    backoff.remove(&target);
+                    if delivered > 0 {
+                        tracing::info!(target, delivered, "hints replayed");
+                    }
+                }
+                Err(e) => {
+                    let pause = backoff
+                        .get(&target)
+                        .map_or(Duration::from_secs(1), |b| (b.pause * 2).min(MAX_BACKOFF));
+                    tracing::debug!(target, error = %e, ?pause, "hint replay failed; backing off");
+                    backoff.insert(
+                        target,
+                        Backoff {
+                            next_try: std::time::Instant::now() + pause,
+                            pause,
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Delivers a target's hints in order until none are left, one fails, or
+/// shutdown.
+async fn replay_target(
+    node: &Node,
+    target: u64,
+    addr: &str,
+    bucket: &mut TokenBucket,
+    shutdown: &CancellationToken,
+) -> Result<usize, String> {
+    let mut delivered = 0;
+    loop {
+        let batch = node
+            .hints()
+            .oldest(target, BATCH)
+            .map_err(|e| e.to_string())?;
+        if batch.is_empty() {
+            return Ok(delivered);
+        }
+        for stored in batch {
+            while let Err(Wait(wait)) = bucket.take(stored.bytes as f64, std::time::Instant::now())
+            {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(delivered),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            replicate(node, addr, &stored.hint, HINT_TIMEOUT).await?;
+            node.hints()
+                .remove(target, &stored.id, stored.bytes)
+                .map_err(|e| e.to_string())?;
+            delivered += 1;
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The replicated data path with real processes: quorum writes and reads
+//! through node loss, catch-up of a returning node, idempotent retries.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::cluster::{start_cluster, wait_for_members};
+use common::{TestNode, runtime, wait_for};
+use levee_node::client::{Client, ClientConfig};
+
+fn client_for(nodes: &[TestNode]) -> Client {
+    Client::new(ClientConfig {
+        endpoints: nodes.iter().map(|n| n.addr.clone()).collect(),
+        ..ClientConfig::default()
+    })
+}
+
+#[test]
+fn a_killed_replica_misses_nothing_once_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(dir.path(), 3);
+    let view = wait_for_members(&nodes, 3);
+    let rt = runtime();
+    let client = Arc::new(client_for(&nodes));
+    rt.block_on(async {
+        for i in 0..100 {
+            client
+                .put(format!("k{i}").as_bytes(), b"before")
+                .await
+                .unwrap();
+        }
+    });
+
+    let victim_id = view.map.node_by_addr(&nodes[2].addr).unwrap().id;
+    nodes[2].kill();
+    rt.block_on(async {
+        for i in 0..100 {
+            let key = format!("k{i}");
+            client
+                .put(key.as_bytes(), format!("during-{i}").as_bytes())
+                .await
+                .unwrap_or_else(|e| panic!("put {key} with one node down: {e}"));
+            let read = client
+                .get(key.as_bytes())
+                .await
+                .unwrap()
+                .expect("key present");
+            assert_eq!(
+                read.value,
+                format!("during-{i}").into_bytes(),
+                "read-your-write on {key}"
+            );
+        }
+        for i in 100..150 {
+            client
+                .put(format!("k{i}").as_bytes(), b"new while down")
+                .await
+                .unwrap();
+        }
+    });
+
+    nodes[2].restart();
+    // Catch-up (hints, then anti-entropy) runs in the background; poll the
+    // returning node's own copy until it has every newest value.
+    rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut missing = Vec::new();
+            for i in 0..150 {
+                let key = format!("k{i}");
+                let want = if i < 100 {
+                    format!("during-{i}").into_bytes()
+                } else {
+                    b"new while down".to_vec()
+                };
+                let got = client
+                    .get_from(victim_id, key.as_bytes())
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|v| v.value);
+                if got.as_deref() != Some(want.as_slice()) {
+                    missing.push(key);
+                }
+            }
+            if missing.is_empty() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {victim_id} still lacks {} keys, e.g. {:?}",
+                missing.len(),
+                &missing[..missing.len().min(5)]
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}
+
+#[test]
+fn retries_of_one_write_leave_one_record_on_every_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(dir.path(), 3);
+    let view = wait_for_members(&nodes, 3);
+    let rt = runtime();
+    rt.block_on(async {
+        // Three clients, each entering through a different node, send the
+        // same write (same version) as retries would.
+        let clients: Vec<Client> = (0..3)
+            .map(|i| {
+                Client::new(ClientConfig {
+                    endpoints: vec![nodes[i].addr.clone()],
+                    ..ClientConfig::default()
+                })
+            })
+            .collect();
+        let version = clients[0].next_version();
+        let first = clients[0]
+            .put_version(b"once", b"value", version)
+            .await
+            .unwrap();
+        assert!(first.applied);
+        for c in &clients {
+            let retry = c.put_version(b"once", b"value", version).await.unwrap();
+            assert!(!retry.applied, "a retry must not apply again");
+            assert_eq!(retry.stored, version);
+        }
+        let later = clients[1].next_version();
+        assert!(later > version);
+        for id in view.map.nodes.keys() {
+            let held = wait_for_record(&clients[0], *id, version).await;
+            assert_eq!(held.value, b"value");
+        }
+    });
+}
+
+async fn wait_for_record(
+    client: &Client,
+    node: u64,
+    version: levee_node::storage::Version,
+) -> levee_node::client::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(v)) = client.get_from(node, b"once").await
+            && v.version == version
+        {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {node} never got the record"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn a_read_repairs_a_stale_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(dir.path(), 3);
+    let view = wait_for_members(&nodes, 3);
+    let rt = runtime();
+    let client = client_for(&nodes);
+    let victim = view.map.node_by_addr(&nodes[1].addr).unwrap().id;
+    rt.block_on(client.put(b"r", b"old")).unwrap();
+    nodes[1].kill();
+    rt.block_on(client.put(b"r", b"new")).unwrap();
+    nodes[1].restart();
+    // Reads through the quorum answer the newest value whichever replicas
+    // they ask, and a read that meets the stale one repairs it.
+    wait_for(
+        "the stale replica to be repaired",
+        Duration::from_secs(60),
+        || {
+            rt.block_on(async {
+                assert_eq!(
+                    client.get(b"r").await.ok().flatten().map(|v| v.value),
+                    Some(b"new".to_vec())
+                );
+                let held = client.get_from(victim, b"r").await.ok().flatten()?;
+                (held.value == b"new").then_some(())
+            })
+        },
+    );
+}
+
+#[test]
+fn a_write_that_cannot_reach_its_quorum_says_how_many_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(dir.path(), 3);
+    wait_for_members(&nodes, 3);
+    nodes[1].kill();
+    nodes[2].kill();
+    let rt = runtime();
+    let client = Client::new(ClientConfig {
+        endpoints: vec![nodes[0].addr.clone()],
+        request_timeout: Duration::from_secs(3),
+        ..ClientConfig::default()
+    });
+    let err = rt.block_on(client.put(b"k", b"v")).unwrap_err().to_string();
+    assert!(err.contains("quorum not reached: 1 of 2"), "{err}");
+}
