@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::cluster::{start_cluster, wait_for_members};
+use common::cluster::{start_cluster, start_cluster_with, wait_for_members};
 use common::{TestNode, runtime, wait_for};
 use levee_node::client::{Client, ClientConfig};
 
@@ -201,4 +201,50 @@ fn a_write_that_cannot_reach_its_quorum_says_how_many_acked() {
     });
     let err = rt.block_on(client.put(b"k", b"v")).unwrap_err().to_string();
     assert!(err.contains("quorum not reached: 1 of 2"), "{err}");
+}
+
+#[test]
+fn anti_entropy_repairs_what_no_hint_carried() {
+    let dir = tempfile::tempdir().unwrap();
+    // One byte of hints per node: every missed write is dropped, so only
+    // anti-entropy can bring the returning node up to date.
+    let mut nodes = start_cluster_with(
+        dir.path(),
+        3,
+        &["--hint-max-bytes-per-node", "1", "--anti-entropy-startup-delay-ms", "200"],
+    );
+    let view = wait_for_members(&nodes, 3);
+    let victim = view.map.node_by_addr(&nodes[2].addr).unwrap().id;
+    let rt = runtime();
+    let client = client_for(&nodes);
+    // The victim holds ae0 before it goes down; the delete it misses must
+    // reach it as a tombstone.
+    rt.block_on(client.put(b"ae0", b"before")).unwrap();
+    wait_for("the victim to hold ae0", Duration::from_secs(30), || {
+        rt.block_on(client.get_from(victim, b"ae0")).ok().flatten().map(|_| ())
+    });
+    nodes[2].kill();
+    rt.block_on(async {
+        for i in 1..200 {
+            client.put(format!("ae{i}").as_bytes(), b"missed").await.unwrap();
+        }
+        client.delete(b"ae0").await.unwrap();
+    });
+    nodes[2].restart();
+    wait_for("anti-entropy to bring the node up to date", Duration::from_secs(60), || {
+        rt.block_on(async {
+            for i in 1..200 {
+                let held = client.get_from(victim, format!("ae{i}").as_bytes()).await.ok().flatten()?;
+                if held.value != b"missed" {
+                    return None;
+                }
+            }
+            Some(())
+        })
+    });
+    let log = nodes[2].log();
+    assert!(log.contains("anti-entropy round done"), "the node's log shows the round:\n{log}");
+    wait_for("the missed delete to reach the victim", Duration::from_secs(30), || {
+        rt.block_on(client.get_from(victim, b"ae0")).ok().and_then(|v| v.is_none().then_some(()))
+    });
 }

@@ -21,8 +21,14 @@ pub const CLUSTER_DEADLINE: Duration = Duration::from_secs(60);
 /// Starts node 1 with `--init`, then `n - 1` nodes joining it, each in its
 /// own zone, and waits until all are Raft members and a leader is known.
 pub fn start_cluster(dir: &Path, n: usize) -> Vec<TestNode> {
+    start_cluster_with(dir, n, &[])
+}
+
+/// [`start_cluster`] with extra flags for every node.
+pub fn start_cluster_with(dir: &Path, n: usize, extra: &[&str]) -> Vec<TestNode> {
     let mut init_args = vec!["--init", "--zone", "z1"];
     init_args.extend(FAST_RAFT);
+    init_args.extend(extra);
     let first = TestNode::start_named(dir, "n1", &init_args);
     let seed = first.addr.clone();
     let mut nodes = vec![first];
@@ -30,6 +36,7 @@ pub fn start_cluster(dir: &Path, n: usize) -> Vec<TestNode> {
         let zone = format!("z{i}");
         let mut args = vec!["--join", seed.as_str(), "--zone", zone.as_str()];
         args.extend(FAST_RAFT);
+        args.extend(extra);
         nodes.push(TestNode::start_named(dir, &format!("n{i}"), &args));
     }
     wait_for_members(&nodes, n);
