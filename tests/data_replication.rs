@@ -211,7 +211,12 @@ fn anti_entropy_repairs_what_no_hint_carried() {
     let mut nodes = start_cluster_with(
         dir.path(),
         3,
-        &["--hint-max-bytes-per-node", "1", "--anti-entropy-startup-delay-ms", "200"],
+        &[
+            "--hint-max-bytes-per-node",
+            "1",
+            "--anti-entropy-startup-delay-ms",
+            "200",
+        ],
     );
     let view = wait_for_members(&nodes, 3);
     let victim = view.map.node_by_addr(&nodes[2].addr).unwrap().id;
@@ -221,30 +226,95 @@ fn anti_entropy_repairs_what_no_hint_carried() {
     // reach it as a tombstone.
     rt.block_on(client.put(b"ae0", b"before")).unwrap();
     wait_for("the victim to hold ae0", Duration::from_secs(30), || {
-        rt.block_on(client.get_from(victim, b"ae0")).ok().flatten().map(|_| ())
+        rt.block_on(client.get_from(victim, b"ae0"))
+            .ok()
+            .flatten()
+            .map(|_| ())
     });
     nodes[2].kill();
     rt.block_on(async {
         for i in 1..200 {
-            client.put(format!("ae{i}").as_bytes(), b"missed").await.unwrap();
+            client
+                .put(format!("ae{i}").as_bytes(), b"missed")
+                .await
+                .unwrap();
         }
         client.delete(b"ae0").await.unwrap();
     });
     nodes[2].restart();
-    wait_for("anti-entropy to bring the node up to date", Duration::from_secs(60), || {
-        rt.block_on(async {
-            for i in 1..200 {
-                let held = client.get_from(victim, format!("ae{i}").as_bytes()).await.ok().flatten()?;
-                if held.value != b"missed" {
-                    return None;
+    wait_for(
+        "anti-entropy to bring the node up to date",
+        Duration::from_secs(60),
+        || {
+            rt.block_on(async {
+                for i in 1..200 {
+                    let held = client
+                        .get_from(victim, format!("ae{i}").as_bytes())
+                        .await
+                        .ok()
+                        .flatten()?;
+                    if held.value != b"missed" {
+                        return None;
+                    }
                 }
-            }
-            Some(())
-        })
-    });
+                Some(())
+            })
+        },
+    );
     let log = nodes[2].log();
-    assert!(log.contains("anti-entropy round done"), "the node's log shows the round:\n{log}");
-    wait_for("the missed delete to reach the victim", Duration::from_secs(30), || {
-        rt.block_on(client.get_from(victim, b"ae0")).ok().and_then(|v| v.is_none().then_some(()))
+    assert!(
+        log.contains("anti-entropy round done"),
+        "the node's log shows the round:\n{log}"
+    );
+    wait_for(
+        "the missed delete to reach the victim",
+        Duration::from_secs(30),
+        || {
+            rt.block_on(client.get_from(victim, b"ae0"))
+                .ok()
+                .and_then(|v| v.is_none().then_some(()))
+        },
+    );
+}
+
+#[test]
+fn tombstones_every_replica_holds_are_collected_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster_with(
+        dir.path(),
+        3,
+        &[
+            "--tombstone-grace-ms",
+            "300",
+            "--anti-entropy-interval-ms",
+            "300",
+            "--anti-entropy-startup-delay-ms",
+            "100",
+        ],
+    );
+    let view = wait_for_members(&nodes, 3);
+    let rt = runtime();
+    let client = client_for(&nodes);
+    rt.block_on(async {
+        client.put(b"gone", b"soon").await.unwrap();
+        client.delete(b"gone").await.unwrap();
     });
+    // Past the grace period, with every replica holding the tombstone, no
+    // replica holds any record for the key (not even a tombstone).
+    let ids: Vec<u64> = view.map.nodes.keys().copied().collect();
+    wait_for(
+        "the tombstone to be collected everywhere",
+        Duration::from_secs(60),
+        || {
+            rt.block_on(async {
+                for id in &ids {
+                    if client.record_from(*id, b"gone").await.ok()?.is_some() {
+                        return None;
+                    }
+                }
+                Some(())
+            })
+        },
+    );
+    assert_eq!(rt.block_on(client.get(b"gone")).unwrap(), None);
 }

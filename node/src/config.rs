@@ -73,6 +73,13 @@ pub struct Config {
     pub anti_entropy_startup_delay_ms: u64,
     /// Keys compared per second by anti-entropy.
     pub anti_entropy_keys_per_sec: u64,
+    /// Age (ms) after which a tombstone every replica holds is deleted, and
+    /// past which a hint is no longer replayed (it could resurrect a
+    /// collected delete). Must exceed the longest a replica can be away
+    /// and come back with its data; default one day, far above the
+    /// 10-minute down→out interval after which a node's replicas are
+    /// rebuilt elsewhere.
+    pub tombstone_grace_ms: u64,
     /// When a write is on disk relative to its acknowledgement; see
     /// [`Durability`]. Default `per_write`.
     pub durability: Durability,
@@ -140,6 +147,7 @@ impl Default for Config {
             anti_entropy_interval_ms: 600_000,
             anti_entropy_startup_delay_ms: 2_000,
             anti_entropy_keys_per_sec: 50_000,
+            tombstone_grace_ms: 86_400_000,
             durability: Durability::PerWrite,
             flush_every_ms: 500,
             cache_bytes: 256 * 1024 * 1024,
@@ -236,6 +244,9 @@ pub struct Overrides {
     /// Delay before the first anti-entropy round in ms.
     #[arg(long, env = "LEVEE_ANTI_ENTROPY_STARTUP_DELAY_MS", value_name = "MS")]
     pub anti_entropy_startup_delay_ms: Option<u64>,
+    /// Tombstone grace period in ms.
+    #[arg(long, env = "LEVEE_TOMBSTONE_GRACE_MS", value_name = "MS")]
+    pub tombstone_grace_ms: Option<u64>,
     /// Hint bytes kept per unreachable node.
     #[arg(long, env = "LEVEE_HINT_MAX_BYTES_PER_NODE", value_name = "BYTES")]
     pub hint_max_bytes_per_node: Option<u64>,
@@ -334,6 +345,7 @@ impl Config {
             o.anti_entropy_startup_delay_ms,
         );
         set(&mut self.hint_max_bytes_per_node, o.hint_max_bytes_per_node);
+        set(&mut self.tombstone_grace_ms, o.tombstone_grace_ms);
     }
 
     /// Rejects values that cannot work together.
@@ -440,6 +452,7 @@ impl Config {
         crate::data::handoff::HandoffConfig {
             bytes_per_sec: self.hint_replay_bytes_per_sec as f64,
             interval: Duration::from_millis(500),
+            max_age: Duration::from_millis(self.tombstone_grace_ms),
         }
     }
 
@@ -449,6 +462,7 @@ impl Config {
             interval: Duration::from_millis(self.anti_entropy_interval_ms),
             startup_delay: Duration::from_millis(self.anti_entropy_startup_delay_ms),
             keys_per_sec: self.anti_entropy_keys_per_sec as f64,
+            tombstone_grace: Duration::from_millis(self.tombstone_grace_ms),
         }
     }
 

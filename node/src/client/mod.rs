@@ -294,6 +294,30 @@ impl Client {
         }
     }
 
+    /// One node's own record of a key, tombstone included (a tombstone is
+    /// a `Found` without a value; `None` means no record at all).
+    pub async fn record_from(
+        &self,
+        node: u64,
+        key: &[u8],
+    ) -> Result<Option<crate::proto::Found>, ClientError> {
+        let map = self.cached_map().await?;
+        let Some(info) = map.nodes.get(&node) else {
+            return Err(ClientError::Unexpected(format!(
+                "no node {node} in the cluster map"
+            )));
+        };
+        let request = Request::Client(ClientRequest::GetReplica { key: key.to_vec() });
+        match self
+            .pool
+            .send(&info.spec.addr, request, self.config.request_timeout)
+            .await?
+        {
+            Response::Get(found) => Ok(found),
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn write(
         &self,
         key: &[u8],

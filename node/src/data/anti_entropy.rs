@@ -33,6 +33,8 @@ pub struct AntiEntropyConfig {
     pub startup_delay: Duration,
     /// Keys compared per second.
     pub keys_per_sec: f64,
+    /// Tombstones older than this, held by every replica, are deleted.
+    pub tombstone_grace: Duration,
 }
 
 /// Hash buckets per partition.
@@ -55,6 +57,8 @@ pub struct RoundStats {
     pub pulled: u64,
     /// Pairs that failed (peer unreachable...).
     pub failed: u64,
+    /// Tombstones deleted on every replica.
+    pub purged: u64,
 }
 
 /// Runs rounds until `shutdown`.
@@ -76,7 +80,8 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
-        let stats = round(&node, &cluster, all_peers, &mut bucket, &shutdown).await;
+        let mut stats = round(&node, &cluster, all_peers, &mut bucket, &shutdown).await;
+        stats.purged = collect_tombstones(&node, &cluster, config.tombstone_grace, &shutdown).await;
         if stats != RoundStats::default() {
             tracing::info!(?stats, startup = all_peers, "anti-entropy round done");
         }
@@ -126,6 +131,98 @@ pub async fn round(
         }
     }
     stats
+}
+
+/// Tombstones collected per partition per round, bounding one round's
+/// work.
+const PURGE_LIMIT: usize = 1000;
+
+/// Deletes tombstones older than the grace period from every replica, for
+/// the partitions this node is first replica of, and only once every
+/// replica is up and holds exactly that tombstone. Returns how many went.
+pub async fn collect_tombstones(
+    node: &Node,
+    cluster: &Cluster,
+    grace: Duration,
+    shutdown: &CancellationToken,
+) -> u64 {
+    let map = cluster.map();
+    let me = cluster.node_id();
+    let before_ms = crate::hlc::wall_ms().saturating_sub(grace.as_millis() as u64);
+    let mut purged = 0;
+    for (partition, set) in map.assignment.iter().enumerate() {
+        if set.first() != Some(&me) || shutdown.is_cancelled() {
+            continue;
+        }
+        let peers: Option<Vec<String>> = set
+            .iter()
+            .filter(|id| **id != me)
+            .map(|id| {
+                map.nodes
+                    .get(id)
+                    .filter(|n| n.state == NodeState::Up)
+                    .map(|n| n.spec.addr.clone())
+            })
+            .collect();
+        // A replica that is not up might hold an older value: collecting
+        // now could let it come back. Wait for it.
+        let Some(peers) = peers else { continue };
+        let partition = partition as u32;
+        let old = match node
+            .storage()
+            .old_tombstones(partition, before_ms, PURGE_LIMIT)
+        {
+            Ok(old) => old,
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "cannot list tombstones");
+                continue;
+            }
+        };
+        for tombstone in old {
+            if purge_everywhere(node, partition, &tombstone, &peers).await {
+                purged += 1;
+            }
+        }
+    }
+    purged
+}
+
+async fn purge_everywhere(
+    node: &Node,
+    partition: u32,
+    tombstone: &Entry,
+    peers: &[String],
+) -> bool {
+    for addr in peers {
+        let request = NodeRequest::ReadLocal {
+            partition,
+            key: tombstone.key.clone(),
+        };
+        match node.peers().request(addr, request, REQUEST_TIMEOUT).await {
+            Ok(Response::Get(Some(found)))
+                if found.version == tombstone.version && found.value.is_none() => {}
+            _ => return false,
+        }
+    }
+    for addr in peers {
+        let request = NodeRequest::PurgeTombstone {
+            partition,
+            key: tombstone.key.clone(),
+            version: tombstone.version,
+        };
+        if node
+            .peers()
+            .request(addr, request, REQUEST_TIMEOUT)
+            .await
+            .is_err()
+        {
+            // The others keep theirs for now; the next round finishes.
+            return false;
+        }
+    }
+    node.storage()
+        .purge_tombstone(partition, &tombstone.key, tombstone.version)
+        .unwrap_or(false)
 }
 
 async fn throttle(bucket: &mut TokenBucket, n: u64) {

@@ -21,6 +21,10 @@ pub struct HandoffConfig {
     pub bytes_per_sec: f64,
     /// How often targets with hints are looked at.
     pub interval: Duration,
+    /// Hints for writes older than this are dropped, not replayed: the
+    /// delete they might predate may have been collected (the tombstone
+    /// grace period), and replaying them would bring the value back.
+    pub max_age: Duration,
 }
 
 /// Longest pause before retrying a target that failed.
@@ -46,6 +50,7 @@ pub async fn run(
 ) {
     let burst = config.bytes_per_sec.max(1024.0 * 1024.0);
     let mut bucket = TokenBucket::new(config.bytes_per_sec, burst, std::time::Instant::now());
+    let max_age_ms = config.max_age.as_millis() as u64;
     let mut backoff: HashMap<u64, Backoff> = HashMap::new();
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -77,7 +82,7 @@ pub async fn run(
             if backoff.get(&target).is_some_and(|b| now < b.next_try) {
                 continue;
             }
-            match replay_target(&node, target, &addr, &mut bucket, &shutdown).await {
+            match replay_target(&node, target, &addr, max_age_ms, &mut bucket, &shutdown).await {
                 Ok(delivered) => {
                     backoff.remove(&target);
                     if delivered > 0 {
@@ -108,6 +113,7 @@ async fn replay_target(
     node: &Node,
     target: u64,
     addr: &str,
+    max_age_ms: u64,
     bucket: &mut TokenBucket,
     shutdown: &CancellationToken,
 ) -> Result<usize, String> {
@@ -121,6 +127,19 @@ async fn replay_target(
             return Ok(delivered);
         }
         for stored in batch {
+            let age_ms = crate::hlc::wall_ms()
+                .saturating_sub(crate::hlc::physical_ms(stored.hint.version.hlc));
+            if age_ms > max_age_ms {
+                tracing::debug!(
+                    target,
+                    age_ms,
+                    "dropping a hint older than the tombstone grace period"
+                );
+                node.hints()
+                    .remove(target, &stored.id, stored.bytes)
+                    .map_err(|e| e.to_string())?;
+                continue;
+            }
             while let Err(Wait(wait)) = bucket.take(stored.bytes as f64, std::time::Instant::now())
             {
                 tokio::select! {

@@ -134,6 +134,13 @@ mod tests {
             (any::<u32>(), bytes()).prop_map(|(partition, key)| Request::Node(
                 NodeRequest::ReadLocal { partition, key }
             )),
+            (any::<u32>(), bytes(), version()).prop_map(|(partition, key, version)| {
+                Request::Node(NodeRequest::PurgeTombstone {
+                    partition,
+                    key,
+                    version,
+                })
+            }),
             (any::<u32>(), any::<u32>()).prop_map(|(partition, buckets)| Request::Node(
                 NodeRequest::Digest { partition, buckets }
             )),

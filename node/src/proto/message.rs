@@ -78,6 +78,18 @@ pub enum NodeRequest {
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
+    /// Tombstone collection: deletes the record of `key` if it is still
+    /// the tombstone with exactly `version`. Answered
+    /// [`Response::Written`] (`applied` = purged).
+    PurgeTombstone {
+        /// The key's partition.
+        partition: u32,
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// The tombstone's version.
+        version: Version,
+    },
     /// Anti-entropy: per-bucket digests of a partition. Answered
     /// [`Response::Digest`].
     Digest {

@@ -108,6 +108,20 @@ async fn handle_node(node: &Arc<Node>, request: NodeRequest) -> Result<Response,
             Ok(written(applied, version))
         }
         NodeRequest::ReadLocal { partition, key } => read_local(node, partition, &key),
+        NodeRequest::PurgeTombstone {
+            partition,
+            key,
+            version,
+        } => {
+            let purged = node
+                .storage()
+                .purge_tombstone(partition, &key, version)
+                .map_err(storage_error)?;
+            Ok(Response::Written {
+                applied: purged,
+                version,
+            })
+        }
         NodeRequest::Digest { partition, buckets } => {
             let storage = node.storage().clone();
             let buckets = buckets.clamp(1, anti_entropy::BUCKETS * 16);

@@ -143,6 +143,35 @@ impl Storage {
         }
     }
 
+    /// Deletes the record of a key if it is still the tombstone with
+    /// exactly `version`; returns whether it did. A newer write that landed
+    /// meanwhile is kept.
+    pub fn purge_tombstone(
+        &self,
+        partition: u32,
+        key: &[u8],
+        version: Version,
+    ) -> Result<bool, StorageError> {
+        let storage_key = storage_key(partition, key);
+        let Some(current) = self.inner.data.get(&storage_key)? else {
+            return Ok(false);
+        };
+        let (stored, tombstone) =
+            record::decode_header(&current).map_err(|error| StorageError::Corrupt {
+                partition,
+                key: printable(key),
+                error,
+            })?;
+        if !tombstone || stored != version {
+            return Ok(false);
+        }
+        Ok(self
+            .inner
+            .data
+            .compare_and_swap(&storage_key, Some(current), None::<&[u8]>)?
+            .is_ok())
+    }
+
     /// The stored record (a tombstone included), verified against its
     /// checksum.
     pub fn get(&self, partition: u32, key: &[u8]) -> Result<Option<Record>, StorageError> {

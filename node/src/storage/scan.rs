@@ -63,6 +63,24 @@ impl Storage {
         Ok(())
     }
 
+    /// Tombstones of a partition whose version is older than
+    /// `before_ms` (wall-clock milliseconds), at most `limit`.
+    pub fn old_tombstones(
+        &self,
+        partition: u32,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let mut out = Vec::new();
+        self.scan_partition(partition, |e| {
+            if e.tombstone && crate::hlc::physical_ms(e.version.hlc) < before_ms {
+                out.push(e);
+            }
+            out.len() < limit
+        })?;
+        Ok(out)
+    }
+
     /// Per-bucket digests of a partition, and the number of records
     /// (tombstones included) it holds.
     pub fn digest(&self, partition: u32, buckets: u32) -> Result<(Vec<u64>, u64), StorageError> {
