@@ -225,12 +225,7 @@ impl Client {
                 if let Some(f) = &found {
                     self.observe(f.version);
                 }
-                Ok(found.and_then(|f| {
-                    f.value.map(|value| Value {
-                        value,
-                        version: f.version,
-                    })
-                }))
+                Ok(live_value(found))
             }
             other => Err(unexpected(other)),
         }
@@ -271,27 +266,7 @@ impl Client {
 
     /// Reads one node's own copy of a key: no quorum, no repair.
     pub async fn get_from(&self, node: u64, key: &[u8]) -> Result<Option<Value>, ClientError> {
-        let map = self.cached_map().await?;
-        let Some(info) = map.nodes.get(&node) else {
-            return Err(ClientError::Unexpected(format!(
-                "no node {node} in the cluster map"
-            )));
-        };
-        let request = Request::Client(ClientRequest::GetReplica { key: key.to_vec() });
-        match self
-            .pool
-            .send(&info.spec.addr, request, self.config.request_timeout)
-            .await
-        {
-            Ok(Response::Get(found)) => Ok(found.and_then(|f| {
-                f.value.map(|value| Value {
-                    value,
-                    version: f.version,
-                })
-            })),
-            Ok(other) => Err(unexpected(other)),
-            Err(e) => Err(e),
-        }
+        Ok(live_value(self.record_from(node, key).await?))
     }
 
     /// One node's own record of a key, tombstone included (a tombstone is
@@ -518,6 +493,16 @@ fn fails_over(e: &ClientError) -> bool {
         ClientError::Server(e) => e.is_retryable(),
         _ => false,
     }
+}
+
+/// A stored record as a value, `None` for a tombstone.
+fn live_value(found: Option<crate::proto::Found>) -> Option<Value> {
+    found.and_then(|f| {
+        f.value.map(|value| Value {
+            value,
+            version: f.version,
+        })
+    })
 }
 
 fn unexpected(response: Response) -> ClientError {
