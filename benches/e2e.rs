@@ -1,9 +1,11 @@
 //! End to end: put and get of 1 KiB values through the client, over
 //! loopback, to an in-process node; next to the two baselines that say what
 //! the protocol costs: the same storage called directly, and a bare TCP
-//! echo round trip. After the criterion groups a summary table prints the
-//! ratios, from its own timed runs (criterion's estimates are not readable
-//! from here).
+//! echo round trip. The same workload also runs against a 3-node
+//! in-process cluster (R = 3, W = 2, the defaults), to show what
+//! replication costs next to the single node. After the criterion groups
+//! summary tables print the ratios, from their own timed runs (criterion's
+//! estimates are not readable from here).
 
 mod support;
 
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use levee_node::client::{Client, ClientConfig};
 use levee_node::cluster::Cluster;
+use levee_node::cluster::status::ClusterStatus;
 use levee_node::config::Config;
 use levee_node::server::{Node, Server, ServerOptions};
 use levee_node::storage::Durability;
@@ -35,68 +38,111 @@ const SUMMARY_RUN: Duration = Duration::from_millis(1500);
 /// Sequential round trips behind each summary latency percentile.
 const LATENCY_SAMPLES: usize = 2000;
 
-/// A node serving on loopback, and one client (one connection) to it.
+/// Nodes of the cluster case: three, so that every partition has the
+/// default three replicas, each in its own zone, and a write waits for two.
+const CLUSTER_ZONES: [&str; 3] = ["z1", "z2", "z3"];
+
+/// How long the cluster gets to form. A join, an election and a learner
+/// promotion take a few seconds with the default Raft timings; a minute
+/// means something is broken, and the bench says so instead of hanging.
+const FORM_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Pause between polls of the forming cluster: short next to the 500 ms
+/// promotion tick, long enough not to busy the two cores.
+const FORM_POLL: Duration = Duration::from_millis(100);
+
+/// A key operation through the client.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Put,
+    Get,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Put => "put",
+            Self::Get => "get",
+        }
+    }
+}
+
+/// In-process nodes serving on loopback, and one client to them.
 struct Remote {
     client: Client,
     keys: Vec<Vec<u8>>,
     value: Vec<u8>,
 }
 
-/// What it takes to stop the node of a [`Remote`].
+/// One in-process node, and what it takes to stop it.
 struct Served {
+    /// The protocol address it bound and advertises.
+    addr: String,
     shutdown: CancellationToken,
     server: JoinHandle<bool>,
     _dir: TempDir,
 }
 
 impl Remote {
-    fn start(rt: &Runtime, durability: Durability) -> (Arc<Self>, Served) {
-        let dir = tempfile::tempdir().expect("cannot create a temporary directory");
-        let mut config = Config {
-            data_dir: dir.path().to_owned(),
-            listen: "127.0.0.1:0".into(),
-            durability,
-            ..Config::default()
-        };
+    /// One node founding its own cluster.
+    fn start(rt: &Runtime, durability: Durability) -> (Arc<Self>, Vec<Served>) {
         rt.block_on(async {
-            let node = Arc::new(Node::open(&config).expect("cannot open the node"));
-            let server = Server::bind(&config.listen, node.clone(), ServerOptions::from(&config))
-                .await
-                .expect("cannot bind the node");
-            let addr = server.local_addr().expect("no local address");
-            let shutdown = CancellationToken::new();
-            let server = tokio::spawn(server.run(shutdown.clone()));
-            // A node serves keys only once it is in a cluster; this one
-            // founds its own, advertising the port actually bound.
-            config.advertise = addr.to_string();
-            let meta = sled::Config::new()
-                .path(config.meta_dir())
-                .open()
-                .expect("cannot open the cluster metadata");
-            let cluster = Cluster::start(meta, config.cluster(), shutdown.clone())
-                .await
-                .expect("cannot start the cluster membership");
-            node.set_cluster(cluster);
-            let client = Client::new(ClientConfig {
-                endpoints: vec![addr.to_string()],
-                ..ClientConfig::default()
-            });
-            // Connect now, so no measurement includes the handshake.
-            client.ping().await.expect("the node does not answer");
-            let remote = Arc::new(Self {
-                client,
-                keys: (0..KEYS).map(support::key).collect(),
-                value: support::value(),
-            });
-            let r = remote.clone();
-            drive(CONCURRENCY, KEYS, Duration::MAX, move |i| r.clone().put(i)).await;
-            let served = Served {
-                shutdown,
-                server,
-                _dir: dir,
-            };
-            (remote, served)
+            let node = Served::start(Config {
+                durability,
+                ..Config::default()
+            })
+            .await;
+            let remote = Self::connect(vec![node.addr.clone()]).await;
+            (remote, vec![node])
         })
+    }
+
+    /// A cluster of one node per zone of [`CLUSTER_ZONES`]: the first
+    /// founds it, the others join through it. The client gets every node
+    /// as an endpoint, as a real deployment's would.
+    fn start_cluster(rt: &Runtime, durability: Durability) -> (Arc<Self>, Vec<Served>) {
+        rt.block_on(async {
+            let mut nodes: Vec<Served> = Vec::new();
+            for zone in CLUSTER_ZONES {
+                let join = nodes.first().map(|n| vec![n.addr.clone()]);
+                let config = Config {
+                    durability,
+                    zone: zone.into(),
+                    join: join.unwrap_or_default(),
+                    ..Config::default()
+                };
+                nodes.push(Served::start(config).await);
+            }
+            let endpoints: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+            wait_until_formed(&endpoints).await;
+            (Self::connect(endpoints).await, nodes)
+        })
+    }
+
+    /// A client to `endpoints`, connected, with every key written once so
+    /// that gets find data.
+    async fn connect(endpoints: Vec<String>) -> Arc<Self> {
+        let client = Client::new(ClientConfig {
+            endpoints,
+            ..ClientConfig::default()
+        });
+        // Connect now, so no measurement includes the handshake.
+        client.ping().await.expect("the node does not answer");
+        let remote = Arc::new(Self {
+            client,
+            keys: (0..KEYS).map(support::key).collect(),
+            value: support::value(),
+        });
+        let r = remote.clone();
+        drive(CONCURRENCY, KEYS, Duration::MAX, move |i| r.clone().put(i)).await;
+        remote
+    }
+
+    async fn run(self: Arc<Self>, op: Op, i: u64) {
+        match op {
+            Op::Put => self.put(i).await,
+            Op::Get => self.get(i).await,
+        }
     }
 
     async fn put(self: Arc<Self>, i: u64) {
@@ -115,11 +161,121 @@ impl Remote {
 }
 
 impl Served {
-    /// Stops the node; its client must be gone, or draining waits for it.
-    fn stop(self, rt: &Runtime) {
-        self.shutdown.cancel();
-        rt.block_on(self.server).expect("the server task panicked");
+    /// Starts a node with `config` in a fresh directory on a free loopback
+    /// port, as `levee-node` does minus the admin port and the background
+    /// repair (handoff, anti-entropy), which a healthy cluster does not
+    /// need. Returns once its Raft runs.
+    async fn start(mut config: Config) -> Self {
+        let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+        config.data_dir = dir.path().to_owned();
+        config.listen = "127.0.0.1:0".into();
+        let node = Arc::new(Node::open(&config).expect("cannot open the node"));
+        let server = Server::bind(&config.listen, node.clone(), ServerOptions::from(&config))
+            .await
+            .expect("cannot bind the node");
+        let addr = server.local_addr().expect("no local address").to_string();
+        let shutdown = CancellationToken::new();
+        // Serving before the cluster starts, as a real node does: a joining
+        // node is sent Raft messages as soon as the leader adds it.
+        let server = tokio::spawn(server.run(shutdown.clone()));
+        // A node serves keys only once it is in a cluster; it founds or
+        // joins one advertising the port actually bound.
+        config.advertise.clone_from(&addr);
+        let meta = sled::Config::new()
+            .path(config.meta_dir())
+            .open()
+            .expect("cannot open the cluster metadata");
+        let cluster = Cluster::start(meta, config.cluster(), shutdown.clone())
+            .await
+            .expect("cannot start the cluster membership");
+        node.set_cluster(cluster);
+        Self {
+            addr,
+            shutdown,
+            server,
+            _dir: dir,
+        }
     }
+}
+
+/// Stops nodes: all are told at once, so that none goes on replicating to
+/// a peer that is already stopping, then each server is awaited (it lets
+/// requests in flight finish).
+fn stop(nodes: Vec<Served>, rt: &Runtime) {
+    for node in &nodes {
+        node.shutdown.cancel();
+    }
+    rt.block_on(async {
+        for node in nodes {
+            node.server.await.expect("the server task panicked");
+        }
+    });
+}
+
+/// Waits until the first node sees every node of `endpoints` as a Raft
+/// voter under a leader, and every node answers with a leader and the
+/// same map, holding them all with no partition short of replicas: so
+/// that no measured request meets a stale map or a missing replica.
+async fn wait_until_formed(endpoints: &[String]) {
+    let clients: Vec<Client> = endpoints
+        .iter()
+        .map(|addr| {
+            Client::new(ClientConfig {
+                endpoints: vec![addr.clone()],
+                ..ClientConfig::default()
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + FORM_DEADLINE;
+    loop {
+        let mut views = Vec::with_capacity(clients.len());
+        for client in &clients {
+            views.push(client.status().await.ok());
+        }
+        if formed(&views) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the {}-node cluster did not form within {FORM_DEADLINE:?}; last views: {}",
+            endpoints.len(),
+            describe(&views)
+        );
+        tokio::time::sleep(FORM_POLL).await;
+    }
+}
+
+/// Whether the nodes' views (the founder's first) show a formed cluster.
+fn formed(views: &[Option<ClusterStatus>]) -> bool {
+    let Some(Some(first)) = views.first() else {
+        return false;
+    };
+    let n = views.len();
+    first.voters.len() == n
+        && first.leader.is_some()
+        && first.map.nodes.len() == n
+        && first.map.under_replicated() == 0
+        && views.iter().all(|v| {
+            v.as_ref()
+                .is_some_and(|v| v.leader.is_some() && v.map.epoch == first.map.epoch)
+        })
+}
+
+/// The views in one line, for the error when the cluster does not form.
+fn describe(views: &[Option<ClusterStatus>]) -> String {
+    let view = |v: &Option<ClusterStatus>| match v {
+        None => "no answer".to_owned(),
+        Some(s) => format!(
+            "node {} leader {:?} voters {:?} learners {:?} map epoch {} with {} nodes",
+            s.node_id,
+            s.leader,
+            s.voters,
+            s.learners,
+            s.map.epoch,
+            s.map.nodes.len()
+        ),
+    };
+    views.iter().map(view).collect::<Vec<_>>().join("; ")
 }
 
 /// One connection to a loopback echo server.
@@ -177,6 +333,7 @@ fn criterion_groups(
     echo: &Arc<Echo>,
     direct: &Arc<Direct>,
     remote: &Arc<Remote>,
+    cluster: &Arc<Remote>,
 ) {
     let mut group = c.benchmark_group("tcp_echo");
     group.throughput(Throughput::Elements(1));
@@ -208,7 +365,13 @@ fn criterion_groups(
     }
     group.finish();
 
-    let mut group = c.benchmark_group("e2e_per_write");
+    remote_group(c, "e2e_per_write", rt, remote);
+    remote_group(c, "e2e_3node_per_write", rt, cluster);
+}
+
+/// Put and get through the client, one and many at once.
+fn remote_group(c: &mut Criterion, name: &str, rt: &Runtime, remote: &Arc<Remote>) {
+    let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(1));
     for concurrency in [1, CONCURRENCY] {
         let r = remote.clone();
@@ -328,6 +491,67 @@ fn summarise(
     );
 }
 
+/// Prints the 3-node cluster next to the single node: same client, same
+/// workload, each figure taken alternately on one and the other so that a
+/// ratio compares like moments on a noisy machine.
+fn compare_cluster(rt: &Runtime, single: &Arc<Remote>, cluster: &Arc<Remote>) {
+    // Latencies first, for the reason given in `summarise`.
+    let latencies = [Op::Put, Op::Get].map(|op| {
+        let (one, three) = (single.clone(), cluster.clone());
+        (
+            op,
+            latency(rt, move |i| one.clone().run(op, i)),
+            latency(rt, move |i| three.clone().run(op, i)),
+        )
+    });
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    println!();
+    println!(
+        "levee e2e summary: {} nodes (R = 3, W = 2, the defaults) against 1 node, \
+         durability per_write (the default), {VALUE_BYTES} B values",
+        CLUSTER_ZONES.len()
+    );
+    println!(
+        "every node runs in this process, sharing its runtime, {cores} cores and disk; \
+         ops/s over {:.1} s closed-loop runs with 1 or {CONCURRENCY} requests in flight",
+        SUMMARY_RUN.as_secs_f64()
+    );
+    println!(
+        "{:<4} {:>5} {:>14} {:>14} {:>15}",
+        "op", "conc", "1-node ops/s", "3-node ops/s", "3-node/1-node"
+    );
+    for op in [Op::Put, Op::Get] {
+        for concurrency in [1, CONCURRENCY] {
+            let (one, three) = (single.clone(), cluster.clone());
+            let one = ops_per_sec(rt, concurrency, move |i| one.clone().run(op, i));
+            let three = ops_per_sec(rt, concurrency, move |i| three.clone().run(op, i));
+            println!(
+                "{:<4} {concurrency:>5} {one:>14.0} {three:>14.0} {:>15.3}",
+                op.name(),
+                three / one
+            );
+        }
+    }
+    println!("latency, {LATENCY_SAMPLES} sequential ops each:");
+    println!(
+        "{:<4} {:>12} {:>12} {:>7} {:>12} {:>12} {:>7}",
+        "op", "1-node p50", "3-node p50", "ratio", "1-node p99", "3-node p99", "ratio"
+    );
+    for (op, (one_p50, one_p99), (three_p50, three_p99)) in latencies {
+        println!(
+            "{:<4} {:>12} {:>12} {:>6.2}x {:>12} {:>12} {:>6.2}x",
+            op.name(),
+            micros(one_p50),
+            micros(three_p50),
+            three_p50.as_secs_f64() / one_p50.as_secs_f64(),
+            micros(one_p99),
+            micros(three_p99),
+            three_p99.as_secs_f64() / one_p99.as_secs_f64(),
+        );
+    }
+}
+
 /// Whether criterion is really benchmarking (`cargo bench`), as opposed
 /// to listing, profiling, or smoke-testing under `cargo test --benches`,
 /// where a summary would only waste time.
@@ -349,16 +573,19 @@ fn main() {
     let echo = Echo::start(&rt);
     let direct = Direct::open(&rt, Durability::PerWrite);
     rt.block_on(direct.fill());
-    let (remote, served) = Remote::start(&rt, Durability::PerWrite);
+    let (remote, mut served) = Remote::start(&rt, Durability::PerWrite);
+    let (cluster, cluster_served) = Remote::start_cluster(&rt, Durability::PerWrite);
+    served.extend(cluster_served);
 
-    criterion_groups(&mut c, &rt, &echo, &direct, &remote);
+    criterion_groups(&mut c, &rt, &echo, &direct, &remote, &cluster);
     c.final_summary();
 
     if benchmarking() {
         summarise(&rt, "per_write (the default)", &echo, &direct, &remote);
+        compare_cluster(&rt, &remote, &cluster);
     }
-    drop((direct, remote));
-    served.stop(&rt);
+    drop((direct, remote, cluster));
+    stop(served, &rt);
 
     if benchmarking() {
         // The same table with periodic durability, for contrast: cheap,
@@ -368,6 +595,6 @@ fn main() {
         let (remote, served) = Remote::start(&rt, Durability::Periodic);
         summarise(&rt, "periodic", &echo, &direct, &remote);
         drop((direct, remote));
-        served.stop(&rt);
+        stop(served, &rt);
     }
 }
