@@ -10,7 +10,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use levee_node::client::{Client, ClientConfig, WriteOutcome};
 use levee_node::storage::Version;
 
+mod bench;
 mod local;
+mod local_cluster;
 mod status;
 
 const AFTER_HELP: &str = "\
@@ -92,14 +94,20 @@ enum Command {
     /// Run a local cluster of levee-node processes on 127.0.0.x until
     /// Ctrl-C; a second run on the same directory restarts it with its data.
     Local(local::Args),
+    /// Run a benchmark scenario (cluster, open-loop load, faults) and write
+    /// result.json, summary.md and timeline.png.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The benchmark's load generator needs every core; the other
+    // commands are one request and stay on one thread.
+    let builder = match cli.command {
+        Command::Bench(_) => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    let runtime = match { builder }.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("levee: cannot start the async runtime: {e}");
@@ -185,6 +193,10 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Local(args) => {
             local::run(args).await?;
+            Ok(Outcome::Done)
+        }
+        Command::Bench(args) => {
+            bench::run(args).await?;
             Ok(Outcome::Done)
         }
         Command::Delete { key } => {

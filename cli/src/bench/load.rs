@@ -1,0 +1,353 @@
+//! The load itself: the preload (closed loop, bounded concurrency), the
+//! open-loop run and the cluster sampler, feeding a [`Timeline`].
+//!
+//! Open loop: each request is spawned at the instant the [`Schedule`] says
+//! it is due, whatever happened to the ones before it, and its latency is
+//! measured from that instant. A slow cluster therefore shows up as
+//! latency (and, past the in-flight cap, as dropped requests), never as a
+//! generator that quietly slows down to match it (coordinated omission).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::bail;
+use indicatif::{ProgressBar, ProgressStyle};
+use levee_node::client::{Client, ClientConfig, ClientError};
+use levee_node::cluster::status::ClusterStatus;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::scenario::{Preload, Workload};
+use super::schedule::{Op, Planned, RateProfile, Schedule, key_name};
+use super::timeline::{ClusterSample, Outcome, Timeline, classify};
+
+/// Extra time a request gets beyond the client's own timeout before the
+/// runner gives up on it: the client's timeout covers the request, not a
+/// reactor too busy to notice it fired.
+const REQUEST_GRACE: Duration = Duration::from_millis(500);
+
+/// Completed requests waiting for the aggregator. Generous, so request
+/// tasks never wait on it; if they do, they wait after their latency was
+/// taken, so the figures are unaffected.
+const RECORD_QUEUE: usize = 65_536;
+
+/// How often the cluster is asked for its status.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Attempts per preload key before it counts as failed.
+const PRELOAD_ATTEMPTS: usize = 3;
+
+/// The client instances of a run: `connections` of them, each with every
+/// endpoint, so requests spread over independent connection pools.
+pub fn clients(endpoints: &[String], workload: &Workload) -> Vec<Arc<Client>> {
+    let timeout = Duration::from_millis(workload.request_timeout_ms);
+    (0..workload.connections)
+        .map(|i| {
+            // Each instance starts at a different endpoint, so the map
+            // fetches do not all land on node 1.
+            let mut endpoints = endpoints.to_vec();
+            if !endpoints.is_empty() {
+                let len = endpoints.len();
+                endpoints.rotate_left(i % len);
+            }
+            Arc::new(Client::new(ClientConfig {
+                endpoints,
+                // A node that cannot handshake within the request timeout
+                // (or 1 s) is better skipped for the next replica.
+                connect_timeout: timeout.min(Duration::from_secs(1)),
+                request_timeout: timeout,
+                ..ClientConfig::default()
+            }))
+        })
+        .collect()
+}
+
+/// Random bytes the values are cut from (one buffer: generating bytes per
+/// request would cost more than sending them).
+pub fn value_pool(max_bytes: u32, seed: u64) -> Arc<Vec<u8>> {
+    let mut bytes = vec![0u8; max_bytes as usize];
+    StdRng::seed_from_u64(seed).fill_bytes(&mut bytes);
+    Arc::new(bytes)
+}
+
+/// A progress bar on stderr (indicatif draws nothing when stderr is not a
+/// terminal).
+pub fn progress(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} {msg} ({elapsed_precise})")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(what.to_owned());
+    bar
+}
+
+/// Writes keys `0..preload.keys` with bounded concurrency. Fails if more
+/// than 1% of them could not be written, since the run's reads would then
+/// measure missing keys.
+pub async fn preload(clients: &[Arc<Client>], preload: &Preload, seed: u64) -> anyhow::Result<()> {
+    if preload.keys == 0 || clients.is_empty() {
+        return Ok(());
+    }
+    let values = value_pool(preload.value_bytes.max(), seed ^ 0x5eed);
+    let limit = Arc::new(Semaphore::new(preload.concurrency));
+    let bar = progress(preload.keys, "preload");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut tasks = JoinSet::new();
+    let mut failed = 0u64;
+    let mut last_error = None;
+    let mut reap = |result: Result<Result<(), ClientError>, tokio::task::JoinError>| match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            failed += 1;
+            last_error = Some(e.to_string());
+        }
+        Err(e) => {
+            failed += 1;
+            last_error = Some(e.to_string());
+        }
+    };
+    for i in 0..preload.keys {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            bail!("preload: the concurrency limit closed");
+        };
+        while let Some(done) = tasks.try_join_next() {
+            reap(done);
+        }
+        let client = clients[i as usize % clients.len()].clone();
+        let len = preload.value_bytes.sample(&mut rng) as usize;
+        let values = values.clone();
+        let bar = bar.clone();
+        tasks.spawn(async move {
+            let key = key_name(i);
+            let mut result = Ok(());
+            for _ in 0..PRELOAD_ATTEMPTS {
+                result = client.put(key.as_bytes(), &values[..len]).await.map(|_| ());
+                if result.is_ok() {
+                    break;
+                }
+            }
+            drop(permit);
+            bar.inc(1);
+            result
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        reap(done);
+    }
+    bar.finish_and_clear();
+    if failed * 100 > preload.keys {
+        bail!(
+            "preload: {failed} of {} keys could not be written; last error: {}",
+            preload.keys,
+            last_error.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// One finished request.
+struct Record {
+    due: Duration,
+    latency: Duration,
+    outcome: Outcome,
+}
+
+/// Runs the open-loop workload from `start` and the status sampler beside
+/// it; returns the timeline once every request has finished.
+pub async fn run(
+    clients: Vec<Arc<Client>>,
+    endpoints: Vec<String>,
+    workload: &Workload,
+    profile: RateProfile,
+    start: Instant,
+) -> Timeline {
+    let duration = Duration::from_secs(workload.duration_s);
+    let mut timeline = Timeline::new(workload.duration_s as usize);
+    let (records_tx, mut records) = mpsc::channel(RECORD_QUEUE);
+    let (samples_tx, mut samples) = mpsc::channel(64);
+    let generator = tokio::spawn(generate(
+        Schedule::new(workload, profile),
+        clients,
+        value_pool(workload.value_bytes.max(), workload.seed),
+        Generator {
+            start,
+            timeout: Duration::from_millis(workload.request_timeout_ms),
+            max_in_flight: workload.max_in_flight,
+        },
+        records_tx,
+    ));
+    tokio::spawn(sample(endpoints, start, start + duration, samples_tx));
+
+    let bar = progress(workload.duration_s, "run");
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let (mut ok, mut failed) = (0u64, 0u64);
+    let (mut records_open, mut samples_open) = (true, true);
+    while records_open || samples_open {
+        tokio::select! {
+            record = records.recv(), if records_open => match record {
+                Some(Record { due, latency, outcome }) => {
+                    match outcome {
+                        Outcome::Ok => ok += 1,
+                        _ => failed += 1,
+                    }
+                    timeline.record(due, latency, outcome);
+                }
+                None => records_open = false,
+            },
+            sample = samples.recv(), if samples_open => match sample {
+                Some((at, s)) => timeline.sample(at, s),
+                None => samples_open = false,
+            },
+            _ = tick.tick() => {
+                bar.set_position(start.elapsed().as_secs().min(workload.duration_s));
+                bar.set_message(format!("ok {ok}  failed {failed}"));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    // The generator ended before the records channel closed (it held a
+    // sender); a panic in it would show as missing requests, so say so.
+    match generator.await {
+        Ok(dropped) => {
+            for due in dropped {
+                timeline.record(due, Duration::ZERO, Outcome::Dropped);
+            }
+        }
+        Err(e) => eprintln!("levee bench: the load generator failed: {e}"),
+    }
+    timeline
+}
+
+/// Fixed settings of the generator.
+struct Generator {
+    start: Instant,
+    timeout: Duration,
+    max_in_flight: usize,
+}
+
+/// Spawns each request at its due instant; returns the due times of the
+/// requests that found the in-flight cap full.
+async fn generate(
+    schedule: Schedule,
+    clients: Vec<Arc<Client>>,
+    values: Arc<Vec<u8>>,
+    settings: Generator,
+    records: mpsc::Sender<Record>,
+) -> Vec<Duration> {
+    let in_flight = Arc::new(Semaphore::new(settings.max_in_flight));
+    let mut dropped = Vec::new();
+    if clients.is_empty() {
+        return dropped;
+    }
+    for planned in schedule {
+        let due = settings.start + planned.at;
+        if due > Instant::now() {
+            tokio::time::sleep_until(due).await;
+        }
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            dropped.push(planned.at);
+            continue;
+        };
+        let client = clients[planned.seq as usize % clients.len()].clone();
+        let values = values.clone();
+        let records = records.clone();
+        let limit = settings.timeout + REQUEST_GRACE;
+        tokio::spawn(async move {
+            let outcome =
+                match tokio::time::timeout(limit, execute(&client, &planned, &values)).await {
+                    Ok(Ok(())) => Outcome::Ok,
+                    Ok(Err(e)) => Outcome::Error(classify(&e)),
+                    Err(_) => Outcome::Error(super::timeline::ErrorKind::Timeout),
+                };
+            // From when it was due, not when it was sent.
+            let latency = due.elapsed();
+            drop(permit);
+            let _ = records
+                .send(Record {
+                    due: planned.at,
+                    latency,
+                    outcome,
+                })
+                .await;
+        });
+    }
+    dropped
+}
+
+async fn execute(client: &Client, planned: &Planned, values: &[u8]) -> Result<(), ClientError> {
+    let key = key_name(planned.key);
+    match planned.op {
+        Op::Get => client.get(key.as_bytes()).await.map(|_| ()),
+        Op::Put => {
+            let len = (planned.value_bytes as usize).min(values.len());
+            client.put(key.as_bytes(), &values[..len]).await.map(|_| ())
+        }
+        Op::Delete => client.delete(key.as_bytes()).await.map(|_| ()),
+    }
+}
+
+/// Asks the cluster for its status every second until `end`. After a
+/// failure the next ask goes to the next endpoint with a fresh client, so a
+/// stopped node (whose connection stays open but silent) is not asked
+/// forever.
+async fn sample(
+    endpoints: Vec<String>,
+    start: Instant,
+    end: Instant,
+    samples: mpsc::Sender<(Duration, Option<ClusterSample>)>,
+) {
+    let make = |first: usize| {
+        let mut e = endpoints.clone();
+        if !e.is_empty() {
+            let len = e.len();
+            e.rotate_left(first % len);
+        }
+        Client::new(ClientConfig {
+            endpoints: e,
+            connect_timeout: Duration::from_millis(500),
+            request_timeout: Duration::from_millis(800),
+            ..ClientConfig::default()
+        })
+    };
+    let mut first = 0;
+    let mut client = make(first);
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        if Instant::now() >= end {
+            return;
+        }
+        let at = start.elapsed();
+        let status = tokio::time::timeout(Duration::from_secs(1), client.status()).await;
+        let sample = match status {
+            Ok(Ok(status)) => Some(to_sample(&status)),
+            _ => {
+                first += 1;
+                client = make(first);
+                None
+            }
+        };
+        if samples.send((at, sample)).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn to_sample(status: &ClusterStatus) -> ClusterSample {
+    ClusterSample {
+        nodes: status
+            .map
+            .nodes
+            .values()
+            .map(|n| (n.id, n.state.to_string()))
+            .collect(),
+        under_replicated: status.map.under_replicated(),
+        leader: status.leader,
+    }
+}

@@ -1,0 +1,304 @@
+//! Phase summaries: the run cut at its faults into before / during /
+//! after, each summarised from the per-second buckets, and every figure
+//! given as a ratio to the before-fault baseline of the same run (two
+//! machines, or two days, differ more than the effect being measured).
+//! Pure.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::timeline::{Bucket, ErrorKind, new_histogram, us_to_ms};
+
+/// Which part of the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhaseKind {
+    /// No faults in the scenario: the whole run after the warm-up.
+    Steady,
+    /// From the end of the warm-up to the first fault: the baseline.
+    BeforeFault,
+    /// From the first fault to the last one (or to the end, with one).
+    DuringFault,
+    /// From the last fault to the end.
+    AfterFault,
+}
+
+impl PhaseKind {
+    /// Human name, as in summary.md.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Steady => "steady",
+            Self::BeforeFault => "before fault",
+            Self::DuringFault => "during fault",
+            Self::AfterFault => "after fault",
+        }
+    }
+}
+
+/// Seconds `[from_s, to_s)` of the run that form a phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PhaseSpan {
+    /// Which phase.
+    pub kind: PhaseKind,
+    /// First second.
+    pub from_s: u64,
+    /// One past the last second.
+    pub to_s: u64,
+}
+
+/// Cuts a run of `duration_s` seconds at its fault times. The baseline
+/// starts after `warmup_s`. A second holding a fault belongs to the phase
+/// the fault starts, so a baseline second is never touched by a fault.
+pub fn spans(duration_s: u64, warmup_s: u64, fault_times_s: &[f64]) -> Vec<PhaseSpan> {
+    let span = |kind, from_s, to_s| PhaseSpan { kind, from_s, to_s };
+    let first = fault_times_s.iter().copied().reduce(f64::min);
+    let last = fault_times_s.iter().copied().reduce(f64::max);
+    let (Some(first), Some(last)) = (first, last) else {
+        return vec![span(
+            PhaseKind::Steady,
+            warmup_s.min(duration_s),
+            duration_s,
+        )];
+    };
+    let first = (first.floor() as u64).min(duration_s);
+    let last = (last.floor() as u64).min(duration_s);
+    let mut out = vec![span(PhaseKind::BeforeFault, warmup_s.min(first), first)];
+    if last > first {
+        out.push(span(PhaseKind::DuringFault, first, last));
+        out.push(span(PhaseKind::AfterFault, last, duration_s));
+    } else {
+        out.push(span(PhaseKind::DuringFault, first, duration_s));
+    }
+    out
+}
+
+/// One phase, summarised.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseSummary {
+    /// Which phase.
+    pub kind: PhaseKind,
+    /// Human name.
+    pub label: &'static str,
+    /// First second.
+    pub from_s: u64,
+    /// One past the last second.
+    pub to_s: u64,
+    /// Requests due per second.
+    pub offered_per_s: f64,
+    /// Successful requests per second.
+    pub goodput_per_s: f64,
+    /// The worst second's goodput.
+    pub min_goodput_per_s: f64,
+    /// Successful / offered.
+    pub success_ratio: f64,
+    /// Failures by kind over the phase.
+    pub errors: BTreeMap<&'static str, u64>,
+    /// Requests the generator could not send (in-flight cap).
+    pub dropped: u64,
+    /// Latency of the successful requests over the whole phase (ms).
+    pub p50_ms: Option<f64>,
+    /// 99th percentile (ms).
+    pub p99_ms: Option<f64>,
+    /// 99.9th percentile (ms).
+    pub p999_ms: Option<f64>,
+    /// Slowest (ms).
+    pub max_ms: Option<f64>,
+    /// The worst second's p99 (ms).
+    pub worst_second_p99_ms: Option<f64>,
+    /// Ratios to the baseline phase (the first one); `None` where the
+    /// baseline or this phase has no value.
+    pub vs_baseline: Ratios,
+}
+
+/// This phase's figure divided by the baseline's.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Ratios {
+    /// Goodput.
+    pub goodput: Option<f64>,
+    /// Worst second's goodput over the baseline's mean goodput: the depth
+    /// of the dip.
+    pub min_goodput: Option<f64>,
+    /// p50 latency.
+    pub p50: Option<f64>,
+    /// p99 latency.
+    pub p99: Option<f64>,
+    /// p99.9 latency.
+    pub p999: Option<f64>,
+}
+
+/// Summarises each span over `buckets` (one per second) and adds the ratios
+/// to the first span.
+pub fn summarise(buckets: &[Bucket], spans: &[PhaseSpan]) -> Vec<PhaseSummary> {
+    let mut out: Vec<PhaseSummary> = spans.iter().map(|s| summarise_one(buckets, *s)).collect();
+    let Some(base) = out.first().cloned() else {
+        return out;
+    };
+    for phase in &mut out {
+        phase.vs_baseline = Ratios {
+            goodput: ratio(Some(phase.goodput_per_s), Some(base.goodput_per_s)),
+            min_goodput: ratio(Some(phase.min_goodput_per_s), Some(base.goodput_per_s)),
+            p50: ratio(phase.p50_ms, base.p50_ms),
+            p99: ratio(phase.p99_ms, base.p99_ms),
+            p999: ratio(phase.p999_ms, base.p999_ms),
+        };
+    }
+    out
+}
+
+fn ratio(value: Option<f64>, base: Option<f64>) -> Option<f64> {
+    match (value, base) {
+        (Some(v), Some(b)) if b > 0.0 => Some(v / b),
+        _ => None,
+    }
+}
+
+fn summarise_one(buckets: &[Bucket], span: PhaseSpan) -> PhaseSummary {
+    let from = (span.from_s as usize).min(buckets.len());
+    let to = (span.to_s as usize).clamp(from, buckets.len());
+    let seconds = &buckets[from..to];
+    let n = seconds.len().max(1) as f64;
+    let mut latency = new_histogram();
+    let mut errors: BTreeMap<&'static str, u64> =
+        ErrorKind::ALL.iter().map(|k| (k.name(), 0)).collect();
+    let (mut offered, mut ok, mut dropped) = (0, 0, 0);
+    let mut worst_p99: Option<u64> = None;
+    for b in seconds {
+        offered += b.offered;
+        ok += b.ok;
+        dropped += b.dropped;
+        for (kind, count) in &b.errors {
+            *errors.entry(kind.name()).or_default() += count;
+        }
+        // Same bounds on both sides, so adding cannot fail; clamp anyway.
+        let _ = latency.add(&b.latency);
+        if b.ok > 0 {
+            let p99 = b.latency.value_at_quantile(0.99);
+            worst_p99 = Some(worst_p99.map_or(p99, |w| w.max(p99)));
+        }
+    }
+    let pct = |q: f64| (ok > 0).then(|| us_to_ms(latency.value_at_quantile(q)));
+    PhaseSummary {
+        kind: span.kind,
+        label: span.kind.label(),
+        from_s: span.from_s,
+        to_s: span.to_s,
+        offered_per_s: offered as f64 / n,
+        goodput_per_s: ok as f64 / n,
+        min_goodput_per_s: seconds.iter().map(|b| b.ok).min().unwrap_or(0) as f64,
+        success_ratio: if offered > 0 {
+            ok as f64 / offered as f64
+        } else {
+            0.0
+        },
+        errors,
+        dropped,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+        p999_ms: pct(0.999),
+        max_ms: (ok > 0).then(|| us_to_ms(latency.max())),
+        worst_second_p99_ms: worst_p99.map(us_to_ms),
+        vs_baseline: Ratios::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::timeline::{Outcome, Timeline};
+    use std::time::Duration;
+
+    #[test]
+    fn no_faults_is_one_steady_phase_after_warmup() {
+        assert_eq!(
+            spans(30, 2, &[]),
+            vec![PhaseSpan {
+                kind: PhaseKind::Steady,
+                from_s: 2,
+                to_s: 30
+            }]
+        );
+    }
+
+    #[test]
+    fn kill_then_restart_gives_before_during_after() {
+        let s = spans(60, 2, &[40.5, 20.0]);
+        let kinds: Vec<_> = s.iter().map(|p| (p.kind, p.from_s, p.to_s)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (PhaseKind::BeforeFault, 2, 20),
+                (PhaseKind::DuringFault, 20, 40),
+                (PhaseKind::AfterFault, 40, 60),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_single_fault_lasts_to_the_end() {
+        let s = spans(30, 2, &[10.3]);
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            (s[1].kind, s[1].from_s, s[1].to_s),
+            (PhaseKind::DuringFault, 10, 30)
+        );
+    }
+
+    /// 10 s at 100 ops/s: seconds 0-3 fast and clean, 4-6 half fail and
+    /// the rest are slow, 7-9 clean again but twice as slow.
+    fn run() -> Timeline {
+        let mut t = Timeline::new(10);
+        for s in 0..10u64 {
+            for i in 0..100u64 {
+                let due = Duration::from_millis(s * 1000 + i * 10);
+                let (latency_ms, outcome) = match s {
+                    0..=3 => (2, Outcome::Ok),
+                    4..=6 if i % 2 == 0 => (1000, Outcome::Error(ErrorKind::Timeout)),
+                    4..=6 => (20, Outcome::Ok),
+                    _ => (4, Outcome::Ok),
+                };
+                t.record(due, Duration::from_millis(latency_ms), outcome);
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn summaries_and_ratios_to_the_baseline() {
+        let t = run();
+        let phases = summarise(t.buckets(), &spans(10, 1, &[4.0, 7.0]));
+        let [before, during, after] = &phases[..] else {
+            panic!("{phases:?}")
+        };
+        assert_eq!((before.from_s, before.to_s), (1, 4));
+        assert_eq!(before.goodput_per_s, 100.0);
+        assert_eq!(before.success_ratio, 1.0);
+        assert_eq!(before.vs_baseline.goodput, Some(1.0));
+
+        assert_eq!(during.goodput_per_s, 50.0);
+        assert_eq!(during.errors["timeout"], 150);
+        assert_eq!(during.vs_baseline.goodput, Some(0.5));
+        assert_eq!(during.vs_baseline.min_goodput, Some(0.5));
+        let p99 = during.vs_baseline.p99.unwrap();
+        assert!((p99 - 10.0).abs() < 0.05, "{p99}");
+
+        let p50 = after.vs_baseline.p50.unwrap();
+        assert!((p50 - 2.0).abs() < 0.01, "{p50}");
+        assert_eq!(after.errors.values().sum::<u64>(), 0);
+    }
+
+    #[test]
+    fn a_phase_without_successes_has_no_latency_ratio() {
+        let mut t = Timeline::new(4);
+        t.record(Duration::ZERO, Duration::from_millis(1), Outcome::Ok);
+        t.record(
+            Duration::from_secs(2),
+            Duration::from_millis(1),
+            Outcome::Error(ErrorKind::Unavailable),
+        );
+        let phases = summarise(t.buckets(), &spans(4, 0, &[2.0]));
+        assert_eq!(phases[1].p99_ms, None);
+        assert_eq!(phases[1].vs_baseline.p99, None);
+        assert_eq!(phases[1].vs_baseline.goodput, Some(0.0));
+    }
+}

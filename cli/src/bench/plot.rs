@@ -1,0 +1,315 @@
+//! `timeline.png`: three stacked panels over the run — throughput (offered
+//! and goodput), latency percentiles of successful requests (log scale)
+//! and failures per second by kind — with every event drawn as a
+//! vertical line across all three and labelled in the top one.
+
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::cluster::Event;
+use super::timeline::SecondRow;
+
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
+
+/// What a line plots from each row.
+type Value = fn(&SecondRow) -> Option<f64>;
+
+/// Image size: readable on a laptop screen and in a markdown page.
+const SIZE: (u32, u32) = (1600, 1200);
+
+const FONT: &str = "sans-serif";
+
+/// Colour of a fault line (red) and of a "serving again" line (green).
+fn event_colour(e: &Event) -> RGBColor {
+    if e.kind == "serving" {
+        RGBColor(0, 140, 60)
+    } else {
+        RGBColor(200, 30, 30)
+    }
+}
+
+/// Draws the timeline of a run into `path`.
+pub fn draw(path: &Path, title: &str, rows: &[SecondRow], events: &[Event]) -> anyhow::Result<()> {
+    draw_inner(path, title, rows, events)
+        .map_err(|e| anyhow::anyhow!("cannot draw {}: {e}", path.display()))
+}
+
+fn draw_inner(path: &Path, title: &str, rows: &[SecondRow], events: &[Event]) -> DrawResult {
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(title, (FONT, 30))?;
+    let panels = root.split_evenly((3, 1));
+    let end = rows.len().max(1) as f64;
+    throughput(&panels[0], rows, events, end)?;
+    latency(&panels[1], rows, events, end)?;
+    failures(&panels[2], rows, events, end)?;
+    root.present()?;
+    Ok(())
+}
+
+/// The x of a row: the middle of its second.
+fn x(row: &SecondRow) -> f64 {
+    row.t as f64 + 0.5
+}
+
+/// Runs of consecutive seconds that have a value, so a line breaks where
+/// there is nothing to plot instead of bridging the gap.
+fn runs(rows: &[SecondRow], value: impl Fn(&SecondRow) -> Option<f64>) -> Vec<Vec<(f64, f64)>> {
+    let mut out: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
+    for row in rows {
+        match value(row) {
+            Some(v) => out.last_mut().into_iter().for_each(|r| r.push((x(row), v))),
+            None if out.last().is_some_and(|r| !r.is_empty()) => out.push(Vec::new()),
+            None => {}
+        }
+    }
+    out.retain(|r| !r.is_empty());
+    out
+}
+
+type Chart<'a, 'b, Y> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>;
+
+/// One named line, possibly in several pieces.
+fn line<Y>(
+    chart: &mut Chart<'_, '_, Y>,
+    name: &str,
+    style: ShapeStyle,
+    pieces: Vec<Vec<(f64, f64)>>,
+) -> DrawResult
+where
+    Y: Ranged<ValueType = f64>,
+{
+    for (i, piece) in pieces.into_iter().enumerate() {
+        let series = chart.draw_series(LineSeries::new(piece, style))?;
+        if i == 0 {
+            series
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+        }
+    }
+    Ok(())
+}
+
+/// Vertical lines at the events, from `low` to `high`; labels too when
+/// `labels` (staggered over three rows so close events stay readable).
+fn mark_events<Y>(
+    chart: &mut Chart<'_, '_, Y>,
+    events: &[Event],
+    (low, high): (f64, f64),
+    labels: Option<&dyn Fn(usize) -> f64>,
+) -> DrawResult
+where
+    Y: Ranged<ValueType = f64>,
+{
+    for (i, e) in events.iter().enumerate() {
+        let colour = event_colour(e);
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(e.t_s, low), (e.t_s, high)],
+            colour.stroke_width(2),
+        )))?;
+        if let Some(y) = labels {
+            let font = (FONT, 18).into_font().color(&colour);
+            chart.draw_series(std::iter::once(Text::new(
+                format!(" {} ({:.1} s)", e.label(), e.t_s),
+                (e.t_s, y(i)),
+                font,
+            )))?;
+        }
+    }
+    Ok(())
+}
+
+fn legend<'a, 'b: 'a, Y>(chart: &mut Chart<'a, 'b, Y>, position: SeriesLabelPosition) -> DrawResult
+where
+    Y: Ranged<ValueType = f64>,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font((FONT, 16))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()?;
+    Ok(())
+}
+
+fn throughput(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    rows: &[SecondRow],
+    events: &[Event],
+    end: f64,
+) -> DrawResult {
+    let peak = rows
+        .iter()
+        .map(|r| r.offered.max(r.ok) as f64)
+        .fold(1.0, f64::max);
+    // Head room above the peak for the event labels.
+    let top = peak * 1.45;
+    let mut chart = ChartBuilder::on(area)
+        .caption("Throughput (ops/s)", (FONT, 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..end, 0f64..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .label_style((FONT, 16))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    // Wide and pale, under goodput: where the two agree, offered shows as
+    // a halo instead of disappearing.
+    line(
+        &mut chart,
+        "offered",
+        RGBColor(190, 190, 190).stroke_width(8),
+        runs(rows, |r| Some(r.offered as f64)),
+    )?;
+    line(
+        &mut chart,
+        "goodput (ok/s)",
+        RGBColor(30, 90, 200).stroke_width(2),
+        runs(rows, |r| Some(r.goodput)),
+    )?;
+    let label_y = |i: usize| top * (0.97 - 0.08 * (i % 3) as f64);
+    mark_events(&mut chart, events, (0.0, top), Some(&label_y))?;
+    // Below the lines: the head room above is for the event labels.
+    legend(&mut chart, SeriesLabelPosition::LowerLeft)
+}
+
+/// 1, 2, 5, 10, 20, 50… within `low..=high`: log-scale labels a reader
+/// can interpolate between (plotters' own put only one per decade).
+fn one_two_five(low: f64, high: f64) -> Vec<f64> {
+    let mut out = Vec::new();
+    // powi of each exponent, not repeated ×10, so 0.001 stays 0.001.
+    let first = low.log10().floor() as i32;
+    let last = high.log10().ceil() as i32;
+    for exponent in first..=last {
+        for m in [1.0, 2.0, 5.0] {
+            let v = m * 10f64.powi(exponent);
+            if (low..=high).contains(&v) {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+fn latency(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    rows: &[SecondRow],
+    events: &[Event],
+    end: f64,
+) -> DrawResult {
+    let values = rows
+        .iter()
+        .flat_map(|r| [r.p50_ms, r.p99_ms, r.p999_ms])
+        .flatten();
+    let (low, high) = values.fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
+    let (low, high) = if low <= high {
+        ((low * 0.7).max(0.001), high * 1.5)
+    } else {
+        (0.1, 10.0)
+    };
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            "Latency of successful requests, from when each was due (ms, log scale)",
+            (FONT, 22),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(
+            0f64..end,
+            (low..high)
+                .log_scale()
+                .with_key_points(one_two_five(low, high)),
+        )?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_label_formatter(&|v| format!("{v}"))
+        .label_style((FONT, 16))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    let percentiles: [(&str, RGBColor, Value); 3] = [
+        ("p50", RGBColor(40, 160, 80), |r| r.p50_ms),
+        ("p99", RGBColor(230, 130, 0), |r| r.p99_ms),
+        ("p99.9", RGBColor(200, 30, 30), |r| r.p999_ms),
+    ];
+    for (name, colour, value) in percentiles {
+        line(&mut chart, name, colour.stroke_width(2), runs(rows, value))?;
+    }
+    mark_events(&mut chart, events, (low, high), None)?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)
+}
+
+fn failures(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    rows: &[SecondRow],
+    events: &[Event],
+    end: f64,
+) -> DrawResult {
+    let kinds: [(&str, &str, RGBColor); 4] = [
+        ("timeout", "timeout", RGBColor(200, 30, 30)),
+        ("unavailable", "unavailable", RGBColor(120, 60, 170)),
+        ("overloaded", "overloaded", RGBColor(230, 130, 0)),
+        ("other", "other", RGBColor(90, 90, 90)),
+    ];
+    let peak = rows
+        .iter()
+        .flat_map(|r| r.errors.values().copied().chain([r.dropped]))
+        .max()
+        .unwrap_or(0)
+        // At least 0..6, so whole-number labels stay distinct.
+        .max(5) as f64;
+    let top = peak * 1.2;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            "Failed and dropped requests per second (by second due)",
+            (FONT, 22),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..end, 0f64..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the start of the run")
+        .axis_desc_style((FONT, 16))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .label_style((FONT, 16))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    for (key, name, colour) in kinds {
+        line(
+            &mut chart,
+            name,
+            colour.stroke_width(2),
+            runs(rows, |r| r.errors.get(key).map(|&v| v as f64)),
+        )?;
+    }
+    line(
+        &mut chart,
+        "dropped by generator",
+        RGBColor(0, 150, 170).stroke_width(2),
+        runs(rows, |r| Some(r.dropped as f64)),
+    )?;
+    mark_events(&mut chart, events, (0.0, top), None)?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_labels_step_one_two_five() {
+        assert_eq!(one_two_five(0.7, 30.0), vec![1.0, 2.0, 5.0, 10.0, 20.0]);
+        assert_eq!(one_two_five(3.0, 4.0), Vec::<f64>::new());
+    }
+}

@@ -1,0 +1,391 @@
+//! Per-second aggregation of request outcomes and cluster samples. Pure:
+//! the runner feeds it what happened and when (offsets from the start of
+//! the run); nothing in here reads a clock.
+//!
+//! Every request is counted in the second it was *due*, not the second it
+//! finished: the row for second s says what became of the requests
+//! offered in s (how many succeeded, failed how, and how long the
+//! successful ones took, measured from when they were due).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use levee_node::client::ClientError;
+use levee_node::proto::WireError;
+use serde::Serialize;
+
+/// Highest latency a histogram tracks (µs); larger ones are clamped. Well
+/// above any sensible request timeout.
+const MAX_LATENCY_US: u64 = 120_000_000;
+
+/// Significant digits of the histograms: 0.1% resolution.
+const SIGFIG: u8 = 3;
+
+/// Why a request failed, as the report groups failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// No answer within the request timeout, or the node gave up on the
+    /// deadline.
+    Timeout,
+    /// A node refused for load.
+    Overloaded,
+    /// No replica could serve: unreachable, closed, shutting down, no
+    /// leader, quorum not reached.
+    Unavailable,
+    /// Anything else (a bug, a refused request, a bad answer).
+    Other,
+}
+
+impl ErrorKind {
+    /// Every kind, in report order.
+    pub const ALL: [ErrorKind; 4] = [
+        ErrorKind::Timeout,
+        ErrorKind::Overloaded,
+        ErrorKind::Unavailable,
+        ErrorKind::Other,
+    ];
+
+    /// Lower-case name, as in the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Overloaded => "overloaded",
+            Self::Unavailable => "unavailable",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// The kind of a client failure.
+pub fn classify(error: &ClientError) -> ErrorKind {
+    match error {
+        ClientError::Timeout { .. } => ErrorKind::Timeout,
+        ClientError::Connect { .. }
+        | ClientError::ConnectTimeout { .. }
+        | ClientError::Handshake { .. }
+        | ClientError::NoEndpoints
+        | ClientError::ConnectionClosed { reason: None, .. } => ErrorKind::Unavailable,
+        ClientError::ConnectionClosed {
+            reason: Some(wire), ..
+        } => classify_wire(wire),
+        ClientError::Server(wire) => classify_wire(wire),
+        // What the last endpoint said is the telling part.
+        ClientError::AllEndpointsFailed { last, .. } => classify(last),
+        ClientError::Unexpected(_) => ErrorKind::Other,
+    }
+}
+
+/// The kind of an error a node answered with.
+pub fn classify_wire(error: &WireError) -> ErrorKind {
+    match error {
+        WireError::DeadlineExceeded => ErrorKind::Timeout,
+        WireError::Overloaded { .. } => ErrorKind::Overloaded,
+        WireError::ShuttingDown
+        | WireError::NotLeader { .. }
+        | WireError::Unavailable { .. }
+        | WireError::QuorumFailed { .. }
+        | WireError::NotReplica { .. }
+        | WireError::StaleMap { .. } => ErrorKind::Unavailable,
+        _ => ErrorKind::Other,
+    }
+}
+
+/// What became of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered without error (a get that found nothing is a success).
+    Ok,
+    /// Failed.
+    Error(ErrorKind),
+    /// Never sent: the in-flight cap was reached when it was due.
+    Dropped,
+}
+
+/// A new latency histogram (µs).
+pub fn new_histogram() -> Histogram<u64> {
+    // Bounds are constants known to be valid: 1 ≤ low, high ≥ 2·low.
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, SIGFIG)
+        .unwrap_or_else(|_| unreachable!("constant histogram bounds are valid"))
+}
+
+/// Accumulates one second.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    /// Requests due in this second.
+    pub offered: u64,
+    /// Of those, not sent (in-flight cap).
+    pub dropped: u64,
+    /// Of those, answered without error.
+    pub ok: u64,
+    /// Of those, failed, by kind.
+    pub errors: BTreeMap<ErrorKind, u64>,
+    /// Latency of the successful ones (µs, from when they were due).
+    pub latency: Histogram<u64>,
+    /// The cluster as sampled in this second, if a sample arrived.
+    pub cluster: Option<ClusterSample>,
+}
+
+impl Default for Bucket {
+    fn default() -> Self {
+        Self {
+            offered: 0,
+            dropped: 0,
+            ok: 0,
+            errors: BTreeMap::new(),
+            latency: new_histogram(),
+            cluster: None,
+        }
+    }
+}
+
+/// What the cluster said about itself at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterSample {
+    /// Node id → state (`Up`, `Down`, ...), from the answering node's map.
+    pub nodes: BTreeMap<u64, String>,
+    /// Partitions with fewer Up replicas than R.
+    pub under_replicated: usize,
+    /// The leader the answering node follows.
+    pub leader: Option<u64>,
+}
+
+/// The run, second by second.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    buckets: Vec<Bucket>,
+    /// Seconds in which no node answered the status sampler.
+    status_misses: Vec<u64>,
+}
+
+impl Timeline {
+    /// An empty timeline of `seconds` rows (it grows if needed).
+    pub fn new(seconds: usize) -> Self {
+        Self {
+            buckets: (0..seconds).map(|_| Bucket::default()).collect(),
+            status_misses: Vec::new(),
+        }
+    }
+
+    fn bucket(&mut self, due: Duration) -> &mut Bucket {
+        let s = due.as_secs() as usize;
+        if s >= self.buckets.len() {
+            self.buckets.resize_with(s + 1, Bucket::default);
+        }
+        &mut self.buckets[s]
+    }
+
+    /// Records one request: due at `due`, finished `latency` after that.
+    pub fn record(&mut self, due: Duration, latency: Duration, outcome: Outcome) {
+        let bucket = self.bucket(due);
+        bucket.offered += 1;
+        match outcome {
+            Outcome::Ok => {
+                bucket.ok += 1;
+                let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+                bucket.latency.saturating_record(us.max(1));
+            }
+            Outcome::Error(kind) => *bucket.errors.entry(kind).or_default() += 1,
+            Outcome::Dropped => bucket.dropped += 1,
+        }
+    }
+
+    /// Records a cluster sample taken at `at` (the last one in a second
+    /// wins), or that none could be taken. Samples after the last second
+    /// are ignored: they describe no request.
+    pub fn sample(&mut self, at: Duration, sample: Option<ClusterSample>) {
+        if at.as_secs() as usize >= self.buckets.len() {
+            return;
+        }
+        match sample {
+            Some(s) => self.bucket(at).cluster = Some(s),
+            None => self.status_misses.push(at.as_secs()),
+        }
+    }
+
+    /// The seconds, in order.
+    pub fn buckets(&self) -> &[Bucket] {
+        &self.buckets
+    }
+
+    /// The rows of the report.
+    pub fn rows(&self) -> Vec<SecondRow> {
+        self.buckets
+            .iter()
+            .enumerate()
+            .map(|(s, b)| SecondRow::of(s as u64, b, self.status_misses.contains(&(s as u64))))
+            .collect()
+    }
+}
+
+/// One second of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecondRow {
+    /// Second since the start of the run.
+    pub t: u64,
+    /// Requests due.
+    pub offered: u64,
+    /// Not sent (in-flight cap).
+    pub dropped: u64,
+    /// Answered without error.
+    pub ok: u64,
+    /// Successful ops per second (equals `ok`: the row is one second).
+    pub goodput: f64,
+    /// Failures by kind (every kind present, 0 included).
+    pub errors: BTreeMap<&'static str, u64>,
+    /// Latency percentiles of the successful requests (ms); `None` when
+    /// none succeeded.
+    pub p50_ms: Option<f64>,
+    /// 99th percentile.
+    pub p99_ms: Option<f64>,
+    /// 99.9th percentile.
+    pub p999_ms: Option<f64>,
+    /// Slowest.
+    pub max_ms: Option<f64>,
+    /// The cluster's own view, when a sample arrived in this second.
+    pub cluster: Option<ClusterSample>,
+    /// Whether the status sampler got no answer in this second.
+    pub status_unreachable: bool,
+}
+
+impl SecondRow {
+    fn of(t: u64, b: &Bucket, status_unreachable: bool) -> Self {
+        let errors = ErrorKind::ALL
+            .iter()
+            .map(|k| (k.name(), b.errors.get(k).copied().unwrap_or(0)))
+            .collect();
+        let pct = |q: f64| (b.ok > 0).then(|| us_to_ms(b.latency.value_at_quantile(q)));
+        Self {
+            t,
+            offered: b.offered,
+            dropped: b.dropped,
+            ok: b.ok,
+            goodput: b.ok as f64,
+            errors,
+            p50_ms: pct(0.5),
+            p99_ms: pct(0.99),
+            p999_ms: pct(0.999),
+            max_ms: (b.ok > 0).then(|| us_to_ms(b.latency.max())),
+            cluster: b.cluster.clone(),
+            status_unreachable,
+        }
+    }
+}
+
+/// Microseconds to milliseconds, for humans.
+pub fn us_to_ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn requests_land_in_the_second_they_were_due() {
+        let mut t = Timeline::new(3);
+        // Due at 0.9 s, answered 2 s later: still second 0's request.
+        t.record(ms(900), ms(2000), Outcome::Ok);
+        t.record(ms(1500), ms(1), Outcome::Error(ErrorKind::Timeout));
+        t.record(ms(1600), ms(0), Outcome::Dropped);
+        let rows = t.rows();
+        assert_eq!((rows[0].offered, rows[0].ok), (1, 1));
+        // HDR reports the top of the value's bucket: within 0.1%.
+        assert!((rows[0].p50_ms.unwrap() - 2000.0).abs() < 2.0);
+        assert_eq!((rows[1].offered, rows[1].ok, rows[1].dropped), (2, 0, 1));
+        assert_eq!(rows[1].errors["timeout"], 1);
+        assert_eq!(rows[1].p99_ms, None);
+        assert_eq!(rows[2].offered, 0);
+    }
+
+    #[test]
+    fn percentiles_come_from_the_histogram() {
+        let mut t = Timeline::new(1);
+        for i in 1..=1000 {
+            t.record(ms(0), Duration::from_micros(i * 1000), Outcome::Ok);
+        }
+        let row = &t.rows()[0];
+        let close = |got: Option<f64>, want: f64| (got.unwrap() - want).abs() / want < 0.002;
+        assert!(close(row.p50_ms, 500.0), "{:?}", row.p50_ms);
+        assert!(close(row.p99_ms, 990.0), "{:?}", row.p99_ms);
+        assert!(close(row.p999_ms, 999.0), "{:?}", row.p999_ms);
+        assert!(close(row.max_ms, 1000.0), "{:?}", row.max_ms);
+        assert_eq!(row.goodput, 1000.0);
+    }
+
+    #[test]
+    fn the_timeline_grows_for_late_records_and_keeps_samples() {
+        let mut t = Timeline::new(1);
+        t.record(ms(4200), ms(3), Outcome::Ok);
+        t.sample(ms(9000), None);
+        let sample = ClusterSample {
+            nodes: BTreeMap::from([(1, "Up".into()), (2, "Down".into())]),
+            under_replicated: 17,
+            leader: Some(1),
+        };
+        t.sample(ms(3100), Some(sample.clone()));
+        t.sample(ms(2100), None);
+        let rows = t.rows();
+        assert_eq!(rows.len(), 5);
+        assert_eq!(rows[3].cluster.as_ref(), Some(&sample));
+        assert!(rows[2].status_unreachable && !rows[3].status_unreachable);
+    }
+
+    #[test]
+    fn errors_are_classified_by_what_the_client_saw() {
+        let addr = || "127.0.0.2:7400".to_string();
+        let timeout = ClientError::Timeout {
+            addr: addr(),
+            after: ms(1000),
+        };
+        assert_eq!(classify(&timeout), ErrorKind::Timeout);
+        assert_eq!(
+            classify(&ClientError::Server(WireError::DeadlineExceeded)),
+            ErrorKind::Timeout
+        );
+        assert_eq!(
+            classify(&ClientError::Server(WireError::Overloaded {
+                retry_after_ms: 5
+            })),
+            ErrorKind::Overloaded
+        );
+        let quorum = WireError::QuorumFailed {
+            acked: 1,
+            needed: 2,
+            replicas: 3,
+            detail: String::new(),
+        };
+        assert_eq!(
+            classify(&ClientError::Server(quorum)),
+            ErrorKind::Unavailable
+        );
+        let refused = ClientError::Connect {
+            addr: addr(),
+            error: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        assert_eq!(classify(&refused), ErrorKind::Unavailable);
+        let wrapped = ClientError::AllEndpointsFailed {
+            tried: 3,
+            last: Box::new(ClientError::Server(WireError::Overloaded {
+                retry_after_ms: 1,
+            })),
+        };
+        assert_eq!(classify(&wrapped), ErrorKind::Overloaded);
+        assert_eq!(
+            classify(&ClientError::ConnectionClosed {
+                addr: addr(),
+                reason: Some(WireError::ShuttingDown)
+            }),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            classify(&ClientError::Server(WireError::EmptyKey)),
+            ErrorKind::Other
+        );
+    }
+}
