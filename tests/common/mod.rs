@@ -194,6 +194,20 @@ impl TestNode {
         }
     }
 
+    /// The process id, while the process runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGSTOP: the process freezes with its sockets open, so peers see
+    /// silence rather than refused connections (a hung or paused host).
+    /// Pair with [`Stopped`] so a failing test still resumes it.
+    pub fn stop(&self) -> Stopped {
+        let pid = self.pid().expect("node is running");
+        signal(pid, "-STOP");
+        Stopped(pid)
+    }
+
     /// SIGTERM, then waits for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("node is running");
@@ -251,6 +265,34 @@ impl TestNode {
         drop(input);
         child.wait_with_output().expect("levee output")
     }
+}
+
+/// A node frozen by [`TestNode::stop`]; dropping this resumes it
+/// (SIGCONT), also when a test panics.
+#[must_use = "dropping it resumes the node at once"]
+pub struct Stopped(u32);
+
+impl Stopped {
+    /// Resumes the node now.
+    pub fn resume(self) {}
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // The process may be gone already (killed by the test); nothing
+        // to resume then.
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {sig} {pid} failed");
 }
 
 impl Drop for TestNode {

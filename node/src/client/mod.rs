@@ -8,13 +8,30 @@
 //! Every connect and every request has a timeout. Writes are stamped with a
 //! version `(hybrid clock, writer id)` by the client, so sending the same
 //! write again, to any replica, is harmless: see [`Client::put_version`].
+//!
+//! Retries are bounded three ways, so that a failing cluster is not sent
+//! more work than it was sent when healthy (design.md §8): at most
+//! `max_attempts` per request, a retry budget shared by all requests of
+//! the client ([`budget`]), and a circuit breaker per node ([`breaker`])
+//! that keeps requests away from a node that keeps failing. Rounds of
+//! retries are spaced by capped exponential backoff with full jitter
+//! ([`backoff`]); a node answering `Overloaded` is left alone for the
+//! time it asks while the request moves on to another replica at once.
 
+pub mod backoff;
+pub mod breaker;
+pub mod budget;
+mod config;
 mod connection;
 pub mod pool;
+mod retry;
 
+pub use breaker::BreakerState;
+pub use config::ClientConfig;
 pub use connection::Connection;
 
 use self::pool::Pool;
+use self::retry::{Retry, Route};
 use crate::cluster::map::{ClusterMap, NodeState};
 use crate::partition::partition_of;
 
@@ -28,38 +45,6 @@ use crate::hlc::Clock;
 use crate::proto::handshake::HandshakeError;
 use crate::proto::{ClientRequest, Request, Response, WireError};
 use crate::storage::Version;
-
-/// Client settings; every field has a default.
-#[derive(Debug, Clone)]
-pub struct ClientConfig {
-    /// Nodes to talk to (`HOST:PORT`), tried in order.
-    pub endpoints: Vec<String>,
-    /// Time allowed to open a connection and handshake. Short (default
-    /// 2 s): a node that cannot accept within it is better skipped.
-    pub connect_timeout: Duration,
-    /// Time allowed per request, also sent to the node as its deadline.
-    /// Default 5 s: a flushed write takes milliseconds; seconds mean the
-    /// node is in trouble and waiting longer only adds load.
-    pub request_timeout: Duration,
-    /// Largest response frame accepted (default 64 MiB, above any value a
-    /// node accepts by default).
-    pub max_frame_bytes: u32,
-    /// How far ahead of this machine's clock a version seen from the
-    /// cluster may be before it is ignored for stamping (ms).
-    pub max_clock_drift_ms: u64,
-}
-
-impl Default for ClientConfig {
-    fn default() -> Self {
-        Self {
-            endpoints: vec!["127.0.0.1:7400".into()],
-            connect_timeout: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(5),
-            max_frame_bytes: 64 * 1024 * 1024,
-            max_clock_drift_ms: 30_000,
-        }
-    }
-}
 
 /// Client failures. The messages name the endpoint and the cause.
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +143,8 @@ pub struct Client {
     map: std::sync::RwLock<Option<Arc<ClusterMap>>>,
     /// Connections to the nodes holding replicas.
     pool: Pool,
+    /// Retry budget, breakers and counters shared by all requests.
+    retry: Retry,
 }
 
 impl Client {
@@ -173,6 +160,7 @@ impl Client {
             next_endpoint: AtomicUsize::new(0),
             map: std::sync::RwLock::new(None),
             pool: Pool::new(config.connect_timeout, config.max_frame_bytes),
+            retry: Retry::new(&config, std::time::Instant::now()),
             config,
         }
     }
@@ -180,6 +168,34 @@ impl Client {
     /// The client's configuration.
     pub fn config(&self) -> &ClientConfig {
         &self.config
+    }
+
+    /// Key operations started by this client (each counts once, however
+    /// many attempts it takes).
+    pub fn requests(&self) -> u64 {
+        self.retry.requests()
+    }
+
+    /// Attempts sent for key operations: one per request sent to a node.
+    /// `attempts() / requests()` is the load amplification by retries.
+    pub fn attempts(&self) -> u64 {
+        self.retry.attempts()
+    }
+
+    /// Attempts beyond the first of each request.
+    pub fn retries(&self) -> u64 {
+        self.attempts().saturating_sub(self.requests())
+    }
+
+    /// Retries refused because the retry budget was spent.
+    pub fn budget_exhausted(&self) -> u64 {
+        self.retry.budget_exhausted()
+    }
+
+    /// The circuit breaker state this client holds for the node at `addr`
+    /// (closed for a node it never talked to).
+    pub fn breaker_state(&self, addr: &str) -> BreakerState {
+        self.retry.breaker_state(addr, std::time::Instant::now())
     }
 
     /// A fresh version for a new write by this client.
@@ -315,8 +331,12 @@ impl Client {
         }
     }
 
-    /// Sends a key operation to the replicas of its partition, one after
-    /// the other, until one answers, all within one request timeout.
+    /// Sends a key operation to the replicas of its partition until one
+    /// answers, all within one request timeout. Each round tries the
+    /// available replicas in order; between rounds, a jittered backoff.
+    /// Attempts after the first are retries: bounded by `max_attempts` and
+    /// by the retry budget. A write resent this way carries the same
+    /// version, so it lands at most once.
     async fn key_call(
         &self,
         key: &[u8],
@@ -324,41 +344,86 @@ impl Client {
     ) -> Result<Response, ClientError> {
         let deadline = tokio::time::Instant::now() + self.config.request_timeout;
         let mut map = self.cached_map().await?;
+        let mut attempts = self.retry.begin();
         let mut refreshed = false;
         let mut last = None;
-        'maps: loop {
-            for addr in replica_addrs(&map, key) {
-                let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-                if remaining.is_zero() {
-                    break 'maps;
+        let mut round = 0;
+        'rounds: loop {
+            let now = std::time::Instant::now();
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let addrs = match self
+                .retry
+                .route(&replica_addrs(&map, key), now, now + remaining)
+            {
+                Route::Try(addrs) => addrs,
+                Route::WaitUntil(at) => {
+                    // Nothing is available yet: wait (no attempt, no
+                    // budget), a little at a time, since another request's
+                    // probe may reopen a node sooner.
+                    let wait = at.saturating_duration_since(now).min(self.retry.max_wait());
+                    tokio::time::sleep(wait.min(remaining)).await;
+                    if remaining.is_zero() {
+                        break;
+                    }
+                    continue;
                 }
-                match self
+            };
+            if addrs.is_empty() {
+                break;
+            }
+            for addr in addrs {
+                let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let now = std::time::Instant::now();
+                if remaining.is_zero() || attempts.next(now).is_err() {
+                    break 'rounds;
+                }
+                let timeout = if attempts.is_last(now) {
+                    remaining
+                } else {
+                    remaining.min(self.config.attempt_timeout)
+                };
+                self.retry.acquire(&addr, now);
+                let result = self
                     .pool
-                    .send(&addr, Request::Client(request(map.epoch)), remaining)
-                    .await
-                {
+                    .send(&addr, Request::Client(request(map.epoch)), timeout)
+                    .await;
+                self.retry
+                    .record(&addr, retry::verdict(&result), std::time::Instant::now());
+                match result {
                     Ok(response) => return Ok(response),
                     Err(ClientError::Server(
                         WireError::NotReplica { .. } | WireError::StaleMap { .. },
                     )) if !refreshed => {
-                        map = self.refresh_map().await?;
+                        // The refresh counts against the same deadline.
+                        map = tokio::time::timeout_at(deadline, self.refresh_map())
+                            .await
+                            .map_err(|_| ClientError::Timeout {
+                                addr: "the map refresh".into(),
+                                after: self.config.request_timeout,
+                            })??;
                         refreshed = true;
-                        continue 'maps;
+                        attempts.grant_resend();
+                        continue 'rounds;
                     }
-                    // Keep the most telling failure: what a node said
-                    // beats "could not reach the next one".
-                    Err(e) if fails_over(&e) => {
-                        if last
-                            .as_ref()
-                            .is_none_or(|l| !matches!(l, ClientError::Server(_)))
-                        {
-                            last = Some(e);
-                        }
-                    }
+                    // Overloaded included: the next replica is tried at
+                    // once, and this node is held off (recorded above).
+                    Err(e) if fails_over(&e) => keep_most_telling(&mut last, e),
                     Err(e) => return Err(e),
                 }
             }
-            break;
+            // Every replica of this round failed: back off before the next,
+            // unless no retry could follow.
+            if let Some(stop) = attempts.stop_reason(std::time::Instant::now()) {
+                attempts.give_up(stop);
+                break;
+            }
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let wait = self.retry.backoff(round);
+            round = round.saturating_add(1);
+            if wait >= remaining {
+                break;
+            }
+            tokio::time::sleep(wait).await;
         }
         Err(last.unwrap_or(ClientError::Timeout {
             addr: "every replica".into(),
@@ -480,6 +545,17 @@ fn replica_addrs(map: &ClusterMap, key: &[u8]) -> Vec<String> {
         .collect();
     replicas.sort_by_key(|n| n.state != NodeState::Up);
     replicas.into_iter().map(|n| n.spec.addr.clone()).collect()
+}
+
+/// Keeps the most telling failure: what a node said beats "could not
+/// reach the next one".
+fn keep_most_telling(last: &mut Option<ClientError>, e: ClientError) {
+    if last
+        .as_ref()
+        .is_none_or(|l| !matches!(l, ClientError::Server(_)))
+    {
+        *last = Some(e);
+    }
 }
 
 /// Whether a failed attempt should move on to the next replica. Safe for

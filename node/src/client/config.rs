@@ -1,0 +1,98 @@
+//! The client's settings: one struct, every default defined once, each
+//! field saying what breaks if it is too small or too large.
+
+use std::time::Duration;
+
+/// Client settings; every field has a default, defined once in
+/// [`ClientConfig::default`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Nodes to talk to (`HOST:PORT`), tried in order.
+    pub endpoints: Vec<String>,
+    /// Time allowed to open a connection and handshake. Short (default
+    /// 2 s): a node that cannot accept within it is better skipped.
+    pub connect_timeout: Duration,
+    /// Time allowed per request, also sent to the node as its deadline.
+    /// Every attempt, backoff and wait of a key operation fits inside it.
+    /// Default 5 s: a flushed write takes milliseconds; seconds mean the
+    /// node is in trouble and waiting longer only adds load.
+    pub request_timeout: Duration,
+    /// Time one attempt of a key operation may take before the next
+    /// replica is tried, when another attempt can follow (the last one
+    /// gets whatever is left of `request_timeout`). Default 1 s: hundreds
+    /// of times a normal write, so a slow but working node is not
+    /// abandoned; short enough that a stopped node (whose connection
+    /// stays open and silent) costs a fraction of the request timeout
+    /// instead of all of it.
+    pub attempt_timeout: Duration,
+    /// Attempts per key operation, the first included (default 3: the
+    /// replicas of a partition with R = 3). More only multiplies the load
+    /// on a cluster that is already failing; the retry budget bounds the
+    /// total anyway.
+    pub max_attempts: u32,
+    /// Ceiling of the random wait before the first retry round; it doubles
+    /// each round (full jitter: the wait is uniform in `[0, ceiling)`).
+    /// Default 25 ms: a few round trips, enough to spread a burst of
+    /// clients that failed together without adding visible latency.
+    pub backoff_base: Duration,
+    /// Largest backoff ceiling (default 1 s). Longer waits rarely fit in a
+    /// request timeout of seconds; shorter ones stop spreading retries.
+    pub backoff_cap: Duration,
+    /// Retry tokens each request earns: retries are at most this fraction
+    /// of requests, plus the floor. Default 0.1, as gRPC's and Finagle's
+    /// retry budgets suggest: a full outage adds at most 10% load instead
+    /// of `max_attempts ×`. Higher retries more under partial failure;
+    /// 0 leaves only the floor.
+    pub retry_budget_ratio: f64,
+    /// Most retry tokens saved up in healthy times (default 20). A sudden
+    /// outage may spend this many retries on top of the ratio; more lets a
+    /// short blip be retried fully, less makes a long-healthy client as
+    /// stingy as a new one.
+    pub retry_budget_cap: f64,
+    /// Retries per second allowed whatever the request count (default 10,
+    /// as Finagle's `minRetriesPerSec`). Without it a client sending few
+    /// requests, like the CLI's single one, could never retry.
+    pub retry_budget_floor_per_sec: f64,
+    /// Consecutive failures (unreachable, timed out, not serving) that open
+    /// a node's circuit breaker, after which the node is skipped while
+    /// another replica is available. Default 5: one or two failures happen
+    /// to healthy nodes (a restart, a dropped connection); five in a row
+    /// with none succeeding means the node is gone.
+    pub breaker_failures: u32,
+    /// How long an open breaker keeps a node skipped before one probe
+    /// request is let through (default 1 s, about how fast the cluster's
+    /// own failure detection reacts). Doubles after each failed probe.
+    pub breaker_cooldown: Duration,
+    /// Longest cool-down after repeated failed probes (default 30 s): a
+    /// node that stays down gets one probe per 30 s from each client, and
+    /// is found again within that time once it is back.
+    pub breaker_max_cooldown: Duration,
+    /// Largest response frame accepted (default 64 MiB, above any value a
+    /// node accepts by default).
+    pub max_frame_bytes: u32,
+    /// How far ahead of this machine's clock a version seen from the
+    /// cluster may be before it is ignored for stamping (ms).
+    pub max_clock_drift_ms: u64,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: vec!["127.0.0.1:7400".into()],
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(1),
+            max_attempts: 3,
+            backoff_base: Duration::from_millis(25),
+            backoff_cap: Duration::from_secs(1),
+            retry_budget_ratio: 0.1,
+            retry_budget_cap: 20.0,
+            retry_budget_floor_per_sec: 10.0,
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(1),
+            breaker_max_cooldown: Duration::from_secs(30),
+            max_frame_bytes: 64 * 1024 * 1024,
+            max_clock_drift_ms: 30_000,
+        }
+    }
+}
