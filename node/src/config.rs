@@ -118,6 +118,52 @@ pub struct Config {
     /// far one bad clock can push versions into the future, where they
     /// would beat every correct later write.
     pub max_clock_drift_ms: u64,
+    /// Admission control (design §7) on or off. Off, every request runs
+    /// at once, as before admission existed: only useful to measure what
+    /// admission buys (an overload benchmark runs both in the same run).
+    pub admission: bool,
+    /// Floor of the adaptive foreground concurrency limit. Too small and a
+    /// brief latency spike (or a mix of fast reads and slow synced writes,
+    /// which looks like one) throttles the node to a trickle; 32 keeps
+    /// group commit batching and a 2-core node busy.
+    pub admission_limit_min: u32,
+    /// Ceiling of the adaptive limit. Past a few hundred concurrent
+    /// requests a node only adds queueing; 1000 leaves room for fast
+    /// in-memory reads on large machines.
+    pub admission_limit_max: u32,
+    /// Where the limit starts (clamped into [min, max]). High (256, the
+    /// per-connection cap) so a fresh node takes a client's burst of
+    /// group-committed writes; the algorithm lowers it within a few hundred
+    /// requests if latency says so.
+    pub admission_limit_initial: u32,
+    /// Foreground requests that may wait for a slot past the limit. Small:
+    /// a queue only absorbs bursts; under lasting overload it would just
+    /// add latency to every request before refusing them anyway.
+    pub admission_queue_len: u32,
+    /// Least time a foreground request waits in that queue (ms) before it
+    /// is refused with `Overloaded`; it waits up to one current service
+    /// time when that is longer (a slot frees within about that), capped
+    /// at 1 s. 100 ms lets a fresh node absorb one connection's full window
+    /// (256) of mixed reads and synced writes while the limit is still
+    /// settling; a latency-sensitive deployment (or the overload
+    /// benchmark) sets a few ms, trading burst absorption for admitted
+    /// latency under lasting overload.
+    pub admission_queue_timeout_ms: u64,
+    /// Total request bytes admitted requests may hold; past it requests
+    /// are refused with `Overloaded`. Bounds memory under a flood of large
+    /// writes; 256 MiB fits next to the default 256 MiB sled cache on a
+    /// small node.
+    pub max_inflight_bytes: u64,
+    /// Control requests (Raft, joins, pings, map and status) executing at
+    /// once. They are never refused; past the budget they wait. Small,
+    /// because control work is tiny, but never shared with clients, so
+    /// client load cannot delay a heartbeat into an election.
+    pub control_budget: u32,
+    /// Background requests (anti-entropy, tombstone collection) are
+    /// refused once foreground fills this share of the limit, and this
+    /// node's own background senders slow down in proportion to
+    /// foreground pressure.
+    pub admission_background_share: f64,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or
@@ -128,6 +174,9 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         let limits = Limits::default();
+        // Admission defaults live with the mechanism, where they are
+        // explained.
+        let admission = crate::admission::AdmissionConfig::default();
         Self {
             data_dir: PathBuf::from("levee-data"),
             listen: "127.0.0.1:7400".into(),
@@ -161,12 +210,30 @@ impl Default for Config {
             frame_timeout_ms: 10_000,
             shutdown_grace_ms: 30_000,
             max_clock_drift_ms: 30_000,
+            admission: admission.enabled,
+            admission_limit_min: admission.limit.min as u32,
+            admission_limit_max: admission.limit.max as u32,
+            admission_limit_initial: admission.limit.initial as u32,
+            admission_queue_len: admission.queue_len as u32,
+            admission_queue_timeout_ms: admission.queue_timeout.as_millis() as u64,
+            max_inflight_bytes: admission.max_inflight_bytes,
+            control_budget: admission.control_budget as u32,
+            admission_background_share: admission.background_share,
             log_format: LogFormat::Text,
             // openraft logs routine membership and vote changes at info and
             // warn; its errors are what an operator needs.
             log: "info,openraft=error".into(),
         }
     }
+}
+
+/// An on/off flag value (`--admission on|off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
 }
 
 /// A configuration that cannot be used.
@@ -271,6 +338,33 @@ pub struct Overrides {
     /// Shutdown grace period in ms.
     #[arg(long, env = "LEVEE_SHUTDOWN_GRACE_MS", value_name = "MS")]
     pub shutdown_grace_ms: Option<u64>,
+    /// Admission control on or off.
+    #[arg(long, env = "LEVEE_ADMISSION", value_enum)]
+    pub admission: Option<Switch>,
+    /// Floor of the adaptive concurrency limit.
+    #[arg(long, env = "LEVEE_ADMISSION_LIMIT_MIN")]
+    pub admission_limit_min: Option<u32>,
+    /// Ceiling of the adaptive concurrency limit.
+    #[arg(long, env = "LEVEE_ADMISSION_LIMIT_MAX")]
+    pub admission_limit_max: Option<u32>,
+    /// Initial adaptive concurrency limit.
+    #[arg(long, env = "LEVEE_ADMISSION_LIMIT_INITIAL")]
+    pub admission_limit_initial: Option<u32>,
+    /// Foreground requests that may wait past the limit.
+    #[arg(long, env = "LEVEE_ADMISSION_QUEUE_LEN")]
+    pub admission_queue_len: Option<u32>,
+    /// Longest wait in the admission queue, in ms.
+    #[arg(long, env = "LEVEE_ADMISSION_QUEUE_TIMEOUT_MS", value_name = "MS")]
+    pub admission_queue_timeout_ms: Option<u64>,
+    /// Request bytes admitted requests may hold in total.
+    #[arg(long, env = "LEVEE_MAX_INFLIGHT_BYTES", value_name = "BYTES")]
+    pub max_inflight_bytes: Option<u64>,
+    /// Control requests executing at once.
+    #[arg(long, env = "LEVEE_CONTROL_BUDGET")]
+    pub control_budget: Option<u32>,
+    /// Requests in flight per connection.
+    #[arg(long, env = "LEVEE_MAX_INFLIGHT_PER_CONNECTION")]
+    pub max_inflight_per_connection: Option<u32>,
     /// Log format.
     #[arg(long, env = "LEVEE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -334,6 +428,23 @@ impl Config {
         set(&mut self.max_key_bytes, o.max_key_bytes);
         set(&mut self.max_frame_bytes, o.max_frame_bytes);
         set(&mut self.shutdown_grace_ms, o.shutdown_grace_ms);
+        if let Some(switch) = o.admission {
+            self.admission = switch == Switch::On;
+        }
+        set(&mut self.admission_limit_min, o.admission_limit_min);
+        set(&mut self.admission_limit_max, o.admission_limit_max);
+        set(&mut self.admission_limit_initial, o.admission_limit_initial);
+        set(&mut self.admission_queue_len, o.admission_queue_len);
+        set(
+            &mut self.admission_queue_timeout_ms,
+            o.admission_queue_timeout_ms,
+        );
+        set(&mut self.max_inflight_bytes, o.max_inflight_bytes);
+        set(&mut self.control_budget, o.control_budget);
+        set(
+            &mut self.max_inflight_per_connection,
+            o.max_inflight_per_connection,
+        );
         set(&mut self.log_format, o.log_format);
         set(&mut self.log, o.log);
         set(
@@ -363,7 +474,22 @@ impl Config {
             ("hint_replay_bytes_per_sec", self.hint_replay_bytes_per_sec),
             ("anti_entropy_interval_ms", self.anti_entropy_interval_ms),
             ("anti_entropy_keys_per_sec", self.anti_entropy_keys_per_sec),
+            ("admission_limit_min", u64::from(self.admission_limit_min)),
+            ("max_inflight_bytes", self.max_inflight_bytes),
+            ("control_budget", u64::from(self.control_budget)),
         ];
+        if self.admission_limit_max < self.admission_limit_min {
+            return Err(ConfigError::Invalid(format!(
+                "admission_limit_max ({}) is below admission_limit_min ({})",
+                self.admission_limit_max, self.admission_limit_min
+            )));
+        }
+        if !(self.admission_background_share > 0.0 && self.admission_background_share <= 1.0) {
+            return Err(ConfigError::Invalid(format!(
+                "admission_background_share is {}; it must be in (0, 1]",
+                self.admission_background_share
+            )));
+        }
         if !matches!(self.voters, 1 | 3 | 5) {
             return Err(ConfigError::Invalid(format!(
                 "voters is {}; it must be 1, 3 or 5",
@@ -466,6 +592,26 @@ impl Config {
         }
     }
 
+    /// Admission control settings. The initial limit is clamped into the
+    /// bounds, so lowering the ceiling alone is enough.
+    pub fn admission(&self) -> crate::admission::AdmissionConfig {
+        use crate::admission::{AdmissionConfig, LimitConfig};
+        AdmissionConfig {
+            enabled: self.admission,
+            limit: LimitConfig {
+                min: self.admission_limit_min as usize,
+                max: self.admission_limit_max as usize,
+                initial: self.admission_limit_initial as usize,
+                ..LimitConfig::default()
+            },
+            queue_len: self.admission_queue_len as usize,
+            queue_timeout: Duration::from_millis(self.admission_queue_timeout_ms),
+            max_inflight_bytes: self.max_inflight_bytes,
+            control_budget: self.control_budget as usize,
+            background_share: self.admission_background_share,
+        }
+    }
+
     /// Shutdown grace as a duration.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
@@ -516,6 +662,32 @@ mod tests {
         };
         let err = config.check().unwrap_err();
         assert!(err.to_string().contains("max_frame_bytes"), "{err}");
+    }
+
+    #[test]
+    fn admission_flags_reach_the_controller_settings() {
+        let overrides = Overrides {
+            admission: Some(Switch::Off),
+            admission_limit_min: Some(2),
+            admission_limit_max: Some(4),
+            ..Default::default()
+        };
+        let config = Config::load(None, &overrides).unwrap();
+        let admission = config.admission();
+        assert!(!admission.enabled);
+        assert_eq!(admission.limit.max, 4);
+        let inverted = Config {
+            admission_limit_min: 10,
+            admission_limit_max: 5,
+            ..Config::default()
+        };
+        assert!(
+            inverted
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("admission_limit_max")
+        );
     }
 
     #[test]

@@ -5,11 +5,13 @@
 
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod data;
 pub mod hlc;
+pub mod metrics;
 pub mod partition;
 pub mod proto;
 pub mod recovery;

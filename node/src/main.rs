@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
+use levee_node::admission::Admission;
 use levee_node::cluster::Cluster;
 use levee_node::config::{Config, LogFormat, Overrides};
 use levee_node::data::{anti_entropy, handoff};
@@ -71,6 +72,7 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
 async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let health = Arc::new(Health::default());
+    let admission = Arc::new(Admission::new(config.admission()));
 
     // Liveness first: the admin port answers before storage is open.
     let admin_listener = tokio::net::TcpListener::bind(&config.admin)
@@ -82,6 +84,7 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         health.clone(),
+        admission.clone(),
         admin_shutdown.clone(),
     ));
     let admin_ms = started.elapsed().as_millis();
@@ -89,7 +92,7 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let node = Arc::new(
-        Node::open(&config)
+        Node::open_with(&config, admission)
             .with_context(|| format!("cannot open storage in {}", config.data_dir.display()))?,
     );
     let storage_ms = started.elapsed().as_millis();
@@ -132,6 +135,7 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         admin = %config.admin,
         data_dir = %config.data_dir.display(),
         durability = ?config.durability,
+        admission = config.admission,
         admin_ms,
         storage_open_ms = storage_ms,
         ready_ms = started.elapsed().as_millis(),

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::coordinator::replicate;
+use crate::admission::background_scale;
 use crate::cluster::Cluster;
 use crate::cluster::map::NodeState;
 use crate::cluster::types::NodeId;
@@ -225,8 +226,12 @@ async fn purge_everywhere(
         .unwrap_or(false)
 }
 
-async fn throttle(bucket: &mut TokenBucket, n: u64) {
-    while let Err(Wait(wait)) = bucket.take(n as f64, std::time::Instant::now()) {
+/// Waits for `n` keys' worth of tokens. While foreground is busy each key
+/// costs more, so anti-entropy yields to clients (down to the background
+/// floor, so it still finishes).
+async fn throttle(node: &Node, bucket: &mut TokenBucket, n: u64) {
+    let cost = n as f64 / background_scale(node.admission().pressure());
+    while let Err(Wait(wait)) = bucket.take(cost, std::time::Instant::now()) {
         tokio::time::sleep(wait).await;
     }
 }
@@ -244,7 +249,7 @@ async fn sync_pair(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    throttle(bucket, scanned.max(1)).await;
+    throttle(node, bucket, scanned.max(1)).await;
     let remote = match node
         .peers()
         .request(
@@ -287,7 +292,7 @@ async fn sync_bucket(
         .storage()
         .bucket_entries(partition, BUCKETS, b, None, usize::MAX)
         .map_err(|e| e.to_string())?;
-    throttle(bucket, (remote.len() + local.len()) as u64).await;
+    throttle(node, bucket, (remote.len() + local.len()) as u64).await;
     let remote_by_key: std::collections::BTreeMap<&[u8], &KeyVersion> =
         remote.iter().map(|e| (e.key.as_slice(), e)).collect();
     let local_by_key: std::collections::BTreeMap<&[u8], &Entry> =

@@ -1,6 +1,7 @@
 //! Hint replay: delivers the writes a replica missed once it is back,
 //! through a bytes-per-second token bucket so that a returning node is
-//! caught up steadily rather than flooded.
+//! caught up steadily rather than flooded. The pace drops further while
+//! this node's foreground is busy (the admission pressure signal).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::coordinator::replicate;
+use crate::admission::background_scale;
 use crate::cluster::Cluster;
 use crate::cluster::map::NodeState;
 use crate::recovery::token_bucket::{TokenBucket, Wait};
@@ -140,8 +142,10 @@ async fn replay_target(
                     .map_err(|e| e.to_string())?;
                 continue;
             }
-            while let Err(Wait(wait)) = bucket.take(stored.bytes as f64, std::time::Instant::now())
-            {
+            // Busy foreground: each byte costs more tokens, so replay
+            // slows down (never below the background floor).
+            let cost = stored.bytes as f64 / background_scale(node.admission().pressure());
+            while let Err(Wait(wait)) = bucket.take(cost, std::time::Instant::now()) {
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(delivered),
                     _ = tokio::time::sleep(wait) => {}

@@ -1,19 +1,30 @@
-//! The HTTP admin endpoint: health now, metrics later.
+//! The HTTP admin endpoint: health and metrics.
 //!
 //! `/health/live` answers 200 whenever the process can answer at all: it
 //! never depends on load or storage, so an orchestrator never restarts a
 //! node for being busy. `/health/ready` answers 200 once storage is open
-//! and the node serves, 503 before that and while shutting down.
+//! and the cluster map is known (the node serves), 503 before that and
+//! while shutting down. Neither looks at load: an overloaded node sheds
+//! what it cannot serve and stays in service, where taking it out would
+//! push its load onto the others and spread the overload (the cascading
+//! failures warning about health checks).
+//!
+//! `/metrics` renders [`crate::metrics::Metrics`] in the Prometheus text
+//! format. The admin port is a separate listener and runtime path from the
+//! protocol server, so it answers while the protocol side sheds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::admission::Admission;
 
 /// What the health endpoints report.
 #[derive(Debug, Default)]
@@ -33,25 +44,46 @@ impl Health {
     }
 }
 
+/// What the admin routes read.
+#[derive(Clone)]
+struct AdminState {
+    health: Arc<Health>,
+    admission: Arc<Admission>,
+}
+
 /// The admin routes.
-pub fn router(health: Arc<Health>) -> Router {
+pub fn router(health: Arc<Health>, admission: Arc<Admission>) -> Router {
     Router::new()
         .route("/health/live", get(|| async { "live\n" }))
         .route("/health/ready", get(ready))
-        .with_state(health)
+        .route("/metrics", get(metrics))
+        .with_state(AdminState { health, admission })
 }
 
-async fn ready(State(health): State<Arc<Health>>) -> (StatusCode, &'static str) {
-    if health.is_ready() {
+async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
+    if state.health.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }
 }
 
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    let gauges = state.admission.gauges();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.admission.metrics().render(&gauges),
+    )
+}
+
 /// Serves the admin routes until `shutdown`.
-pub async fn serve(listener: TcpListener, health: Arc<Health>, shutdown: CancellationToken) {
-    let app = router(health);
+pub async fn serve(
+    listener: TcpListener,
+    health: Arc<Health>,
+    admission: Arc<Admission>,
+    shutdown: CancellationToken,
+) {
+    let app = router(health, admission);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

@@ -1,6 +1,8 @@
-//! One client connection: handshake, then a reader that decodes frames and
-//! starts a task per request, and a writer that sends responses in
-//! whatever order they finish.
+//! One client connection: handshake, then a reader that decodes frames,
+//! passes each request through admission control, and starts a task per
+//! admitted (or briefly queued) request, and a writer that sends responses
+//! in whatever order they finish. Refused requests are answered by the
+//! reader itself, without a task.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +13,8 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{Node, ServerOptions, handler};
+use crate::admission::{Admit, Op};
+use crate::metrics::Outcome;
 use crate::proto::frame::{self, FrameError};
 use crate::proto::{RequestFrame, ResponseFrame, WireError, codec, handshake};
 
@@ -91,9 +95,51 @@ pub async fn serve<S>(
             request,
         } = request;
         let deadline = received + Duration::from_millis(u64::from(timeout_ms));
+        // Admission before spawning: a refusal costs a few atomic loads and
+        // one small encoded answer, never a task or an admission slot.
+        let op = Op::of(&request);
+        let admission = node.admission().clone();
+        let admitted = match admission.try_admit(op, payload.len() as u64, received) {
+            Admit::Now(slot) => Ok(slot),
+            Admit::Wait(ticket) => Err(ticket),
+            Admit::Refused {
+                reason,
+                retry_after_ms,
+            } => {
+                drop(permit);
+                let result = Err(WireError::Overloaded { retry_after_ms });
+                let encoded = codec::encode(&ResponseFrame { id, result });
+                // Refusal time: receipt to an encoded answer. Waiting for
+                // room in the writer queue afterwards is this client's own
+                // backpressure (it is not reading), not the node's cost.
+                admission
+                    .metrics()
+                    .record_shed(op, reason, Some(received.elapsed()));
+                match encoded {
+                    Ok(bytes) => {
+                        let _ = tx.send(bytes).await;
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot encode response"),
+                }
+                continue;
+            }
+        };
         let (node, tx) = (node.clone(), tx.clone());
         tokio::spawn(async move {
-            let result = handler::handle(&node, request, deadline).await;
+            let slot = match admitted {
+                Ok(slot) => Ok(slot),
+                Err(ticket) => ticket.wait(deadline).await,
+            };
+            let result = match slot {
+                Ok(mut slot) => {
+                    let result = handler::handle(&node, request, deadline).await;
+                    // Frees the slot before the answer queues for the
+                    // writer: a slow reader must not hold node capacity.
+                    slot.finish(Outcome::of(&result));
+                    result
+                }
+                Err(e) => Err(e),
+            };
             send(&tx, ResponseFrame { id, result }).await;
             drop(permit);
         });

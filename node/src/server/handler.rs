@@ -24,6 +24,7 @@ pub async fn handle(
     deadline: Instant,
 ) -> Result<Response, WireError> {
     if Instant::now() >= deadline {
+        node.admission().metrics().record_deadline_drop();
         tracing::debug!("request dropped: deadline passed before it started");
         return Err(WireError::DeadlineExceeded);
     }

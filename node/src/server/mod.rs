@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::Admission;
 use crate::client::pool::Pool;
 use crate::cluster::Cluster;
 use crate::config::Config;
@@ -32,6 +33,9 @@ pub struct Node {
     clock: Clock,
     hints: HintStore,
     peers: Pool,
+    /// Admission control and metrics; shared with the admin endpoint and
+    /// read by background work for the pressure signal.
+    admission: Arc<Admission>,
     /// Set once the node has started or joined its cluster; until then,
     /// cluster requests are answered `Unavailable`.
     cluster: OnceLock<Arc<Cluster>>,
@@ -43,16 +47,38 @@ impl Node {
         Self::new(Storage::open(&config.storage())?, config)
     }
 
+    /// Opens the node's storage, with an admission controller made earlier
+    /// (the admin endpoint serves its metrics before storage is open).
+    pub fn open_with(config: &Config, admission: Arc<Admission>) -> Result<Self, StorageError> {
+        Self::with_admission(Storage::open(&config.storage())?, config, admission)
+    }
+
     /// A node over already-open storage.
     pub fn new(storage: Storage, config: &Config) -> Result<Self, StorageError> {
+        let admission = Arc::new(Admission::new(config.admission()));
+        Self::with_admission(storage, config, admission)
+    }
+
+    /// A node over already-open storage with the given admission controller.
+    pub fn with_admission(
+        storage: Storage,
+        config: &Config,
+        admission: Arc<Admission>,
+    ) -> Result<Self, StorageError> {
         let hints = HintStore::open(&storage, config.hint_max_bytes_per_node)?;
         Ok(Self {
             storage,
             clock: Clock::new(config.max_clock_drift_ms),
             hints,
             peers: Pool::default(),
+            admission,
             cluster: OnceLock::new(),
         })
+    }
+
+    /// Admission control, metrics and the foreground pressure signal.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
     }
 
     /// Writes this node keeps for replicas that missed them.

@@ -1,0 +1,185 @@
+//! Which class each request belongs to, and the operation name used in
+//! metrics.
+
+use crate::proto::{ClientRequest, NodeRequest, Request};
+
+/// How a request competes for the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Raft, joins, pings, map and status fetches: never shed, with their
+    /// own small budget, so client load can neither get this node declared
+    /// dead nor cost it its leadership.
+    Control,
+    /// Client and replica reads and writes: capped by the adaptive limit.
+    Foreground,
+    /// Anti-entropy and tombstone collection: served only while foreground
+    /// leaves room.
+    Background,
+}
+
+impl Class {
+    /// Every class, in metrics order.
+    pub const ALL: [Class; 3] = [Class::Control, Class::Foreground, Class::Background];
+
+    /// The label used in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Control => "control",
+            Class::Foreground => "foreground",
+            Class::Background => "background",
+        }
+    }
+
+    /// Position in [`Class::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A request's operation, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `ClientRequest::Ping`.
+    Ping,
+    /// `ClientRequest::Get`.
+    Get,
+    /// `ClientRequest::Put`.
+    Put,
+    /// `ClientRequest::Delete`.
+    Delete,
+    /// `ClientRequest::GetReplica`.
+    GetReplica,
+    /// `ClientRequest::GetMap`.
+    GetMap,
+    /// `ClientRequest::Status`.
+    Status,
+    /// `NodeRequest::Raft`.
+    Raft,
+    /// `NodeRequest::Join`.
+    Join,
+    /// `NodeRequest::Replicate`.
+    Replicate,
+    /// `NodeRequest::ReadLocal`.
+    ReadLocal,
+    /// `NodeRequest::PurgeTombstone`.
+    PurgeTombstone,
+    /// `NodeRequest::Digest`.
+    Digest,
+    /// `NodeRequest::BucketEntries`.
+    BucketEntries,
+}
+
+impl Op {
+    /// Every operation, in metrics order.
+    pub const ALL: [Op; 14] = [
+        Op::Ping,
+        Op::Get,
+        Op::Put,
+        Op::Delete,
+        Op::GetReplica,
+        Op::GetMap,
+        Op::Status,
+        Op::Raft,
+        Op::Join,
+        Op::Replicate,
+        Op::ReadLocal,
+        Op::PurgeTombstone,
+        Op::Digest,
+        Op::BucketEntries,
+    ];
+
+    /// The operation of a request.
+    pub fn of(request: &Request) -> Op {
+        match request {
+            Request::Client(c) => match c {
+                ClientRequest::Ping => Op::Ping,
+                ClientRequest::Get { .. } => Op::Get,
+                ClientRequest::Put { .. } => Op::Put,
+                ClientRequest::Delete { .. } => Op::Delete,
+                ClientRequest::GetReplica { .. } => Op::GetReplica,
+                ClientRequest::GetMap => Op::GetMap,
+                ClientRequest::Status => Op::Status,
+            },
+            Request::Node(n) => match n {
+                NodeRequest::Raft { .. } => Op::Raft,
+                NodeRequest::Join(_) => Op::Join,
+                NodeRequest::Replicate { .. } => Op::Replicate,
+                NodeRequest::ReadLocal { .. } => Op::ReadLocal,
+                NodeRequest::PurgeTombstone { .. } => Op::PurgeTombstone,
+                NodeRequest::Digest { .. } => Op::Digest,
+                NodeRequest::BucketEntries { .. } => Op::BucketEntries,
+            },
+        }
+    }
+
+    /// The class the operation belongs to.
+    pub fn class(self) -> Class {
+        match self {
+            Op::Ping | Op::GetMap | Op::Status | Op::Raft | Op::Join => Class::Control,
+            Op::Get | Op::Put | Op::Delete | Op::GetReplica | Op::Replicate | Op::ReadLocal => {
+                Class::Foreground
+            }
+            Op::PurgeTombstone | Op::Digest | Op::BucketEntries => Class::Background,
+        }
+    }
+
+    /// The label used in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Ping => "ping",
+            Op::Get => "get",
+            Op::Put => "put",
+            Op::Delete => "delete",
+            Op::GetReplica => "get_replica",
+            Op::GetMap => "get_map",
+            Op::Status => "status",
+            Op::Raft => "raft",
+            Op::Join => "join",
+            Op::Replicate => "replicate",
+            Op::ReadLocal => "read_local",
+            Op::PurgeTombstone => "purge_tombstone",
+            Op::Digest => "digest",
+            Op::BucketEntries => "bucket_entries",
+        }
+    }
+
+    /// Position in [`Op::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raft_and_health_are_control_and_anti_entropy_is_background() {
+        let digest = Request::Node(NodeRequest::Digest {
+            partition: 0,
+            buckets: 64,
+        });
+        assert_eq!(Op::of(&digest).class(), Class::Background);
+        assert_eq!(Op::Raft.class(), Class::Control);
+        assert_eq!(Op::Join.class(), Class::Control);
+        assert_eq!(Op::Replicate.class(), Class::Foreground);
+        assert_eq!(
+            Op::of(&Request::Client(ClientRequest::Ping)).class(),
+            Class::Control
+        );
+        assert_eq!(
+            Op::of(&Request::Client(ClientRequest::Status)).class(),
+            Class::Control
+        );
+    }
+
+    #[test]
+    fn the_tables_agree_with_the_indices() {
+        for (i, op) in Op::ALL.iter().enumerate() {
+            assert_eq!(op.index(), i);
+        }
+        for (i, class) in Class::ALL.iter().enumerate() {
+            assert_eq!(class.index(), i);
+        }
+    }
+}
