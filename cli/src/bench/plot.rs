@@ -136,6 +136,32 @@ where
     Ok(())
 }
 
+/// A panel with linear axes from 0: seconds across, counts up, its mesh
+/// drawn.
+fn linear_chart<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    caption: &str,
+    x_desc: &str,
+    end: f64,
+    top: f64,
+) -> Result<Chart<'a, 'b, plotters::coord::types::RangedCoordf64>, Box<dyn std::error::Error>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..end, 0f64..top)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .axis_desc_style((FONT, 16))
+        .label_style((FONT, 16))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    Ok(chart)
+}
+
 fn throughput(
     area: &DrawingArea<BitMapBackend<'_>, Shift>,
     rows: &[SecondRow],
@@ -148,19 +174,7 @@ fn throughput(
         .fold(1.0, f64::max);
     // Head room above the peak for the event labels.
     let top = peak * 1.45;
-    let mut chart = ChartBuilder::on(area)
-        .caption("Throughput (ops/s)", (FONT, 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0f64..end, 0f64..top)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds")
-        .label_style((FONT, 16))
-        .y_label_formatter(&|v| format!("{v:.0}"))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()?;
+    let mut chart = linear_chart(area, "Throughput (ops/s)", "seconds", end, top)?;
     // Wide and pale, under goodput: where the two agree, offered shows as
     // a halo instead of disappearing.
     line(
@@ -268,23 +282,13 @@ fn failures(
         // At least 0..6, so whole-number labels stay distinct.
         .max(5) as f64;
     let top = peak * 1.2;
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            "Failed and dropped requests per second (by second due)",
-            (FONT, 22),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0f64..end, 0f64..top)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since the start of the run")
-        .axis_desc_style((FONT, 16))
-        .y_label_formatter(&|v| format!("{v:.0}"))
-        .label_style((FONT, 16))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()?;
+    let mut chart = linear_chart(
+        area,
+        "Failed and dropped requests per second (by second due)",
+        "seconds since the start of the run",
+        end,
+        top,
+    )?;
     for (key, name, colour) in kinds {
         line(
             &mut chart,

@@ -113,13 +113,8 @@ pub async fn write(
     let mut stored = version;
     let mut first_error = String::new();
     loop {
-        let answer = match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(answer)) => answer,
-            Ok(None) => break,
-            Err(_) => {
-                first_error = "deadline passed".into();
-                break;
-            }
+        let Some(answer) = next_answer(&mut rx, deadline, &mut first_error).await else {
+            break;
         };
         let tally = match answer {
             Ok((was_applied, version)) => {
@@ -146,6 +141,23 @@ pub async fn write(
         }
     }
     Err(quorum_failed(&quorum, map.settings.replicas, first_error))
+}
+
+/// The next replica's answer, or `None` when no more can come: every
+/// replica has answered, or the deadline passed (which then becomes the
+/// reason reported).
+async fn next_answer<T>(
+    rx: &mut mpsc::Receiver<T>,
+    deadline: Instant,
+    reason: &mut String,
+) -> Option<T> {
+    match tokio::time::timeout_at(deadline, rx.recv()).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            *reason = "deadline passed".into();
+            None
+        }
+    }
 }
 
 fn quorum_failed(quorum: &Quorum, replicas: u8, detail: String) -> WireError {
@@ -254,13 +266,8 @@ pub async fn read(
     let mut answers: Vec<(usize, Option<Found>)> = Vec::new();
     let mut first_error = String::new();
     loop {
-        let (index, answer) = match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(answer)) => answer,
-            Ok(None) => break,
-            Err(_) => {
-                first_error = "deadline passed".into();
-                break;
-            }
+        let Some((index, answer)) = next_answer(&mut rx, deadline, &mut first_error).await else {
+            break;
         };
         let tally = match answer {
             Ok(found) => {
