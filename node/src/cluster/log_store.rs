@@ -327,6 +327,7 @@ mod tests {
                 payload: EntryPayload::Normal(Command::SetNodeState {
                     id: index,
                     state: NodeState::Down,
+                    at_ms: 0,
                 }),
             })
             .collect()
