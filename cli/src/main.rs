@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use levee_node::client::{Client, ClientConfig, WriteOutcome};
 use levee_node::storage::Version;
 
+mod admin;
 mod bench;
 mod local;
 mod local_cluster;
@@ -91,6 +92,9 @@ enum Command {
     },
     /// Show the cluster: nodes, zones, states, roles, partitions, health.
     Status,
+    /// Operator changes: drain a node, change recovery settings, noout.
+    #[command(subcommand)]
+    Admin(admin::Admin),
     /// Run a local cluster of levee-node processes on 127.0.0.x until
     /// Ctrl-C; a second run on the same directory restarts it with its data.
     Local(local::Args),
@@ -189,6 +193,10 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Status => {
             status::run(client.config().clone(), cli.output).await?;
+            Ok(Outcome::Done)
+        }
+        Command::Admin(admin) => {
+            admin::run(&client, admin, cli.output).await?;
             Ok(Outcome::Done)
         }
         Command::Local(args) => {

@@ -22,25 +22,127 @@ pub async fn run(config: ClientConfig, output: Output) -> anyhow::Result<()> {
 }
 
 /// The status from the leader if the answering node knows one (only the
-/// leader knows how far each member has replicated), else from whichever
-/// node answered.
+/// leader knows how far each member has replicated, who is silent and
+/// how recovery goes), else from whichever node answered.
 async fn fetch(config: ClientConfig) -> anyhow::Result<ClusterStatus> {
-    let first = Client::new(config.clone()).status().await?;
-    if first.leader == Some(first.node_id) {
-        return Ok(first);
+    Ok(Client::new(config).status().await?)
+}
+
+/// "42s", "3m05s", "2h10m".
+fn duration(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
     }
-    let leader_addr = first
-        .leader
-        .and_then(|id| first.map.nodes.get(&id))
-        .map(|n| n.spec.addr.clone());
-    let Some(addr) = leader_addr else {
-        return Ok(first);
+}
+
+fn bytes(n: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if n as f64 >= MIB {
+        format!("{:.1} MiB", n as f64 / MIB)
+    } else {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    }
+}
+
+/// A node's state as shown: "down 42s", "up (suspect)".
+fn state_text(status: &ClusterStatus, id: u64) -> String {
+    let Some(node) = status.map.nodes.get(&id) else {
+        return "-".into();
     };
-    let leader = Client::new(ClientConfig {
-        endpoints: vec![addr],
-        ..config
-    });
-    Ok(leader.status().await.unwrap_or(first))
+    let recovery = status.recovery.as_ref();
+    match node.state {
+        NodeState::Up if recovery.is_some_and(|r| r.suspects.contains(&id)) => {
+            "up (suspect)".into()
+        }
+        NodeState::Down | NodeState::Out | NodeState::Draining => match recovery {
+            Some(r) if node.since_ms > 0 => format!(
+                "{} {}",
+                node.state,
+                duration(r.at_ms.saturating_sub(node.since_ms))
+            ),
+            _ => node.state.to_string(),
+        },
+        state => state.to_string(),
+    }
+}
+
+/// The recovery section of the text status.
+fn recovery_text(status: &ClusterStatus) -> String {
+    let map = &status.map;
+    let mut out = String::new();
+    let groups = map.under_replicated_by_live();
+    if !groups.is_empty() {
+        let parts: Vec<String> = groups
+            .iter()
+            .map(|(live, n)| format!("{n} with {live} live"))
+            .collect();
+        out.push_str(&format!(
+            "under-replicated: {} partitions ({})\n",
+            groups.values().sum::<usize>(),
+            parts.join(", ")
+        ));
+    }
+    let settings = &map.recovery;
+    let Some(r) = &status.recovery else {
+        if !map.moves.is_empty() {
+            out.push_str(&format!("moves in flight: {}\n", map.moves.len()));
+        }
+        return out;
+    };
+    for (id, why) in &r.held {
+        out.push_str(&format!("node {id}: not marked out ({why})\n"));
+    }
+    if !map.moves.is_empty() || r.waiting > 0 {
+        out.push_str(&format!(
+            "moves: {} in flight (max {}), {} waiting, {} finished in the last minute; eta {}\n",
+            map.moves.len(),
+            settings.max_moves,
+            r.waiting,
+            r.finished_last_min,
+            r.eta_s.map_or("unknown".into(), |s| duration(s * 1000)),
+        ));
+        let progress: std::collections::BTreeMap<u32, (u64, u64)> = r
+            .reports
+            .values()
+            .flat_map(|rep| rep.transfers.iter())
+            .map(|t| (t.partition, (t.keys, t.bytes)))
+            .collect();
+        for (p, m) in map.moves.iter().take(10) {
+            let (keys, copied) = progress.get(p).copied().unwrap_or_default();
+            out.push_str(&format!(
+                "  partition {p:>5}: {} -> {} from {}  {keys} keys, {} copied, {}\n",
+                m.from.map_or("-".into(), |f| f.to_string()),
+                m.to,
+                m.source,
+                bytes(copied),
+                duration(r.at_ms.saturating_sub(m.started_ms)),
+            ));
+        }
+        if map.moves.len() > 10 {
+            out.push_str(&format!("  ... and {} more\n", map.moves.len() - 10));
+        }
+    }
+    if !r.unrecoverable.is_empty() {
+        out.push_str(&format!(
+            "NO LIVE REPLICA: {} partitions ({:?}...)\n",
+            r.unrecoverable.len(),
+            &r.unrecoverable[..r.unrecoverable.len().min(8)]
+        ));
+    }
+    if r.bytes_per_sec > 0 || !map.moves.is_empty() {
+        out.push_str(&format!(
+            "recovery: {}/s sent (limit {}/s per sending node)\n",
+            bytes(r.bytes_per_sec),
+            bytes(settings.bytes_per_sec)
+        ));
+    }
+    if settings.noout {
+        out.push_str("noout is on: no node will be marked out\n");
+    }
+    out
 }
 
 fn health(status: &ClusterStatus) -> String {
@@ -94,20 +196,27 @@ fn to_text(status: &ClusterStatus) -> String {
         map.settings.write_quorum,
     );
     out.push_str(&format!(
-        "{:<4} {:<22} {:<10} {:<9} {:<8} {:>10}\n",
-        "ID", "ADDRESS", "ZONE", "STATE", "ROLE", "PARTITIONS"
+        "{:<4} {:<22} {:<10} {:<14} {:<8} {:>10} {:>10}\n",
+        "ID", "ADDRESS", "ZONE", "STATE", "ROLE", "PARTITIONS", "LAST BEAT"
     ));
     for node in map.nodes.values() {
+        let beat = status
+            .recovery
+            .as_ref()
+            .and_then(|r| r.silence_ms.get(&node.id))
+            .map_or("-".into(), |ms| format!("{:.1}s ago", *ms as f64 / 1000.0));
         out.push_str(&format!(
-            "{:<4} {:<22} {:<10} {:<9} {:<8} {:>10}\n",
+            "{:<4} {:<22} {:<10} {:<14} {:<8} {:>10} {:>10}\n",
             node.id,
             node.spec.addr,
             node.spec.zone,
-            node.state.to_string(),
+            state_text(status, node.id),
             status.role(node.id).to_string(),
-            map.partitions_held(node.id)
+            map.partitions_held(node.id),
+            beat,
         ));
     }
+    out.push_str(&recovery_text(status));
     out.push_str(&format!("health: {}\n", health(status)));
     out
 }
@@ -115,6 +224,7 @@ fn to_text(status: &ClusterStatus) -> String {
 fn to_json(status: &ClusterStatus) -> serde_json::Value {
     let map = &status.map;
     let lagging = status.lagging(MAX_LAG);
+    let recovery = status.recovery.as_ref();
     let nodes: Vec<_> = map
         .nodes
         .values()
@@ -129,6 +239,9 @@ fn to_json(status: &ClusterStatus) -> serde_json::Value {
                 "role": status.role(node.id).to_string(),
                 "partitions": map.partitions_held(node.id),
                 "replicating": status.replication.as_ref().map(|_| !lagging.contains(&node.id)),
+                "state_since_ms": node.since_ms,
+                "silence_ms": recovery.and_then(|r| r.silence_ms.get(&node.id)),
+                "suspect": recovery.map(|r| r.suspects.contains(&node.id)),
             })
         })
         .collect();
@@ -143,6 +256,24 @@ fn to_json(status: &ClusterStatus) -> serde_json::Value {
         "write_quorum": map.settings.write_quorum,
         "read_quorum": map.settings.read_quorum,
         "under_replicated": map.under_replicated(),
+        "under_replicated_by_live": map
+            .under_replicated_by_live()
+            .iter()
+            .map(|(live, n)| (live.to_string(), serde_json::json!(n)))
+            .collect::<serde_json::Map<_, _>>(),
+        "moves_in_flight": map.moves.len(),
+        "moves": map.moves.iter().map(|(p, m)| serde_json::json!({
+            "partition": p, "from": m.from, "to": m.to, "source": m.source,
+            "started_ms": m.started_ms,
+        })).collect::<Vec<_>>(),
+        "moves_waiting": recovery.map(|r| r.waiting),
+        "moves_finished_last_min": recovery.map(|r| r.finished_last_min),
+        "eta_s": recovery.and_then(|r| r.eta_s),
+        "unrecoverable": recovery.map(|r| r.unrecoverable.clone()),
+        "recovery_bytes_per_sec": recovery.map_or(0, |r| r.bytes_per_sec),
+        "recovery_bytes_sent": recovery.map(|r| r.reports.values().map(|x| x.recovery_bytes_sent).sum::<u64>()),
+        "held_by_guard": recovery.map(|r| r.held.clone()),
+        "settings": map.recovery,
         "health": health(status),
         "nodes": nodes,
     })

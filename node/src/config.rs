@@ -149,6 +149,16 @@ pub struct Config {
     /// benchmark) sets a few ms, trading burst absorption for admitted
     /// latency under lasting overload.
     pub admission_queue_timeout_ms: u64,
+    /// How often this node heartbeats the Raft leader (ms), carrying its
+    /// load and recovery progress. The failure detector's thresholds
+    /// (`down_after`, ...) are cluster settings in the map; this only sets
+    /// how often a node says it is alive, so keep it well under them.
+    pub heartbeat_ms: u64,
+    /// For a new cluster: recovery settings written into the first map
+    /// (`KEY=VALUE`, the keys of `levee admin set`), e.g.
+    /// `down_out_interval=30000` for a test cluster. Later changes go
+    /// through `levee admin set`.
+    pub recovery: Vec<String>,
     /// Total request bytes admitted requests may hold; past it requests
     /// are refused with `Overloaded`. Bounds memory under a flood of large
     /// writes; 256 MiB fits next to the default 256 MiB sled cache on a
@@ -216,6 +226,8 @@ impl Default for Config {
             admission_limit_initial: admission.limit.initial as u32,
             admission_queue_len: admission.queue_len as u32,
             admission_queue_timeout_ms: admission.queue_timeout.as_millis() as u64,
+            heartbeat_ms: 1_000,
+            recovery: Vec::new(),
             max_inflight_bytes: admission.max_inflight_bytes,
             control_budget: admission.control_budget as u32,
             admission_background_share: admission.background_share,
@@ -299,6 +311,9 @@ pub struct Overrides {
     /// Raft voters (1, 3 or 5), for a new cluster.
     #[arg(long, env = "LEVEE_VOTERS")]
     pub voters: Option<u8>,
+    /// Partition count, for a new cluster.
+    #[arg(long, env = "LEVEE_PARTITIONS")]
+    pub partitions: Option<u32>,
     /// Raft heartbeat interval in ms.
     #[arg(long, env = "LEVEE_RAFT_HEARTBEAT_MS", value_name = "MS")]
     pub raft_heartbeat_ms: Option<u64>,
@@ -356,6 +371,18 @@ pub struct Overrides {
     /// Longest wait in the admission queue, in ms.
     #[arg(long, env = "LEVEE_ADMISSION_QUEUE_TIMEOUT_MS", value_name = "MS")]
     pub admission_queue_timeout_ms: Option<u64>,
+    /// Heartbeat interval to the Raft leader in ms.
+    #[arg(long, env = "LEVEE_HEARTBEAT_MS", value_name = "MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// A recovery setting for a new cluster, KEY=VALUE (repeatable; in the
+    /// environment, comma-separated).
+    #[arg(
+        long = "recovery",
+        env = "LEVEE_RECOVERY",
+        value_name = "KEY=VALUE",
+        value_delimiter = ','
+    )]
+    pub recovery: Option<Vec<String>>,
     /// Request bytes admitted requests may hold in total.
     #[arg(long, env = "LEVEE_MAX_INFLIGHT_BYTES", value_name = "BYTES")]
     pub max_inflight_bytes: Option<u64>,
@@ -416,6 +443,7 @@ impl Config {
         set(&mut self.capacity, o.capacity);
         set(&mut self.replicas, o.replicas);
         set(&mut self.voters, o.voters);
+        set(&mut self.partitions, o.partitions);
         set(&mut self.raft_heartbeat_ms, o.raft_heartbeat_ms);
         set(
             &mut self.raft_election_timeout_ms,
@@ -440,6 +468,8 @@ impl Config {
             o.admission_queue_timeout_ms,
         );
         set(&mut self.max_inflight_bytes, o.max_inflight_bytes);
+        set(&mut self.heartbeat_ms, o.heartbeat_ms);
+        set(&mut self.recovery, o.recovery);
         set(&mut self.control_budget, o.control_budget);
         set(
             &mut self.max_inflight_per_connection,
@@ -502,6 +532,12 @@ impl Config {
         if self.init && !self.join.is_empty() {
             return Err(ConfigError::Invalid(
                 "init and join exclude each other".into(),
+            ));
+        }
+        self.recovery_settings()?;
+        if self.heartbeat_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "heartbeat_ms must be at least 1".into(),
             ));
         }
         if self.raft_election_timeout_ms < 3 * self.raft_heartbeat_ms {
@@ -570,7 +606,31 @@ impl Config {
             heartbeat: Duration::from_millis(self.raft_heartbeat_ms),
             election_timeout: Duration::from_millis(self.raft_election_timeout_ms),
             join_timeout: Duration::from_millis(self.join_timeout_ms),
+            recovery: self.recovery_settings().unwrap_or_default(),
         }
+    }
+
+    /// The recovery settings a new cluster starts with: the defaults with
+    /// each `recovery` entry applied in order, checked as `levee admin set`
+    /// checks them.
+    pub fn recovery_settings(&self) -> Result<crate::cluster::map::RecoverySettings, ConfigError> {
+        let mut settings = crate::cluster::map::RecoverySettings::default();
+        // All assigned first, checked once: `down_after=2000` alone would
+        // be shorter than the default `suspect_after` until that is set too.
+        for entry in &self.recovery {
+            let Some((key, value)) = entry.split_once('=') else {
+                return Err(ConfigError::Invalid(format!(
+                    "recovery setting {entry:?} is not KEY=VALUE"
+                )));
+            };
+            settings.assign(key.trim(), value.trim()).map_err(|why| {
+                ConfigError::Invalid(format!("recovery setting {entry:?}: {why}"))
+            })?;
+        }
+        settings
+            .checked()
+            .map_err(|why| ConfigError::Invalid(format!("recovery settings: {why}")))?;
+        Ok(settings)
     }
 
     /// Hint replay settings.

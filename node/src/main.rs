@@ -123,10 +123,30 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         config.handoff(),
         shutdown.clone(),
     ));
+    // Failure detection: every node beats the leader; the leader judges.
+    let heartbeat = std::time::Duration::from_millis(config.heartbeat_ms);
+    tokio::spawn(levee_node::recovery::heartbeat::run(
+        node.clone(),
+        cluster.clone(),
+        heartbeat,
+        shutdown.clone(),
+    ));
+    tokio::spawn(levee_node::recovery::leader::run(
+        cluster.clone(),
+        heartbeat,
+        shutdown.clone(),
+    ));
     tokio::spawn(anti_entropy::run(
         node.clone(),
         cluster.clone(),
         config.anti_entropy(),
+        shutdown.clone(),
+    ));
+    // Moves into this node: copy each partition from a live replica,
+    // paced by the senders' byte budgets, then commit the new replica set.
+    tokio::spawn(levee_node::recovery::transfer::run(
+        node.clone(),
+        cluster.clone(),
         shutdown.clone(),
     ));
     health.set_ready(true);

@@ -179,6 +179,10 @@ pub struct Metrics {
     refusal: Histogram,
     shed: [AtomicU64; 4],
     deadline_dropped: AtomicU64,
+    /// Bytes of partition records this node sent to move targets.
+    recovery_sent: AtomicU64,
+    /// Bytes of partition records this node received as a move target.
+    recovery_received: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -193,6 +197,8 @@ impl Default for Metrics {
             refusal: Histogram::new(REFUSAL_BUCKETS),
             shed: Default::default(),
             deadline_dropped: AtomicU64::new(0),
+            recovery_sent: AtomicU64::new(0),
+            recovery_received: AtomicU64::new(0),
         }
     }
 }
@@ -232,6 +238,26 @@ impl Metrics {
     /// Requests dropped for a passed deadline so far.
     pub fn deadline_drops(&self) -> u64 {
         self.deadline_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Counts bytes sent for recovery (a transfer page served).
+    pub fn record_recovery_sent(&self, bytes: u64) {
+        self.recovery_sent.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts bytes received for recovery (a transfer page applied).
+    pub fn record_recovery_received(&self, bytes: u64) {
+        self.recovery_received.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes sent for recovery since the node started.
+    pub fn recovery_bytes_sent(&self) -> u64 {
+        self.recovery_sent.load(Ordering::Relaxed)
+    }
+
+    /// Bytes received for recovery since the node started.
+    pub fn recovery_bytes_received(&self) -> u64 {
+        self.recovery_received.load(Ordering::Relaxed)
     }
 
     /// The Prometheus text exposition.
@@ -274,6 +300,16 @@ impl Metrics {
             out,
             "# HELP levee_deadline_dropped_total Requests not executed because their deadline had passed.\n# TYPE levee_deadline_dropped_total counter\nlevee_deadline_dropped_total {}",
             self.deadline_drops()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP levee_recovery_bytes_sent_total Bytes of partition records sent to move targets (paced by the recovery byte budget).\n# TYPE levee_recovery_bytes_sent_total counter\nlevee_recovery_bytes_sent_total {}",
+            self.recovery_bytes_sent()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP levee_recovery_bytes_received_total Bytes of partition records received and applied as a move target.\n# TYPE levee_recovery_bytes_received_total counter\nlevee_recovery_bytes_received_total {}",
+            self.recovery_bytes_received()
         );
         out.push_str(
             "# HELP levee_inflight Requests executing, by class.\n# TYPE levee_inflight gauge\n",
@@ -354,5 +390,21 @@ mod tests {
             "levee_requests_total{class=\"foreground\",op=\"put\",outcome=\"overloaded\"} 1"
         ));
         assert!(text.contains("levee_refusal_duration_seconds_bucket{le=\"0.000005\"} 1"));
+    }
+
+    #[test]
+    fn recovery_bytes_are_counted_and_rendered() {
+        let metrics = Metrics::default();
+        metrics.record_recovery_sent(100);
+        metrics.record_recovery_sent(20);
+        metrics.record_recovery_received(7);
+        assert_eq!(metrics.recovery_bytes_sent(), 120);
+        assert_eq!(metrics.recovery_bytes_received(), 7);
+        let text = metrics.render(&Gauges::default());
+        assert!(
+            text.contains("levee_recovery_bytes_sent_total 120"),
+            "{text}"
+        );
+        assert!(text.contains("levee_recovery_bytes_received_total 7"));
     }
 }

@@ -43,6 +43,25 @@ pub fn start_cluster_with(dir: &Path, n: usize, extra: &[&str]) -> Vec<TestNode>
     nodes
 }
 
+/// Starts node 1 with `--init` in `zones[0]`, then one joining node per
+/// further zone entry, and waits until all are members.
+pub fn start_zoned(dir: &Path, zones: &[&str], extra: &[&str]) -> Vec<TestNode> {
+    let mut init_args = vec!["--init", "--zone", zones[0]];
+    init_args.extend(FAST_RAFT);
+    init_args.extend(extra);
+    let first = TestNode::start_named(dir, "n1", &init_args);
+    let seed = first.addr.clone();
+    let mut nodes = vec![first];
+    for (i, zone) in zones.iter().enumerate().skip(1) {
+        let mut args = vec!["--join", seed.as_str(), "--zone", zone];
+        args.extend(FAST_RAFT);
+        args.extend(extra);
+        nodes.push(TestNode::start_named(dir, &format!("n{}", i + 1), &args));
+    }
+    wait_for_members(&nodes, zones.len());
+    nodes
+}
+
 /// The status as one node sees it, if it answers.
 pub fn status(node: &TestNode) -> Option<ClusterStatus> {
     let rt = super::runtime();

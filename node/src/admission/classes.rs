@@ -67,11 +67,19 @@ pub enum Op {
     Digest,
     /// `NodeRequest::BucketEntries`.
     BucketEntries,
+    /// `ClientRequest::Admin`.
+    Admin,
+    /// `NodeRequest::Heartbeat`.
+    Heartbeat,
+    /// `NodeRequest::Propose`.
+    Propose,
+    /// `NodeRequest::FetchRange`.
+    FetchRange,
 }
 
 impl Op {
     /// Every operation, in metrics order.
-    pub const ALL: [Op; 14] = [
+    pub const ALL: [Op; 18] = [
         Op::Ping,
         Op::Get,
         Op::Put,
@@ -86,6 +94,10 @@ impl Op {
         Op::PurgeTombstone,
         Op::Digest,
         Op::BucketEntries,
+        Op::Admin,
+        Op::Heartbeat,
+        Op::Propose,
+        Op::FetchRange,
     ];
 
     /// The operation of a request.
@@ -99,6 +111,7 @@ impl Op {
                 ClientRequest::GetReplica { .. } => Op::GetReplica,
                 ClientRequest::GetMap => Op::GetMap,
                 ClientRequest::Status => Op::Status,
+                ClientRequest::Admin(_) => Op::Admin,
             },
             Request::Node(n) => match n {
                 NodeRequest::Raft { .. } => Op::Raft,
@@ -108,6 +121,9 @@ impl Op {
                 NodeRequest::PurgeTombstone { .. } => Op::PurgeTombstone,
                 NodeRequest::Digest { .. } => Op::Digest,
                 NodeRequest::BucketEntries { .. } => Op::BucketEntries,
+                NodeRequest::Heartbeat(_) => Op::Heartbeat,
+                NodeRequest::Propose(_) => Op::Propose,
+                NodeRequest::FetchRange { .. } => Op::FetchRange,
             },
         }
     }
@@ -115,11 +131,22 @@ impl Op {
     /// The class the operation belongs to.
     pub fn class(self) -> Class {
         match self {
-            Op::Ping | Op::GetMap | Op::Status | Op::Raft | Op::Join => Class::Control,
+            // Heartbeats are control: an overloaded node that could not
+            // send them would be declared down for being busy.
+            Op::Ping
+            | Op::GetMap
+            | Op::Status
+            | Op::Raft
+            | Op::Join
+            | Op::Admin
+            | Op::Heartbeat
+            | Op::Propose => Class::Control,
             Op::Get | Op::Put | Op::Delete | Op::GetReplica | Op::Replicate | Op::ReadLocal => {
                 Class::Foreground
             }
-            Op::PurgeTombstone | Op::Digest | Op::BucketEntries => Class::Background,
+            Op::PurgeTombstone | Op::Digest | Op::BucketEntries | Op::FetchRange => {
+                Class::Background
+            }
         }
     }
 
@@ -140,6 +167,10 @@ impl Op {
             Op::PurgeTombstone => "purge_tombstone",
             Op::Digest => "digest",
             Op::BucketEntries => "bucket_entries",
+            Op::Admin => "admin",
+            Op::Heartbeat => "heartbeat",
+            Op::Propose => "propose",
+            Op::FetchRange => "fetch_range",
         }
     }
 

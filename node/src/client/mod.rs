@@ -222,10 +222,39 @@ impl Client {
         }
     }
 
-    /// The cluster as seen by the node this client talks to.
+    /// The cluster's status: the leader's when it can be reached (only
+    /// the leader knows failures, moves and recovery rates), otherwise the
+    /// view of the node this client talks to.
     pub async fn status(&self) -> Result<crate::cluster::status::ClusterStatus, ClientError> {
-        match self.call(ClientRequest::Status).await? {
-            Response::Status(status) => Ok(*status),
+        let status = match self.call(ClientRequest::Status).await? {
+            Response::Status(status) => *status,
+            other => return Err(unexpected(other)),
+        };
+        if status.recovery.is_some() {
+            return Ok(status);
+        }
+        let Some(leader) = status.leader.and_then(|id| status.map.nodes.get(&id)) else {
+            return Ok(status);
+        };
+        let request = Request::Client(ClientRequest::Status);
+        match self
+            .pool
+            .send(&leader.spec.addr, request, self.config.request_timeout)
+            .await
+        {
+            Ok(Response::Status(from_leader)) if from_leader.recovery.is_some() => Ok(*from_leader),
+            _ => Ok(status),
+        }
+    }
+
+    /// An operator's change, committed through the leader; what applying
+    /// it did (a refusal says why).
+    pub async fn admin(
+        &self,
+        command: crate::proto::AdminCommand,
+    ) -> Result<crate::cluster::map::CommandResult, ClientError> {
+        match self.call(ClientRequest::Admin(command)).await? {
+            Response::Proposed(result) => Ok(result),
             other => Err(unexpected(other)),
         }
     }

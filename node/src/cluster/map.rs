@@ -267,6 +267,16 @@ impl RecoverySettings {
     /// A copy with `key` set to `value`, or why not. Checks ranges, so a
     /// typo cannot stop recovery (a rate of 0) or make it unbounded.
     pub fn with(&self, key: &str, value: &str) -> Result<Self, String> {
+        let mut next = *self;
+        next.assign(key, value)?;
+        next.checked()?;
+        Ok(next)
+    }
+
+    /// Sets one field from text, checking only its own range; call
+    /// [`checked`](Self::checked) once all are set (several settings may
+    /// only make sense together).
+    pub fn assign(&mut self, key: &str, value: &str) -> Result<(), String> {
         fn int(key: &str, value: &str, min: u64) -> Result<u64, String> {
             let v: u64 = value
                 .parse()
@@ -286,7 +296,7 @@ impl RecoverySettings {
             Ok(v)
         }
         let small = |v: u64| u32::try_from(v).map_err(|_| format!("{key} is too large"));
-        let mut next = *self;
+        let next = self;
         match key {
             "recovery.bytes_per_sec" => next.bytes_per_sec = int(key, value, 1)?,
             "recovery.bytes_burst" => next.bytes_burst = int(key, value, 1)?,
@@ -322,6 +332,25 @@ impl RecoverySettings {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Checks the settings against each other and their ranges.
+    pub fn checked(&self) -> Result<(), String> {
+        let next = self;
+        let positive = next.bytes_per_sec > 0
+            && next.bytes_burst > 0
+            && next.moves_per_sec.is_finite()
+            && next.moves_per_sec > 0.0
+            && next.moves_burst > 0
+            && next.max_moves > 0
+            && next.max_moves_per_node > 0;
+        let fractions = [next.pressure_floor, next.min_in_ratio]
+            .iter()
+            .all(|f| *f > 0.0 && *f <= 1.0);
+        if !positive || !fractions {
+            return Err(format!("recovery settings out of range: {next:?}"));
+        }
         if next.down_after_ms < next.suspect_after_ms {
             return Err(format!(
                 "down_after ({} ms) must not be shorter than suspect_after ({} ms)",
@@ -334,7 +363,7 @@ impl RecoverySettings {
                 next.down_out_interval_ms, next.down_after_ms
             ));
         }
-        Ok(next)
+        Ok(())
     }
 }
 
@@ -378,6 +407,8 @@ pub enum Command {
     /// Abandons moves (their target died, or the node they replace came
     /// back); the replica sets stay as they are.
     CancelMoves(Vec<u32>),
+    /// Replaces every recovery setting (a new cluster's configured ones).
+    SetRecoveryAll(RecoverySettings),
     /// Changes one recovery setting (`levee admin set KEY=VALUE`).
     SetRecovery {
         /// The setting's name (see [`RECOVERY_KEYS`]).
@@ -465,6 +496,13 @@ impl ClusterMap {
                 }
                 self.bump()
             }
+            Command::SetRecoveryAll(settings) => match settings.checked() {
+                Ok(()) => {
+                    self.recovery = *settings;
+                    self.bump()
+                }
+                Err(why) => CommandResult::Rejected(why),
+            },
             Command::SetRecovery { key, value } => match self.recovery.with(key, value) {
                 Ok(next) => {
                     self.recovery = next;

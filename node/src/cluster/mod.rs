@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::identity::Identity;
 use self::map::{ClusterMap, Command, CommandResult, NodeSpec, Settings};
-use self::status::ClusterStatus;
+use self::status::{ClusterStatus, NodeReport};
 use self::types::{Member, NodeId, Raft};
 use crate::client::{ClientConfig, Connection};
 use crate::proto::{NodeRequest, RaftRpc, Request, Response, WireError, codec};
@@ -65,6 +65,8 @@ pub struct ClusterOptions {
     pub election_timeout: Duration,
     /// How long a join keeps trying before giving up.
     pub join_timeout: Duration,
+    /// For a new cluster: its recovery settings.
+    pub recovery: map::RecoverySettings,
 }
 
 /// Cluster failures at startup.
@@ -99,11 +101,19 @@ const PROMOTION_MAX_LAG: u64 = 16;
 /// How often the leader looks for learners to promote.
 const MEMBERSHIP_TICK: Duration = Duration::from_millis(500);
 
+/// Heartbeats kept by the leader: most recent report per node.
+type Reports = BTreeMap<NodeId, (tokio::time::Instant, NodeReport)>;
+
 /// The running cluster membership of this node.
 pub struct Cluster {
     identity: Identity,
     raft: Raft,
     map: watch::Receiver<Arc<ClusterMap>>,
+    /// Reports received as leader (cleared on no path: stale ones simply
+    /// age, and the failure detector judges by their arrival time).
+    reports: std::sync::Mutex<Reports>,
+    /// What the leader's recovery loop last published for `levee status`.
+    recovery: std::sync::Mutex<Option<status::RecoveryStatus>>,
 }
 
 impl Cluster {
@@ -173,6 +183,8 @@ impl Cluster {
             identity,
             raft,
             map,
+            reports: Default::default(),
+            recovery: Default::default(),
         });
         if identity.node_id == 1 && cluster.map.borrow().cluster_id == 0 {
             cluster.initialise(&db, &options).await?;
@@ -211,7 +223,7 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + options.join_timeout;
         loop {
             match self.raft.client_write(init.clone()).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => break,
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     tracing::debug!(error = %e, "waiting to become leader of the new cluster");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -223,6 +235,15 @@ impl Cluster {
                 }
             }
         }
+        // One command: every setting lands together, checked again by the
+        // map (which refuses nonsense even if it got past the config).
+        if options.recovery != map::RecoverySettings::default() {
+            self.raft
+                .client_write(Command::SetRecoveryAll(options.recovery))
+                .await
+                .map_err(|e| ClusterError::Raft(format!("cannot write recovery settings: {e}")))?;
+        }
+        Ok(())
     }
 
     /// This node's id.
@@ -265,6 +286,11 @@ impl Cluster {
                     .collect()
             }),
             map: (*self.map()).clone(),
+            recovery: self
+                .recovery
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 
@@ -338,6 +364,97 @@ impl Cluster {
             node_id: id,
             cluster_id: self.identity.cluster_id,
         })
+    }
+
+    /// Whether this node is the Raft leader now.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.identity.node_id)
+    }
+
+    /// The leader's id and protocol address, if known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        let addr = metrics
+            .membership_config
+            .nodes()
+            .find(|(id, _)| **id == leader)
+            .map(|(_, m)| m.addr.clone())?;
+        Some((leader, addr))
+    }
+
+    /// Records a heartbeat (any node may receive one; only the leader's
+    /// recovery loop reads them).
+    pub fn handle_heartbeat(&self, report: NodeReport) {
+        let now = tokio::time::Instant::now();
+        let mut reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded by the map: reports from nodes it does not know are not
+        // kept, so a stream of made-up ids cannot grow the table.
+        if self.map().nodes.contains_key(&report.node) {
+            reports.insert(report.node, (now, report));
+        }
+    }
+
+    /// The heartbeats received so far (the latest per node).
+    pub fn reports(&self) -> Reports {
+        self.reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Publishes the leader's recovery view for `levee status`.
+    pub fn publish_recovery(&self, view: Option<status::RecoveryStatus>) {
+        *self.recovery.lock().unwrap_or_else(|e| e.into_inner()) = view;
+    }
+
+    /// Commits a command if this node is the leader; otherwise says who is.
+    pub async fn propose_as_leader(&self, command: Command) -> Result<CommandResult, WireError> {
+        let response = self
+            .raft
+            .client_write(command)
+            .await
+            .map_err(|e| self.write_error(e))?;
+        Ok(response.data)
+    }
+
+    /// Commits a command through the leader, wherever it is: locally if
+    /// this node leads, else by asking the leader (one hop, within
+    /// `timeout`).
+    pub async fn propose(
+        &self,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<CommandResult, WireError> {
+        let unavailable = |detail: String| WireError::Unavailable { detail };
+        match tokio::time::timeout(timeout, async {
+            if self.is_leader() {
+                return self.propose_as_leader(command).await;
+            }
+            let Some((leader, addr)) = self.leader() else {
+                return Err(unavailable("no Raft leader is known; retry shortly".into()));
+            };
+            let config = ClientConfig::default();
+            let conn = Connection::connect(&addr, config.connect_timeout, config.max_frame_bytes)
+                .await
+                .map_err(|e| unavailable(format!("cannot reach leader {leader} at {addr}: {e}")))?;
+            match conn
+                .request(Request::Node(NodeRequest::Propose(command)), timeout)
+                .await
+            {
+                Ok(Response::Proposed(result)) => Ok(result),
+                Ok(other) => Err(WireError::Malformed {
+                    detail: format!("unexpected answer to a proposal: {other:?}"),
+                }),
+                Err(crate::client::ClientError::Server(e)) => Err(e),
+                Err(e) => Err(unavailable(format!("leader {leader} at {addr}: {e}"))),
+            }
+        })
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(WireError::DeadlineExceeded),
+        }
     }
 
     fn write_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> WireError {

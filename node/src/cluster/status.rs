@@ -31,6 +31,38 @@ impl std::fmt::Display for Role {
     }
 }
 
+/// What a node tells the leader in each heartbeat: enough to route
+/// recovery around busy nodes and to show its progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// The reporting node.
+    pub node: NodeId,
+    /// Its map epoch (a node far behind is worth knowing about).
+    pub epoch: u64,
+    /// Foreground saturation in thousandths (0 idle, 1000 at its limit):
+    /// the admission controller's pressure signal.
+    pub pressure_permille: u16,
+    /// Bytes it has sent for recovery since it started.
+    pub recovery_bytes_sent: u64,
+    /// Bytes it has received for recovery since it started.
+    pub recovery_bytes_received: u64,
+    /// The copies it is receiving.
+    pub transfers: Vec<TransferProgress>,
+}
+
+/// One incoming copy, as its target reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferProgress {
+    /// The partition.
+    pub partition: u32,
+    /// The replica it is copying from now.
+    pub source: NodeId,
+    /// Records copied so far.
+    pub keys: u64,
+    /// Bytes copied so far.
+    pub bytes: u64,
+}
+
 /// What one node knows about the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterStatus {
@@ -53,6 +85,37 @@ pub struct ClusterStatus {
     pub replication: Option<BTreeMap<NodeId, Option<u64>>>,
     /// Its copy of the map.
     pub map: ClusterMap,
+    /// The leader's recovery view (failure detector, moves, rates); only
+    /// the leader has one, and a status asked of another node carries the
+    /// leader's when it could be fetched.
+    pub recovery: Option<RecoveryStatus>,
+}
+
+/// The leader's view of failures and recovery, for `levee status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryStatus {
+    /// When the view was taken (Unix ms, the leader's clock).
+    pub at_ms: u64,
+    /// Per node: ms since its last heartbeat reached the leader.
+    pub silence_ms: BTreeMap<NodeId, u64>,
+    /// Up nodes that missed heartbeats but are not Down yet.
+    pub suspects: Vec<NodeId>,
+    /// Nodes a guard keeps from being marked Out, and which guard.
+    pub held: Vec<(NodeId, String)>,
+    /// Latest report per node.
+    pub reports: BTreeMap<NodeId, NodeReport>,
+    /// Recovery bytes sent per second, cluster-wide, over the last few
+    /// seconds.
+    pub bytes_per_sec: u64,
+    /// Partitions that need a move that has not started yet.
+    pub waiting: u64,
+    /// Partitions with no live replica to copy from.
+    pub unrecoverable: Vec<u32>,
+    /// Moves finished in the last minute.
+    pub finished_last_min: u64,
+    /// Seconds until every needed move is done, at the last minute's
+    /// completion rate; `None` while nothing has finished yet.
+    pub eta_s: Option<u64>,
 }
 
 impl ClusterStatus {

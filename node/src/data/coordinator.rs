@@ -66,6 +66,19 @@ fn route(
     Ok((partition, replicas))
 }
 
+/// The node receiving a copy of `partition`, if a move is in flight and
+/// the target is Up and outside the set (the map only starts such moves;
+/// checked again so a write is never sent twice to one node).
+fn incoming(map: &ClusterMap, partition: u32, replicas: &[Replica]) -> Option<Replica> {
+    let to = map.incoming(partition)?;
+    let info = map.nodes.get(&to)?;
+    (info.state == NodeState::Up && replicas.iter().all(|r| r.id != to)).then(|| Replica {
+        id: to,
+        addr: info.spec.addr.clone(),
+        up: true,
+    })
+}
+
 fn remaining(deadline: Instant) -> std::time::Duration {
     deadline.saturating_duration_since(Instant::now())
 }
@@ -92,6 +105,23 @@ pub async fn write(
         version,
         value,
     });
+    if let Some(target) = incoming(&map, partition, &replicas) {
+        // A move's target gets every write while it copies, so the copy
+        // misses nothing written meanwhile (the versions make the two
+        // merge safely). It is not a replica yet: its answer does not
+        // count toward W and the client never waits for it. A failure is
+        // hinted rather than ignored: once the move finishes the target
+        // replaces a replica that did get the write, and a missed write
+        // there could leave only W - 1 copies of an acknowledged value
+        // until anti-entropy ran; the hint closes that gap sooner, at the
+        // cost of a harmless replay if the move is cancelled instead.
+        let (node, hint) = (node.clone(), hint.clone());
+        tokio::spawn(async move {
+            if let Err(e) = replicate(&node, &target.addr, &hint, remaining(deadline)).await {
+                store_hint(&node, target.id, &hint, &e).await;
+            }
+        });
+    }
     let (tx, mut rx) = mpsc::channel::<WriteAnswer>(replicas.len().max(1));
     for replica in replicas {
         let (node, hint, tx) = (node.clone(), hint.clone(), tx.clone());
@@ -402,11 +432,17 @@ fn repair(
 const REPAIR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::cluster::map::{Command, NodeSpec, Settings};
 
     fn map(nodes: u64) -> ClusterMap {
+        map_with(nodes, 8)
+    }
+
+    /// A map of `nodes` Up nodes, one zone each, default settings (R = 3);
+    /// shared with the recovery tests.
+    pub(crate) fn map_with(nodes: u64, partitions: u32) -> ClusterMap {
         let spec = |i: u64| NodeSpec {
             addr: format!("n{i}"),
             admin: String::new(),
@@ -417,7 +453,7 @@ mod tests {
         let mut map = ClusterMap::default();
         map.apply(&Command::Init {
             cluster_id: 1,
-            partitions: 8,
+            partitions,
             settings: Settings::default(),
             first: spec(1),
         });
@@ -438,6 +474,47 @@ mod tests {
             route(&map, 1, &key, 0).unwrap_err(),
             WireError::NotReplica { epoch: map.epoch }
         );
+    }
+
+    #[test]
+    fn writes_also_go_to_a_moves_target_and_reads_never_do() {
+        use crate::cluster::map::Move;
+        let mut map = map(4);
+        let p = (0..8)
+            .find(|p| !map.assignment[*p as usize].contains(&4))
+            .unwrap();
+        let set = map.assignment[p as usize].clone();
+        let key = (0..1000u32)
+            .map(|i| i.to_be_bytes().to_vec())
+            .find(|k| partition_of(k, 8) == p)
+            .unwrap();
+        let (_, replicas) = route(&map, set[0], &key, 0).unwrap();
+        assert!(
+            incoming(&map, p, &replicas).is_none(),
+            "no move, no extra target"
+        );
+        map.apply(&Command::SetNodeState {
+            id: set[0],
+            state: NodeState::Draining,
+            at_ms: 1,
+        });
+        map.apply(&Command::StartMoves(vec![(
+            p,
+            Move {
+                from: Some(set[0]),
+                to: 4,
+                source: set[1],
+                started_ms: 1,
+            },
+        )]));
+        let (_, replicas) = route(&map, set[1], &key, 0).unwrap();
+        assert_eq!(replicas.len(), 3, "the quorum is over the set alone");
+        assert!(
+            replicas.iter().all(|r| r.id != 4),
+            "reads do not use the target"
+        );
+        let target = incoming(&map, p, &replicas).expect("the target gets writes");
+        assert_eq!((target.id, target.addr.as_str()), (4, "n4"));
     }
 
     #[test]

@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::message::{ClientRequest, Request, RequestFrame, WireError};
+use super::message::{AdminCommand, ClientRequest, Request, RequestFrame, WireError};
+
+/// Longest setting name or value `levee admin set` may send.
+const MAX_SETTING_BYTES: usize = 256;
 
 /// Bounds on frames, keys and values. The frame bound is checked before a
 /// frame's body is read, so a peer cannot make the node allocate more than
@@ -57,6 +60,8 @@ impl Limits {
     }
 
     /// Rejects a decoded request that breaks a limit or lacks a deadline.
+    /// Admin settings are short words and numbers: anything longer is
+    /// refused before it reaches the Raft log.
     pub fn validate(&self, frame: &RequestFrame) -> Result<(), WireError> {
         if frame.timeout_ms == 0 {
             return Err(WireError::MissingDeadline);
@@ -72,6 +77,17 @@ impl Limits {
                 self.key(key)
             }
             Request::Client(ClientRequest::Delete { key, .. }) => self.key(key),
+            Request::Client(ClientRequest::Admin(AdminCommand::Drain { .. })) => Ok(()),
+            Request::Client(ClientRequest::Admin(AdminCommand::Set { key, value })) => {
+                if key.len() > MAX_SETTING_BYTES || value.len() > MAX_SETTING_BYTES {
+                    return Err(WireError::Malformed {
+                        detail: format!(
+                            "a setting's name and value are at most {MAX_SETTING_BYTES} bytes each"
+                        ),
+                    });
+                }
+                Ok(())
+            }
             Request::Client(ClientRequest::Put { key, value, .. }) => {
                 self.key(key)?;
                 self.value(value)

@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::map::{ClusterMap, NodeSpec};
-use crate::cluster::status::ClusterStatus;
+use crate::cluster::map::{ClusterMap, Command, CommandResult, NodeSpec};
+use crate::cluster::status::{ClusterStatus, NodeReport};
 use crate::storage::Version;
 
 /// A request and its envelope.
@@ -113,6 +113,56 @@ pub enum NodeRequest {
         /// Most entries to return.
         limit: u32,
     },
+    /// A node's heartbeat to the Raft leader, with its load and recovery
+    /// progress. Answered [`Response::Ack`].
+    Heartbeat(NodeReport),
+    /// A cluster change a node needs (a finished move); answered by the
+    /// leader with [`Response::Proposed`], by others with `NotLeader`.
+    Propose(Command),
+    /// Recovery transfer: the records of a partition in key order after
+    /// `after`, about `max_bytes` of them (at least one). The sender paces
+    /// its answers through its recovery byte budget. Answered
+    /// [`Response::Range`].
+    FetchRange {
+        /// The partition.
+        partition: u32,
+        /// Resume after this key (`None`: from the start).
+        #[serde(with = "serde_bytes")]
+        after: Option<Vec<u8>>,
+        /// About how many bytes of records to return.
+        max_bytes: u32,
+    },
+}
+
+/// An operator's change to the cluster, sent by `levee admin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminCommand {
+    /// Move every replica off a node through the throttled recovery
+    /// machinery, then mark it Removed.
+    Drain {
+        /// The node.
+        node: u64,
+    },
+    /// Change a recovery setting (`noout` included).
+    Set {
+        /// The setting (see `cluster::map::RECOVERY_KEYS`).
+        key: String,
+        /// Its value.
+        value: String,
+    },
+}
+
+/// One record of a recovery transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeRecord {
+    /// The key.
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    /// Its version.
+    pub version: Version,
+    /// The value, or `None` for a tombstone.
+    #[serde(with = "serde_bytes")]
+    pub value: Option<Vec<u8>>,
 }
 
 /// A key and the version a replica holds for it.
@@ -187,6 +237,8 @@ pub enum ClientRequest {
     GetMap,
     /// The node's view of the cluster: map, leader, roles.
     Status,
+    /// An operator's change, applied through the leader's Raft log.
+    Admin(AdminCommand),
 }
 
 /// A response and its envelope.
@@ -230,6 +282,18 @@ pub enum Response {
     Entries {
         /// Entries in key order.
         entries: Vec<KeyVersion>,
+        /// Whether more follow after the last one.
+        more: bool,
+    },
+    /// Answer to a heartbeat.
+    Ack,
+    /// Answer to [`NodeRequest::Propose`] or an admin command: what
+    /// applying it did.
+    Proposed(CommandResult),
+    /// Answer to [`NodeRequest::FetchRange`].
+    Range {
+        /// Records in key order.
+        records: Vec<RangeRecord>,
         /// Whether more follow after the last one.
         more: bool,
     },

@@ -19,8 +19,8 @@ pub mod message;
 
 pub use limits::Limits;
 pub use message::{
-    ClientRequest, Found, KeyVersion, NodeRequest, RaftRpc, Request, RequestFrame, Response,
-    ResponseFrame, WireError,
+    AdminCommand, ClientRequest, Found, KeyVersion, NodeRequest, RaftRpc, RangeRecord, Request,
+    RequestFrame, Response, ResponseFrame, WireError,
 };
 
 /// First bytes of every levee connection, both ways.

@@ -150,5 +150,37 @@ mod tests {
                     "granted {} in {}s at {}/s burst {}", granted, elapsed, rate, burst);
             }
         }
+
+        /// The conformance the replica checker relies on (one token per
+        /// move): with requests no larger than the burst there is never
+        /// debt, and any window, not only one starting at creation, gets
+        /// at most `rate · window + burst`.
+        #[test]
+        fn any_window_gets_at_most_rate_times_window_plus_burst(
+            rate in 0.1f64..1000.0,
+            burst in 1.0f64..100.0,
+            steps in proptest::collection::vec((0u64..2_000, 0.01f64..=1.0), 1..200),
+        ) {
+            let t0 = Instant::now();
+            let mut b = TokenBucket::new(rate, burst, t0);
+            let mut now = t0;
+            let mut grants: Vec<(Instant, f64)> = Vec::new();
+            for (advance_ms, fraction) in steps {
+                now += Duration::from_millis(advance_ms);
+                let n = fraction * burst;
+                if b.take(n, now).is_ok() {
+                    grants.push((now, n));
+                }
+            }
+            for (i, (start, _)) in grants.iter().enumerate() {
+                let mut granted = 0.0;
+                for (end, n) in &grants[i..] {
+                    granted += n;
+                    let window = end.duration_since(*start).as_secs_f64();
+                    prop_assert!(granted <= rate * window + burst + 1e-6,
+                        "granted {} in {}s at {}/s burst {}", granted, window, rate, burst);
+                }
+            }
+        }
     }
 }

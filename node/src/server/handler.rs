@@ -6,9 +6,11 @@ use tokio::time::Instant;
 
 use super::Node;
 use crate::cluster::Cluster;
+use crate::cluster::map::{Command, NodeState};
 use crate::data::{anti_entropy, coordinator};
 use crate::proto::{
-    ClientRequest, Found, KeyVersion, NodeRequest, PROTOCOL_VERSION, Request, Response, WireError,
+    AdminCommand, ClientRequest, Found, KeyVersion, NodeRequest, PROTOCOL_VERSION, Request,
+    Response, WireError,
 };
 use crate::storage::{Applied, StorageError, Version};
 
@@ -30,7 +32,7 @@ pub async fn handle(
     }
     match request {
         Request::Client(request) => handle_client(node, request, deadline).await,
-        Request::Node(request) => handle_node(node, request).await,
+        Request::Node(request) => handle_node(node, request, deadline).await,
     }
 }
 
@@ -79,10 +81,26 @@ async fn handle_client(
         }
         ClientRequest::GetMap => Ok(Response::Map(Box::new((*cluster(node)?.map()).clone()))),
         ClientRequest::Status => Ok(Response::Status(Box::new(cluster(node)?.status()))),
+        ClientRequest::Admin(command) => {
+            let command = match command {
+                AdminCommand::Drain { node: id } => Command::SetNodeState {
+                    id,
+                    state: NodeState::Draining,
+                    at_ms: crate::hlc::wall_ms(),
+                },
+                AdminCommand::Set { key, value } => Command::SetRecovery { key, value },
+            };
+            let result = cluster(node)?.propose(command, remaining(deadline)).await?;
+            Ok(Response::Proposed(result))
+        }
     }
 }
 
-async fn handle_node(node: &Arc<Node>, request: NodeRequest) -> Result<Response, WireError> {
+async fn handle_node(
+    node: &Arc<Node>,
+    request: NodeRequest,
+    deadline: Instant,
+) -> Result<Response, WireError> {
     match request {
         NodeRequest::Raft {
             cluster_id,
@@ -94,6 +112,18 @@ async fn handle_node(node: &Arc<Node>, request: NodeRequest) -> Result<Response,
             .await
             .map(Response::Raft),
         NodeRequest::Join(spec) => cluster(node)?.handle_join(spec).await,
+        NodeRequest::Heartbeat(report) => {
+            cluster(node)?.handle_heartbeat(report);
+            Ok(Response::Ack)
+        }
+        NodeRequest::Propose(command) => Ok(Response::Proposed(
+            cluster(node)?.propose_as_leader(command).await?,
+        )),
+        NodeRequest::FetchRange {
+            partition,
+            after,
+            max_bytes,
+        } => crate::recovery::sender::serve(node, partition, after, max_bytes, deadline).await,
         NodeRequest::Replicate {
             partition,
             key,
@@ -163,6 +193,10 @@ async fn handle_node(node: &Arc<Node>, request: NodeRequest) -> Result<Response,
             Ok(Response::Entries { entries, more })
         }
     }
+}
+
+fn remaining(deadline: Instant) -> std::time::Duration {
+    deadline.saturating_duration_since(Instant::now())
 }
 
 fn read_local(node: &Node, partition: u32, key: &[u8]) -> Result<Response, WireError> {

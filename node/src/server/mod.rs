@@ -24,6 +24,8 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::hlc::Clock;
 use crate::proto::Limits;
+use crate::recovery::sender::SendBudget;
+use crate::recovery::transfer::Transfers;
 use crate::storage::hints::HintStore;
 use crate::storage::{Storage, StorageError};
 
@@ -39,6 +41,12 @@ pub struct Node {
     /// Set once the node has started or joined its cluster; until then,
     /// cluster requests are answered `Unavailable`.
     cluster: OnceLock<Arc<Cluster>>,
+    /// The recovery byte budget every transfer page this node serves is
+    /// paid from (one per node: a node's disk and network are what
+    /// transfers compete with clients for).
+    send_budget: SendBudget,
+    /// Copies this node is receiving, read by the heartbeat.
+    transfers: Transfers,
 }
 
 impl Node {
@@ -73,6 +81,8 @@ impl Node {
             peers: Pool::default(),
             admission,
             cluster: OnceLock::new(),
+            send_budget: SendBudget::default(),
+            transfers: Transfers::default(),
         })
     }
 
@@ -111,6 +121,16 @@ impl Node {
     /// The node's storage.
     pub fn storage(&self) -> &Storage {
         &self.storage
+    }
+
+    /// The recovery byte budget of the pages this node sends.
+    pub fn send_budget(&self) -> &SendBudget {
+        &self.send_budget
+    }
+
+    /// The copies this node is receiving, with their progress.
+    pub fn transfers(&self) -> &Transfers {
+        &self.transfers
     }
 }
 

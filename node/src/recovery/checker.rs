@@ -1,0 +1,308 @@
+//! The replica checker's decisions: which partitions get a new replica
+//! now, copied from where to where. Pure: the leader's task feeds it the
+//! map, the nodes' pressure and the time, and applies the [`Plan`]
+//! through Raft.
+//!
+//! Only Out and Draining nodes (and sets short of R) cause moves; a Down
+//! node keeps its replicas, since it is probably restarting (design §6).
+//! Moves start through a token bucket (moves per second, burst) under a
+//! cap on moves in flight, cluster-wide and per node, so that a failure
+//! turns into a bounded, configured amount of work rather than a storm.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use super::token_bucket::TokenBucket;
+use crate::cluster::map::{ClusterMap, Move, NodeInfo, NodeState, RecoverySettings};
+use crate::cluster::types::NodeId;
+
+/// Admission pressure at or above which a node gets no new replica: a copy
+/// adds writes (the stream and the live traffic of the partition) to a
+/// node that is already shedding its clients. Below 1 so that a node close
+/// to its limit is spared too; not much lower, or a busy cluster would
+/// never recover.
+pub const PRESSURE_LIMIT: f64 = 0.8;
+
+/// What the checker wants done this round. Nothing here has happened yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Moves to start (`Command::StartMoves`).
+    pub start: Vec<(u32, Move)>,
+    /// Partitions whose move to abandon (`Command::CancelMoves`): the
+    /// target is not Up, or no live replica is left to copy from.
+    pub cancel: Vec<u32>,
+    /// Draining nodes that hold no partition and take part in no move:
+    /// mark them Removed.
+    pub remove: Vec<NodeId>,
+    /// Partitions that need a move that did not start this round (moves
+    /// bucket empty, caps reached, no eligible source or target).
+    pub waiting: usize,
+    /// Partitions no live node holds: nothing to copy from until one of
+    /// their replicas comes back.
+    pub unrecoverable: Vec<u32>,
+}
+
+/// The replica checker, on the leader.
+#[derive(Debug, Clone)]
+pub struct Checker {
+    /// Paces move starts cluster-wide. Each move costs one token, and the
+    /// burst is at least 1, so the bucket never goes into debt here.
+    bucket: TokenBucket,
+}
+
+/// A partition that needs a new replica.
+struct Need {
+    partition: u32,
+    /// The replica to replace (Out or Draining), or `None` to add one.
+    from: Option<NodeId>,
+}
+
+impl Checker {
+    /// A checker with a full moves bucket.
+    pub fn new(settings: &RecoverySettings, now: Instant) -> Self {
+        Self {
+            bucket: TokenBucket::new(settings.moves_per_sec, f64::from(settings.moves_burst), now),
+        }
+    }
+
+    /// Decides this round's moves. `pressure` is each node's latest
+    /// admission pressure in [0, 1] (a missing node counts as 0).
+    /// Partitions are served fewest live replicas first, so a partition
+    /// one failure away from loss gets the first tokens.
+    pub fn plan(
+        &mut self,
+        map: &ClusterMap,
+        pressure: &BTreeMap<NodeId, f64>,
+        now: Instant,
+        now_ms: u64,
+    ) -> Plan {
+        let settings = &map.recovery;
+        // Read every round, so `levee admin set` takes effect at once.
+        self.bucket
+            .set_rate(settings.moves_per_sec, f64::from(settings.moves_burst), now);
+        let mut plan = Plan {
+            cancel: stuck_moves(map),
+            remove: drained(map),
+            ..Plan::default()
+        };
+        let mut round = Round::new(map, pressure);
+        for need in needs(map, &plan.cancel) {
+            let set = map.replicas(need.partition);
+            if !set.iter().any(|n| alive(map, *n)) {
+                plan.unrecoverable.push(need.partition);
+                continue;
+            }
+            // A move being cancelled still holds its partition this round:
+            // the new one starts next round, whatever order the runtime
+            // applies the plan in.
+            if map.moves.contains_key(&need.partition) {
+                plan.waiting += 1;
+                continue;
+            }
+            let Some(m) = round.choose(set, need.from, now_ms) else {
+                plan.waiting += 1;
+                continue;
+            };
+            if self.bucket.take(1.0, now).is_err() {
+                plan.waiting += 1;
+                continue;
+            }
+            round.record(&m);
+            plan.start.push((need.partition, m));
+        }
+        plan
+    }
+}
+
+/// Whether `id` can serve as a copy source: Up, or Draining (an operator
+/// is emptying it, but it is running).
+fn alive(map: &ClusterMap, id: NodeId) -> bool {
+    matches!(map.state_of(id), Some(NodeState::Up | NodeState::Draining))
+}
+
+/// Moves in flight that cannot complete: the target is not Up, or neither
+/// the source nor any other replica is alive to copy from.
+fn stuck_moves(map: &ClusterMap) -> Vec<u32> {
+    map.moves
+        .iter()
+        .filter(|(p, m)| {
+            map.state_of(m.to) != Some(NodeState::Up)
+                || !(alive(map, m.source) || map.replicas(**p).iter().any(|n| alive(map, *n)))
+        })
+        .map(|(p, _)| *p)
+        .collect()
+}
+
+/// Draining nodes with nothing left on them and no move involving them.
+fn drained(map: &ClusterMap) -> Vec<NodeId> {
+    map.nodes
+        .values()
+        .filter(|n| n.state == NodeState::Draining)
+        .filter(|n| map.assignment.iter().all(|set| !set.contains(&n.id)))
+        .filter(|n| {
+            map.moves
+                .values()
+                .all(|m| m.from != Some(n.id) && m.source != n.id)
+        })
+        .map(|n| n.id)
+        .collect()
+}
+
+/// Partitions that need a move and have none in flight (or have one
+/// being cancelled), fewest live replicas first, then by id.
+fn needs(map: &ClusterMap, cancel: &[u32]) -> Vec<Need> {
+    let want = usize::from(map.settings.replicas);
+    let member_in = |set: &[NodeId], state| {
+        set.iter()
+            .copied()
+            .find(|n| map.state_of(*n) == Some(state))
+    };
+    let mut needs: Vec<(usize, Need)> = (0..map.partitions)
+        .filter(|p| !map.moves.contains_key(p) || cancel.contains(p))
+        .filter_map(|p| {
+            let set = map.replicas(p);
+            // An Out replica before a Draining one: the Out one's
+            // redundancy is already lost, the draining one still serves.
+            let from =
+                member_in(set, NodeState::Out).or_else(|| member_in(set, NodeState::Draining));
+            if from.is_none() && set.len() >= want {
+                return None;
+            }
+            Some((map.live_replicas(p), Need { partition: p, from }))
+        })
+        .collect();
+    needs.sort_by_key(|(live, need)| (*live, need.partition));
+    needs.into_iter().map(|(_, need)| need).collect()
+}
+
+/// The load this round has seen so far: what the map holds plus what the
+/// plan has started.
+struct Round<'a> {
+    map: &'a ClusterMap,
+    pressure: &'a BTreeMap<NodeId, f64>,
+    /// Partitions each node holds.
+    held: BTreeMap<NodeId, usize>,
+    /// Moves into each node.
+    incoming: BTreeMap<NodeId, usize>,
+    /// Moves copying from each node.
+    outgoing: BTreeMap<NodeId, usize>,
+    /// Moves in flight cluster-wide. Moves being cancelled still count:
+    /// the plan may be applied with the starts first.
+    in_flight: usize,
+}
+
+impl<'a> Round<'a> {
+    fn new(map: &'a ClusterMap, pressure: &'a BTreeMap<NodeId, f64>) -> Self {
+        let mut round = Self {
+            map,
+            pressure,
+            held: BTreeMap::new(),
+            incoming: BTreeMap::new(),
+            outgoing: BTreeMap::new(),
+            in_flight: 0,
+        };
+        for set in &map.assignment {
+            for n in set {
+                *round.held.entry(*n).or_default() += 1;
+            }
+        }
+        for m in map.moves.values() {
+            round.record(m);
+        }
+        round
+    }
+
+    fn record(&mut self, m: &Move) {
+        *self.incoming.entry(m.to).or_default() += 1;
+        *self.outgoing.entry(m.source).or_default() += 1;
+        self.in_flight += 1;
+    }
+
+    fn count(counts: &BTreeMap<NodeId, usize>, id: NodeId) -> usize {
+        counts.get(&id).copied().unwrap_or_default()
+    }
+
+    fn per_node_cap(&self) -> usize {
+        self.map.recovery.max_moves_per_node as usize
+    }
+
+    fn pressure(&self, id: NodeId) -> f64 {
+        self.pressure.get(&id).copied().unwrap_or_default()
+    }
+
+    /// A move for the partition held by `set`, if the caps allow one now
+    /// and a source and a target are free.
+    fn choose(&self, set: &[NodeId], from: Option<NodeId>, now_ms: u64) -> Option<Move> {
+        if self.in_flight >= self.map.recovery.max_moves as usize {
+            return None;
+        }
+        let source = self.source(set)?;
+        let to = self.target(set, from)?;
+        Some(Move {
+            from,
+            to,
+            source,
+            started_ms: now_ms,
+        })
+    }
+
+    /// The least busy live replica with an outgoing slot free (then the
+    /// least pressed, then the lowest id). A Draining `from` qualifies: it
+    /// is running, and copying from it spares the other replicas.
+    fn source(&self, set: &[NodeId]) -> Option<NodeId> {
+        set.iter()
+            .copied()
+            .filter(|n| alive(self.map, *n))
+            .filter(|n| Self::count(&self.outgoing, *n) < self.per_node_cap())
+            .min_by(|a, b| {
+                Self::count(&self.outgoing, *a)
+                    .cmp(&Self::count(&self.outgoing, *b))
+                    .then(self.pressure(*a).total_cmp(&self.pressure(*b)))
+                    .then(a.cmp(b))
+            })
+    }
+
+    /// The Up node outside `set` to receive the copy: in a zone the
+    /// remaining replicas (`set` minus `from`) do not hold if any Up node
+    /// is there, else anywhere; with an incoming slot free, not under
+    /// pressure; the least loaded for its capacity, then the lowest id.
+    ///
+    /// When a zone-distinct node exists but is busy or pressed, the move
+    /// waits rather than land in a zone the set already holds: busy and
+    /// pressure pass within seconds, while nothing later would restore the
+    /// set's zone spread.
+    fn target(&self, set: &[NodeId], from: Option<NodeId>) -> Option<NodeId> {
+        let held_zones: Vec<&str> = set
+            .iter()
+            .filter(|n| Some(**n) != from)
+            .filter_map(|n| self.map.nodes.get(n))
+            .map(|n| n.spec.zone.as_str())
+            .collect();
+        let outside: Vec<&NodeInfo> = self
+            .map
+            .nodes
+            .values()
+            .filter(|n| n.state == NodeState::Up && !set.contains(&n.id))
+            .collect();
+        let new_zone = |n: &&NodeInfo| !held_zones.contains(&n.spec.zone.as_str());
+        let spread = outside.iter().any(new_zone);
+        outside
+            .into_iter()
+            .filter(|n| !spread || new_zone(n))
+            .filter(|n| Self::count(&self.incoming, n.id) < self.per_node_cap())
+            .filter(|n| self.pressure(n.id) < PRESSURE_LIMIT)
+            .min_by(|a, b| {
+                // (held + incoming) / capacity, compared exactly.
+                let load = |n: &NodeInfo| {
+                    let count = Self::count(&self.held, n.id) + Self::count(&self.incoming, n.id);
+                    (count as u128, u128::from(n.spec.capacity.max(1)))
+                };
+                let ((la, ca), (lb, cb)) = (load(a), load(b));
+                (la * cb).cmp(&(lb * ca)).then(a.id.cmp(&b.id))
+            })
+            .map(|n| n.id)
+    }
+}
+
+#[cfg(test)]
+mod tests;

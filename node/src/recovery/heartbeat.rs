@@ -1,0 +1,74 @@
+//! The heartbeat every node sends the Raft leader: "alive", with its load
+//! and the progress of the copies it is receiving.
+//!
+//! Separate from Raft's own heartbeats on purpose: Raft only reaches
+//! voters and learners it replicates to, says nothing about load, and its
+//! timing is tuned for elections, not for deciding that a node's data must
+//! be rebuilt.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::Cluster;
+use crate::cluster::status::NodeReport;
+use crate::proto::{NodeRequest, Response};
+use crate::server::Node;
+
+/// What this node would report now.
+pub fn report(node: &Node, cluster: &Cluster) -> NodeReport {
+    let pressure = node.admission().pressure();
+    let pressure_permille = if pressure.is_finite() {
+        (pressure.clamp(0.0, 1.0) * 1000.0).round() as u16
+    } else {
+        1000
+    };
+    let metrics = node.admission().metrics();
+    NodeReport {
+        node: cluster.node_id(),
+        epoch: cluster.map().epoch,
+        pressure_permille,
+        recovery_bytes_sent: metrics.recovery_bytes_sent(),
+        recovery_bytes_received: metrics.recovery_bytes_received(),
+        transfers: node.transfers().progress(),
+    }
+}
+
+/// Sends a heartbeat every `every` until shutdown. The leader records its
+/// own directly. A beat that cannot be delivered is simply lost: the next
+/// one follows, and silence is exactly what the detector measures.
+pub async fn run(
+    node: Arc<Node>,
+    cluster: Arc<Cluster>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let report = report(&node, &cluster);
+        if cluster.is_leader() {
+            cluster.handle_heartbeat(report);
+            continue;
+        }
+        let Some((leader, addr)) = cluster.leader() else {
+            continue;
+        };
+        // One interval at most: a beat later than that is worth less than
+        // the next one.
+        match node
+            .peers()
+            .request(&addr, NodeRequest::Heartbeat(report), every)
+            .await
+        {
+            Ok(Response::Ack) => {}
+            Ok(other) => tracing::debug!(leader, ?other, "unexpected answer to a heartbeat"),
+            Err(e) => tracing::debug!(leader, error = %e, "heartbeat not delivered"),
+        }
+    }
+}

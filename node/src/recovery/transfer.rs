@@ -1,0 +1,754 @@
+//! The receiving side of a recovery transfer: for every move whose target
+//! is this node, a puller copies the partition from a live replica in key
+//! order, page by page, then asks the leader to commit the new replica set.
+//!
+//! - The pace is set by the sender's byte budget ([`super::sender`]); the
+//!   puller only asks for the next page.
+//! - Resumable: the puller remembers the last key it applied. A source
+//!   that fails mid-copy is replaced by another live replica, and the copy
+//!   continues after that key rather than from the start.
+//! - Merge-safe: each record is applied if newer, and the coordinators send
+//!   live writes to the target while the move is in flight (see
+//!   `data::coordinator::write`), so a key written during the copy ends at
+//!   its newest version whichever arrives first.
+//! - Bounded: at most `max_moves_per_node` pullers at once, one page in
+//!   memory each; a puller whose move leaves the map (cancelled, finished,
+//!   replaced) is stopped.
+//!
+//! Progress is not persisted: a target that restarts copies the partition
+//! again from the start, which apply-if-newer makes harmless.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::sender;
+use crate::client::ClientError;
+use crate::client::backoff::Backoff;
+use crate::cluster::Cluster;
+use crate::cluster::map::{ClusterMap, Command, CommandResult, Move, NodeState};
+use crate::cluster::status::TransferProgress;
+use crate::cluster::types::NodeId;
+use crate::partition::partition_of;
+use crate::proto::{NodeRequest, RangeRecord, Response, WireError};
+use crate::server::Node;
+use crate::storage::scan::record_bytes;
+
+/// Bytes asked per page. Large enough that the round trip is small next
+/// to the transfer time at the default 32 MiB/s; small enough that a page
+/// is well under the default burst (4 MiB) and a retried page wastes
+/// little. The sender shrinks it further to fit its budget and deadline.
+const PAGE_BYTES: u32 = 1024 * 1024;
+
+/// Time one page request gets. The sender sizes the page so that its
+/// budget can pay for it within half of this, so a slow configured rate
+/// means smaller pages, not timeouts.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time one `FinishMove` proposal gets (one hop to the leader, one Raft
+/// commit).
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pause between seeing a move and reading its first page. A write whose
+/// coordinator has not applied the new map yet is not sent to the target;
+/// it reaches the source instead, and must land there before the copy
+/// reads past its key. One second covers the map reaching every node
+/// (a Raft heartbeat or two) for writes already in flight; what slips
+/// through anyway is repaired by read repair and anti-entropy once the
+/// target is a replica.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// How long a source that failed is skipped before it is tried again:
+/// long enough not to alternate between a dead source and a live one, short
+/// enough that the source the checker chose (to spread the load) is back in
+/// use soon after a transient failure.
+const FAILED_HOLD: Duration = Duration::from_secs(30);
+
+/// Pullers at once, whatever `max_moves_per_node` says: a hard bound on
+/// tasks and pages in memory if that setting is raised carelessly.
+const MAX_PULLERS: usize = 64;
+
+/// Retry pacing after errors: full jitter, so the pullers of many targets
+/// whose source died together do not come back in lockstep.
+const BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(100),
+    cap: Duration::from_secs(10),
+};
+
+/// How often finished pullers are reaped when the map does not change.
+const REAP_EVERY: Duration = Duration::from_secs(1);
+
+/// The copies this node is receiving, for its heartbeat and `levee
+/// status`. Bounded: one entry per running puller, at most
+/// [`MAX_PULLERS`].
+#[derive(Debug, Default)]
+pub struct Transfers {
+    progress: Mutex<BTreeMap<u32, TransferProgress>>,
+}
+
+impl Transfers {
+    /// Every copy in progress, by partition.
+    pub fn progress(&self) -> Vec<TransferProgress> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn set(&self, progress: TransferProgress) {
+        let mut map = self.lock();
+        if map.len() < MAX_PULLERS || map.contains_key(&progress.partition) {
+            map.insert(progress.partition, progress);
+        }
+    }
+
+    fn remove(&self, partition: u32) {
+        self.lock().remove(&partition);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, TransferProgress>> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What the puller supervisor should change, given the map.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Moves to start pulling, in partition order.
+    pub start: Vec<(u32, Move)>,
+    /// Partitions whose puller must stop: their move left the map or was
+    /// replaced by another.
+    pub stop: Vec<u32>,
+}
+
+/// Pullers to start and stop so that exactly the map's moves into `me`
+/// run, at most `min(max_moves_per_node, MAX_PULLERS)` at once. Pure.
+pub fn plan(map: &ClusterMap, me: NodeId, running: &BTreeMap<u32, Move>) -> Plan {
+    let cap = usize::try_from(map.recovery.max_moves_per_node)
+        .unwrap_or(MAX_PULLERS)
+        .clamp(1, MAX_PULLERS);
+    let wanted = |p: &u32, m: &Move| m.to == me && map.moves.get(p) == Some(m);
+    let stop: Vec<u32> = running
+        .iter()
+        .filter(|(p, m)| !wanted(p, m))
+        .map(|(p, _)| *p)
+        .collect();
+    let kept = running.len() - stop.len();
+    let start = map
+        .moves
+        .iter()
+        .filter(|(p, m)| m.to == me && running.get(p) != Some(m))
+        .take(cap.saturating_sub(kept))
+        .map(|(p, m)| (*p, m.clone()))
+        .collect();
+    Plan { start, stop }
+}
+
+/// The replica to copy `partition` from, skipping `me` and the nodes in
+/// `failed`: the move's chosen source if it can serve, else another Up
+/// replica of the set (starting at a partition-dependent position, so the
+/// fallback load of many moves spreads out), else the replaced node if it
+/// is Draining (alive and still holding the data). Pure.
+pub fn choose_source(
+    map: &ClusterMap,
+    partition: u32,
+    m: &Move,
+    me: NodeId,
+    failed: &BTreeSet<NodeId>,
+) -> Option<NodeId> {
+    let can = |id: NodeId, states: &[NodeState]| {
+        id != me
+            && !failed.contains(&id)
+            && sender::may_serve(map, id, partition)
+            && map.state_of(id).is_some_and(|s| states.contains(&s))
+    };
+    if can(m.source, &[NodeState::Up, NodeState::Draining]) {
+        return Some(m.source);
+    }
+    let set = map.replicas(partition);
+    let offset = partition as usize % set.len().max(1);
+    let others = set.iter().cycle().skip(offset).take(set.len());
+    if let Some(id) = others.copied().find(|id| can(*id, &[NodeState::Up])) {
+        return Some(id);
+    }
+    m.from.filter(|from| can(*from, &[NodeState::Draining]))
+}
+
+/// Checks a page from the network before anything of it is applied:
+/// non-empty keys of this partition, strictly increasing after `after`,
+/// and no empty page that claims more follow (which would loop forever).
+pub fn check_page(
+    records: &[RangeRecord],
+    after: Option<&[u8]>,
+    more: bool,
+    partition: u32,
+    partitions: u32,
+) -> Result<(), String> {
+    if more && records.is_empty() {
+        return Err("an empty page that says more records follow".into());
+    }
+    let mut previous = after;
+    for record in records {
+        if record.key.is_empty() {
+            return Err("a record with an empty key".into());
+        }
+        if previous.is_some_and(|p| record.key.as_slice() <= p) {
+            return Err("records out of key order, or before the resume point".into());
+        }
+        if partition_of(&record.key, partitions) != partition {
+            return Err(format!(
+                "a record whose key belongs to partition {}, not {partition}",
+                partition_of(&record.key, partitions)
+            ));
+        }
+        previous = Some(record.key.as_slice());
+    }
+    Ok(())
+}
+
+/// One running puller.
+struct Puller {
+    mv: Move,
+    cancel: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+/// Runs the pullers for moves into this node until `shutdown`.
+pub async fn run(node: Arc<Node>, cluster: Arc<Cluster>, shutdown: CancellationToken) {
+    let me = cluster.node_id();
+    let mut maps = cluster.subscribe();
+    let mut running: BTreeMap<u32, Puller> = BTreeMap::new();
+    let mut reap = tokio::time::interval(REAP_EVERY);
+    reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        running.retain(|_, p| !p.handle.is_finished());
+        let map = maps.borrow_and_update().clone();
+        let current = running.iter().map(|(p, r)| (*p, r.mv.clone())).collect();
+        let Plan { start, stop } = plan(&map, me, &current);
+        for partition in stop {
+            if let Some(puller) = running.remove(&partition) {
+                puller.cancel.cancel();
+            }
+        }
+        for (partition, mv) in start {
+            let cancel = shutdown.child_token();
+            let handle = tokio::spawn(pull(
+                node.clone(),
+                cluster.clone(),
+                partition,
+                mv.clone(),
+                cancel.clone(),
+            ));
+            running.insert(partition, Puller { mv, cancel, handle });
+        }
+        tokio::select! {
+            // Child tokens: every puller stops with the node.
+            _ = shutdown.cancelled() => return,
+            changed = maps.changed() => if changed.is_err() { return },
+            _ = reap.tick() => {}
+        }
+    }
+}
+
+/// What a puller has done so far.
+#[derive(Debug, Clone, Default)]
+struct Copied {
+    /// The last key applied: the copy resumes after it.
+    after: Option<Vec<u8>>,
+    keys: u64,
+    bytes: u64,
+    /// The replica being copied from now.
+    source: NodeId,
+}
+
+impl Copied {
+    fn progress(&self, partition: u32) -> TransferProgress {
+        TransferProgress {
+            partition,
+            source: self.source,
+            keys: self.keys,
+            bytes: self.bytes,
+        }
+    }
+}
+
+/// Copies one partition and finishes its move, or stops when `cancel`
+/// fires (the move left the map, or shutdown). Logs the start and the end.
+async fn pull(
+    node: Arc<Node>,
+    cluster: Arc<Cluster>,
+    partition: u32,
+    mv: Move,
+    cancel: CancellationToken,
+) {
+    let me = cluster.node_id();
+    let started = Instant::now();
+    tracing::info!(partition, source = mv.source, from = ?mv.from, "move started: copying partition");
+    let mut copied = Copied {
+        source: mv.source,
+        ..Copied::default()
+    };
+    node.transfers().set(copied.progress(partition));
+    let outcome = tokio::select! {
+        _ = cancel.cancelled() => None,
+        outcome = copy_then_finish(&node, &cluster, partition, &mv, &mut copied) => Some(outcome),
+    };
+    node.transfers().remove(partition);
+    let seconds = started.elapsed().as_secs_f64();
+    let (keys, bytes, source) = (copied.keys, copied.bytes, copied.source);
+    // The map, not the path taken, says how it ended: a finish committed
+    // just as the watch fired looks like a cancellation from here.
+    if cluster.map().replicas(partition).contains(&me) {
+        tracing::info!(
+            partition,
+            source,
+            keys,
+            bytes,
+            seconds,
+            "move finished: this node now holds the partition"
+        );
+        return;
+    }
+    match outcome {
+        None => tracing::info!(
+            partition,
+            source,
+            keys,
+            bytes,
+            seconds,
+            "move ended before finishing (cancelled, replaced, or shutdown)"
+        ),
+        Some(Ok(())) => tracing::info!(
+            partition,
+            source,
+            keys,
+            bytes,
+            seconds,
+            "move finished; the new replica set is not in this node's map yet"
+        ),
+        Some(Err(why)) => tracing::warn!(
+            partition,
+            source,
+            keys,
+            bytes,
+            seconds,
+            %why,
+            "move not finished: the leader refused it"
+        ),
+    }
+}
+
+async fn copy_then_finish(
+    node: &Node,
+    cluster: &Cluster,
+    partition: u32,
+    mv: &Move,
+    copied: &mut Copied,
+) -> Result<(), String> {
+    tokio::time::sleep(SETTLE).await;
+    copy(node, cluster, partition, mv, copied).await;
+    finish(cluster, partition, mv).await
+}
+
+/// Pages through the partition until a page says nothing more follows.
+/// Never gives up: errors change the source or back off, and the move
+/// leaving the map (the caller's `cancel`) is what stops a hopeless copy.
+async fn copy(node: &Node, cluster: &Cluster, partition: u32, mv: &Move, copied: &mut Copied) {
+    let me = cluster.node_id();
+    let mut failed: BTreeMap<NodeId, Instant> = BTreeMap::new();
+    let mut attempt = 0u32;
+    loop {
+        let map = cluster.map();
+        let now = Instant::now();
+        failed.retain(|_, at| now.duration_since(*at) < FAILED_HOLD);
+        let skip: BTreeSet<NodeId> = failed.keys().copied().collect();
+        let chosen = choose_source(&map, partition, mv, me, &skip)
+            .and_then(|id| map.nodes.get(&id).map(|n| (id, n.spec.addr.clone())));
+        let Some((source, addr)) = chosen else {
+            if attempt == 0 {
+                tracing::warn!(
+                    partition,
+                    "no live replica to copy from; retrying every candidate after a pause"
+                );
+            }
+            failed.clear();
+            pause(attempt).await;
+            attempt = attempt.saturating_add(1);
+            continue;
+        };
+        if source != copied.source {
+            tracing::info!(
+                partition,
+                previous = copied.source,
+                source,
+                keys = copied.keys,
+                "transfer source changed; resuming after the last key copied"
+            );
+            copied.source = source;
+            node.transfers().set(copied.progress(partition));
+        }
+        match step(node, partition, map.partitions, &addr, copied).await {
+            Step::Done => return,
+            Step::Next => attempt = 0,
+            Step::Busy(wait) => {
+                // Not a failure: come back later, and never sooner than
+                // the base pause, so a busy source gets a few requests a
+                // second from this puller, not a stream.
+                let wait = wait.max(BACKOFF.base);
+                let jitter = wait.mul_f64(rand::random::<f64>() / 2.0);
+                tokio::time::sleep((wait + jitter).min(BACKOFF.cap)).await;
+            }
+            Step::SourceFailed(why) => {
+                tracing::debug!(partition, source, error = %why, "transfer page failed; trying another source");
+                failed.insert(source, Instant::now());
+                pause(attempt).await;
+                attempt = attempt.saturating_add(1);
+            }
+            Step::LocalFailed => {
+                pause(attempt).await;
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+}
+
+/// What one page request came to.
+enum Step {
+    /// The last page is applied.
+    Done,
+    /// A page is applied and more follow.
+    Next,
+    /// The source is pacing itself, or shedding background work for its
+    /// clients, and asked to come back after this long.
+    Busy(Duration),
+    /// The source failed or sent a page that does not check out; another
+    /// source may do better.
+    SourceFailed(String),
+    /// This node could not apply the page (its own disk): another source
+    /// would not help.
+    LocalFailed,
+}
+
+/// Fetches, checks and applies the page after `copied.after`.
+async fn step(
+    node: &Node,
+    partition: u32,
+    partitions: u32,
+    addr: &str,
+    copied: &mut Copied,
+) -> Step {
+    let (records, more) = match fetch(node, addr, partition, copied.after.clone()).await {
+        Ok(page) => page,
+        Err(Fetch::Busy(wait)) => return Step::Busy(wait),
+        Err(Fetch::Failed(why)) => return Step::SourceFailed(why),
+    };
+    if let Err(why) = check_page(
+        &records,
+        copied.after.as_deref(),
+        more,
+        partition,
+        partitions,
+    ) {
+        return Step::SourceFailed(format!("bad page: {why}"));
+    }
+    match apply(node, partition, records, copied).await {
+        Ok(()) if more => Step::Next,
+        Ok(()) => Step::Done,
+        Err(e) => {
+            tracing::error!(partition, error = %e, "cannot apply a transfer page; retrying");
+            Step::LocalFailed
+        }
+    }
+}
+
+/// Why a page did not come.
+enum Fetch {
+    /// The source asked to come back after this long.
+    Busy(Duration),
+    /// Anything else; another source may do better.
+    Failed(String),
+}
+
+async fn fetch(
+    node: &Node,
+    addr: &str,
+    partition: u32,
+    after: Option<Vec<u8>>,
+) -> Result<(Vec<RangeRecord>, bool), Fetch> {
+    let request = NodeRequest::FetchRange {
+        partition,
+        after,
+        max_bytes: PAGE_BYTES,
+    };
+    match node.peers().request(addr, request, FETCH_TIMEOUT).await {
+        Ok(Response::Range { records, more }) => Ok((records, more)),
+        Ok(_) => Err(Fetch::Failed(format!(
+            "{addr} answered a page request with something else"
+        ))),
+        Err(ClientError::Server(WireError::Overloaded { retry_after_ms })) => Err(Fetch::Busy(
+            Duration::from_millis(u64::from(retry_after_ms.max(1))),
+        )),
+        Err(e) => Err(Fetch::Failed(e.to_string())),
+    }
+}
+
+/// Applies a checked page if newer, record by record, then waits for it to
+/// be durable before the resume point moves past it.
+async fn apply(
+    node: &Node,
+    partition: u32,
+    records: Vec<RangeRecord>,
+    copied: &mut Copied,
+) -> Result<(), String> {
+    let Some(last) = records.last().map(|r| r.key.clone()) else {
+        return Ok(());
+    };
+    let keys = records.len() as u64;
+    let storage = node.storage().clone();
+    let bytes = tokio::task::spawn_blocking(move || {
+        let mut bytes = 0u64;
+        for r in &records {
+            storage
+                .apply_unflushed(partition, &r.key, r.version, r.value.as_deref())
+                .map_err(|e| e.to_string())?;
+            bytes += record_bytes(&r.key, r.value.as_deref());
+        }
+        Ok::<u64, String>(bytes)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    // One flush for the page rather than one per record.
+    node.storage().commit().await.map_err(|e| e.to_string())?;
+    node.admission().metrics().record_recovery_received(bytes);
+    copied.after = Some(last);
+    copied.keys += keys;
+    copied.bytes += bytes;
+    node.transfers().set(copied.progress(partition));
+    Ok(())
+}
+
+/// Asks the leader to make this node a replica, until it is applied or
+/// refused (the move was cancelled, or an earlier attempt whose answer was
+/// lost already finished it).
+async fn finish(cluster: &Cluster, partition: u32, mv: &Move) -> Result<(), String> {
+    let me = cluster.node_id();
+    let mut attempt = 0u32;
+    loop {
+        let command = Command::FinishMove { partition, to: me };
+        match cluster.propose(command, PROPOSE_TIMEOUT).await {
+            Ok(CommandResult::Rejected(why)) => return Err(why),
+            Ok(_) => {
+                // Return once this node's own map shows it, so the
+                // supervisor does not restart a puller for a move that
+                // is already done.
+                let mut maps = cluster.subscribe();
+                let done = maps.wait_for(|m| m.moves.get(&partition) != Some(mv));
+                let _ =
+                    tokio::time::timeout(PROPOSE_TIMEOUT, async { done.await.map(|_| ()) }).await;
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::debug!(partition, error = %e, "finishing the move failed; retrying");
+                pause(attempt).await;
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+}
+
+async fn pause(attempt: u32) {
+    tokio::time::sleep(BACKOFF.delay(attempt, rand::random::<f64>())).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Version;
+
+    fn map(nodes: u64) -> ClusterMap {
+        crate::data::coordinator::tests::map_with(nodes, 16)
+    }
+
+    fn set_state(map: &mut ClusterMap, id: NodeId, state: NodeState) {
+        map.apply(&Command::SetNodeState {
+            id,
+            state,
+            at_ms: 1,
+        });
+    }
+
+    /// Starts moves of `count` partitions not held by `to`, replacing
+    /// their first replica, and returns them.
+    fn start_moves(map: &mut ClusterMap, to: NodeId, count: usize) -> Vec<(u32, Move)> {
+        let moves: Vec<(u32, Move)> = (0..map.partitions)
+            .filter(|p| !map.replicas(*p).contains(&to))
+            .take(count)
+            .map(|p| {
+                let set = map.replicas(p);
+                (
+                    p,
+                    Move {
+                        from: None,
+                        to,
+                        source: set[1],
+                        started_ms: 1,
+                    },
+                )
+            })
+            .collect();
+        // `from: None` needs a set short of R: make it so by hand.
+        for (p, _) in &moves {
+            map.assignment[*p as usize].truncate(2);
+        }
+        map.apply(&Command::StartMoves(moves.clone()));
+        moves
+    }
+
+    #[test]
+    fn pullers_start_for_moves_into_this_node_only_up_to_the_cap() {
+        let mut map = map(5);
+        map.recovery.max_moves_per_node = 2;
+        let into_5 = start_moves(&mut map, 5, 3);
+        assert_eq!(map.moves.len(), 3);
+        let first = plan(&map, 5, &BTreeMap::new());
+        assert_eq!(first.start, into_5[..2].to_vec());
+        assert!(first.stop.is_empty());
+        // Another node's moves are not this node's business.
+        assert_eq!(plan(&map, 4, &BTreeMap::new()), Plan::default());
+        // Running ones count toward the cap and are not started twice.
+        let running = BTreeMap::from([into_5[0].clone()]);
+        assert_eq!(plan(&map, 5, &running).start, vec![into_5[1].clone()]);
+    }
+
+    #[test]
+    fn a_puller_whose_move_left_the_map_or_changed_is_stopped() {
+        let mut map = map(5);
+        let moves = start_moves(&mut map, 5, 2);
+        let running: BTreeMap<u32, Move> = moves.iter().cloned().collect();
+        assert_eq!(plan(&map, 5, &running), Plan::default());
+        map.apply(&Command::CancelMoves(vec![moves[0].0]));
+        let plan1 = plan(&map, 5, &running);
+        assert_eq!(plan1.stop, vec![moves[0].0]);
+        assert!(plan1.start.is_empty());
+        // Same partition, a different move (restarted by the checker):
+        // the old puller stops and a new one starts.
+        let (p, mut again) = moves[1].clone();
+        again.started_ms = 99;
+        map.moves.insert(p, again.clone());
+        let plan2 = plan(&map, 5, &running);
+        assert!(plan2.stop.contains(&p));
+        assert_eq!(plan2.start, vec![(p, again)]);
+    }
+
+    #[test]
+    fn the_chosen_source_is_used_while_it_can_serve() {
+        let mut map = map(5);
+        let (p, m) = start_moves(&mut map, 5, 1)[0].clone();
+        assert_eq!(
+            choose_source(&map, p, &m, 5, &BTreeSet::new()),
+            Some(m.source)
+        );
+    }
+
+    #[test]
+    fn a_failed_or_down_source_is_replaced_by_another_live_replica() {
+        let mut map = map(5);
+        let (p, m) = start_moves(&mut map, 5, 1)[0].clone();
+        let other = *map.replicas(p).iter().find(|n| **n != m.source).unwrap();
+        let failed = BTreeSet::from([m.source]);
+        assert_eq!(choose_source(&map, p, &m, 5, &failed), Some(other));
+        set_state(&mut map, m.source, NodeState::Down);
+        assert_eq!(choose_source(&map, p, &m, 5, &BTreeSet::new()), Some(other));
+        let both = BTreeSet::from([m.source, other]);
+        assert_eq!(choose_source(&map, p, &m, 5, &both), None);
+        set_state(&mut map, other, NodeState::Out);
+        assert_eq!(choose_source(&map, p, &m, 5, &BTreeSet::new()), None);
+    }
+
+    #[test]
+    fn a_draining_node_being_replaced_is_the_last_resort() {
+        let mut map = map(4);
+        let p = (0..map.partitions)
+            .find(|p| !map.replicas(*p).contains(&4))
+            .unwrap();
+        let set = map.replicas(p).to_vec();
+        let from = set[0];
+        set_state(&mut map, from, NodeState::Draining);
+        let m = Move {
+            from: Some(from),
+            to: 4,
+            source: set[1],
+            started_ms: 1,
+        };
+        map.apply(&Command::StartMoves(vec![(p, m.clone())]));
+        assert_eq!(map.moves.get(&p), Some(&m));
+        let all_up = BTreeSet::from([set[1], set[2]]);
+        assert_eq!(choose_source(&map, p, &m, 4, &all_up), Some(from));
+        // Never itself, even if the map lists it.
+        assert_eq!(choose_source(&map, p, &m, from, &all_up), None);
+    }
+
+    fn record(key: &[u8]) -> RangeRecord {
+        RangeRecord {
+            key: key.to_vec(),
+            version: Version { hlc: 1, writer: 1 },
+            value: Some(b"v".to_vec()),
+        }
+    }
+
+    /// Keys of partition `p` (of 16), in order.
+    fn keys_of(p: u32, n: usize) -> Vec<Vec<u8>> {
+        let mut keys: Vec<Vec<u8>> = (0..10_000u32)
+            .map(|i| format!("k{i}").into_bytes())
+            .filter(|k| partition_of(k, 16) == p)
+            .take(n)
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn pages_in_order_of_the_partition_pass() {
+        let keys = keys_of(3, 4);
+        let page: Vec<RangeRecord> = keys[1..].iter().map(|k| record(k)).collect();
+        assert_eq!(check_page(&page, Some(&keys[0]), true, 3, 16), Ok(()));
+        assert_eq!(check_page(&[], None, false, 3, 16), Ok(()));
+    }
+
+    #[test]
+    fn pages_that_could_corrupt_or_loop_are_refused() {
+        let keys = keys_of(3, 3);
+        let rec = |i: usize| record(&keys[i]);
+        assert!(check_page(&[], Some(&keys[0]), true, 3, 16).is_err());
+        assert!(check_page(&[rec(1), rec(0)], None, false, 3, 16).is_err());
+        assert!(check_page(&[rec(0), rec(0)], None, false, 3, 16).is_err());
+        assert!(check_page(&[rec(1)], Some(&keys[1]), false, 3, 16).is_err());
+        assert!(check_page(&[record(b"")], None, false, 3, 16).is_err());
+        let foreign = keys_of(4, 1);
+        let err = check_page(&[record(&foreign[0])], None, false, 3, 16).unwrap_err();
+        assert!(err.contains("partition 4"), "{err}");
+    }
+
+    #[test]
+    fn progress_is_bounded_and_forgets_finished_copies() {
+        let transfers = Transfers::default();
+        for p in 0..(MAX_PULLERS as u32 + 10) {
+            transfers.set(TransferProgress {
+                partition: p,
+                source: 1,
+                keys: 0,
+                bytes: 0,
+            });
+        }
+        assert_eq!(transfers.progress().len(), MAX_PULLERS);
+        transfers.set(TransferProgress {
+            partition: 0,
+            source: 2,
+            keys: 5,
+            bytes: 50,
+        });
+        assert_eq!(transfers.progress()[0].keys, 5);
+        transfers.remove(0);
+        assert_eq!(transfers.progress().len(), MAX_PULLERS - 1);
+    }
+}
