@@ -122,6 +122,10 @@ fn a_lost_node_is_replaced_only_after_down_out_interval_and_within_the_byte_rate
     });
     assert_eq!(node_state(&down.map, victim_id), NodeState::Down);
     assert_eq!(down.map.assignment, before.map.assignment);
+    wait_for("under-replication in /metrics", RECOVERY_DEADLINE, || {
+        let text = http_body(&nodes[0].admin, "/metrics")?;
+        metric(&text, "levee_under_replicated_partitions").filter(|v| *v > 0.0)
+    });
     let mut out_seen = false;
     wait_for("the victim marked out", RECOVERY_DEADLINE, || {
         let s = leader_status(&nodes, &[victim])?;

@@ -183,6 +183,26 @@ pub struct Metrics {
     recovery_sent: AtomicU64,
     /// Bytes of partition records this node received as a move target.
     recovery_received: AtomicU64,
+    /// The cluster as this node's map (and, on the leader, its recovery
+    /// loop) last saw it; see [`ClusterGauges`].
+    cluster: [AtomicU64; 5],
+}
+
+/// Cluster-wide figures every node exports from its copy of the map, so
+/// any node's `/metrics` shows recovery; the byte rate is known only on
+/// the leader (0 elsewhere).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterGauges {
+    /// Partitions with fewer than R live replicas.
+    pub under_replicated: u64,
+    /// Moves in flight.
+    pub moves_in_flight: u64,
+    /// Recovery bytes sent per second, cluster-wide (leader only).
+    pub recovery_bytes_per_sec: u64,
+    /// Nodes marked Down.
+    pub nodes_down: u64,
+    /// Nodes marked Out.
+    pub nodes_out: u64,
 }
 
 impl Default for Metrics {
@@ -199,6 +219,7 @@ impl Default for Metrics {
             deadline_dropped: AtomicU64::new(0),
             recovery_sent: AtomicU64::new(0),
             recovery_received: AtomicU64::new(0),
+            cluster: Default::default(),
         }
     }
 }
@@ -248,6 +269,32 @@ impl Metrics {
     /// Counts bytes received for recovery (a transfer page applied).
     pub fn record_recovery_received(&self, bytes: u64) {
         self.recovery_received.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Records the cluster figures (see [`ClusterGauges`]).
+    pub fn set_cluster(&self, g: ClusterGauges) {
+        let values = [
+            g.under_replicated,
+            g.moves_in_flight,
+            g.recovery_bytes_per_sec,
+            g.nodes_down,
+            g.nodes_out,
+        ];
+        for (slot, v) in self.cluster.iter().zip(values) {
+            slot.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// The cluster figures last recorded.
+    pub fn cluster(&self) -> ClusterGauges {
+        let v = |i: usize| self.cluster[i].load(Ordering::Relaxed);
+        ClusterGauges {
+            under_replicated: v(0),
+            moves_in_flight: v(1),
+            recovery_bytes_per_sec: v(2),
+            nodes_down: v(3),
+            nodes_out: v(4),
+        }
     }
 
     /// Bytes sent for recovery since the node started.
@@ -311,6 +358,39 @@ impl Metrics {
             "# HELP levee_recovery_bytes_received_total Bytes of partition records received and applied as a move target.\n# TYPE levee_recovery_bytes_received_total counter\nlevee_recovery_bytes_received_total {}",
             self.recovery_bytes_received()
         );
+        let c = self.cluster();
+        for (name, help, value) in [
+            (
+                "levee_under_replicated_partitions",
+                "Partitions with fewer than R live replicas, in this node's map.",
+                c.under_replicated,
+            ),
+            (
+                "levee_moves_in_flight",
+                "Replica moves in flight, in this node's map.",
+                c.moves_in_flight,
+            ),
+            (
+                "levee_recovery_bytes_per_second",
+                "Recovery bytes sent per second cluster-wide (on the leader; 0 elsewhere).",
+                c.recovery_bytes_per_sec,
+            ),
+            (
+                "levee_nodes_down",
+                "Nodes marked down, in this node's map.",
+                c.nodes_down,
+            ),
+            (
+                "levee_nodes_out",
+                "Nodes marked out, in this node's map.",
+                c.nodes_out,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
         out.push_str(
             "# HELP levee_inflight Requests executing, by class.\n# TYPE levee_inflight gauge\n",
         );

@@ -403,6 +403,14 @@ impl Cluster {
             .clone()
     }
 
+    /// The leader's recovery view, if this node leads.
+    pub fn status_recovery(&self) -> Option<status::RecoveryStatus> {
+        self.recovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Publishes the leader's recovery view for `levee status`.
     pub fn publish_recovery(&self, view: Option<status::RecoveryStatus>) {
         *self.recovery.lock().unwrap_or_else(|e| e.into_inner()) = view;

@@ -12,7 +12,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Cluster;
+use crate::cluster::map::NodeState;
 use crate::cluster::status::NodeReport;
+use crate::metrics::ClusterGauges;
 use crate::proto::{NodeRequest, Response};
 use crate::server::Node;
 
@@ -35,6 +37,20 @@ pub fn report(node: &Node, cluster: &Cluster) -> NodeReport {
     }
 }
 
+/// Puts this node's view of the cluster into its metrics.
+fn export_gauges(node: &Node, cluster: &Cluster) {
+    let map = cluster.map();
+    let count = |state| map.nodes.values().filter(|n| n.state == state).count() as u64;
+    let rate = cluster.status_recovery().map_or(0, |r| r.bytes_per_sec);
+    node.admission().metrics().set_cluster(ClusterGauges {
+        under_replicated: map.under_replicated() as u64,
+        moves_in_flight: map.moves.len() as u64,
+        recovery_bytes_per_sec: rate,
+        nodes_down: count(NodeState::Down),
+        nodes_out: count(NodeState::Out),
+    });
+}
+
 /// Sends a heartbeat every `every` until shutdown. The leader records its
 /// own directly. A beat that cannot be delivered is simply lost: the next
 /// one follows, and silence is exactly what the detector measures.
@@ -51,6 +67,7 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        export_gauges(&node, &cluster);
         let report = report(&node, &cluster);
         if cluster.is_leader() {
             cluster.handle_heartbeat(report);
