@@ -67,6 +67,16 @@ impl Target {
         }
     }
 
+    /// Every node's admin (HTTP) address: for local nodes the one they
+    /// were started with; for an existing cluster, by levee's convention,
+    /// the protocol port + 1.
+    pub fn admin_endpoints(&self) -> Vec<String> {
+        match self {
+            Self::Local(c) => (1..=c.spec().nodes).map(|i| c.spec().admin(i)).collect(),
+            Self::Remote(e) => e.iter().map(|a| admin_of(a)).collect(),
+        }
+    }
+
     /// The protocol address of local node `index`.
     fn addr(&self, index: u8) -> Option<String> {
         match self {
@@ -94,6 +104,17 @@ impl Target {
             Self::Local(c) => c.stop_all(STOP_GRACE).await,
             Self::Remote(_) => Vec::new(),
         }
+    }
+}
+
+/// `HOST:PORT+1` for `HOST:PORT` (unchanged if it has no port).
+fn admin_of(addr: &str) -> String {
+    match addr.rsplit_once(':') {
+        Some((host, port)) => match port.parse::<u16>() {
+            Ok(p) => format!("{host}:{}", p.saturating_add(1)),
+            Err(_) => addr.to_owned(),
+        },
+        None => addr.to_owned(),
     }
 }
 
@@ -136,12 +157,25 @@ pub struct Event {
 
 impl Event {
     /// Short label for the plot.
+    #[cfg(test)]
     pub fn label(&self) -> String {
+        self.label_for(&format!("n{}", self.node))
+    }
+
+    /// The label of this event happening to `nodes` (`n1,n2`) at once.
+    pub fn label_for(&self, nodes: &str) -> String {
         match self.action {
-            Some(action) if self.kind == "fault" => format!("{action} n{}", self.node),
-            Some(action) => format!("{action} n{} failed", self.node),
-            None => format!("n{} serving", self.node),
+            Some(action) if self.kind == "fault" => format!("{action} {nodes}"),
+            Some(action) => format!("{action} {nodes} failed"),
+            None => format!("{nodes} serving"),
         }
+    }
+
+    /// Whether `other` is the same thing happening to another node at
+    /// about the same moment (within half a second), so one label can
+    /// name both.
+    pub fn same_moment(&self, other: &Event) -> bool {
+        self.kind == other.kind && self.action == other.action && (self.t_s - other.t_s).abs() < 0.5
     }
 }
 
@@ -215,5 +249,40 @@ async fn watch_serving(addr: String, node: u8, start: Instant, events: Events) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(t_s: f64, kind: &'static str, action: Option<FaultAction>, node: u8) -> Event {
+        Event {
+            t_s,
+            kind,
+            action,
+            node,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn events_at_the_same_moment_share_a_label() {
+        let stop = event(15.0, "fault", Some(FaultAction::Stop), 1);
+        assert_eq!(stop.label(), "stop n1");
+        assert!(stop.same_moment(&event(15.01, "fault", Some(FaultAction::Stop), 2)));
+        assert!(!stop.same_moment(&event(15.0, "fault", Some(FaultAction::Cont), 2)));
+        assert!(!stop.same_moment(&event(16.0, "fault", Some(FaultAction::Stop), 2)));
+        assert_eq!(
+            event(25.6, "serving", None, 2).label_for("n2,n3"),
+            "n2,n3 serving"
+        );
+    }
+
+    #[test]
+    fn the_admin_port_is_the_next_one() {
+        assert_eq!(admin_of("10.0.0.1:7400"), "10.0.0.1:7401");
+        assert_eq!(admin_of("[::1]:7400"), "[::1]:7401");
+        assert_eq!(admin_of("node-1"), "node-1");
     }
 }

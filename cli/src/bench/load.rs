@@ -8,6 +8,7 @@
 //! generator that quietly slows down to match it (coordinated omission).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::bail;
@@ -20,9 +21,10 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::scenario::{Preload, Workload};
-use super::schedule::{Op, Planned, RateProfile, Schedule, key_name};
-use super::timeline::{ClusterSample, Outcome, Timeline, classify};
+use super::scenario::{Calibration, Preload, Workload};
+use super::schedule::{Op, Planned, Profile, Schedule, key_name};
+use super::timeline::{ClientCounts, ClusterSample, Outcome, Timeline, classify};
+use super::variants::client_config;
 
 /// Extra time a request gets beyond the client's own timeout before the
 /// runner gives up on it: the client's timeout covers the request, not a
@@ -40,29 +42,29 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// Attempts per preload key before it counts as failed.
 const PRELOAD_ATTEMPTS: usize = 3;
 
+/// Time a calibration runs before it starts counting: connections open,
+/// caches warm, the admission limit settles.
+const CALIBRATION_WARMUP: Duration = Duration::from_secs(1);
+
 /// The client instances of a run: `connections` of them, each with every
 /// endpoint, so requests spread over independent connection pools.
 pub fn clients(endpoints: &[String], workload: &Workload) -> Vec<Arc<Client>> {
-    let timeout = Duration::from_millis(workload.request_timeout_ms);
     (0..workload.connections)
-        .map(|i| {
-            // Each instance starts at a different endpoint, so the map
-            // fetches do not all land on node 1.
-            let mut endpoints = endpoints.to_vec();
-            if !endpoints.is_empty() {
-                let len = endpoints.len();
-                endpoints.rotate_left(i % len);
-            }
-            Arc::new(Client::new(ClientConfig {
-                endpoints,
-                // A node that cannot handshake within the request timeout
-                // (or 1 s) is better skipped for the next replica.
-                connect_timeout: timeout.min(Duration::from_secs(1)),
-                request_timeout: timeout,
-                ..ClientConfig::default()
-            }))
-        })
+        .map(|i| Arc::new(Client::new(client_config(workload, endpoints, i))))
         .collect()
+}
+
+/// What the clients have sent so far, summed.
+fn client_counts(clients: &[Arc<Client>]) -> ClientCounts {
+    let mut total = ClientCounts::default();
+    for c in clients {
+        total.add(&ClientCounts {
+            requests: c.requests(),
+            attempts: c.attempts(),
+            retries: c.retries(),
+        });
+    }
+    total
 }
 
 /// Random bytes the values are cut from (one buffer: generating bytes per
@@ -150,6 +152,60 @@ pub async fn preload(clients: &[Arc<Client>], preload: &Preload, seed: u64) -> a
     Ok(())
 }
 
+/// Measures the cluster's best goodput (ops/s) with a closed loop:
+/// `concurrency` workers each send the workload's next request as soon as
+/// their last one answered, for `calibrate_s` after a short warm-up. What
+/// a closed loop can get through is the most the cluster serves, so an
+/// open-loop load above it is overload.
+pub async fn calibrate(
+    clients: &[Arc<Client>],
+    workload: &Workload,
+    calibration: &Calibration,
+) -> anyhow::Result<f64> {
+    if clients.is_empty() {
+        bail!("calibration: no clients");
+    }
+    let schedule = Arc::new(std::sync::Mutex::new(Schedule::endless(workload)));
+    let values = value_pool(workload.value_bytes.max(), workload.seed);
+    let from = Instant::now() + CALIBRATION_WARMUP;
+    let end = from + Duration::from_secs(calibration.calibrate_s);
+    let limit = Duration::from_millis(workload.request_timeout_ms) + REQUEST_GRACE;
+    let ok = Arc::new(AtomicU64::new(0));
+    let bar = progress(calibration.calibrate_s + 1, "calibrate");
+    let mut workers = JoinSet::new();
+    for i in 0..calibration.concurrency {
+        let client = clients[i % clients.len()].clone();
+        let (schedule, values, ok) = (schedule.clone(), values.clone(), ok.clone());
+        workers.spawn(async move {
+            while Instant::now() < end {
+                let next = schedule.lock().unwrap_or_else(|e| e.into_inner()).next();
+                let Some(planned) = next else { break };
+                let result = tokio::time::timeout(limit, execute(&client, &planned, &values)).await;
+                let done = Instant::now();
+                if matches!(result, Ok(Ok(()))) && done >= from && done < end {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while !workers.is_empty() {
+        tokio::select! {
+            _ = workers.join_next() => {}
+            _ = tick.tick() => bar.inc(1),
+        }
+    }
+    bar.finish_and_clear();
+    let peak = ok.load(Ordering::Relaxed) as f64 / calibration.calibrate_s as f64;
+    if peak <= 0.0 {
+        bail!(
+            "calibration: no request succeeded in {} s of closed loop; the cluster is not serving",
+            calibration.calibrate_s
+        );
+    }
+    Ok(peak)
+}
+
 /// One finished request.
 struct Record {
     due: Duration,
@@ -163,13 +219,22 @@ pub async fn run(
     clients: Vec<Arc<Client>>,
     endpoints: Vec<String>,
     workload: &Workload,
-    profile: RateProfile,
+    profile: Profile,
     start: Instant,
 ) -> Timeline {
     let duration = Duration::from_secs(workload.duration_s);
     let mut timeline = Timeline::new(workload.duration_s as usize);
     let (records_tx, mut records) = mpsc::channel(RECORD_QUEUE);
     let (samples_tx, mut samples) = mpsc::channel(64);
+    let (counts_tx, mut counts) = mpsc::channel(64);
+    let counted = clients.clone();
+    let counts_at_start = client_counts(&counted);
+    tokio::spawn(count_attempts(
+        counted.clone(),
+        start,
+        workload.duration_s,
+        counts_tx,
+    ));
     let generator = tokio::spawn(generate(
         Schedule::new(workload, profile),
         clients,
@@ -186,8 +251,9 @@ pub async fn run(
     let bar = progress(workload.duration_s, "run");
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let (mut ok, mut failed) = (0u64, 0u64);
-    let (mut records_open, mut samples_open) = (true, true);
-    while records_open || samples_open {
+    let (mut records_open, mut samples_open, mut counts_open) = (true, true, true);
+    let mut counted_so_far = counts_at_start;
+    while records_open || samples_open || counts_open {
         tokio::select! {
             record = records.recv(), if records_open => match record {
                 Some(Record { due, latency, outcome }) => {
@@ -202,6 +268,13 @@ pub async fn run(
             sample = samples.recv(), if samples_open => match sample {
                 Some((at, s)) => timeline.sample(at, s),
                 None => samples_open = false,
+            },
+            count = counts.recv(), if counts_open => match count {
+                Some((second, total)) => {
+                    timeline.client(second, total.since(&counted_so_far));
+                    counted_so_far = total;
+                }
+                None => counts_open = false,
             },
             _ = tick.tick() => {
                 bar.set_position(start.elapsed().as_secs().min(workload.duration_s));
@@ -220,7 +293,32 @@ pub async fn run(
         }
         Err(e) => eprintln!("levee bench: the load generator failed: {e}"),
     }
+    // Attempts sent after the last second (the last requests retrying)
+    // belong to the run too.
+    let tail = client_counts(&counted).since(&counted_so_far);
+    timeline.client(workload.duration_s.saturating_sub(1), tail);
     timeline
+}
+
+/// Reads the clients' counters at the end of every second of the run and
+/// sends `(second, totals)`: what was sent in second s is the difference
+/// between the totals at the ends of s − 1 and s.
+async fn count_attempts(
+    clients: Vec<Arc<Client>>,
+    start: Instant,
+    seconds: u64,
+    counts: mpsc::Sender<(u64, ClientCounts)>,
+) {
+    for second in 0..seconds {
+        tokio::time::sleep_until(start + Duration::from_secs(second + 1)).await;
+        if counts
+            .send((second, client_counts(&clients)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
 }
 
 /// Fixed settings of the generator.

@@ -1,26 +1,41 @@
 //! `levee bench SCENARIO.toml [--out DIR]`: runs a scenario — a cluster,
 //! an open-loop workload, a fault schedule — and writes `result.json`,
-//! `summary.md` and `timeline.png`.
+//! `summary.md` and `timeline.png`; with `[[variants]]`, once per variant
+//! and a comparison (`comparison.png`).
 //!
 //! | file | what |
 //! |---|---|
 //! | `scenario.rs` | the TOML schema, defaults and validation |
-//! | `schedule.rs` | pure: due times (rate, ramp), op mix, keys (uniform, zipfian), sizes |
-//! | `load.rs` | preload, the open-loop generator, the status sampler |
-//! | `timeline.rs` | pure: per-second buckets, HDR histograms, error kinds |
-//! | `phases.rs` | pure: before / during / after fault, ratios to the baseline |
+//! | `variants.rs` | `[[variants]]`, and the load generator's client settings (retry policies) |
+//! | `schedule.rs` | pure: due times (rate, ramp, steps), op mix, keys (uniform, zipfian), sizes |
+//! | `load.rs` | preload, peak calibration, the open-loop generator, the status and client-counter samplers |
+//! | `timeline.rs` | pure: per-second buckets, HDR histograms, error kinds, client counters |
+//! | `phases.rs` | pure: before / during / after fault or the steps, ratios to the baseline |
+//! | `prometheus.rs` | pure: the nodes' `/metrics` text, histogram quantiles |
+//! | `server_figures.rs` | the nodes' metrics, terms and map before and after a run |
 //! | `cluster.rs` | local processes or endpoints; fault actions and events |
+//! | `cpus.rs` | the nodes on some CPUs, the load generator on others |
+//! | `targets.rs` | pure: the scenario's `[[targets]]`, met or missed |
 //! | `report.rs` | result.json, summary.md, the machine description |
+//! | `compare.rs` | the variants side by side: result.json, summary.md |
 //! | `plot.rs` | timeline.png |
+//! | `plot_compare.rs` | comparison.png |
 
 mod cluster;
+mod compare;
+mod cpus;
 mod load;
 mod phases;
 mod plot;
+mod plot_compare;
+mod prometheus;
 mod report;
 mod scenario;
 mod schedule;
+mod server_figures;
+mod targets;
 mod timeline;
+mod variants;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,12 +44,11 @@ use anyhow::{Context, bail};
 use tokio::time::Instant;
 
 use self::cluster::{Event, Events, Target};
-use self::report::{BenchResult, Machine, Totals};
-use self::scenario::Scenario;
-use self::schedule::RateProfile;
+use self::report::{BenchResult, Machine, PeakUsed, Totals};
+use self::scenario::{Peak, Scenario};
 
-/// Pause between the preload and the measured run, so the preload's
-/// flushes and hint replays do not count against the baseline.
+/// Pause between the preload (or the calibration) and the measured run,
+/// so their flushes and hint replays do not count against the baseline.
 const SETTLE: Duration = Duration::from_secs(1);
 
 /// Flags of `levee bench`.
@@ -53,6 +67,8 @@ pub struct Args {
 }
 
 /// Runs a scenario and writes its reports; the phase table goes to stdout.
+/// With variants, the scenario runs once per variant (reports in
+/// `OUT/<variant>/`) and the comparison goes to `OUT/`.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let scenario = Scenario::load(&args.scenario)?;
     let started_at = report::utc_now();
@@ -63,10 +79,76 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .collect();
         PathBuf::from("bench-results").join(format!("{}-{stamp}", scenario.name))
     });
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    let cluster_dir = out.join("cluster");
-
     eprintln!("levee bench: {} → {}", scenario.name, out.display());
+    if scenario.variants.is_empty() {
+        let result = run_one(&scenario, None, &out, &args, &started_at, None).await?;
+        println!("{}", report::phases_table(&result.phases));
+        print!("{}", report::targets_section(&result));
+        println!(
+            "levee bench: wrote {}/{{result.json, summary.md, timeline.png}}",
+            out.display()
+        );
+        return Ok(());
+    }
+
+    let mut results = Vec::new();
+    // Measured on the first variant's cluster, then given to the others,
+    // so every variant is offered the same absolute load.
+    let mut peak: Option<PeakUsed> = scenario.fixed_peak().map(|ops_per_s| PeakUsed {
+        ops_per_s,
+        source: "given in the scenario".to_owned(),
+    });
+    for variant in &scenario.variants {
+        eprintln!("levee bench: variant {}", variant.name);
+        let s = scenario.for_variant(variant);
+        let dir = out.join(&variant.name);
+        let result = run_one(
+            &s,
+            Some(&variant.name),
+            &dir,
+            &args,
+            &started_at,
+            peak.clone(),
+        )
+        .await?;
+        println!("## {}\n", variant.name);
+        println!("{}", report::phases_table(&result.phases));
+        if peak.is_none() {
+            peak = result.peak.clone();
+        }
+        results.push(result);
+    }
+    let comparison = compare::Comparison::of(&scenario, &started_at, peak, results);
+    compare::write(&out, &comparison)?;
+    plot_compare::draw(
+        &out.join("comparison.png"),
+        &format!(
+            "levee bench: {} ({})",
+            scenario.name,
+            comparison.machine.line()
+        ),
+        &comparison,
+    )?;
+    println!("{}", compare::tables(&comparison));
+    println!(
+        "levee bench: wrote {}/{{result.json, summary.md, comparison.png}} and one directory per variant",
+        out.display()
+    );
+    Ok(())
+}
+
+/// One run of a scenario on a fresh cluster, its reports written in
+/// `out`. `peak`: the peak to use instead of measuring it.
+async fn run_one(
+    scenario: &Scenario,
+    variant: Option<&str>,
+    out: &Path,
+    args: &Args,
+    started_at: &str,
+    peak: Option<PeakUsed>,
+) -> anyhow::Result<BenchResult> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let cluster_dir = out.join("cluster");
     if scenario.is_local() {
         eprintln!(
             "levee bench: starting {} local nodes (logs in {})",
@@ -74,13 +156,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             cluster_dir.display()
         );
     }
-    let mut target = Target::start(&scenario, &cluster_dir).await?;
+    if let Some(list) = &scenario.cluster.cpus {
+        cpus::move_self(list)?;
+    }
+    let mut target = Target::start(scenario, &cluster_dir).await?;
+    if let Some(list) = &scenario.workload.cpus {
+        // The nodes keep the CPUs they started on.
+        cpus::move_self(list)?;
+    }
 
     // Ctrl-C ends the run with an error instead of ending the process at
     // once, so the node processes are killed when their handles drop
     // rather than left running.
     let outcome = tokio::select! {
-        outcome = measure(&scenario, &mut target, &started_at) => outcome,
+        outcome = measure(scenario, &mut target, started_at, peak, &cluster_dir) => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     for problem in target.stop().await {
@@ -89,28 +178,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if scenario.is_local() && !args.keep_data {
         remove_node_data(&cluster_dir, scenario.cluster.nodes.unwrap_or(0));
     }
-    let result = outcome?;
+    let mut result = outcome?;
+    result.variant = variant.map(str::to_owned);
 
-    report::write(&out, &result)?;
+    report::write(out, &result)?;
+    let title = match variant {
+        Some(v) => format!("{} / {v}", scenario.name),
+        None => scenario.name.clone(),
+    };
     plot::draw(
         &out.join("timeline.png"),
-        &format!("levee bench: {} ({})", scenario.name, result.machine.line()),
+        &format!("levee bench: {title} ({})", result.machine.line()),
         &result.timeline,
         &result.events,
     )?;
-    println!("{}", report::phase_table(&result.phases));
-    println!(
-        "levee bench: wrote {}/{{result.json, summary.md, timeline.png}}",
-        out.display()
-    );
-    Ok(())
+    Ok(result)
 }
 
-/// Preload, then the measured run with its faults; the result.
+/// Preload, calibration, then the measured run with its faults; the
+/// result.
 async fn measure(
     scenario: &Scenario,
     target: &mut Target,
     started_at: &str,
+    peak: Option<PeakUsed>,
+    cluster_dir: &Path,
 ) -> anyhow::Result<BenchResult> {
     let endpoints = target.endpoints();
     let workload = &scenario.workload;
@@ -120,21 +212,37 @@ async fn measure(
         load::preload(&clients, &scenario.preload, workload.seed).await?;
         tokio::time::sleep(SETTLE).await;
     }
-    let (from, to) = scenario.rates();
-    let profile = RateProfile {
-        from,
-        to,
-        duration_s: workload.duration_s as f64,
-    };
-    eprintln!(
-        "levee bench: running {} s open loop at {}",
-        workload.duration_s,
-        if from == to {
-            format!("{from} ops/s")
-        } else {
-            format!("{from} → {to} ops/s")
+    let peak = match (peak, workload.peak) {
+        (Some(p), _) => Some(p),
+        (None, Some(Peak::Calibrate(c))) => {
+            eprintln!(
+                "levee bench: measuring the peak ({} s closed loop, {} in flight)",
+                c.calibrate_s, c.concurrency
+            );
+            let ops_per_s = load::calibrate(&clients, workload, &c).await?;
+            eprintln!("levee bench: peak {ops_per_s:.0} ops/s");
+            tokio::time::sleep(SETTLE).await;
+            Some(PeakUsed {
+                ops_per_s,
+                source: format!(
+                    "measured: {} s closed loop, {} requests in flight",
+                    c.calibrate_s, c.concurrency
+                ),
+            })
         }
+        (None, _) => scenario.fixed_peak().map(|ops_per_s| PeakUsed {
+            ops_per_s,
+            source: "given in the scenario".to_owned(),
+        }),
+    };
+    let peak_rate = peak.as_ref().map(|p| p.ops_per_s);
+    let profile = scenario.profile(peak_rate);
+    eprintln!(
+        "levee bench: running {} s open loop at {profile}",
+        workload.duration_s
     );
+    let admin = target.admin_endpoints();
+    let before = server_figures::snapshot(&admin, &endpoints).await;
 
     let start = Instant::now();
     let events: Events = Default::default();
@@ -148,21 +256,32 @@ async fn measure(
         start,
         events.clone(),
     ));
-    let timeline = load::run(clients, endpoints, workload, profile, start).await;
+    let timeline = load::run(clients, endpoints.clone(), workload, profile, start).await;
     match faults.await {
         Ok(back) => *target = back,
         Err(e) => bail!("the fault task failed: {e}"),
     }
+    let after = server_figures::snapshot(&admin, &endpoints).await;
+    server_figures::keep(cluster_dir, &before, "metrics-before.txt");
+    server_figures::keep(cluster_dir, &after, "metrics-after.txt");
 
     let mut events: Vec<Event> = events.lock().unwrap_or_else(|e| e.into_inner()).clone();
     events.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
-    let fault_times: Vec<f64> = events
-        .iter()
-        .filter(|e| e.kind == "fault")
-        .map(|e| e.t_s)
-        .collect();
-    let spans = phases::spans(workload.duration_s, workload.warmup_s, &fault_times);
-    let phases = phases::summarise(timeline.buckets(), &spans);
+    let spans = if workload.steps.is_empty() {
+        let fault_times: Vec<f64> = events
+            .iter()
+            .filter(|e| e.kind == "fault")
+            .map(|e| e.t_s)
+            .collect();
+        phases::spans(workload.duration_s, workload.warmup_s, &fault_times)
+    } else {
+        phases::step_spans(
+            &workload.steps,
+            workload.step_s.unwrap_or(1),
+            workload.warmup_s,
+        )
+    };
+    let phases = phases::summarise(timeline.buckets(), &spans, peak_rate);
     let rows = timeline.rows();
     Ok(BenchResult {
         format: 1,
@@ -173,6 +292,9 @@ async fn measure(
         timeline: rows,
         events,
         phases,
+        variant: None,
+        peak,
+        server: Some(server_figures::figures(&before, &after)),
     })
 }
 

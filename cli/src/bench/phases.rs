@@ -1,14 +1,15 @@
 //! Phase summaries: the run cut at its faults into before / during /
-//! after, each summarised from the per-second buckets, and every figure
-//! given as a ratio to the before-fault baseline of the same run (two
-//! machines, or two days, differ more than the effect being measured).
-//! Pure.
+//! after (or, for a step load, into its steps), each summarised from the
+//! per-second buckets, and every figure given as a ratio to the first
+//! phase of the same run — the before-fault baseline, or the lowest step
+//! (two machines, or two days, differ more than the effect being
+//! measured). Pure.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::timeline::{Bucket, ErrorKind, new_histogram, us_to_ms};
+use super::timeline::{Bucket, ClientCounts, ErrorKind, new_histogram, us_to_ms};
 
 /// Which part of the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -22,6 +23,8 @@ pub enum PhaseKind {
     DuringFault,
     /// From the last fault to the end.
     AfterFault,
+    /// One step of a step load.
+    Step,
 }
 
 impl PhaseKind {
@@ -32,12 +35,13 @@ impl PhaseKind {
             Self::BeforeFault => "before fault",
             Self::DuringFault => "during fault",
             Self::AfterFault => "after fault",
+            Self::Step => "step",
         }
     }
 }
 
 /// Seconds `[from_s, to_s)` of the run that form a phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct PhaseSpan {
     /// Which phase.
     pub kind: PhaseKind,
@@ -45,13 +49,30 @@ pub struct PhaseSpan {
     pub from_s: u64,
     /// One past the last second.
     pub to_s: u64,
+    /// For a step: its load as a multiple of the peak.
+    pub multiple: Option<f64>,
+}
+
+impl PhaseSpan {
+    /// Human name: the kind, or a step's load (`3× peak`).
+    pub fn label(&self) -> String {
+        match self.multiple {
+            Some(m) => format!("{m}× peak"),
+            None => self.kind.label().to_owned(),
+        }
+    }
 }
 
 /// Cuts a run of `duration_s` seconds at its fault times. The baseline
 /// starts after `warmup_s`. A second holding a fault belongs to the phase
 /// the fault starts, so a baseline second is never touched by a fault.
 pub fn spans(duration_s: u64, warmup_s: u64, fault_times_s: &[f64]) -> Vec<PhaseSpan> {
-    let span = |kind, from_s, to_s| PhaseSpan { kind, from_s, to_s };
+    let span = |kind, from_s, to_s| PhaseSpan {
+        kind,
+        from_s,
+        to_s,
+        multiple: None,
+    };
     let first = fault_times_s.iter().copied().reduce(f64::min);
     let last = fault_times_s.iter().copied().reduce(f64::max);
     let (Some(first), Some(last)) = (first, last) else {
@@ -73,13 +94,31 @@ pub fn spans(duration_s: u64, warmup_s: u64, fault_times_s: &[f64]) -> Vec<Phase
     out
 }
 
+/// The steps of a step load, `step_s` each, back to back; the first
+/// `warmup_s` of every step are left out, so a step's figures are the
+/// load it names rather than the move from the step before.
+pub fn step_spans(multiples: &[f64], step_s: u64, warmup_s: u64) -> Vec<PhaseSpan> {
+    let skip = warmup_s.min(step_s.saturating_sub(1));
+    (0u64..)
+        .zip(multiples)
+        .map(|(i, &m)| PhaseSpan {
+            kind: PhaseKind::Step,
+            from_s: i * step_s + skip,
+            to_s: (i + 1) * step_s,
+            multiple: Some(m),
+        })
+        .collect()
+}
+
 /// One phase, summarised.
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseSummary {
     /// Which phase.
     pub kind: PhaseKind,
     /// Human name.
-    pub label: &'static str,
+    pub label: String,
+    /// For a step: its load as a multiple of the peak.
+    pub multiple: Option<f64>,
     /// First second.
     pub from_s: u64,
     /// One past the last second.
@@ -106,9 +145,28 @@ pub struct PhaseSummary {
     pub max_ms: Option<f64>,
     /// The worst second's p99 (ms).
     pub worst_second_p99_ms: Option<f64>,
+    /// Goodput over the peak the steps multiply (step loads only).
+    pub goodput_vs_peak: Option<f64>,
+    /// What the clients sent during the phase.
+    pub client: ClientCounts,
+    /// Attempts per logical request: how much retries multiplied the load.
+    pub attempts_per_request: Option<f64>,
     /// Ratios to the baseline phase (the first one); `None` where the
     /// baseline or this phase has no value.
     pub vs_baseline: Ratios,
+}
+
+impl PhaseSummary {
+    /// Requests refused for load (`Overloaded`, after the client's own
+    /// failover).
+    pub fn refused(&self) -> u64 {
+        self.errors.get("overloaded").copied().unwrap_or(0)
+    }
+
+    /// Requests that failed for any other reason.
+    pub fn failed(&self) -> u64 {
+        self.errors.values().sum::<u64>() - self.refused()
+    }
 }
 
 /// This phase's figure divided by the baseline's.
@@ -128,9 +186,12 @@ pub struct Ratios {
 }
 
 /// Summarises each span over `buckets` (one per second) and adds the ratios
-/// to the first span.
-pub fn summarise(buckets: &[Bucket], spans: &[PhaseSpan]) -> Vec<PhaseSummary> {
+/// to the first span; `peak` (ops/s) is what a step load's steps multiply.
+pub fn summarise(buckets: &[Bucket], spans: &[PhaseSpan], peak: Option<f64>) -> Vec<PhaseSummary> {
     let mut out: Vec<PhaseSummary> = spans.iter().map(|s| summarise_one(buckets, *s)).collect();
+    for phase in &mut out {
+        phase.goodput_vs_peak = ratio(Some(phase.goodput_per_s), peak);
+    }
     let Some(base) = out.first().cloned() else {
         return out;
     };
@@ -163,7 +224,9 @@ fn summarise_one(buckets: &[Bucket], span: PhaseSpan) -> PhaseSummary {
         ErrorKind::ALL.iter().map(|k| (k.name(), 0)).collect();
     let (mut offered, mut ok, mut dropped) = (0, 0, 0);
     let mut worst_p99: Option<u64> = None;
+    let mut client = ClientCounts::default();
     for b in seconds {
+        client.add(&b.client);
         offered += b.offered;
         ok += b.ok;
         dropped += b.dropped;
@@ -180,7 +243,8 @@ fn summarise_one(buckets: &[Bucket], span: PhaseSpan) -> PhaseSummary {
     let pct = |q: f64| (ok > 0).then(|| us_to_ms(latency.value_at_quantile(q)));
     PhaseSummary {
         kind: span.kind,
-        label: span.kind.label(),
+        label: span.label(),
+        multiple: span.multiple,
         from_s: span.from_s,
         to_s: span.to_s,
         offered_per_s: offered as f64 / n,
@@ -198,6 +262,9 @@ fn summarise_one(buckets: &[Bucket], span: PhaseSpan) -> PhaseSummary {
         p999_ms: pct(0.999),
         max_ms: (ok > 0).then(|| us_to_ms(latency.max())),
         worst_second_p99_ms: worst_p99.map(us_to_ms),
+        goodput_vs_peak: None,
+        client,
+        attempts_per_request: client.attempts_per_request(),
         vs_baseline: Ratios::default(),
     }
 }
@@ -215,7 +282,8 @@ mod tests {
             vec![PhaseSpan {
                 kind: PhaseKind::Steady,
                 from_s: 2,
-                to_s: 30
+                to_s: 30,
+                multiple: None,
             }]
         );
     }
@@ -266,7 +334,7 @@ mod tests {
     #[test]
     fn summaries_and_ratios_to_the_baseline() {
         let t = run();
-        let phases = summarise(t.buckets(), &spans(10, 1, &[4.0, 7.0]));
+        let phases = summarise(t.buckets(), &spans(10, 1, &[4.0, 7.0]), None);
         let [before, during, after] = &phases[..] else {
             panic!("{phases:?}")
         };
@@ -296,9 +364,83 @@ mod tests {
             Duration::from_millis(1),
             Outcome::Error(ErrorKind::Unavailable),
         );
-        let phases = summarise(t.buckets(), &spans(4, 0, &[2.0]));
+        let phases = summarise(t.buckets(), &spans(4, 0, &[2.0]), None);
         assert_eq!(phases[1].p99_ms, None);
         assert_eq!(phases[1].vs_baseline.p99, None);
         assert_eq!(phases[1].vs_baseline.goodput, Some(0.0));
+    }
+
+    #[test]
+    fn steps_are_phases_without_their_first_seconds() {
+        let s = step_spans(&[0.5, 1.0, 3.0], 10, 2);
+        let got: Vec<_> = s.iter().map(|p| (p.from_s, p.to_s, p.label())).collect();
+        assert_eq!(
+            got,
+            [
+                (2, 10, "0.5× peak".to_owned()),
+                (12, 20, "1× peak".to_owned()),
+                (22, 30, "3× peak".to_owned()),
+            ]
+        );
+        // A warm-up as long as the step still leaves a second.
+        assert_eq!(step_spans(&[1.0], 3, 5)[0].from_s, 2);
+    }
+
+    /// Three 4-second steps of a 100 ops/s peak: 50/s all fast, 100/s all
+    /// fast but slower, 300/s where 100 are refused, 50 time out and the
+    /// rest are slow; the clients retry more as the load grows.
+    fn stepped() -> Timeline {
+        let mut t = Timeline::new(12);
+        for s in 0..12u64 {
+            let rate = [50, 100, 300][s as usize / 4];
+            for i in 0..rate {
+                let due = Duration::from_micros(s * 1_000_000 + i * 1_000_000 / rate);
+                let outcome = match (rate, i % 6) {
+                    (300, 0 | 1) => Outcome::Error(ErrorKind::Overloaded),
+                    (300, 2) => Outcome::Error(ErrorKind::Timeout),
+                    _ => Outcome::Ok,
+                };
+                let ms = match rate {
+                    50 => 2,
+                    100 => 3,
+                    _ => 8,
+                };
+                t.record(due, Duration::from_millis(ms), outcome);
+            }
+            let retries = if rate == 300 { 150 } else { 0 };
+            let counts = ClientCounts {
+                requests: rate,
+                attempts: rate + retries,
+                retries,
+            };
+            t.client(s, counts);
+        }
+        t
+    }
+
+    #[test]
+    fn step_phases_compare_to_the_peak_and_to_the_lowest_step() {
+        let t = stepped();
+        let phases = summarise(
+            t.buckets(),
+            &step_spans(&[0.5, 1.0, 3.0], 4, 1),
+            Some(100.0),
+        );
+        let [low, one, three] = &phases[..] else {
+            panic!("{phases:?}")
+        };
+        assert_eq!((low.from_s, low.to_s, low.kind), (1, 4, PhaseKind::Step));
+        assert_eq!(low.goodput_vs_peak, Some(0.5));
+        assert_eq!(one.goodput_vs_peak, Some(1.0));
+        assert_eq!(three.goodput_vs_peak, Some(1.5));
+        assert_eq!(three.multiple, Some(3.0));
+        assert_eq!((three.refused(), three.failed()), (300, 150));
+        assert_eq!(low.attempts_per_request, Some(1.0));
+        assert_eq!(three.attempts_per_request, Some(1.5));
+        assert_eq!(three.client.retries, 450);
+        // p99 of the admitted requests against the unloaded step's.
+        let p99 = three.vs_baseline.p99.unwrap();
+        assert!((p99 - 4.0).abs() < 0.01, "{p99}");
+        assert_eq!(low.vs_baseline.p99, Some(1.0));
     }
 }

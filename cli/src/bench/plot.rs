@@ -11,7 +11,8 @@ use plotters::prelude::*;
 use super::cluster::Event;
 use super::timeline::SecondRow;
 
-type DrawResult = Result<(), Box<dyn std::error::Error>>;
+/// What drawing returns (plotters' errors are of many types).
+pub(super) type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
 /// What a line plots from each row.
 type Value = fn(&SecondRow) -> Option<f64>;
@@ -19,7 +20,8 @@ type Value = fn(&SecondRow) -> Option<f64>;
 /// Image size: readable on a laptop screen and in a markdown page.
 const SIZE: (u32, u32) = (1600, 1200);
 
-const FONT: &str = "sans-serif";
+/// The font of every label.
+pub(super) const FONT: &str = "sans-serif";
 
 /// Colour of a fault line (red) and of a "serving again" line (green).
 fn event_colour(e: &Event) -> RGBColor {
@@ -56,7 +58,10 @@ fn x(row: &SecondRow) -> f64 {
 
 /// Runs of consecutive seconds that have a value, so a line breaks where
 /// there is nothing to plot instead of bridging the gap.
-fn runs(rows: &[SecondRow], value: impl Fn(&SecondRow) -> Option<f64>) -> Vec<Vec<(f64, f64)>> {
+pub(super) fn runs(
+    rows: &[SecondRow],
+    value: impl Fn(&SecondRow) -> Option<f64>,
+) -> Vec<Vec<(f64, f64)>> {
     let mut out: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
     for row in rows {
         match value(row) {
@@ -69,11 +74,12 @@ fn runs(rows: &[SecondRow], value: impl Fn(&SecondRow) -> Option<f64>) -> Vec<Ve
     out
 }
 
-type Chart<'a, 'b, Y> =
+/// A chart with seconds across.
+pub(super) type Chart<'a, 'b, Y> =
     ChartContext<'a, BitMapBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>;
 
 /// One named line, possibly in several pieces.
-fn line<Y>(
+pub(super) fn line<Y>(
     chart: &mut Chart<'_, '_, Y>,
     name: &str,
     style: ShapeStyle,
@@ -93,28 +99,61 @@ where
     Ok(())
 }
 
-/// Vertical lines at the events, from `low` to `high`; labels too when
-/// `labels` (staggered over three rows so close events stay readable).
-fn mark_events<Y>(
+/// A vertical line across a panel: an event, or a step boundary.
+pub(super) struct Marker {
+    /// Where (s).
+    pub t_s: f64,
+    /// Its label in the top panel.
+    pub label: String,
+    /// Its colour.
+    pub colour: RGBColor,
+}
+
+/// The markers of a run's events, labelled with their time.
+pub(super) fn event_markers(events: &[Event]) -> Vec<Marker> {
+    // Events at the same moment (three nodes stopped at once) get one
+    // line and one label: stacked labels would cover each other.
+    let mut groups: Vec<(&Event, Vec<u8>)> = Vec::new();
+    for e in events {
+        match groups.last_mut() {
+            Some((first, nodes)) if first.same_moment(e) => nodes.push(e.node),
+            _ => groups.push((e, vec![e.node])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(e, nodes)| {
+            let nodes: Vec<String> = nodes.iter().map(|n| format!("n{n}")).collect();
+            Marker {
+                t_s: e.t_s,
+                label: format!("{} ({:.1} s)", e.label_for(&nodes.join(",")), e.t_s),
+                colour: event_colour(e),
+            }
+        })
+        .collect()
+}
+
+/// Vertical lines at the markers, from `low` to `high`; labels too when
+/// `labels` (staggered over three rows so close markers stay readable).
+pub(super) fn mark<Y>(
     chart: &mut Chart<'_, '_, Y>,
-    events: &[Event],
+    markers: &[Marker],
     (low, high): (f64, f64),
     labels: Option<&dyn Fn(usize) -> f64>,
 ) -> DrawResult
 where
     Y: Ranged<ValueType = f64>,
 {
-    for (i, e) in events.iter().enumerate() {
-        let colour = event_colour(e);
+    for (i, m) in markers.iter().enumerate() {
         chart.draw_series(std::iter::once(PathElement::new(
-            vec![(e.t_s, low), (e.t_s, high)],
-            colour.stroke_width(2),
+            vec![(m.t_s, low), (m.t_s, high)],
+            m.colour.stroke_width(2),
         )))?;
         if let Some(y) = labels {
-            let font = (FONT, 18).into_font().color(&colour);
+            let font = (FONT, 18).into_font().color(&m.colour);
             chart.draw_series(std::iter::once(Text::new(
-                format!(" {} ({:.1} s)", e.label(), e.t_s),
-                (e.t_s, y(i)),
+                format!(" {}", m.label),
+                (m.t_s, y(i)),
                 font,
             )))?;
         }
@@ -122,7 +161,11 @@ where
     Ok(())
 }
 
-fn legend<'a, 'b: 'a, Y>(chart: &mut Chart<'a, 'b, Y>, position: SeriesLabelPosition) -> DrawResult
+/// The legend box.
+pub(super) fn legend<'a, 'b: 'a, Y>(
+    chart: &mut Chart<'a, 'b, Y>,
+    position: SeriesLabelPosition,
+) -> DrawResult
 where
     Y: Ranged<ValueType = f64>,
 {
@@ -138,7 +181,7 @@ where
 
 /// A panel with linear axes from 0: seconds across, counts up, its mesh
 /// drawn.
-fn linear_chart<'a, 'b>(
+pub(super) fn linear_chart<'a, 'b>(
     area: &'a DrawingArea<BitMapBackend<'b>, Shift>,
     caption: &str,
     x_desc: &str,
@@ -190,14 +233,19 @@ fn throughput(
         runs(rows, |r| Some(r.goodput)),
     )?;
     let label_y = |i: usize| top * (0.97 - 0.08 * (i % 3) as f64);
-    mark_events(&mut chart, events, (0.0, top), Some(&label_y))?;
+    mark(
+        &mut chart,
+        &event_markers(events),
+        (0.0, top),
+        Some(&label_y),
+    )?;
     // Below the lines: the head room above is for the event labels.
     legend(&mut chart, SeriesLabelPosition::LowerLeft)
 }
 
 /// 1, 2, 5, 10, 20, 50… within `low..=high`: log-scale labels a reader
 /// can interpolate between (plotters' own put only one per decade).
-fn one_two_five(low: f64, high: f64) -> Vec<f64> {
+pub(super) fn one_two_five(low: f64, high: f64) -> Vec<f64> {
     let mut out = Vec::new();
     // powi of each exponent, not repeated ×10, so 0.001 stays 0.001.
     let first = low.log10().floor() as i32;
@@ -213,27 +261,34 @@ fn one_two_five(low: f64, high: f64) -> Vec<f64> {
     out
 }
 
-fn latency(
-    area: &DrawingArea<BitMapBackend<'_>, Shift>,
-    rows: &[SecondRow],
-    events: &[Event],
-    end: f64,
-) -> DrawResult {
-    let values = rows
-        .iter()
-        .flat_map(|r| [r.p50_ms, r.p99_ms, r.p999_ms])
-        .flatten();
+/// The y range of a log-scale latency panel: a little below the lowest
+/// value and above the highest (0.1–10 ms when there are none).
+pub(super) fn latency_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (low, high) = values.fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
-    let (low, high) = if low <= high {
+    if low <= high {
         ((low * 0.7).max(0.001), high * 1.5)
     } else {
         (0.1, 10.0)
-    };
+    }
+}
+
+/// A latency panel: seconds across, milliseconds up on a log scale
+/// labelled 1-2-5, its mesh drawn.
+pub(super) type LogChart<'a, 'b> = Chart<
+    'a,
+    'b,
+    plotters::coord::combinators::WithKeyPoints<plotters::coord::combinators::LogCoord<f64>>,
+>;
+
+/// A latency panel over `low..high` ms.
+pub(super) fn log_chart<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    caption: &str,
+    end: f64,
+    (low, high): (f64, f64),
+) -> Result<LogChart<'a, 'b>, Box<dyn std::error::Error>> {
     let mut chart = ChartBuilder::on(area)
-        .caption(
-            "Latency of successful requests, from when each was due (ms, log scale)",
-            (FONT, 22),
-        )
+        .caption(caption, (FONT, 22))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(80)
@@ -250,6 +305,26 @@ fn latency(
         .label_style((FONT, 16))
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
+    Ok(chart)
+}
+
+fn latency(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    rows: &[SecondRow],
+    events: &[Event],
+    end: f64,
+) -> DrawResult {
+    let (low, high) = latency_range(
+        rows.iter()
+            .flat_map(|r| [r.p50_ms, r.p99_ms, r.p999_ms])
+            .flatten(),
+    );
+    let mut chart = log_chart(
+        area,
+        "Latency of successful requests, from when each was due (ms, log scale)",
+        end,
+        (low, high),
+    )?;
     let percentiles: [(&str, RGBColor, Value); 3] = [
         ("p50", RGBColor(40, 160, 80), |r| r.p50_ms),
         ("p99", RGBColor(230, 130, 0), |r| r.p99_ms),
@@ -258,7 +333,7 @@ fn latency(
     for (name, colour, value) in percentiles {
         line(&mut chart, name, colour.stroke_width(2), runs(rows, value))?;
     }
-    mark_events(&mut chart, events, (low, high), None)?;
+    mark(&mut chart, &event_markers(events), (low, high), None)?;
     legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }
 
@@ -303,7 +378,7 @@ fn failures(
         RGBColor(0, 150, 170).stroke_width(2),
         runs(rows, |r| Some(r.dropped as f64)),
     )?;
-    mark_events(&mut chart, events, (0.0, top), None)?;
+    mark(&mut chart, &event_markers(events), (0.0, top), None)?;
     legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }
 

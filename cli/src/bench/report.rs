@@ -8,8 +8,10 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::cluster::Event;
-use super::phases::PhaseSummary;
+use super::phases::{PhaseKind, PhaseSummary};
 use super::scenario::Scenario;
+use super::server_figures::ServerFigures;
+use super::targets;
 use super::timeline::SecondRow;
 
 /// Everything a run produced, as written to `result.json`.
@@ -29,8 +31,27 @@ pub struct BenchResult {
     pub timeline: Vec<SecondRow>,
     /// Faults and recoveries, in time order.
     pub events: Vec<Event>,
-    /// Before / during / after, with ratios to the first.
+    /// Before / during / after (or the steps), with ratios to the first.
     pub phases: Vec<PhaseSummary>,
+    /// The variant this run was, when the scenario compares several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// The peak a step load multiplied, and where it came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak: Option<PeakUsed>,
+    /// What the nodes said about the run (metrics, terms, map), when they
+    /// could be asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerFigures>,
+}
+
+/// The peak of a step load.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeakUsed {
+    /// Ops/s.
+    pub ops_per_s: f64,
+    /// `given` (in the scenario) or how it was measured.
+    pub source: String,
 }
 
 /// Totals over the run.
@@ -90,7 +111,16 @@ impl Machine {
         let meminfo = read("/proc/meminfo");
         Self {
             hostname: read("/proc/sys/kernel/hostname"),
-            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            // The machine's CPUs, not this process's share of them (the
+            // runner may have pinned itself to some).
+            cpus: match cpuinfo
+                .lines()
+                .filter(|l| l.starts_with("processor"))
+                .count()
+            {
+                0 => std::thread::available_parallelism().map_or(0, |n| n.get()),
+                n => n,
+            },
             cpu_model: field(&cpuinfo, "model name").unwrap_or_default(),
             memory_bytes: field(&meminfo, "MemTotal")
                 .and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok())
@@ -135,7 +165,8 @@ pub fn write(dir: &Path, result: &BenchResult) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn num(v: Option<f64>, digits: usize) -> String {
+/// A figure with `digits` decimals, `–` when missing.
+pub fn num(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".to_owned(), |v| format!("{v:.digits$}"))
 }
 
@@ -151,12 +182,9 @@ pub fn summary(result: &BenchResult) -> String {
     if !s.description.is_empty() {
         let _ = writeln!(out, "{}\n", s.description);
     }
-    let (from, to) = s.rates();
-    let rate = if from == to {
-        format!("{from} ops/s")
-    } else {
-        format!("{from} → {to} ops/s")
-    };
+    let rate = s
+        .profile(result.peak.as_ref().map(|p| p.ops_per_s))
+        .to_string();
     let m = s.workload.mix;
     let _ = writeln!(
         out,
@@ -171,6 +199,28 @@ pub fn summary(result: &BenchResult) -> String {
         s.workload.request_timeout_ms,
         s.workload.connections,
     );
+    let w = &s.workload;
+    let _ = writeln!(
+        out,
+        "- client: retry {}, max attempts {}, attempt timeout {}",
+        w.retry.name(),
+        w.max_attempts
+            .map_or("default".to_owned(), |n| n.to_string()),
+        w.attempt_timeout_ms
+            .map_or("default".to_owned(), |ms| format!("{ms} ms")),
+    );
+    if let (Some(nodes), Some(generator)) = (&s.cluster.cpus, &w.cpus) {
+        let _ = writeln!(
+            out,
+            "- CPUs: nodes on {nodes}, load generator on {generator}"
+        );
+    }
+    if !s.cluster.node_flags.is_empty() {
+        let _ = writeln!(out, "- node flags: `{}`", s.cluster.node_flags.join(" "));
+    }
+    if let Some(p) = &result.peak {
+        let _ = writeln!(out, "- peak: {:.0} ops/s ({})", p.ops_per_s, p.source);
+    }
     let _ = writeln!(out, "- machine: {}", result.machine.line());
     let t = &result.totals;
     let _ = writeln!(
@@ -178,7 +228,12 @@ pub fn summary(result: &BenchResult) -> String {
         "- totals: {} offered, {} ok, {} failed, {} dropped by the generator\n",
         t.offered, t.ok, t.errors, t.dropped
     );
-    out.push_str(&phase_table(&result.phases));
+    out.push_str(&phases_table(&result.phases));
+    if let Some(server) = &result.server {
+        let _ = writeln!(out, "\n## Server side\n");
+        out.push_str(&server_lines(server));
+    }
+    out.push_str(&targets_section(result));
     if !result.events.is_empty() {
         let _ = writeln!(out, "\n## Events\n");
         for e in &result.events {
@@ -192,15 +247,35 @@ pub fn summary(result: &BenchResult) -> String {
     out
 }
 
+/// The scenario's targets that concern this run, checked, under a
+/// heading; empty without any.
+pub fn targets_section(result: &BenchResult) -> String {
+    let verdicts = targets::evaluate(&result.scenario.targets, std::slice::from_ref(result));
+    if verdicts.is_empty() {
+        return String::new();
+    }
+    format!("\n## Targets\n\n{}", targets::table(&verdicts))
+}
+
+/// The phases in markdown: the step table for a step load, the phase
+/// table otherwise.
+pub fn phases_table(phases: &[PhaseSummary]) -> String {
+    if phases.first().is_some_and(|p| p.kind == PhaseKind::Step) {
+        step_table(phases)
+    } else {
+        phase_table(phases)
+    }
+}
+
 /// The phase table in markdown.
 pub fn phase_table(phases: &[PhaseSummary]) -> String {
     let mut out = String::from(
-        "| phase | seconds | offered/s | goodput/s | goodput ratio | worst second | ok % | timeout | unavailable | overloaded | other | dropped | p50 ms | p99 ms | p99.9 ms | p99 ratio | p99.9 ratio |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| phase | seconds | offered/s | goodput/s | goodput ratio | worst second | ok % | timeout | unavailable | overloaded | other | dropped | p50 ms | p99 ms | p99.9 ms | p99 ratio | p99.9 ratio | attempts/request |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for p in phases {
         let _ = writeln!(
             out,
-            "| {} | {}–{} | {:.0} | {:.0} | {} | {:.0} ({}) | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {}–{} | {:.0} | {:.0} | {} | {:.0} ({}) | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             p.label,
             p.from_s,
             p.to_s,
@@ -220,7 +295,96 @@ pub fn phase_table(phases: &[PhaseSummary]) -> String {
             num(p.p999_ms, 2),
             times(p.vs_baseline.p99),
             times(p.vs_baseline.p999),
+            num(p.attempts_per_request, 2),
         );
+    }
+    out
+}
+
+/// The step table in markdown: each step's goodput against the peak, and
+/// its latency against the lowest (unloaded) step's.
+pub fn step_table(phases: &[PhaseSummary]) -> String {
+    let mut out = String::from(
+        "| step | seconds | offered/s | goodput/s | goodput / peak | p50 ms | p99 ms | p99 / unloaded p99 | refused | failed | dropped | attempts/request |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for p in phases {
+        let _ = writeln!(
+            out,
+            "| {} | {}–{} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            p.label,
+            p.from_s,
+            p.to_s,
+            p.offered_per_s,
+            p.goodput_per_s,
+            percent(p.goodput_vs_peak),
+            num(p.p50_ms, 2),
+            num(p.p99_ms, 2),
+            times(p.vs_baseline.p99),
+            p.refused(),
+            p.failed(),
+            p.dropped,
+            num(p.attempts_per_request, 2),
+        );
+    }
+    out
+}
+
+/// A ratio as a percentage.
+pub fn percent(v: Option<f64>) -> String {
+    v.map_or("–".to_owned(), |v| format!("{:.0}%", v * 100.0))
+}
+
+/// The server-side figures as a markdown list.
+pub fn server_lines(f: &ServerFigures) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "- refusal time p99: {} µs over {} immediate refusals ({} within 50 µs)",
+        num(f.refusal_p99_us, 1),
+        f.refusals_timed,
+        f.refusals_within_50us
+            .map_or("–".to_owned(), |s| format!("{:.2}%", s * 100.0)),
+    );
+    let reasons: Vec<String> = f
+        .shed_by_reason
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "- shed: {}{}; deadline drops: {}; foreground ok: {}",
+        f.shed,
+        if reasons.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", reasons.join(", "))
+        },
+        f.deadline_dropped,
+        f.foreground_ok,
+    );
+    let _ = writeln!(
+        out,
+        "- Raft elections: {} (term {} → {})",
+        f.elections.map_or("unknown".to_owned(), |e| e.to_string()),
+        f.term_start.map_or("?".to_owned(), |t| t.to_string()),
+        f.term_end.map_or("?".to_owned(), |t| t.to_string()),
+    );
+    let _ = writeln!(
+        out,
+        "- nodes not up at the end: {}",
+        match &f.nodes_not_up {
+            None => "unknown (no node gave its map)".to_owned(),
+            Some(m) if m.is_empty() => "none".to_owned(),
+            Some(m) => m
+                .iter()
+                .map(|(id, s)| format!("node {id} {s}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    );
+    for p in &f.problems {
+        let _ = writeln!(out, "- not read: {p}");
     }
     out
 }

@@ -9,6 +9,12 @@ use anyhow::{Context, bail};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use super::schedule::{Profile, RateProfile, StepProfile};
+use super::targets::TargetSpec;
+use super::variants::{RetryPolicy, Variant};
+
+mod validate;
+
 /// A whole scenario file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +36,13 @@ pub struct Scenario {
     /// What happens to the cluster during the run, in time order.
     #[serde(default)]
     pub faults: Vec<Fault>,
+    /// Settings to compare in one run: the whole scenario runs once per
+    /// variant, each on a fresh cluster. Empty: one run as written.
+    #[serde(default)]
+    pub variants: Vec<Variant>,
+    /// Bounds on figures of the run, reported as met or missed.
+    #[serde(default)]
+    pub targets: Vec<TargetSpec>,
 }
 
 /// The cluster: local processes started by the runner, or an existing
@@ -59,6 +72,10 @@ pub struct ClusterConfig {
     /// Time allowed for the cluster to form (s).
     #[serde(default = "default_ready_timeout_s")]
     pub ready_timeout_s: u64,
+    /// CPUs the node processes run on (`taskset -c` list, e.g. `"0"`);
+    /// give `workload.cpus` too, so the load generator runs elsewhere.
+    /// Default: not pinned (nodes and generator share every CPU).
+    pub cpus: Option<String>,
 }
 
 fn default_ready_timeout_s() -> u64 {
@@ -139,11 +156,23 @@ impl ValueSize {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
-    /// Constant target rate (ops/s). Give this or `ramp`.
+    /// Constant target rate (ops/s). Give this, `ramp` or `steps`.
     pub rate: Option<f64>,
     /// Rate ramp `[from, to]` (ops/s), linear over the run.
     pub ramp: Option<[f64; 2]>,
-    /// Length of the measured run (s).
+    /// Step loads as multiples of `peak` (e.g. `[0.5, 1, 2, 3, 4]`), each
+    /// held for `step_s`; each step is a phase of the report, the first
+    /// one its baseline.
+    #[serde(default)]
+    pub steps: Vec<f64>,
+    /// Length of each step (s).
+    pub step_s: Option<u64>,
+    /// What `steps` multiply: a rate in ops/s, or a closed-loop measurement
+    /// of the cluster's best goodput taken before the run.
+    pub peak: Option<Peak>,
+    /// Length of the measured run (s). With `steps` it defaults to
+    /// `steps × step_s` and must equal it if given.
+    #[serde(default)]
     pub duration_s: u64,
     /// Operation mix; fractions summing to 1.
     #[serde(default)]
@@ -181,6 +210,57 @@ pub struct Workload {
     /// Seed for keys, ops and sizes, so two runs offer the same load.
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// CPUs the load generator (this process) runs on, with
+    /// `cluster.cpus`.
+    pub cpus: Option<String>,
+    /// How the client retries: `budget` (the library's defaults: retry
+    /// budget, breakers, backoff) or `naive` (every failure retried at
+    /// once up to `max_attempts`), to show what the budget saves.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// Attempts per request, the first included (default: the client's,
+    /// 3).
+    pub max_attempts: Option<u32>,
+    /// Time one attempt may take before the next replica is tried (ms;
+    /// default: the client's, 1000). Below `request_timeout_ms`, a silent
+    /// node costs one attempt and leaves time for retries.
+    pub attempt_timeout_ms: Option<u64>,
+}
+
+/// The rate `steps` multiply.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a rate in ops/s (3000) or a calibration { calibrate_s = 10, concurrency = 64 }"
+)]
+pub enum Peak {
+    /// This many ops/s.
+    Fixed(f64),
+    /// Measured before the run.
+    Calibrate(Calibration),
+}
+
+/// How the peak is measured: closed loop (each of `concurrency` workers
+/// sends its next request when the last one answered) for `calibrate_s`,
+/// on the first variant's cluster after the preload; every variant then
+/// gets the same absolute load.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calibration {
+    /// Length of the measurement (s), after one second of warm-up.
+    #[serde(default = "default_calibrate_s")]
+    pub calibrate_s: u64,
+    /// Requests in flight. Enough to keep every node busy; far more only
+    /// measures queueing (and, with admission on, refusals).
+    #[serde(default = "default_calibrate_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_calibrate_s() -> u64 {
+    10
+}
+fn default_calibrate_concurrency() -> usize {
+    64
 }
 
 fn default_theta() -> f64 {
@@ -296,6 +376,19 @@ impl Scenario {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let mut scenario: Self = toml::from_str(text)?;
         scenario.faults.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+        let w = &mut scenario.workload;
+        if let (false, Some(step_s)) = (w.steps.is_empty(), w.step_s) {
+            let total = w.steps.len() as u64 * step_s;
+            if w.duration_s == 0 {
+                w.duration_s = total;
+            } else if w.duration_s != total {
+                bail!(
+                    "workload.duration_s is {} but {} steps of {step_s} s last {total} s; leave duration_s out",
+                    w.duration_s,
+                    w.steps.len()
+                );
+            }
+        }
         scenario.validate()?;
         Ok(scenario)
     }
@@ -305,7 +398,8 @@ impl Scenario {
         self.cluster.endpoints.is_empty()
     }
 
-    /// The target rate at the start and the end of the run.
+    /// The target rate at the start and the end of the run (0 for a step
+    /// load, whose rates depend on the peak).
     pub fn rates(&self) -> (f64, f64) {
         match (self.workload.rate, self.workload.ramp) {
             (Some(r), _) => (r, r),
@@ -314,165 +408,69 @@ impl Scenario {
         }
     }
 
+    /// The offered load over the run; `peak` (ops/s) is what `steps`
+    /// multiply, and is needed only for a step load.
+    pub fn profile(&self, peak: Option<f64>) -> Profile {
+        let w = &self.workload;
+        if w.steps.is_empty() {
+            let (from, to) = self.rates();
+            return Profile::Ramp(RateProfile {
+                from,
+                to,
+                duration_s: w.duration_s as f64,
+            });
+        }
+        let peak = peak.unwrap_or(0.0);
+        Profile::Steps(StepProfile {
+            rates: w.steps.iter().map(|m| m * peak).collect(),
+            step_s: w.step_s.unwrap_or(1) as f64,
+        })
+    }
+
+    /// The peak a step load multiplies, when the scenario gives it as a
+    /// rate (`None`: it must be measured, or there are no steps).
+    pub fn fixed_peak(&self) -> Option<f64> {
+        match self.workload.peak {
+            Some(Peak::Fixed(rate)) => Some(rate),
+            _ => None,
+        }
+    }
+
     /// Checks everything a run would otherwise trip over halfway.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.validate_cluster()?;
+        self.validate_cpus()?;
+        // Steps first: they set the duration the workload checks.
+        self.validate_steps()?;
         self.validate_workload()?;
-        self.validate_faults()
-    }
-
-    fn validate_cluster(&self) -> anyhow::Result<()> {
-        let c = &self.cluster;
-        if !c.endpoints.is_empty() {
-            if c.nodes.is_some() || c.zones.is_some() || c.replicas.is_some() {
-                bail!(
-                    "cluster: give either endpoints (an existing cluster) or nodes/zones/replicas (local processes), not both"
-                );
-            }
-            if c.durability.is_some() || c.port.is_some() || !c.node_flags.is_empty() {
-                bail!(
-                    "cluster: durability, port and node_flags configure local processes; an existing cluster (endpoints) keeps its own settings"
-                );
-            }
-            return Ok(());
-        }
-        let Some(nodes) = c.nodes else {
-            bail!("cluster: give nodes = N (local processes) or endpoints = [\"HOST:PORT\", ...]");
-        };
-        if !(1..=250).contains(&nodes) {
-            bail!(
-                "cluster.nodes is {nodes}; local clusters have 1 to 250 nodes (one 127.0.0.i each)"
-            );
-        }
-        if c.zones.is_some_and(|z| z == 0 || z > nodes) {
-            bail!("cluster.zones must be between 1 and nodes ({nodes})");
-        }
-        if c.replicas.is_some_and(|r| r == 0 || r > nodes) {
-            bail!("cluster.replicas must be between 1 and nodes ({nodes})");
-        }
-        if let Some(d) = &c.durability
-            && d != "per_write"
-            && d != "periodic"
-        {
-            bail!("cluster.durability is {d:?}; use \"per_write\" or \"periodic\"");
-        }
-        if c.port.is_some_and(|p| p == 0 || p == u16::MAX) {
-            bail!("cluster.port must be between 1 and 65534 (the admin port is port + 1)");
-        }
-        Ok(())
-    }
-
-    fn validate_workload(&self) -> anyhow::Result<()> {
-        let w = &self.workload;
-        match (w.rate, w.ramp) {
-            (Some(_), Some(_)) => bail!("workload: give rate or ramp, not both"),
-            (None, None) => bail!("workload: give rate = OPS_PER_S or ramp = [FROM, TO]"),
-            _ => {}
-        }
-        let (from, to) = self.rates();
-        if !(from.is_finite() && to.is_finite()) || from < 0.0 || to < 0.0 || from + to <= 0.0 {
-            bail!("workload rate must be positive ops/s (ramp ends may be 0, not both)");
-        }
-        if w.duration_s == 0 {
-            bail!("workload.duration_s must be at least 1");
-        }
-        if w.keys == 0 {
-            bail!("workload.keys must be at least 1");
-        }
-        if self.preload.keys > w.keys {
-            bail!(
-                "preload.keys ({}) is more than workload.keys ({}); the preload writes the workload's keys",
-                self.preload.keys,
-                w.keys
-            );
-        }
-        let m = w.mix;
-        if [m.get, m.put, m.delete]
-            .iter()
-            .any(|f| !f.is_finite() || *f < 0.0)
-            || ((m.get + m.put + m.delete) - 1.0).abs() > 1e-6
-        {
-            bail!(
-                "workload.mix fractions must be non-negative and sum to 1 (get {} + put {} + delete {})",
-                m.get,
-                m.put,
-                m.delete
-            );
-        }
-        if w.distribution == KeyDistribution::Zipfian && !(w.theta > 0.0 && w.theta < 1.0) {
-            bail!(
-                "workload.theta is {}; zipfian skew must be between 0 and 1 (exclusive)",
-                w.theta
-            );
-        }
-        for (what, size) in [
-            ("workload.value_bytes", w.value_bytes),
-            ("preload.value_bytes", self.preload.value_bytes),
-        ] {
-            if let ValueSize::Uniform { min, max } = size
-                && min > max
-            {
-                bail!("{what}: min ({min}) is more than max ({max})");
-            }
-            if size.max() > 4 * 1024 * 1024 {
-                bail!("{what}: values over 4 MiB are refused by nodes (max_value_bytes)");
-            }
-        }
-        if w.connections == 0 || self.preload.concurrency == 0 || w.max_in_flight == 0 {
-            bail!(
-                "workload.connections, workload.max_in_flight and preload.concurrency must be at least 1"
-            );
-        }
-        if w.request_timeout_ms == 0 {
-            bail!("workload.request_timeout_ms must be at least 1");
-        }
-        if w.warmup_s >= w.duration_s {
-            bail!("workload.warmup_s must be shorter than duration_s");
-        }
-        Ok(())
-    }
-
-    fn validate_faults(&self) -> anyhow::Result<()> {
-        if self.faults.is_empty() {
-            return Ok(());
-        }
-        if !self.is_local() {
-            bail!(
-                "faults need local processes; with cluster.endpoints (an existing cluster) only faults = [] is supported for now"
-            );
-        }
-        let nodes = self.cluster.nodes.unwrap_or(0);
-        for f in &self.faults {
-            if !(1..=nodes).contains(&f.node) {
-                bail!(
-                    "fault at {} s: node {} does not exist (nodes are 1..={nodes})",
-                    f.at_s,
-                    f.node
-                );
-            }
-            if !f.at_s.is_finite() || f.at_s < 0.0 || f.at_s >= self.workload.duration_s as f64 {
-                bail!(
-                    "fault at {} s: at_s must be within the run (0 to duration_s = {})",
-                    f.at_s,
-                    self.workload.duration_s
-                );
-            }
-        }
-        Ok(())
+        self.validate_faults()?;
+        self.validate_variants()?;
+        self.validate_targets()
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"
+    /// The smallest valid scenario.
+    pub(in crate::bench) const MINIMAL: &str = r#"
         [cluster]
         nodes = 3
         [workload]
         rate = 100
         duration_s = 10
         keys = 1000
+    "#;
+
+    /// A scenario against an existing cluster; tests append to it.
+    pub(in crate::bench) const REMOTE: &str = r#"
+        [cluster]
+        endpoints = ["127.0.0.1:7400"]
+        [workload]
+        rate = 10
+        duration_s = 10
+        keys = 10
     "#;
 
     #[test]
@@ -506,49 +504,9 @@ mod tests {
     }
 
     #[test]
-    fn faults_against_endpoints_are_refused_for_now() {
-        let text = r#"
-            [cluster]
-            endpoints = ["127.0.0.1:7400"]
-            [workload]
-            rate = 10
-            duration_s = 10
-            keys = 10
-            [[faults]]
-            at_s = 5
-            action = "kill"
-            node = 1
-        "#;
-        let err = Scenario::parse(text).unwrap_err().to_string();
-        assert!(err.contains("faults need local processes"), "{err}");
-    }
-
-    #[test]
-    fn faults_are_checked_and_sorted() {
-        let text = format!(
-            "{MINIMAL}\n[[faults]]\nat_s = 6\naction = \"restart\"\nnode = 2\n[[faults]]\nat_s = 3\naction = \"kill\"\nnode = 2\n"
-        );
-        let s = Scenario::parse(&text).unwrap();
-        assert_eq!(s.faults[0].action, FaultAction::Kill);
-        let bad = text.replace("node = 2", "node = 4");
-        let err = Scenario::parse(&bad).unwrap_err().to_string();
-        assert!(err.contains("node 4 does not exist"), "{err}");
-        let late = text.replace("at_s = 6", "at_s = 60");
-        assert!(Scenario::parse(&late).is_err());
-    }
-
-    #[test]
-    fn mix_must_sum_to_one_and_rate_xor_ramp() {
-        let text = format!("{MINIMAL}mix = {{ get = 0.5, put = 0.2 }}\n");
-        assert!(Scenario::parse(&text).is_err());
-        let both = MINIMAL.replace("rate = 100", "rate = 100\nramp = [1, 2]");
-        assert!(Scenario::parse(&both).is_err());
-    }
-
-    #[test]
     fn shipped_scenarios_are_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/scenarios");
-        for name in ["smoke", "steady", "node-loss"] {
+        for name in ["smoke", "steady", "node-loss", "overload", "retry-storm"] {
             let s = Scenario::load(&dir.join(format!("{name}.toml"))).unwrap();
             assert_eq!(s.name, name);
         }

@@ -1,5 +1,5 @@
 //! The offered load, decided before it is sent: when each request is due
-//! (a constant rate or a linear ramp), which operation, which key
+//! (a constant rate, a linear ramp or steps), which operation, which key
 //! (uniform or zipfian) and how large a value. Pure: no clock, no I/O, a
 //! seeded generator, so two runs of a scenario offer the same requests at
 //! the same offsets.
@@ -53,6 +53,68 @@ impl RateProfile {
         }
         let t = 2.0 * n / denominator;
         (t < self.duration_s).then_some(t)
+    }
+}
+
+/// Constant rates held one after another, `step_s` each: the load of an
+/// overload scenario (steps of a measured peak).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepProfile {
+    /// The rate of each step (ops/s).
+    pub rates: Vec<f64>,
+    /// Length of every step (s).
+    pub step_s: f64,
+}
+
+impl StepProfile {
+    /// When the `n`-th request (0-based) is due: evenly spaced within its
+    /// step, the steps back to back. `None` past the last step.
+    pub fn time_of(&self, n: u64) -> Option<f64> {
+        let n = n as f64;
+        // Requests due before the current step.
+        let mut before = 0.0;
+        for (i, &rate) in self.rates.iter().enumerate() {
+            let in_step = rate * self.step_s;
+            if rate > 0.0 && n < before + in_step {
+                let t = i as f64 * self.step_s + (n - before) / rate;
+                // Rounding must not push a request into the next step.
+                return Some(t.min((i + 1) as f64 * self.step_s - 1e-9));
+            }
+            before += in_step;
+        }
+        None
+    }
+}
+
+/// The target rate over a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Profile {
+    /// Constant, or linear from one rate to another.
+    Ramp(RateProfile),
+    /// Steps.
+    Steps(StepProfile),
+}
+
+impl Profile {
+    /// When the `n`-th request (0-based) is due (s); `None` past the end.
+    pub fn time_of(&self, n: u64) -> Option<f64> {
+        match self {
+            Self::Ramp(p) => p.time_of(n),
+            Self::Steps(p) => p.time_of(n),
+        }
+    }
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ramp(p) if p.from == p.to => write!(f, "{:.0} ops/s", p.from),
+            Self::Ramp(p) => write!(f, "{:.0} → {:.0} ops/s", p.from, p.to),
+            Self::Steps(p) => {
+                let rates: Vec<String> = p.rates.iter().map(|r| format!("{r:.0}")).collect();
+                write!(f, "steps of {} s at {} ops/s", p.step_s, rates.join(", "))
+            }
+        }
     }
 }
 
@@ -179,7 +241,7 @@ pub struct Planned {
 
 /// The offered load of a run, request by request, in due order.
 pub struct Schedule {
-    profile: RateProfile,
+    profile: Profile,
     mix: Mix,
     keys: KeyChooser,
     sizes: ValueSize,
@@ -189,7 +251,7 @@ pub struct Schedule {
 
 impl Schedule {
     /// The schedule of a workload.
-    pub fn new(workload: &Workload, profile: RateProfile) -> Self {
+    pub fn new(workload: &Workload, profile: Profile) -> Self {
         Self {
             profile,
             mix: workload.mix,
@@ -198,6 +260,18 @@ impl Schedule {
             rng: StdRng::seed_from_u64(workload.seed),
             next: 0,
         }
+    }
+
+    /// The workload's requests without an end and without meaningful due
+    /// times (one per second): the same mix, keys and sizes for a closed
+    /// loop, which sends each request when the previous one answered.
+    pub fn endless(workload: &Workload) -> Self {
+        let profile = Profile::Ramp(RateProfile {
+            from: 1.0,
+            to: 1.0,
+            duration_s: f64::INFINITY,
+        });
+        Self::new(workload, profile)
     }
 }
 
@@ -266,7 +340,7 @@ mod tests {
             to: 300.0,
             duration_s: 10.0,
         };
-        let times: Vec<Duration> = Schedule::new(&w, p).map(|r| r.at).collect();
+        let times: Vec<Duration> = Schedule::new(&w, Profile::Ramp(p)).map(|r| r.at).collect();
         // (100 + 300) / 2 · 10 s.
         assert!((times.len() as i64 - 2000).abs() <= 1, "{}", times.len());
         let counts = per_second(&times, 10);
@@ -301,8 +375,8 @@ mod tests {
             to: 50.0,
             duration_s: 10.0,
         };
-        let a: Vec<Planned> = Schedule::new(&w, p).collect();
-        let b: Vec<Planned> = Schedule::new(&w, p).collect();
+        let a: Vec<Planned> = Schedule::new(&w, Profile::Ramp(p)).collect();
+        let b: Vec<Planned> = Schedule::new(&w, Profile::Ramp(p)).collect();
         assert_eq!(a, b);
         assert_eq!(a[10].at, Duration::from_millis(200));
     }
@@ -315,7 +389,7 @@ mod tests {
             to: 1000.0,
             duration_s: 10.0,
         };
-        let ops: Vec<Op> = Schedule::new(&w, p).map(|r| r.op).collect();
+        let ops: Vec<Op> = Schedule::new(&w, Profile::Ramp(p)).map(|r| r.op).collect();
         let share = |op| ops.iter().filter(|o| **o == op).count() as f64 / ops.len() as f64;
         assert!((share(Op::Get) - 0.5).abs() < 0.03);
         assert!((share(Op::Put) - 0.3).abs() < 0.03);
@@ -360,6 +434,48 @@ mod tests {
     }
 
     #[test]
+    fn steps_hold_each_rate_for_its_step() {
+        let p = StepProfile {
+            rates: vec![50.0, 100.0, 0.0, 200.0],
+            step_s: 2.0,
+        };
+        let times: Vec<Duration> = (0..)
+            .map_while(|n| p.time_of(n))
+            .map(Duration::from_secs_f64)
+            .collect();
+        assert_eq!(per_second(&times, 8), [50, 50, 100, 100, 0, 0, 200, 200]);
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "due order");
+        // Evenly spaced inside a step: 1/100 s apart in the second one.
+        let second = p.time_of(101).unwrap() - p.time_of(100).unwrap();
+        assert!((second - 0.01).abs() < 1e-9, "{second}");
+        assert_eq!(p.time_of(100), Some(2.0));
+    }
+
+    #[test]
+    fn a_step_schedule_is_reproducible_and_described() {
+        let w = workload("steps = [0.5, 2]\nstep_s = 5\npeak = 100");
+        assert_eq!(w.duration_s, 10, "duration filled in from the steps");
+        let profile = Profile::Steps(StepProfile {
+            rates: vec![50.0, 200.0],
+            step_s: 5.0,
+        });
+        let a: Vec<Planned> = Schedule::new(&w, profile.clone()).collect();
+        let b: Vec<Planned> = Schedule::new(&w, profile.clone()).collect();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 250 + 1000);
+        assert_eq!(profile.to_string(), "steps of 5 s at 50, 200 ops/s");
+    }
+
+    #[test]
+    fn an_endless_schedule_does_not_end() {
+        let w = workload("rate = 10");
+        assert_eq!(
+            Schedule::endless(&w).nth(1_000_000).map(|r| r.seq),
+            Some(1_000_000)
+        );
+    }
+
+    #[test]
     fn value_sizes_stay_in_range() {
         let w = workload("rate = 100\nmix = { put = 1.0 }\nvalue_bytes = { min = 10, max = 20 }");
         let p = RateProfile {
@@ -368,7 +484,8 @@ mod tests {
             duration_s: 10.0,
         };
         assert!(
-            Schedule::new(&w, p).all(|r| (10..=20).contains(&r.value_bytes) && r.op == Op::Put)
+            Schedule::new(&w, Profile::Ramp(p))
+                .all(|r| (10..=20).contains(&r.value_bytes) && r.op == Op::Put)
         );
     }
 }

@@ -125,6 +125,8 @@ pub struct Bucket {
     pub latency: Histogram<u64>,
     /// The cluster as sampled in this second, if a sample arrived.
     pub cluster: Option<ClusterSample>,
+    /// What the clients sent in this second (by when it was sent).
+    pub client: ClientCounts,
 }
 
 impl Default for Bucket {
@@ -136,7 +138,46 @@ impl Default for Bucket {
             errors: BTreeMap::new(),
             latency: new_histogram(),
             cluster: None,
+            client: ClientCounts::default(),
         }
+    }
+}
+
+/// The load generator's client counters (`Client::requests()`,
+/// `attempts()`, `retries()`), summed over its clients, or their change
+/// over an interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ClientCounts {
+    /// Logical requests (key operations) started.
+    pub requests: u64,
+    /// Attempts sent to nodes: requests plus retries.
+    pub attempts: u64,
+    /// Attempts beyond the first of each request.
+    pub retries: u64,
+}
+
+impl ClientCounts {
+    /// What changed from `earlier` to `self` (0 where a counter went
+    /// back, which counters never do).
+    pub fn since(&self, earlier: &ClientCounts) -> ClientCounts {
+        ClientCounts {
+            requests: self.requests.saturating_sub(earlier.requests),
+            attempts: self.attempts.saturating_sub(earlier.attempts),
+            retries: self.retries.saturating_sub(earlier.retries),
+        }
+    }
+
+    /// Adds `other` to these counts.
+    pub fn add(&mut self, other: &ClientCounts) {
+        self.requests += other.requests;
+        self.attempts += other.attempts;
+        self.retries += other.retries;
+    }
+
+    /// Attempts per logical request: the load retries multiply the
+    /// cluster's work by. `None` without requests.
+    pub fn attempts_per_request(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.attempts as f64 / self.requests as f64)
     }
 }
 
@@ -204,6 +245,18 @@ impl Timeline {
         }
     }
 
+    /// Adds what the clients sent during second `second` (counted by
+    /// when it was sent, unlike requests). Counts from after the last
+    /// second (attempts of the last requests, still retrying) go to the
+    /// last second rather than growing the run.
+    pub fn client(&mut self, second: u64, counts: ClientCounts) {
+        let Some(last) = self.buckets.len().checked_sub(1) else {
+            return;
+        };
+        let s = (second as usize).min(last);
+        self.buckets[s].client.add(&counts);
+    }
+
     /// The seconds, in order.
     pub fn buckets(&self) -> &[Bucket] {
         &self.buckets
@@ -247,6 +300,10 @@ pub struct SecondRow {
     pub cluster: Option<ClusterSample>,
     /// Whether the status sampler got no answer in this second.
     pub status_unreachable: bool,
+    /// What the clients sent in this second: `requests`, `attempts`,
+    /// `retries`.
+    #[serde(flatten)]
+    pub client: ClientCounts,
 }
 
 impl SecondRow {
@@ -269,6 +326,7 @@ impl SecondRow {
             max_ms: (b.ok > 0).then(|| us_to_ms(b.latency.max())),
             cluster: b.cluster.clone(),
             status_unreachable,
+            client: b.client,
         }
     }
 }
@@ -334,6 +392,28 @@ mod tests {
         assert_eq!(rows.len(), 5);
         assert_eq!(rows[3].cluster.as_ref(), Some(&sample));
         assert!(rows[2].status_unreachable && !rows[3].status_unreachable);
+    }
+
+    #[test]
+    fn client_counts_land_in_their_second_and_the_tail_in_the_last() {
+        let mut t = Timeline::new(3);
+        let at = |requests, attempts| ClientCounts {
+            requests,
+            attempts,
+            retries: attempts - requests,
+        };
+        let (t0, t1, t2) = (at(10, 10), at(30, 45), at(50, 80));
+        t.client(0, t1.since(&t0));
+        t.client(2, t2.since(&t1));
+        t.client(7, at(1, 3));
+        let rows = t.rows();
+        assert_eq!(rows.len(), 3, "the tail does not grow the run");
+        assert_eq!((rows[0].client.requests, rows[0].client.attempts), (20, 35));
+        assert_eq!(rows[1].client, ClientCounts::default());
+        assert_eq!(rows[2].client, at(21, 38));
+        assert_eq!(rows[0].client.attempts_per_request(), Some(1.75));
+        assert_eq!(ClientCounts::default().attempts_per_request(), None);
+        assert_eq!(at(5, 5).since(&at(6, 6)), ClientCounts::default());
     }
 
     #[test]

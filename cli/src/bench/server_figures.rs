@@ -1,0 +1,301 @@
+//! What the nodes themselves say about a run: their `/metrics` (refusal
+//! times, shed and deadline-drop counts) and their Raft terms and map,
+//! read once before the measured run and once at its end, before the
+//! cluster stops. The figures are the differences, so the preload and the
+//! calibration do not count.
+//!
+//! Fetching is here ([`snapshot`]); turning two snapshots into figures
+//! ([`figures`]) is pure.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::prometheus::{Histogram, Scrape};
+use crate::local_cluster::probe;
+
+/// Time allowed for one node's `/metrics` or status. A node too busy to
+/// answer in 3 s is reported as not answering.
+const ASK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Largest `/metrics` body read (a node's is about 15 KiB).
+const MAX_BODY: u64 = 4 * 1024 * 1024;
+
+/// The histogram of refusal times (node/src/metrics.rs).
+const REFUSAL: &str = "levee_refusal_duration_seconds";
+/// Refusals by reason.
+const SHED: &str = "levee_shed_total";
+/// Requests not run because their deadline had passed.
+const DEADLINE_DROPPED: &str = "levee_deadline_dropped_total";
+/// Requests by class, op and outcome.
+const REQUESTS: &str = "levee_requests_total";
+
+/// The refusal-time bound of the overload target (s); also a bucket bound
+/// of the node's histogram, so the share within it is exact.
+pub const REFUSAL_TARGET_S: f64 = 50e-6;
+
+/// One node, at one moment.
+#[derive(Debug, Clone)]
+pub struct NodeSnapshot {
+    /// Its metrics, or why they could not be read.
+    pub metrics: Result<Scrape, String>,
+    /// The text they were read from, kept for the reports.
+    pub text: Option<String>,
+    /// Its Raft term, if it answered the status request.
+    pub term: Option<u64>,
+    /// Its map's epoch and node states (id → state), if it answered.
+    pub map: Option<(u64, BTreeMap<u64, String>)>,
+}
+
+/// Every node, at one moment.
+pub type Snapshot = Vec<NodeSnapshot>;
+
+/// Asks every node, all at once, for its metrics (`admin[i]`) and its
+/// status (`endpoints[i]`).
+pub async fn snapshot(admin: &[String], endpoints: &[String]) -> Snapshot {
+    let asks: Vec<_> = admin
+        .iter()
+        .zip(endpoints)
+        .map(|(admin, addr)| tokio::spawn(ask(admin.clone(), addr.clone())))
+        .collect();
+    let mut out = Vec::with_capacity(asks.len());
+    for ask in asks {
+        out.push(ask.await.unwrap_or_else(|e| NodeSnapshot {
+            metrics: Err(format!("the request task failed: {e}")),
+            text: None,
+            term: None,
+            map: None,
+        }));
+    }
+    out
+}
+
+/// One node's metrics and status.
+async fn ask(admin: String, addr: String) -> NodeSnapshot {
+    let (metrics, text) = match http_get(&admin, "/metrics").await {
+        Ok(text) => (Ok(Scrape::parse(&text)), Some(text)),
+        Err(e) => (Err(format!("{admin}: {e:#}")), None),
+    };
+    let status = tokio::time::timeout(ASK_TIMEOUT, probe(&addr).status()).await;
+    let (term, map) = match status {
+        Ok(Ok(s)) => {
+            let states = s
+                .map
+                .nodes
+                .values()
+                .map(|n| (n.id, n.state.to_string()))
+                .collect();
+            (Some(s.term), Some((s.map.epoch, states)))
+        }
+        _ => (None, None),
+    };
+    NodeSnapshot {
+        metrics,
+        text,
+        term,
+        map,
+    }
+}
+
+/// Writes each node's metrics text of `snapshot` to
+/// `dir/node-i.<suffix>`, for a reader who wants more than the figures.
+pub fn keep(dir: &std::path::Path, snapshot: &Snapshot, suffix: &str) {
+    for (i, node) in snapshot.iter().enumerate() {
+        let Some(text) = &node.text else { continue };
+        let path = dir.join(format!("node-{}.{suffix}", i + 1));
+        if let Err(e) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, text)) {
+            eprintln!("levee bench: cannot write {}: {e}", path.display());
+        }
+    }
+}
+
+/// `GET path` over HTTP/1.0 (the server closes the connection after the
+/// answer, so the body is everything after the headers).
+async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    let fetch = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.take(MAX_BODY).read_to_end(&mut answer).await?;
+        anyhow::Ok(answer)
+    };
+    let answer = tokio::time::timeout(ASK_TIMEOUT, fetch)
+        .await
+        .context("no answer within 3 s")??;
+    http_body(&answer).map(str::to_owned)
+}
+
+/// The body of an HTTP answer, if its status is 200.
+fn http_body(answer: &[u8]) -> anyhow::Result<&str> {
+    let text = std::str::from_utf8(answer).context("the answer is not UTF-8")?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("the answer has no end of headers")?;
+    let status = head.lines().next().unwrap_or_default();
+    match status.split_whitespace().nth(1) {
+        Some("200") => Ok(body),
+        _ => bail!("answered {status:?}"),
+    }
+}
+
+/// The server-side figures of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServerFigures {
+    /// Immediate refusals timed by the nodes during the run.
+    pub refusals_timed: u64,
+    /// Their p99 (µs), over all nodes, estimated from the histogram
+    /// buckets as Prometheus' `histogram_quantile` does.
+    pub refusal_p99_us: Option<f64>,
+    /// The share of them that took at most 50 µs: exact (a bucket bound).
+    pub refusals_within_50us: Option<f64>,
+    /// Requests refused with `Overloaded`, all reasons, all nodes.
+    pub shed: u64,
+    /// By reason.
+    pub shed_by_reason: BTreeMap<String, u64>,
+    /// Requests the nodes did not run because their deadline had passed.
+    pub deadline_dropped: u64,
+    /// Foreground requests the nodes answered successfully.
+    pub foreground_ok: u64,
+    /// The highest Raft term any node reported before the run.
+    pub term_start: Option<u64>,
+    /// The highest at its end.
+    pub term_end: Option<u64>,
+    /// Raft elections during the run: `term_end − term_start` (every
+    /// election, won or not, starts a new term).
+    pub elections: Option<u64>,
+    /// Nodes not `up` in the map at the end (id and state), from the
+    /// newest map any node gave.
+    pub nodes_not_up: Option<BTreeMap<u64, String>>,
+    /// Nodes whose metrics could not be read, and why: their figures are
+    /// missing from the sums.
+    pub problems: Vec<String>,
+}
+
+/// The figures of a run from the snapshots before and after it (the same
+/// nodes in the same order).
+pub fn figures(before: &Snapshot, after: &Snapshot) -> ServerFigures {
+    let mut f = ServerFigures::default();
+    let mut refusals = Histogram::default();
+    for (i, (b, a)) in before.iter().zip(after).enumerate() {
+        let (b, a) = match (&b.metrics, &a.metrics) {
+            (Ok(b), Ok(a)) => (b, a),
+            (Err(e), _) | (_, Err(e)) => {
+                f.problems.push(format!("node {}: {e}", i + 1));
+                continue;
+            }
+        };
+        let delta = |name: &str, filter: &[(&str, &str)]| {
+            (a.sum(name, filter) - b.sum(name, filter)).max(0.0) as u64
+        };
+        refusals.merge(&a.histogram(REFUSAL).since(&b.histogram(REFUSAL)));
+        f.shed += delta(SHED, &[]);
+        f.deadline_dropped += delta(DEADLINE_DROPPED, &[]);
+        f.foreground_ok += delta(REQUESTS, &[("class", "foreground"), ("outcome", "ok")]);
+        let earlier = b.by_label(SHED, "reason");
+        for (reason, count) in a.by_label(SHED, "reason") {
+            let d = (count - earlier.get(&reason).copied().unwrap_or(0.0)).max(0.0) as u64;
+            *f.shed_by_reason.entry(reason).or_default() += d;
+        }
+    }
+    f.refusals_timed = refusals.count() as u64;
+    f.refusal_p99_us = refusals.quantile(0.99).map(|s| s * 1e6);
+    f.refusals_within_50us = refusals.share_within(REFUSAL_TARGET_S);
+    f.term_start = before.iter().filter_map(|n| n.term).max();
+    f.term_end = after.iter().filter_map(|n| n.term).max();
+    f.elections = match (f.term_start, f.term_end) {
+        (Some(s), Some(e)) => Some(e.saturating_sub(s)),
+        _ => None,
+    };
+    f.nodes_not_up = after
+        .iter()
+        .filter_map(|n| n.map.as_ref())
+        .max_by_key(|(epoch, _)| *epoch)
+        .map(|(_, states)| {
+            states
+                .iter()
+                .filter(|(_, state)| state.as_str() != "up")
+                .map(|(id, state)| (*id, state.clone()))
+                .collect()
+        });
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(text: &str, term: u64, states: &[(u64, &str)], epoch: u64) -> NodeSnapshot {
+        NodeSnapshot {
+            metrics: Ok(Scrape::parse(text)),
+            text: None,
+            term: Some(term),
+            map: Some((
+                epoch,
+                states.iter().map(|(i, s)| (*i, s.to_string())).collect(),
+            )),
+        }
+    }
+
+    fn metrics(fast: u64, slow: u64, shed: u64, dropped: u64) -> String {
+        format!(
+            "{REFUSAL}_bucket{{le=\"0.00005\"}} {fast}\n{REFUSAL}_bucket{{le=\"0.0001\"}} {}\n{REFUSAL}_bucket{{le=\"+Inf\"}} {}\n{SHED}{{reason=\"queue_full\"}} {shed}\n{DEADLINE_DROPPED} {dropped}\n",
+            fast + slow,
+            fast + slow
+        )
+    }
+
+    #[test]
+    fn figures_are_the_run_only_summed_over_nodes() {
+        let up = [(1, "up"), (2, "up")];
+        let before = vec![
+            node(&metrics(100, 100, 50, 5), 3, &up, 7),
+            node(&metrics(0, 0, 0, 0), 3, &up, 7),
+        ];
+        let after = vec![
+            node(&metrics(1090, 110, 1250, 6), 4, &up, 7),
+            node(&metrics(990, 0, 1000, 0), 4, &[(1, "up"), (2, "down")], 9),
+        ];
+        let f = figures(&before, &after);
+        // The run: 990 + 990 fast, 10 slow.
+        assert_eq!(f.refusals_timed, 1990);
+        let within = f.refusals_within_50us.unwrap();
+        assert!((within - 1980.0 / 1990.0).abs() < 1e-12, "{within}");
+        assert!(f.refusal_p99_us.unwrap() <= 50.0 + 1e-9);
+        assert_eq!((f.shed, f.deadline_dropped), (2200, 1));
+        assert_eq!(f.shed_by_reason["queue_full"], 2200);
+        assert_eq!(f.elections, Some(1));
+        let down = f.nodes_not_up.unwrap();
+        assert_eq!(down.into_iter().collect::<Vec<_>>(), [(2, "down".into())]);
+        assert!(f.problems.is_empty());
+    }
+
+    #[test]
+    fn a_silent_node_is_a_problem_not_a_zero() {
+        let ok = node(&metrics(1, 0, 1, 0), 2, &[(1, "up")], 1);
+        let silent = NodeSnapshot {
+            metrics: Err("127.0.0.2:7401: no answer within 3 s".into()),
+            text: None,
+            term: None,
+            map: None,
+        };
+        let f = figures(&vec![ok.clone(), ok.clone()], &vec![ok, silent]);
+        assert_eq!(f.problems.len(), 1);
+        assert!(f.problems[0].starts_with("node 2"), "{:?}", f.problems);
+        assert_eq!(f.elections, Some(0));
+        assert_eq!(f.nodes_not_up.map(|m| m.len()), Some(0));
+    }
+
+    #[test]
+    fn only_a_200_answer_has_a_body() {
+        let ok = b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nlevee_x 1\n";
+        assert_eq!(http_body(ok).unwrap(), "levee_x 1\n");
+        let missing = b"HTTP/1.0 404 Not Found\r\n\r\n";
+        assert!(http_body(missing).is_err());
+        assert!(http_body(b"garbage").is_err());
+    }
+}

@@ -1,0 +1,358 @@
+//! What a scenario promises, checked on every run: `[[targets]]` name a
+//! figure (of a phase, or of the nodes), a variant, and a bound; the
+//! reports say for each whether this run met it. Written in the scenario
+//! so a target cannot be quietly loosened after a run missed it. Pure.
+
+use anyhow::bail;
+use serde::{Deserialize, Serialize};
+
+use super::phases::{PhaseKind, PhaseSummary};
+use super::report::BenchResult;
+use super::scenario::Scenario;
+
+/// One target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    /// The variant it is about; default: each variant (or the single run).
+    pub variant: Option<String>,
+    /// The phase, by its label in the tables (`3× peak`, `during fault`);
+    /// only for figures of a phase.
+    pub phase: Option<String>,
+    /// The figure.
+    pub metric: Metric,
+    /// The figure must be at least this.
+    pub min: Option<f64>,
+    /// The figure must be at most this.
+    pub max: Option<f64>,
+}
+
+/// A figure a target can bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// A phase's goodput over the peak (step loads).
+    GoodputVsPeak,
+    /// A phase's p99 over the first phase's (the baseline, or the lowest
+    /// step).
+    P99VsBaseline,
+    /// A phase's client attempts per logical request.
+    AttemptsPerRequest,
+    /// A phase's successful share of the offered requests.
+    SuccessRatio,
+    /// The nodes' refusal-time p99 over the run (µs).
+    RefusalP99Us,
+    /// Raft elections during the run.
+    Elections,
+    /// Nodes not `up` in the map at the end.
+    NodesNotUp,
+}
+
+impl Metric {
+    /// Whether the figure belongs to a phase (else to the whole run).
+    fn of_phase(self) -> bool {
+        matches!(
+            self,
+            Self::GoodputVsPeak
+                | Self::P99VsBaseline
+                | Self::AttemptsPerRequest
+                | Self::SuccessRatio
+        )
+    }
+
+    /// The figure for humans.
+    fn show(self, v: f64) -> String {
+        match self {
+            Self::GoodputVsPeak | Self::SuccessRatio => format!("{:.1}%", v * 100.0),
+            Self::P99VsBaseline | Self::AttemptsPerRequest => format!("×{v:.2}"),
+            Self::RefusalP99Us => format!("{v:.1} µs"),
+            Self::Elections | Self::NodesNotUp => format!("{v:.0}"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::GoodputVsPeak => "goodput / peak",
+            Self::P99VsBaseline => "p99 / baseline p99",
+            Self::AttemptsPerRequest => "attempts per request",
+            Self::SuccessRatio => "success ratio",
+            Self::RefusalP99Us => "refusal p99",
+            Self::Elections => "Raft elections",
+            Self::NodesNotUp => "nodes not up at the end",
+        }
+    }
+}
+
+impl TargetSpec {
+    /// `goodput / peak at 3× peak ≥ 90.0%`.
+    pub fn describe(&self) -> String {
+        let mut out = self.metric.name().to_owned();
+        if let Some(p) = &self.phase {
+            out.push_str(&format!(" at {p}"));
+        }
+        if let Some(min) = self.min {
+            out.push_str(&format!(" ≥ {}", self.metric.show(min)));
+        }
+        if let Some(max) = self.max {
+            out.push_str(&format!(" ≤ {}", self.metric.show(max)));
+        }
+        out
+    }
+
+    /// The figure in a run, if the run has it.
+    fn value(&self, result: &BenchResult) -> Option<f64> {
+        if self.metric.of_phase() {
+            let phase = result
+                .phases
+                .iter()
+                .find(|p| Some(&p.label) == self.phase.as_ref())?;
+            return phase_value(self.metric, phase);
+        }
+        let server = result.server.as_ref()?;
+        match self.metric {
+            Metric::RefusalP99Us => server.refusal_p99_us,
+            Metric::Elections => server.elections.map(|e| e as f64),
+            Metric::NodesNotUp => server.nodes_not_up.as_ref().map(|m| m.len() as f64),
+            _ => None,
+        }
+    }
+}
+
+fn phase_value(metric: Metric, p: &PhaseSummary) -> Option<f64> {
+    match metric {
+        Metric::GoodputVsPeak => p.goodput_vs_peak,
+        Metric::P99VsBaseline => p.vs_baseline.p99,
+        Metric::AttemptsPerRequest => p.attempts_per_request,
+        Metric::SuccessRatio => Some(p.success_ratio),
+        _ => None,
+    }
+}
+
+/// A target checked against one run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    /// The variant (none for a run without variants).
+    pub variant: Option<String>,
+    /// The target, in words.
+    pub target: String,
+    /// The figure measured, if the run has it.
+    pub value: Option<f64>,
+    /// The figure for humans.
+    pub shown: String,
+    /// Met, missed, or `None` when the figure is missing (not met either).
+    pub met: Option<bool>,
+}
+
+/// Checks every target against the runs it is about.
+pub fn evaluate(targets: &[TargetSpec], results: &[BenchResult]) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    for t in targets {
+        for r in results {
+            if t.variant.is_some() && t.variant != r.variant {
+                continue;
+            }
+            let value = t.value(r);
+            let met = value.map(|v| t.min.is_none_or(|m| v >= m) && t.max.is_none_or(|m| v <= m));
+            out.push(Verdict {
+                variant: r.variant.clone(),
+                target: t.describe(),
+                value,
+                shown: value.map_or("no figure".to_owned(), |v| t.metric.show(v)),
+                met,
+            });
+        }
+    }
+    out
+}
+
+/// The verdicts as a markdown table.
+pub fn table(verdicts: &[Verdict]) -> String {
+    let mut out = String::from("| variant | target | measured | |\n|---|---|---|---|\n");
+    for v in verdicts {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            v.variant.as_deref().unwrap_or("–"),
+            v.target,
+            v.shown,
+            match v.met {
+                Some(true) => "met",
+                Some(false) => "**missed**",
+                None => "**no figure**",
+            }
+        ));
+    }
+    out
+}
+
+impl Scenario {
+    /// The labels the phases of a run of this scenario will have.
+    fn phase_labels(&self) -> Vec<String> {
+        if self.workload.steps.is_empty() {
+            [
+                PhaseKind::Steady,
+                PhaseKind::BeforeFault,
+                PhaseKind::DuringFault,
+                PhaseKind::AfterFault,
+            ]
+            .iter()
+            .map(|k| k.label().to_owned())
+            .collect()
+        } else {
+            self.workload
+                .steps
+                .iter()
+                .map(|m| format!("{m}× peak"))
+                .collect()
+        }
+    }
+
+    /// Each target names a figure, an existing variant, a phase the run
+    /// will have (only for phase figures) and a bound.
+    pub(super) fn validate_targets(&self) -> anyhow::Result<()> {
+        let labels = self.phase_labels();
+        for (i, t) in self.targets.iter().enumerate() {
+            if t.min.is_none() && t.max.is_none() {
+                bail!("targets[{i}]: give min or max");
+            }
+            if let Some(v) = &t.variant
+                && !self.variants.iter().any(|x| &x.name == v)
+            {
+                bail!("targets[{i}]: there is no variant {v:?}");
+            }
+            match (&t.phase, t.metric.of_phase()) {
+                (None, true) => bail!(
+                    "targets[{i}]: {} is a figure of a phase; give phase = one of {labels:?}",
+                    t.metric.name()
+                ),
+                (Some(_), false) => bail!(
+                    "targets[{i}]: {} is a figure of the whole run; leave phase out",
+                    t.metric.name()
+                ),
+                (Some(p), true) if !labels.contains(p) => {
+                    bail!("targets[{i}]: phase {p:?} is not one of {labels:?}")
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+        [cluster]
+        nodes = 3
+        [workload]
+        steps = [0.5, 3]
+        step_s = 5
+        peak = 100
+        keys = 10
+        [[variants]]
+        name = "on"
+        [[variants]]
+        name = "off"
+    "#;
+
+    fn parse(targets: &str) -> anyhow::Result<Scenario> {
+        Scenario::parse(&format!("{BASE}\n{targets}"))
+    }
+
+    #[test]
+    fn targets_must_name_real_phases_variants_and_a_bound() {
+        let good = "[[targets]]\nvariant = \"on\"\nphase = \"3× peak\"\nmetric = \"goodput_vs_peak\"\nmin = 0.9\n[[targets]]\nmetric = \"elections\"\nmax = 0\n";
+        assert_eq!(parse(good).unwrap().targets.len(), 2);
+        for bad in [
+            "[[targets]]\nphase = \"3× peak\"\nmetric = \"goodput_vs_peak\"\n",
+            "[[targets]]\nvariant = \"maybe\"\nmetric = \"elections\"\nmax = 0\n",
+            "[[targets]]\nphase = \"2× peak\"\nmetric = \"goodput_vs_peak\"\nmin = 0.9\n",
+            "[[targets]]\nmetric = \"goodput_vs_peak\"\nmin = 0.9\n",
+            "[[targets]]\nphase = \"3× peak\"\nmetric = \"elections\"\nmax = 0\n",
+        ] {
+            assert!(parse(bad).is_err(), "accepted: {bad}");
+        }
+    }
+
+    #[test]
+    fn descriptions_show_the_bound_in_the_figure_s_unit() {
+        let t = TargetSpec {
+            variant: None,
+            phase: Some("3× peak".into()),
+            metric: Metric::GoodputVsPeak,
+            min: Some(0.9),
+            max: None,
+        };
+        assert_eq!(t.describe(), "goodput / peak at 3× peak ≥ 90.0%");
+        let r = TargetSpec {
+            phase: None,
+            metric: Metric::RefusalP99Us,
+            min: None,
+            max: Some(50.0),
+            ..t
+        };
+        assert_eq!(r.describe(), "refusal p99 ≤ 50.0 µs");
+    }
+
+    fn result(variant: &str, goodput: u64, elections: Option<u64>) -> BenchResult {
+        use super::super::phases::{step_spans, summarise};
+        use super::super::report::{Machine, Totals};
+        use super::super::server_figures::ServerFigures;
+        use super::super::timeline::{Outcome, Timeline};
+        use std::time::Duration;
+        let mut t = Timeline::new(10);
+        for s in 0..10u64 {
+            let ok = if s < 5 { 50 } else { goodput };
+            for i in 0..ok {
+                t.record(
+                    Duration::from_secs(s),
+                    Duration::from_millis(1 + i % 3),
+                    Outcome::Ok,
+                );
+            }
+        }
+        let phases = summarise(t.buckets(), &step_spans(&[0.5, 3.0], 5, 0), Some(100.0));
+        BenchResult {
+            format: 1,
+            scenario: parse("").unwrap(),
+            machine: Machine::describe(),
+            started_at: String::new(),
+            totals: Totals::of(&t.rows()),
+            timeline: t.rows(),
+            events: Vec::new(),
+            phases,
+            variant: Some(variant.to_owned()),
+            peak: None,
+            server: Some(ServerFigures {
+                elections,
+                ..ServerFigures::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn each_target_is_checked_against_the_variants_it_names() {
+        let s = parse(
+            "[[targets]]\nvariant = \"on\"\nphase = \"3× peak\"\nmetric = \"goodput_vs_peak\"\nmin = 0.9\n[[targets]]\nmetric = \"elections\"\nmax = 0\n",
+        )
+        .unwrap();
+        let runs = [result("on", 95, Some(0)), result("off", 40, None)];
+        let verdicts = evaluate(&s.targets, &runs);
+        let got: Vec<_> = verdicts
+            .iter()
+            .map(|v| (v.variant.as_deref(), v.shown.as_str(), v.met))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Some("on"), "95.0%", Some(true)),
+                (Some("on"), "0", Some(true)),
+                (Some("off"), "no figure", None),
+            ]
+        );
+        let missed = evaluate(&s.targets, &[result("on", 80, Some(2))]);
+        assert!(missed.iter().all(|v| v.met == Some(false)), "{missed:?}");
+        assert!(table(&missed).contains("**missed**"));
+    }
+}
