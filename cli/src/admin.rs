@@ -103,6 +103,7 @@ fn settings_text(s: &RecoverySettings, output: Output) -> String {
             "down_out_interval" => s.down_out_interval_ms.to_string(),
             "min_in_ratio" => s.min_in_ratio.to_string(),
             "noout" => if s.noout { "on" } else { "off" }.to_owned(),
+            "zone_guard" => if s.zone_guard { "on" } else { "off" }.to_owned(),
             _ => "?".to_owned(),
         }
     };

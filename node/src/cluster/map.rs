@@ -201,6 +201,11 @@ pub struct RecoverySettings {
     pub min_in_ratio: f64,
     /// Operator switch: while on, no node is marked Out (maintenance).
     pub noout: bool,
+    /// Never mark a node Out while every other node of its zone is down
+    /// too (default on): a zone that went dark together usually comes
+    /// back together, and rebuilding it onto the other zones is the
+    /// domino the guard exists for. Off only to measure what it prevents.
+    pub zone_guard: bool,
 }
 
 // The floats are checked finite on every way in (defaults, `with`), so
@@ -222,6 +227,7 @@ impl Default for RecoverySettings {
             down_out_interval_ms: 600_000,
             min_in_ratio: 0.75,
             noout: false,
+            zone_guard: true,
         }
     }
 }
@@ -261,6 +267,10 @@ pub const RECOVERY_KEYS: &[(&str, &str)] = &[
     ),
     ("min_in_ratio", "fraction of nodes that must stay in (0..1]"),
     ("noout", "on: never mark nodes out"),
+    (
+        "zone_guard",
+        "on: never mark out a node whose whole zone is down",
+    ),
 ];
 
 impl RecoverySettings {
@@ -295,6 +305,13 @@ impl RecoverySettings {
             }
             Ok(v)
         }
+        fn switch(key: &str, value: &str) -> Result<bool, String> {
+            match value {
+                "on" | "true" | "1" => Ok(true),
+                "off" | "false" | "0" => Ok(false),
+                _ => Err(format!("{key} takes on or off, not {value:?}")),
+            }
+        }
         let small = |v: u64| u32::try_from(v).map_err(|_| format!("{key} is too large"));
         let next = self;
         match key {
@@ -317,13 +334,8 @@ impl RecoverySettings {
             "down_after" => next.down_after_ms = int(key, value, 1)?,
             "down_out_interval" => next.down_out_interval_ms = int(key, value, 1)?,
             "min_in_ratio" => next.min_in_ratio = fraction(key, value)?,
-            "noout" => {
-                next.noout = match value {
-                    "on" | "true" | "1" => true,
-                    "off" | "false" | "0" => false,
-                    _ => return Err(format!("noout takes on or off, not {value:?}")),
-                }
-            }
+            "noout" => next.noout = switch(key, value)?,
+            "zone_guard" => next.zone_guard = switch(key, value)?,
             _ => {
                 let known: Vec<&str> = RECOVERY_KEYS.iter().map(|(k, _)| *k).collect();
                 return Err(format!(
@@ -990,7 +1002,7 @@ mod tests {
         // Every key listed for operators is accepted by the map.
         for (key, _) in RECOVERY_KEYS {
             let value = match *key {
-                "noout" => "off",
+                "noout" | "zone_guard" => "off",
                 "min_in_ratio" | "recovery.pressure_floor" => "0.9",
                 "suspect_after" => "1000",
                 "down_out_interval" => "900000",

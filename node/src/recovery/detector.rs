@@ -239,7 +239,7 @@ fn holding_guard(
 ) -> Option<&'static str> {
     if map.recovery.noout {
         Some(guard::NOOUT)
-    } else if !zone_keeps_a_node_up(map, states, id) {
+    } else if map.recovery.zone_guard && !zone_keeps_a_node_up(map, states, id) {
         Some(guard::ZONE)
     } else if !enough_in {
         Some(guard::MIN_IN_RATIO)

@@ -215,6 +215,16 @@ fn a_zone_whose_nodes_are_all_silent_stays_down() {
 }
 
 #[test]
+fn with_the_zone_guard_off_a_dark_zone_is_marked_out() {
+    let mut sim = Sim::new(&FIVE);
+    set(&mut sim.map, "min_in_ratio", "0.5");
+    set(&mut sim.map, "zone_guard", "off");
+    sim.run(0, 60_000, &[2, 5]);
+    assert_eq!(sim.state(2), NodeState::Out);
+    assert_eq!(sim.state(5), NodeState::Out);
+}
+
+#[test]
 fn a_node_alone_in_its_zone_is_never_marked_out_automatically() {
     let mut sim = Sim::new(&FIVE);
     sim.run(0, 60_000, &[3]);
