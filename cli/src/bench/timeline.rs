@@ -74,6 +74,8 @@ pub fn classify(error: &ClientError) -> ErrorKind {
         // What the last endpoint said is the telling part.
         ClientError::AllEndpointsFailed { last, .. } => classify(last),
         ClientError::Unexpected(_) => ErrorKind::Other,
+        // Refused by the client's own throttle: overload, seen early.
+        ClientError::Throttled { .. } => ErrorKind::Overloaded,
     }
 }
 

@@ -67,6 +67,17 @@ pub struct ClientConfig {
     /// node that stays down gets one probe per 30 s from each client, and
     /// is found again within that time once it is back.
     pub breaker_max_cooldown: Duration,
+    /// Multiplier `k` of the adaptive client-side throttle: the client
+    /// refuses a request itself with probability
+    /// `(requests − k·accepts) / (requests + 1)` over `throttle_window`
+    /// (the SRE book's client-side throttling). Default 2: the cluster
+    /// still sees twice what it accepts, so it is probed and the throttle
+    /// lets go as soon as capacity returns, while most of a sustained
+    /// excess never costs a node anything. 0 turns it off.
+    pub throttle_k: f64,
+    /// The throttle's memory (default 10 s): long enough to see a trend,
+    /// short enough to let go soon after an overload ends.
+    pub throttle_window: Duration,
     /// Largest response frame accepted (default 64 MiB, above any value a
     /// node accepts by default).
     pub max_frame_bytes: u32,
@@ -91,6 +102,8 @@ impl Default for ClientConfig {
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(1),
             breaker_max_cooldown: Duration::from_secs(30),
+            throttle_k: 2.0,
+            throttle_window: Duration::from_secs(10),
             max_frame_bytes: 64 * 1024 * 1024,
             max_clock_drift_ms: 30_000,
         }

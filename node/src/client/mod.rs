@@ -25,6 +25,7 @@ mod config;
 mod connection;
 pub mod pool;
 mod retry;
+pub mod throttle;
 
 pub use breaker::BreakerState;
 pub use config::ClientConfig;
@@ -99,6 +100,17 @@ pub enum ClientError {
     /// The node answered with a response of the wrong kind.
     #[error("unexpected response from node: {0}")]
     Unexpected(String),
+    /// Refused by this client's own adaptive throttle, without being sent:
+    /// the cluster has recently been refusing most requests as overloaded
+    /// (see `client/throttle.rs`).
+    #[error(
+        "not sent: the cluster is overloaded (it accepted too few recent requests; this client refuses {}% locally)",
+        reject_permille / 10
+    )]
+    Throttled {
+        /// The refusal probability at the time, in thousandths.
+        reject_permille: u16,
+    },
     /// Every endpoint failed; the last error is given.
     #[error("no endpoint reachable ({tried} tried); last error: {last}")]
     AllEndpointsFailed {
@@ -145,6 +157,10 @@ pub struct Client {
     pool: Pool,
     /// Retry budget, breakers and counters shared by all requests.
     retry: Retry,
+    /// Adaptive client-side throttling (see `throttle.rs`).
+    throttle: std::sync::Mutex<throttle::Throttle>,
+    /// Requests refused by the throttle.
+    throttled: std::sync::atomic::AtomicU64,
 }
 
 impl Client {
@@ -161,6 +177,12 @@ impl Client {
             map: std::sync::RwLock::new(None),
             pool: Pool::new(config.connect_timeout, config.max_frame_bytes),
             retry: Retry::new(&config, std::time::Instant::now()),
+            throttle: std::sync::Mutex::new(throttle::Throttle::new(
+                config.throttle_k,
+                config.throttle_window,
+                std::time::Instant::now(),
+            )),
+            throttled: std::sync::atomic::AtomicU64::new(0),
             config,
         }
     }
@@ -168,6 +190,12 @@ impl Client {
     /// The client's configuration.
     pub fn config(&self) -> &ClientConfig {
         &self.config
+    }
+
+    /// Key operations this client refused itself (its adaptive throttle),
+    /// without sending them.
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
     }
 
     /// Key operations started by this client (each counts once, however
@@ -373,6 +401,45 @@ impl Client {
     ) -> Result<Response, ClientError> {
         let deadline = tokio::time::Instant::now() + self.config.request_timeout;
         let mut map = self.cached_map().await?;
+        self.throttle_gate()?;
+        let result = self.attempt_rounds(key, &request, deadline, &mut map).await;
+        // Accepted: some node took the request on (any answer but
+        // `Overloaded`, including errors about the request itself). No
+        // answer at all is not the throttle's business.
+        let accepted = match &result {
+            Ok(_) => Some(true),
+            Err(ClientError::Server(WireError::Overloaded { .. })) => Some(false),
+            Err(ClientError::Server(_)) => Some(true),
+            Err(_) => None,
+        };
+        if let Some(accepted) = accepted {
+            lock_throttle(&self.throttle).record(accepted, std::time::Instant::now());
+        }
+        result
+    }
+
+    /// Refuses locally when the throttle says so.
+    fn throttle_gate(&self) -> Result<(), ClientError> {
+        let now = std::time::Instant::now();
+        let mut throttle = lock_throttle(&self.throttle);
+        let p = throttle.reject_probability(now);
+        if throttle.admit(rand::random::<f64>(), now) {
+            return Ok(());
+        }
+        throttle.record(false, now);
+        self.throttled.fetch_add(1, Ordering::Relaxed);
+        Err(ClientError::Throttled {
+            reject_permille: (p * 1000.0).round().clamp(0.0, 1000.0) as u16,
+        })
+    }
+
+    async fn attempt_rounds(
+        &self,
+        key: &[u8],
+        request: &impl Fn(u64) -> ClientRequest,
+        deadline: tokio::time::Instant,
+        map: &mut Arc<ClusterMap>,
+    ) -> Result<Response, ClientError> {
         let mut attempts = self.retry.begin();
         let mut refreshed = false;
         let mut last = None;
@@ -424,7 +491,7 @@ impl Client {
                         WireError::NotReplica { .. } | WireError::StaleMap { .. },
                     )) if !refreshed => {
                         // The refresh counts against the same deadline.
-                        map = tokio::time::timeout_at(deadline, self.refresh_map())
+                        *map = tokio::time::timeout_at(deadline, self.refresh_map())
                             .await
                             .map_err(|_| ClientError::Timeout {
                                 addr: "the map refresh".into(),
@@ -608,6 +675,12 @@ fn live_value(found: Option<crate::proto::Found>) -> Option<Value> {
             version: f.version,
         })
     })
+}
+
+fn lock_throttle(
+    m: &std::sync::Mutex<throttle::Throttle>,
+) -> std::sync::MutexGuard<'_, throttle::Throttle> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn unexpected(response: Response) -> ClientError {
