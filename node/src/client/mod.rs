@@ -449,7 +449,7 @@ impl Client {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             let addrs = match self
                 .retry
-                .route(&replica_addrs(&map, key), now, now + remaining)
+                .route(&replica_addrs(map, key), now, now + remaining)
             {
                 Route::Try(addrs) => addrs,
                 Route::WaitUntil(at) => {
