@@ -441,7 +441,7 @@ impl Client {
         map: &mut Arc<ClusterMap>,
     ) -> Result<Response, ClientError> {
         let mut attempts = self.retry.begin();
-        let mut refreshed = false;
+        let mut refreshes = 0;
         let mut last = None;
         let mut round = 0;
         'rounds: loop {
@@ -488,8 +488,15 @@ impl Client {
                 match result {
                     Ok(response) => return Ok(response),
                     Err(ClientError::Server(
-                        WireError::NotReplica { .. } | WireError::StaleMap { .. },
-                    )) if !refreshed => {
+                        WireError::NotReplica { epoch } | WireError::StaleMap { epoch },
+                    )) if refreshes == 0
+                        || (refreshes < MAX_MAP_REFRESHES && epoch > map.epoch) =>
+                    {
+                        // While partitions move the map changes several
+                        // times a second, so one refresh may already be
+                        // stale; refresh again as long as the node knows a
+                        // newer map than ours (bounded, and within the
+                        // deadline).
                         // The refresh counts against the same deadline.
                         *map = tokio::time::timeout_at(deadline, self.refresh_map())
                             .await
@@ -497,7 +504,7 @@ impl Client {
                                 addr: "the map refresh".into(),
                                 after: self.config.request_timeout,
                             })??;
-                        refreshed = true;
+                        refreshes += 1;
                         attempts.grant_resend();
                         continue 'rounds;
                     }
@@ -676,6 +683,10 @@ fn live_value(found: Option<crate::proto::Found>) -> Option<Value> {
         })
     })
 }
+
+/// Map refreshes one key operation may make when nodes answer with a newer
+/// epoch.
+const MAX_MAP_REFRESHES: u32 = 4;
 
 fn lock_throttle(
     m: &std::sync::Mutex<throttle::Throttle>,
