@@ -136,6 +136,14 @@ pub struct Config {
     /// group-committed writes; the algorithm lowers it within a few hundred
     /// requests if latency says so.
     pub admission_limit_initial: u32,
+    /// Where the limit starts when the node restarts on existing data
+    /// (clamped into [min, max]). Low, 32 (the default floor): a node that
+    /// comes back is hit at once by every client and coordinator whose
+    /// replicas it holds, with a cold page cache, so it starts small and
+    /// the limit grows (within ~100 requests to 256) only while latency
+    /// stays at its no-load level (gentle rejoin, design §9). A first
+    /// start keeps `admission_limit_initial`: nobody routes to it yet.
+    pub admission_limit_initial_after_restart: u32,
     /// Foreground requests that may wait for a slot past the limit. Small:
     /// a queue only absorbs bursts; under lasting overload it would just
     /// add latency to every request before refusing them anyway.
@@ -224,6 +232,7 @@ impl Default for Config {
             admission_limit_min: admission.limit.min as u32,
             admission_limit_max: admission.limit.max as u32,
             admission_limit_initial: admission.limit.initial as u32,
+            admission_limit_initial_after_restart: admission.limit.min as u32,
             admission_queue_len: admission.queue_len as u32,
             admission_queue_timeout_ms: admission.queue_timeout.as_millis() as u64,
             heartbeat_ms: 1_000,
@@ -365,6 +374,9 @@ pub struct Overrides {
     /// Initial adaptive concurrency limit.
     #[arg(long, env = "LEVEE_ADMISSION_LIMIT_INITIAL")]
     pub admission_limit_initial: Option<u32>,
+    /// Initial adaptive concurrency limit after a restart on existing data.
+    #[arg(long, env = "LEVEE_ADMISSION_LIMIT_INITIAL_AFTER_RESTART")]
+    pub admission_limit_initial_after_restart: Option<u32>,
     /// Foreground requests that may wait past the limit.
     #[arg(long, env = "LEVEE_ADMISSION_QUEUE_LEN")]
     pub admission_queue_len: Option<u32>,
@@ -462,6 +474,10 @@ impl Config {
         set(&mut self.admission_limit_min, o.admission_limit_min);
         set(&mut self.admission_limit_max, o.admission_limit_max);
         set(&mut self.admission_limit_initial, o.admission_limit_initial);
+        set(
+            &mut self.admission_limit_initial_after_restart,
+            o.admission_limit_initial_after_restart,
+        );
         set(&mut self.admission_queue_len, o.admission_queue_len);
         set(
             &mut self.admission_queue_timeout_ms,
@@ -652,6 +668,14 @@ impl Config {
         }
     }
 
+    /// Admission control settings for a node restarting on existing data:
+    /// the limit starts at `admission_limit_initial_after_restart`.
+    pub fn admission_after_restart(&self) -> crate::admission::AdmissionConfig {
+        let mut admission = self.admission();
+        admission.limit.initial = self.admission_limit_initial_after_restart as usize;
+        admission
+    }
+
     /// Admission control settings. The initial limit is clamped into the
     /// bounds, so lowering the ceiling alone is enough.
     pub fn admission(&self) -> crate::admission::AdmissionConfig {
@@ -736,6 +760,11 @@ mod tests {
         let admission = config.admission();
         assert!(!admission.enabled);
         assert_eq!(admission.limit.max, 4);
+        assert_eq!(
+            Config::default().admission_after_restart().limit.initial,
+            Config::default().admission_limit_min as usize,
+            "a restarted node starts at the floor"
+        );
         let inverted = Config {
             admission_limit_min: 10,
             admission_limit_max: 5,

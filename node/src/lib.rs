@@ -16,4 +16,5 @@ pub mod partition;
 pub mod proto;
 pub mod recovery;
 pub mod server;
+pub mod startup;
 pub mod storage;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
 use clap::Parser;
@@ -13,6 +13,7 @@ use levee_node::config::{Config, LogFormat, Overrides};
 use levee_node::data::{anti_entropy, handoff};
 use levee_node::server::admin::{self, Health};
 use levee_node::server::{Node, Server, ServerOptions};
+use levee_node::startup::{self, Phase, Startup};
 use tokio_util::sync::CancellationToken;
 
 /// A levee storage node.
@@ -25,6 +26,11 @@ struct Args {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// For tests: a FIFO the node opens for reading before it opens
+    /// storage, so it waits there (admin port up, storage closed) until
+    /// the test opens the FIFO for writing.
+    #[arg(long, hide = true, value_name = "FIFO")]
+    storage_gate: Option<PathBuf>,
     #[command(flatten)]
     overrides: Overrides,
 }
@@ -41,7 +47,8 @@ fn main() -> ExitCode {
 }
 
 fn try_main() -> anyhow::Result<()> {
-    let started = Instant::now();
+    // Process start for the startup timeline: first thing, before parsing.
+    let started = (Instant::now(), SystemTime::now());
     let args = Args::parse();
     let config = Config::load(args.config.as_deref(), &args.overrides)?;
     if args.print_config {
@@ -53,7 +60,7 @@ fn try_main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(config, started))
+    runtime.block_on(run(config, args.storage_gate, started))
 }
 
 fn init_logging(config: &Config) -> anyhow::Result<()> {
@@ -69,10 +76,25 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
+async fn run(
+    config: Config,
+    storage_gate: Option<PathBuf>,
+    (started, started_at): (Instant, SystemTime),
+) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
+    // A restart: the data directory already holds a node's metadata.
+    // Looked at before anything is opened, since opening creates it.
+    let restart = config.meta_dir().exists();
+    let startup = Arc::new(Startup::new(started, started_at, restart));
     let health = Arc::new(Health::default());
-    let admission = Arc::new(Admission::new(config.admission()));
+    // Gentle rejoin: a restarted node is sent its whole share of traffic
+    // at once, with a cold cache, so its limit starts low and grows as
+    // latency proves it healthy.
+    let admission = Arc::new(Admission::new(if restart {
+        config.admission_after_restart()
+    } else {
+        config.admission()
+    }));
 
     // Liveness first: the admin port answers before storage is open.
     let admin_listener = tokio::net::TcpListener::bind(&config.admin)
@@ -85,17 +107,18 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         admin_listener,
         health.clone(),
         admission.clone(),
+        startup.clone(),
         admin_shutdown.clone(),
     ));
-    let admin_ms = started.elapsed().as_millis();
+    startup.mark(Phase::AdminListening);
+    if let Some(gate) = storage_gate {
+        startup::wait_at_gate(&gate)
+            .await
+            .with_context(|| format!("cannot open the storage gate {}", gate.display()))?;
+    }
 
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let node = Arc::new(
-        Node::open_with(&config, admission)
-            .with_context(|| format!("cannot open storage in {}", config.data_dir.display()))?,
-    );
-    let storage_ms = started.elapsed().as_millis();
+    let node = open_node(&config, &admission).await?;
+    startup.mark(Phase::StorageOpen);
 
     let server = Server::bind(&config.listen, node.clone(), ServerOptions::from(&config))
         .await
@@ -104,6 +127,7 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
     // Serve from here on: Raft RPCs may arrive while this node is still
     // joining, and are answered "unavailable" until the cluster is set.
     let server_task = tokio::spawn(server.run(shutdown.clone()));
+    startup.mark(Phase::ProtocolListening);
     tokio::spawn(wait_for_signal(shutdown.clone(), health.clone()));
 
     let meta_dir = config.meta_dir();
@@ -111,12 +135,85 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         .path(&meta_dir)
         .open()
         .with_context(|| format!("cannot open cluster metadata in {}", meta_dir.display()))?;
+    // A restarted node loads its persisted map here and does not wait for
+    // an election: Raft runs in the background from here on.
     let cluster = Cluster::start(meta, config.cluster(), shutdown.clone())
         .await
         .context("cannot start cluster membership")?;
     node.set_cluster(cluster.clone());
-    // Catch-up work runs in the background, throttled, after the node
-    // serves.
+    spawn_background(&config, &node, &cluster, &shutdown);
+    if cluster.map().cluster_id == 0 {
+        tracing::info!("waiting for the cluster map from the leader");
+    }
+    let loaded = tokio::select! {
+        loaded = cluster.wait_map_loaded() => loaded,
+        _ = shutdown.cancelled() => false,
+    };
+    if !loaded && !shutdown.is_cancelled() {
+        anyhow::bail!("Raft stopped before this node received the cluster map; see the log above");
+    }
+    if loaded {
+        startup.mark(Phase::MapLoaded);
+        health.set_ready(true);
+        startup.mark(Phase::Ready);
+        tracing::info!(
+            listen = %listen_addr,
+            admin = %config.admin,
+            data_dir = %config.data_dir.display(),
+            durability = ?config.durability,
+            admission = config.admission,
+            restart,
+            limit_start = admission.limit(),
+            node_id = cluster.node_id(),
+            cluster_id = format!("{:x}", cluster.cluster_id()),
+            "levee-node ready: {}",
+            startup.summary()
+        );
+        tokio::spawn(startup::watch(
+            startup.clone(),
+            cluster.clone(),
+            admission.clone(),
+        ));
+    }
+
+    let drained = server_task.await.unwrap_or(false);
+    if !drained {
+        tracing::warn!("shutdown grace period ended with requests still in flight");
+    }
+    node.storage().flush().await.context("final flush failed")?;
+    admin_shutdown.cancel();
+    let _ = admin_task.await;
+    tracing::info!("levee-node stopped");
+    Ok(())
+}
+
+/// Opens the node's storage. sled's open blocks (it reads its snapshot,
+/// every segment header and the log written since its last open), so it
+/// runs off the async threads and the admin port keeps answering
+/// meanwhile, even on a one-core runtime.
+async fn open_node(config: &Config, admission: &Arc<Admission>) -> anyhow::Result<Arc<Node>> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let (opening, admission) = (config.clone(), admission.clone());
+    let node = tokio::task::spawn_blocking(move || Node::open_with(&opening, admission))
+        .await
+        .context("storage open was cancelled")?
+        .with_context(|| format!("cannot open storage in {}", config.data_dir.display()))?;
+    Ok(Arc::new(node))
+}
+
+/// Catch-up and recovery work: started once the node serves and has its
+/// cluster (a joining node's map may still be on its way; each task waits
+/// for what it needs), each paced by its own budget and slowed further by
+/// foreground pressure. None of it delays readiness.
+fn spawn_background(
+    config: &Config,
+    node: &Arc<Node>,
+    cluster: &Arc<Cluster>,
+    shutdown: &CancellationToken,
+) {
+    // Hints this node holds for others, replayed at
+    // `hint_replay_bytes_per_sec`.
     tokio::spawn(handoff::run(
         node.clone(),
         cluster.clone(),
@@ -136,6 +233,8 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         heartbeat,
         shutdown.clone(),
     ));
+    // First round after `anti_entropy_startup_delay_ms`, then at
+    // `anti_entropy_keys_per_sec`.
     tokio::spawn(anti_entropy::run(
         node.clone(),
         cluster.clone(),
@@ -149,30 +248,6 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         cluster.clone(),
         shutdown.clone(),
     ));
-    health.set_ready(true);
-    tracing::info!(
-        listen = %listen_addr,
-        admin = %config.admin,
-        data_dir = %config.data_dir.display(),
-        durability = ?config.durability,
-        admission = config.admission,
-        admin_ms,
-        storage_open_ms = storage_ms,
-        ready_ms = started.elapsed().as_millis(),
-        node_id = cluster.node_id(),
-        cluster_id = format!("{:x}", cluster.cluster_id()),
-        "levee-node ready"
-    );
-
-    let drained = server_task.await.unwrap_or(false);
-    if !drained {
-        tracing::warn!("shutdown grace period ended with requests still in flight");
-    }
-    node.storage().flush().await.context("final flush failed")?;
-    admin_shutdown.cancel();
-    let _ = admin_task.await;
-    tracing::info!("levee-node stopped");
-    Ok(())
 }
 
 async fn wait_for_signal(shutdown: CancellationToken, health: Arc<Health>) {

@@ -176,6 +176,12 @@ impl TestNode {
     }
 
     fn spawn(&mut self) {
+        self.spawn_with(&[]);
+    }
+
+    /// Starts the process with `more` flags after the usual ones (this
+    /// start only).
+    fn spawn_with(&mut self, more: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -186,6 +192,7 @@ impl TestNode {
             .arg(&self.data_dir)
             .args(["--listen", &self.addr, "--admin", &self.admin])
             .args(&self.extra)
+            .args(more)
             .env_remove("LEVEE_CONFIG")
             .stdout(Stdio::null())
             .stderr(log)
@@ -263,6 +270,13 @@ impl TestNode {
     pub fn respawn(&mut self) {
         self.kill();
         self.spawn();
+    }
+
+    /// SIGKILL, then starts the process again with `more` flags for this
+    /// start only, without waiting for it to be ready.
+    pub fn respawn_with(&mut self, more: &[&str]) {
+        self.kill();
+        self.spawn_with(more);
     }
 
     /// The node's log so far.

@@ -261,6 +261,30 @@ mod tests {
     }
 
     #[test]
+    fn a_restarted_node_starting_at_the_floor_grows_only_while_latency_holds() {
+        // Gentle rejoin: a restarted node starts at the floor. Healthy
+        // latency under load earns the default initial limit back within
+        // a couple of hundred requests; queueing latency keeps it down.
+        let at_floor = LimitConfig {
+            initial: LimitConfig::default().min,
+            ..LimitConfig::default()
+        };
+        let mut healthy = GradientLimit::new(at_floor);
+        let mut clock = Clock(Instant::now());
+        assert_eq!(healthy.limit(), 32);
+        let grown = feed(&mut healthy, &mut clock, ms(1), 200);
+        assert!(grown >= 256, "healthy: {grown} after 200 requests");
+
+        let mut slow = GradientLimit::new(at_floor);
+        for _ in 0..50 {
+            slow.on_sample(ms(1), 1, clock.tick());
+        }
+        // Every request now waits ten times its no-load latency.
+        let held = feed(&mut slow, &mut clock, ms(10), 200);
+        assert!(held < 48, "queueing: {held} after 200 requests");
+    }
+
+    #[test]
     fn the_initial_limit_is_clamped_into_the_bounds() {
         let config = LimitConfig {
             min: 2,

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 pub use classes::{Class, Op};
 pub use limit::{GradientLimit, LimitConfig};
-pub use shed::{Admission, Admit, Permit, Ticket};
+pub use shed::{Admission, Admit, FirstServed, Permit, Ticket};
 
 /// Settings of the admission controller (built from the node `Config`).
 #[derive(Debug, Clone, Copy, PartialEq)]

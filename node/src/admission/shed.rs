@@ -5,10 +5,10 @@
 //! compare-and-swap on the in-flight and queue counters, so refusing costs
 //! a few atomic loads: no lock, no allocation, no permit to wait for.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
 use super::AdmissionConfig;
@@ -96,6 +96,15 @@ pub enum Admit {
     },
 }
 
+/// The first foreground request this node answered successfully.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirstServed {
+    /// When its answer was ready.
+    pub at: std::time::Instant,
+    /// What it was.
+    pub op: Op,
+}
+
 /// The node's admission controller. Shared as `Arc<Admission>`; its
 /// [`pressure`](Admission::pressure) is readable from anywhere.
 #[derive(Debug)]
@@ -115,6 +124,12 @@ pub struct Admission {
     freed: Notify,
     control: Arc<Semaphore>,
     metrics: Metrics,
+    /// Set by the first foreground request answered successfully; checked
+    /// with one relaxed load per request so the watch below is touched
+    /// once in the node's life.
+    served: AtomicBool,
+    /// The startup timeline waits on this for its last phase.
+    first_served: watch::Sender<Option<FirstServed>>,
 }
 
 impl Admission {
@@ -134,7 +149,26 @@ impl Admission {
             freed: Notify::new(),
             control: Arc::new(Semaphore::new(config.control_budget.max(1))),
             metrics: Metrics::default(),
+            served: AtomicBool::new(false),
+            first_served: watch::Sender::new(None),
             config,
+        }
+    }
+
+    /// Waits for the first foreground request (client or replica read or
+    /// write) answered successfully, and returns it.
+    pub async fn first_served(&self) -> Option<FirstServed> {
+        let mut served = self.first_served.subscribe();
+        let first = served.wait_for(Option::is_some).await.ok()?;
+        *first
+    }
+
+    fn note_served(&self, op: Op) {
+        if !self.served.swap(true, Ordering::AcqRel) {
+            self.first_served.send_replace(Some(FirstServed {
+                at: std::time::Instant::now(),
+                op,
+            }));
         }
     }
 
@@ -422,6 +456,12 @@ impl Permit {
             .metrics
             .record(self.op, outcome, self.received.elapsed());
         self.sample = matches!(outcome, Outcome::Ok | Outcome::Error);
+        if outcome == Outcome::Ok
+            && self.op.class() == Class::Foreground
+            && !self.admission.served.load(Ordering::Relaxed)
+        {
+            self.admission.note_served(self.op);
+        }
     }
 }
 
@@ -589,6 +629,32 @@ mod tests {
         }));
         let held: Vec<_> = (0..5000).map(|_| off.try_admit(Op::Put, 1, now)).collect();
         assert!(held.iter().all(|a| matches!(a, Admit::Now(_))));
+    }
+
+    #[tokio::test]
+    async fn the_first_successful_foreground_answer_is_the_first_served() {
+        let admission = small();
+        let now = Instant::now();
+        // Control work and failed answers do not count: a node answering
+        // pings or errors has not served anyone yet.
+        for (op, outcome) in [(Op::Ping, Outcome::Ok), (Op::Get, Outcome::Error)] {
+            match admission.try_admit(op, 1, now) {
+                Admit::Now(mut permit) => permit.finish(outcome),
+                Admit::Wait(ticket) => ticket
+                    .wait(now + Duration::from_secs(1))
+                    .await
+                    .unwrap()
+                    .finish(outcome),
+                Admit::Refused { .. } => panic!("{op:?} refused"),
+            }
+        }
+        assert!(!admission.served.load(Ordering::Relaxed));
+        let Admit::Now(mut put) = admission.try_admit(Op::Put, 1, now) else {
+            panic!("put admitted")
+        };
+        put.finish(Outcome::Ok);
+        let first = admission.first_served().await.unwrap();
+        assert_eq!(first.op, Op::Put);
     }
 
     #[test]

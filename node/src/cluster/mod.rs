@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::AppendEntriesRequest;
 use openraft::{ChangeMembers, SnapshotPolicy};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -28,9 +29,10 @@ use tokio_util::sync::CancellationToken;
 use self::identity::Identity;
 use self::map::{ClusterMap, Command, CommandResult, NodeSpec, Settings};
 use self::status::{ClusterStatus, NodeReport};
-use self::types::{Member, NodeId, Raft};
+use self::types::{LogId, Member, NodeId, Raft, TypeConfig};
 use crate::client::{ClientConfig, Connection};
 use crate::proto::{NodeRequest, RaftRpc, Request, Response, WireError, codec};
+use crate::startup::MapProgress;
 
 /// How a node without an identity enters a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +116,10 @@ pub struct Cluster {
     reports: std::sync::Mutex<Reports>,
     /// What the leader's recovery loop last published for `levee status`.
     recovery: std::sync::Mutex<Option<status::RecoveryStatus>>,
+    /// The leader's commit (in entries) from the first `AppendEntries`
+    /// since this process started: what "the map is current" is judged
+    /// against (see [`MapProgress`]).
+    announced: watch::Sender<Option<u64>>,
 }
 
 impl Cluster {
@@ -185,6 +191,7 @@ impl Cluster {
             map,
             reports: Default::default(),
             recovery: Default::default(),
+            announced: watch::Sender::new(None),
         });
         if identity.node_id == 1 && cluster.map.borrow().cluster_id == 0 {
             cluster.initialise(&db, &options).await?;
@@ -266,6 +273,56 @@ impl Cluster {
         self.map.clone()
     }
 
+    /// Waits until this node has a cluster map it can route with: at once
+    /// for a restarted node (its persisted copy) and for a new cluster's
+    /// first node; for a node that just joined, once the leader has
+    /// replicated the map to it. `false` if Raft stopped first.
+    pub async fn wait_map_loaded(&self) -> bool {
+        let mut map = self.map.clone();
+        map.wait_for(|m| m.cluster_id != 0).await.is_ok()
+    }
+
+    /// Waits until this node's map is current (see [`MapProgress`]) and
+    /// returns the progress that showed it; `None` if Raft stopped first.
+    pub async fn wait_map_current(&self) -> Option<MapProgress> {
+        let mut metrics = self.raft.metrics();
+        let mut announced = self.announced.subscribe();
+        loop {
+            let progress = {
+                let m = metrics.borrow_and_update();
+                MapProgress {
+                    announced: *announced.borrow_and_update(),
+                    applied: entries(m.last_applied),
+                    leading_own_term: m.current_leader == Some(self.identity.node_id)
+                        && m.last_applied
+                            .is_some_and(|l| l.leader_id.term == m.current_term),
+                }
+            };
+            if progress.is_current() {
+                return Some(progress);
+            }
+            tokio::select! {
+                changed = metrics.changed() => changed.ok()?,
+                changed = announced.changed() => changed.ok()?,
+            }
+        }
+    }
+
+    /// Keeps the leader's commit from the first `AppendEntries`; later
+    /// ones cost one read.
+    fn note_announced(&self, leader_commit: Option<LogId>) {
+        if self.announced.borrow().is_some() {
+            return;
+        }
+        self.announced.send_if_modified(|seen| {
+            let first = seen.is_none();
+            if first {
+                *seen = Some(entries(leader_commit));
+            }
+            first
+        });
+    }
+
     /// This node's view of the cluster.
     pub fn status(&self) -> ClusterStatus {
         let metrics = self.raft.metrics().borrow().clone();
@@ -312,7 +369,9 @@ impl Cluster {
         }
         match rpc {
             RaftRpc::AppendEntries => {
-                codec::to_bytes(&self.raft.append_entries(codec::from_bytes(payload)?).await)
+                let request: AppendEntriesRequest<TypeConfig> = codec::from_bytes(payload)?;
+                self.note_announced(request.leader_commit);
+                codec::to_bytes(&self.raft.append_entries(request).await)
             }
             RaftRpc::Vote => codec::to_bytes(&self.raft.vote(codec::from_bytes(payload)?).await),
             RaftRpc::InstallSnapshot => codec::to_bytes(
@@ -533,6 +592,11 @@ impl Cluster {
             .map_err(|e| e.to_string())?;
         Ok(())
     }
+}
+
+/// Log entries up to and including `log_id` (index + 1; none is 0).
+fn entries(log_id: Option<LogId>) -> u64 {
+    log_id.map_or(0, |l| l.index + 1)
 }
 
 fn new_cluster_id() -> u64 {

@@ -10,8 +10,11 @@
 //! failures warning about health checks).
 //!
 //! `/metrics` renders [`crate::metrics::Metrics`] in the Prometheus text
-//! format. The admin port is a separate listener and runtime path from the
-//! protocol server, so it answers while the protocol side sheds.
+//! format, followed by the startup timeline ([`crate::startup`]). The
+//! admin port is a separate listener and runtime path from the protocol
+//! server, so it answers while the protocol side sheds, and it is bound
+//! before storage is opened, so liveness and the startup gauges answer
+//! while a restarting node is still opening its data.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
+use crate::startup::Startup;
 
 /// What the health endpoints report.
 #[derive(Debug, Default)]
@@ -49,15 +53,20 @@ impl Health {
 struct AdminState {
     health: Arc<Health>,
     admission: Arc<Admission>,
+    startup: Arc<Startup>,
 }
 
 /// The admin routes.
-pub fn router(health: Arc<Health>, admission: Arc<Admission>) -> Router {
+pub fn router(health: Arc<Health>, admission: Arc<Admission>, startup: Arc<Startup>) -> Router {
     Router::new()
         .route("/health/live", get(|| async { "live\n" }))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(AdminState { health, admission })
+        .with_state(AdminState {
+            health,
+            admission,
+            startup,
+        })
 }
 
 async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
@@ -70,10 +79,9 @@ async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     let gauges = state.admission.gauges();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.admission.metrics().render(&gauges),
-    )
+    let mut text = state.admission.metrics().render(&gauges);
+    text.push_str(&state.startup.render());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 /// Serves the admin routes until `shutdown`.
@@ -81,9 +89,10 @@ pub async fn serve(
     listener: TcpListener,
     health: Arc<Health>,
     admission: Arc<Admission>,
+    startup: Arc<Startup>,
     shutdown: CancellationToken,
 ) {
-    let app = router(health, admission);
+    let app = router(health, admission, startup);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
