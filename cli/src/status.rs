@@ -25,7 +25,7 @@ pub async fn run(config: ClientConfig, output: Output) -> anyhow::Result<()> {
 /// leader knows how far each member has replicated, who is silent and
 /// how recovery goes), else from whichever node answered.
 async fn fetch(config: ClientConfig) -> anyhow::Result<ClusterStatus> {
-    Ok(Client::new(config).status().await?)
+    Ok(Client::new(config).leader_status().await?)
 }
 
 /// "42s", "3m05s", "2h10m".

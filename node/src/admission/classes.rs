@@ -128,6 +128,12 @@ impl Op {
         }
     }
 
+    /// Whether the operation is part of a request another node already
+    /// admitted (a coordinator's fan-out), which admission favours.
+    pub fn in_progress(self) -> bool {
+        matches!(self, Op::Replicate | Op::ReadLocal)
+    }
+
     /// The class the operation belongs to.
     pub fn class(self) -> Class {
         match self {

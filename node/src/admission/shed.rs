@@ -40,6 +40,9 @@ pub struct Snapshot {
     pub max_bytes: u64,
     /// See [`AdmissionConfig::background_share`].
     pub background_share: f64,
+    /// The request is part of one another node already admitted (a
+    /// coordinator's replica write or read): see [`decide`].
+    pub in_progress: bool,
 }
 
 /// What to do with a request.
@@ -72,6 +75,18 @@ pub fn decide(s: &Snapshot) -> Decision {
                 Decision::Admit
             } else {
                 Decision::Refuse(ShedReason::Background)
+            }
+        }
+        // Work another node already admitted and is waiting on: refusing
+        // it wastes what that node spent, fails a request it accepted,
+        // and invites a retry, so it runs past the limit, into the room
+        // the queue would take, and is refused only beyond that. It never
+        // queues: a coordinator's answer should not wait behind new work.
+        Class::Foreground if s.in_progress => {
+            if s.foreground < s.limit.saturating_add(s.queue_len) {
+                Decision::Admit
+            } else {
+                Decision::Refuse(ShedReason::QueueFull)
             }
         }
         _ if s.foreground < s.limit => Decision::Admit,
@@ -215,7 +230,7 @@ impl Admission {
             return Admit::Now(self.permit(op, request_bytes, received, None));
         }
         loop {
-            let snapshot = self.snapshot(class, request_bytes);
+            let snapshot = self.snapshot(class, request_bytes, op.in_progress());
             match decide(&snapshot) {
                 Decision::Refuse(reason) => {
                     return Admit::Refused {
@@ -262,7 +277,7 @@ impl Admission {
         }
     }
 
-    fn snapshot(&self, class: Class, request_bytes: u64) -> Snapshot {
+    fn snapshot(&self, class: Class, request_bytes: u64, in_progress: bool) -> Snapshot {
         Snapshot {
             class,
             foreground: self.inflight[Class::Foreground.index()].load(Ordering::Acquire),
@@ -274,6 +289,7 @@ impl Admission {
             request_bytes,
             max_bytes: self.config.max_inflight_bytes,
             background_share: self.config.background_share,
+            in_progress,
         }
     }
 
@@ -490,6 +506,7 @@ mod tests {
             request_bytes: 100,
             max_bytes: 1000,
             background_share: 0.5,
+            in_progress: false,
         }
     }
 
@@ -501,6 +518,28 @@ mod tests {
         assert_eq!(decide(&s), Decision::Queue);
         s.queued = 4;
         assert_eq!(decide(&s), Decision::Refuse(ShedReason::QueueFull));
+    }
+
+    #[test]
+    fn work_another_node_admitted_runs_past_the_limit_but_never_queues() {
+        let at_limit = Snapshot {
+            foreground: 8,
+            in_progress: true,
+            ..snapshot(Class::Foreground)
+        };
+        assert_eq!(decide(&at_limit), Decision::Admit);
+        // New client work at the same point waits instead.
+        let new_work = Snapshot {
+            in_progress: false,
+            ..at_limit
+        };
+        assert_eq!(decide(&new_work), Decision::Queue);
+        // Past the limit plus the queue's room, even it is refused.
+        let far_past = Snapshot {
+            foreground: 12,
+            ..at_limit
+        };
+        assert_eq!(decide(&far_past), Decision::Refuse(ShedReason::QueueFull));
     }
 
     #[test]

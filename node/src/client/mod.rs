@@ -250,18 +250,26 @@ impl Client {
         }
     }
 
-    /// The cluster's status: the leader's when it can be reached (only
-    /// the leader knows failures, moves and recovery rates), otherwise the
-    /// view of the node this client talks to.
+    /// The cluster as the node this client talks to sees it.
     pub async fn status(&self) -> Result<crate::cluster::status::ClusterStatus, ClientError> {
-        let status = match self.call(ClientRequest::Status).await? {
-            Response::Status(status) => *status,
-            other => return Err(unexpected(other)),
-        };
-        if status.recovery.is_some() {
-            return Ok(status);
+        match self.call(ClientRequest::Status).await? {
+            Response::Status(status) => Ok(*status),
+            other => Err(unexpected(other)),
         }
-        let Some(leader) = status.leader.and_then(|id| status.map.nodes.get(&id)) else {
+    }
+
+    /// The cluster as its leader sees it when the leader can be reached
+    /// (only the leader knows replication progress, failures, moves and
+    /// recovery rates), otherwise as the answering node sees it.
+    pub async fn leader_status(
+        &self,
+    ) -> Result<crate::cluster::status::ClusterStatus, ClientError> {
+        let status = self.status().await?;
+        let Some(leader) = status
+            .leader
+            .filter(|l| *l != status.node_id)
+            .and_then(|id| status.map.nodes.get(&id))
+        else {
             return Ok(status);
         };
         let request = Request::Client(ClientRequest::Status);
@@ -270,7 +278,7 @@ impl Client {
             .send(&leader.spec.addr, request, self.config.request_timeout)
             .await
         {
-            Ok(Response::Status(from_leader)) if from_leader.recovery.is_some() => Ok(*from_leader),
+            Ok(Response::Status(from_leader)) => Ok(*from_leader),
             _ => Ok(status),
         }
     }
