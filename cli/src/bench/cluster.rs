@@ -12,6 +12,8 @@ use nix::sys::signal::Signal;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::recovery;
+use super::restarts;
 use super::scenario::{Fault, FaultAction, Scenario};
 use crate::local_cluster::{ClusterSpec, LocalCluster, node_binary, probe};
 
@@ -28,6 +30,15 @@ pub enum Target {
     Local(LocalCluster),
     /// A cluster someone else runs.
     Remote(Vec<String>),
+    /// The docker compose cluster: faults through `docker/cluster.sh`.
+    Docker {
+        /// Protocol addresses, node i first at index i − 1.
+        endpoints: Vec<String>,
+        /// Admin addresses, same order.
+        admin: Vec<String>,
+        /// The script that does the faults.
+        script: std::path::PathBuf,
+    },
 }
 
 impl Target {
@@ -35,6 +46,18 @@ impl Target {
     /// `dir`, or takes its endpoints.
     pub async fn start(scenario: &Scenario, dir: &Path) -> anyhow::Result<Self> {
         let c = &scenario.cluster;
+        if let Some(script) = &c.docker {
+            let admin = if c.admin_endpoints.is_empty() {
+                c.endpoints.iter().map(|a| admin_of(a)).collect()
+            } else {
+                c.admin_endpoints.clone()
+            };
+            return Ok(Self::Docker {
+                endpoints: c.endpoints.clone(),
+                admin,
+                script: script.into(),
+            });
+        }
         if !c.endpoints.is_empty() {
             return Ok(Self::Remote(c.endpoints.clone()));
         }
@@ -64,6 +87,7 @@ impl Target {
         match self {
             Self::Local(c) => c.spec().endpoints(),
             Self::Remote(e) => e.clone(),
+            Self::Docker { endpoints, .. } => endpoints.clone(),
         }
     }
 
@@ -74,6 +98,7 @@ impl Target {
         match self {
             Self::Local(c) => (1..=c.spec().nodes).map(|i| c.spec().admin(i)).collect(),
             Self::Remote(e) => e.iter().map(|a| admin_of(a)).collect(),
+            Self::Docker { admin, .. } => admin.clone(),
         }
     }
 
@@ -81,12 +106,15 @@ impl Target {
     fn addr(&self, index: u8) -> Option<String> {
         match self {
             Self::Local(c) => Some(c.spec().addr(index)),
-            Self::Remote(_) => None,
+            Self::Remote(_) | Self::Docker { .. } => None,
         }
     }
 
     /// Performs one fault action.
     pub async fn apply(&mut self, fault: &Fault) -> anyhow::Result<()> {
+        if let Self::Docker { script, .. } = self {
+            return super::docker::apply(script, fault).await;
+        }
         let Self::Local(cluster) = self else {
             bail!("fault actions need local processes; this run targets an existing cluster");
         };
@@ -95,6 +123,9 @@ impl Target {
             FaultAction::Stop => cluster.signal(fault.node, Signal::SIGSTOP),
             FaultAction::Cont => cluster.signal(fault.node, Signal::SIGCONT),
             FaultAction::Restart => cluster.restart(fault.node).await,
+            FaultAction::Partition | FaultAction::Heal => {
+                bail!("{} needs the docker cluster (cluster.docker)", fault.action)
+            }
         }
     }
 
@@ -102,7 +133,7 @@ impl Target {
     pub async fn stop(&mut self) -> Vec<String> {
         match self {
             Self::Local(c) => c.stop_all(STOP_GRACE).await,
-            Self::Remote(_) => Vec::new(),
+            Self::Remote(_) | Self::Docker { .. } => Vec::new(),
         }
     }
 }
@@ -144,12 +175,16 @@ fn free_port(nodes: u8) -> anyhow::Result<u16> {
 pub struct Event {
     /// Seconds since the start of the measured run.
     pub t_s: f64,
-    /// `fault` (an action was taken), `fault_failed`, or `serving` (a
-    /// restarted or resumed node answers again with a leader known).
+    /// `fault` (an action was taken), `fault_failed`, `serving` (a
+    /// restarted or resumed node answers again with a leader known), or,
+    /// read from the status samples after the run, `down` and `out` (the
+    /// node was marked Down, Out) and `redundant` (every partition has R
+    /// live replicas again and no move is in flight).
     pub kind: &'static str,
     /// The action, for `fault` and `fault_failed`.
     pub action: Option<FaultAction>,
-    /// The node (1-based).
+    /// The node (1-based); 0 for an event of the whole cluster
+    /// (`redundant`).
     pub node: u8,
     /// Human detail.
     pub detail: String,
@@ -164,10 +199,13 @@ impl Event {
 
     /// The label of this event happening to `nodes` (`n1,n2`) at once.
     pub fn label_for(&self, nodes: &str) -> String {
-        match self.action {
-            Some(action) if self.kind == "fault" => format!("{action} {nodes}"),
-            Some(action) => format!("{action} {nodes} failed"),
-            None => format!("{nodes} serving"),
+        match (self.kind, self.action) {
+            ("fault", Some(action)) => format!("{action} {nodes}"),
+            (_, Some(action)) => format!("{action} {nodes} failed"),
+            (recovery::DOWN, None) => format!("{nodes} down"),
+            (recovery::OUT, None) => format!("{nodes} out"),
+            (recovery::REDUNDANT, None) => "redundant".to_owned(),
+            (_, None) => format!("{nodes} serving"),
         }
     }
 
@@ -190,15 +228,20 @@ fn push(events: &Events, event: Event) {
 /// Applies the faults at their times (from `start`), recording each. For
 /// a restart or a resume, a watcher records when the node serves again.
 /// Returns the target when the last fault is done.
+/// After a restart, another watcher times the node's startup into
+/// `restarts`; their handles come back with the target.
 pub async fn run_faults(
     mut target: Target,
     faults: Vec<Fault>,
     start: Instant,
     events: Events,
-) -> Target {
+    restarts: restarts::Restarts,
+) -> (Target, Vec<tokio::task::JoinHandle<()>>) {
+    let mut watchers = Vec::new();
     for fault in faults {
         tokio::time::sleep_until(start + Duration::from_secs_f64(fault.at_s)).await;
         let t_s = start.elapsed().as_secs_f64();
+        let unix = std::time::SystemTime::now();
         let result = target.apply(&fault).await;
         let (kind, detail) = match &result {
             Ok(()) => ("fault", format!("{} node {}", fault.action, fault.node)),
@@ -222,8 +265,20 @@ pub async fn run_faults(
         {
             tokio::spawn(watch_serving(addr, fault.node, start, events.clone()));
         }
+        if result.is_ok()
+            && fault.action == FaultAction::Restart
+            && let Some(admin) = target.admin_endpoints().get(usize::from(fault.node) - 1)
+        {
+            watchers.push(tokio::spawn(restarts::watch(
+                admin.clone(),
+                fault.node,
+                t_s,
+                unix,
+                restarts.clone(),
+            )));
+        }
     }
-    target
+    (target, watchers)
 }
 
 /// Polls a node until it answers with a leader known, then records it.
@@ -277,6 +332,8 @@ mod tests {
             event(25.6, "serving", None, 2).label_for("n2,n3"),
             "n2,n3 serving"
         );
+        assert_eq!(event(31.0, "out", None, 2).label(), "n2 out");
+        assert_eq!(event(61.0, "redundant", None, 0).label(), "redundant");
     }
 
     #[test]

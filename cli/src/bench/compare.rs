@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::cluster::Event;
 use super::phases::PhaseSummary;
+use super::recovery::{self, RecoveryFigures};
 use super::report::{self, BenchResult, Machine, PeakUsed, Totals};
 use super::scenario::Scenario;
 use super::server_figures::ServerFigures;
@@ -51,6 +52,8 @@ pub struct VariantResult {
     pub phases: Vec<PhaseSummary>,
     /// What its nodes said.
     pub server: Option<ServerFigures>,
+    /// How it recovered from the faults.
+    pub recovery: Option<RecoveryFigures>,
     /// Its seconds, for the plot (in its own result.json).
     #[serde(skip)]
     pub timeline: Vec<SecondRow>,
@@ -92,6 +95,7 @@ impl Comparison {
                     client,
                     phases: r.phases,
                     server: r.server,
+                    recovery: r.recovery,
                     timeline: r.timeline,
                     events: r.events,
                 }
@@ -198,6 +202,19 @@ pub fn tables(c: &Comparison) -> String {
         "\nWhole runs, warm-up included. Refused: answered `Overloaded` after the client's failover; failed: any other error.\n\n## Phases\n"
     );
     out.push_str(&phase_rows(c));
+    let recovered: Vec<(&str, &RecoveryFigures)> = c
+        .variants
+        .iter()
+        .filter_map(|v| Some((v.name.as_str(), v.recovery.as_ref()?)))
+        .collect();
+    if !recovered.is_empty() {
+        let _ = writeln!(out, "\n## Recovery\n");
+        out.push_str(&recovery::table(recovered));
+        let _ = writeln!(
+            out,
+            "\nTimes from the status samples (1 s apart): the first node down, the first out, full redundancy (no under-replicated partition, no move in flight). Copied: bytes the targets applied; node rate: the highest per-node average send rate from out to redundant, over `recovery.bytes_per_sec`; model: `down_out_interval + copied / (bytes_per_sec × senders)`, senders being the nodes that sent more than 0 bytes; failed ops: requests of the whole run that did not succeed."
+        );
+    }
     if !c.targets.is_empty() {
         let _ = writeln!(out, "\n## Targets\n");
         out.push_str(&targets::table(&c.targets));

@@ -13,17 +13,17 @@ use std::time::Duration;
 
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
-use levee_node::client::{Client, ClientConfig, ClientError};
-use levee_node::cluster::status::ClusterStatus;
+use levee_node::client::{Client, ClientError};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::sampler;
 use super::scenario::{Calibration, Preload, Workload};
 use super::schedule::{Op, Planned, Profile, Schedule, key_name};
-use super::timeline::{ClientCounts, ClusterSample, Outcome, Timeline, classify};
+use super::timeline::{ClientCounts, Outcome, Timeline, classify};
 use super::variants::client_config;
 
 /// Extra time a request gets beyond the client's own timeout before the
@@ -36,11 +36,13 @@ const REQUEST_GRACE: Duration = Duration::from_millis(500);
 /// taken, so the figures are unaffected.
 const RECORD_QUEUE: usize = 65_536;
 
-/// How often the cluster is asked for its status.
-const SAMPLE_EVERY: Duration = Duration::from_secs(1);
-
 /// Attempts per preload key before it counts as failed.
-const PRELOAD_ATTEMPTS: usize = 3;
+const PRELOAD_ATTEMPTS: u32 = 5;
+
+/// Pause before a preload key's next attempt, times the attempt number: a
+/// node refusing for load (`Overloaded`) during the preload's burst of
+/// writes gets time to drain instead of the same key again at once.
+const PRELOAD_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Time a calibration runs before it starts counting: connections open,
 /// caches warm, the admission limit settles.
@@ -51,6 +53,21 @@ const CALIBRATION_WARMUP: Duration = Duration::from_secs(1);
 pub fn clients(endpoints: &[String], workload: &Workload) -> Vec<Arc<Client>> {
     (0..workload.connections)
         .map(|i| Arc::new(Client::new(client_config(workload, endpoints, i))))
+        .collect()
+}
+
+/// The clients of the preload: the workload's, without the adaptive
+/// client-side throttle. The preload is a closed-loop burst that may meet
+/// refusals while the nodes' admission limits settle; a throttle that
+/// learned from them would refuse most of the remaining keys locally, and
+/// the run's own clients start with a clean slate.
+pub fn preload_clients(endpoints: &[String], workload: &Workload) -> Vec<Arc<Client>> {
+    (0..workload.connections)
+        .map(|i| {
+            let mut config = client_config(workload, endpoints, i);
+            config.throttle_k = 0.0;
+            Arc::new(Client::new(config))
+        })
         .collect()
 }
 
@@ -127,10 +144,13 @@ pub async fn preload(clients: &[Arc<Client>], preload: &Preload, seed: u64) -> a
         tasks.spawn(async move {
             let key = key_name(i);
             let mut result = Ok(());
-            for _ in 0..PRELOAD_ATTEMPTS {
+            for attempt in 1..=PRELOAD_ATTEMPTS {
                 result = client.put(key.as_bytes(), &values[..len]).await.map(|_| ());
                 if result.is_ok() {
                     break;
+                }
+                if attempt < PRELOAD_ATTEMPTS {
+                    tokio::time::sleep(PRELOAD_BACKOFF * attempt).await;
                 }
             }
             drop(permit);
@@ -211,6 +231,8 @@ struct Record {
     due: Duration,
     latency: Duration,
     outcome: Outcome,
+    /// The client's error, for a failed request.
+    message: Option<String>,
 }
 
 /// Runs the open-loop workload from `start` and the status sampler beside
@@ -246,7 +268,12 @@ pub async fn run(
         },
         records_tx,
     ));
-    tokio::spawn(sample(endpoints, start, start + duration, samples_tx));
+    tokio::spawn(sampler::sample(
+        endpoints,
+        start,
+        start + duration,
+        samples_tx,
+    ));
 
     let bar = progress(workload.duration_s, "run");
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -256,12 +283,15 @@ pub async fn run(
     while records_open || samples_open || counts_open {
         tokio::select! {
             record = records.recv(), if records_open => match record {
-                Some(Record { due, latency, outcome }) => {
+                Some(Record { due, latency, outcome, message }) => {
                     match outcome {
                         Outcome::Ok => ok += 1,
                         _ => failed += 1,
                     }
                     timeline.record(due, latency, outcome);
+                    if let Some(m) = message {
+                        timeline.message(&m);
+                    }
                 }
                 None => records_open = false,
             },
@@ -356,11 +386,14 @@ async fn generate(
         let records = records.clone();
         let limit = settings.timeout + REQUEST_GRACE;
         tokio::spawn(async move {
-            let outcome =
+            let (outcome, message) =
                 match tokio::time::timeout(limit, execute(&client, &planned, &values)).await {
-                    Ok(Ok(())) => Outcome::Ok,
-                    Ok(Err(e)) => Outcome::Error(classify(&e)),
-                    Err(_) => Outcome::Error(super::timeline::ErrorKind::Timeout),
+                    Ok(Ok(())) => (Outcome::Ok, None),
+                    Ok(Err(e)) => (Outcome::Error(classify(&e)), Some(e.to_string())),
+                    Err(_) => (
+                        Outcome::Error(super::timeline::ErrorKind::Timeout),
+                        Some("no answer within the request timeout and its grace".to_owned()),
+                    ),
                 };
             // From when it was due, not when it was sent.
             let latency = due.elapsed();
@@ -370,6 +403,7 @@ async fn generate(
                     due: planned.at,
                     latency,
                     outcome,
+                    message,
                 })
                 .await;
         });
@@ -386,66 +420,5 @@ async fn execute(client: &Client, planned: &Planned, values: &[u8]) -> Result<()
             client.put(key.as_bytes(), &values[..len]).await.map(|_| ())
         }
         Op::Delete => client.delete(key.as_bytes()).await.map(|_| ()),
-    }
-}
-
-/// Asks the cluster for its status every second until `end`. After a
-/// failure the next ask goes to the next endpoint with a fresh client, so a
-/// stopped node (whose connection stays open but silent) is not asked
-/// forever.
-async fn sample(
-    endpoints: Vec<String>,
-    start: Instant,
-    end: Instant,
-    samples: mpsc::Sender<(Duration, Option<ClusterSample>)>,
-) {
-    let make = |first: usize| {
-        let mut e = endpoints.clone();
-        if !e.is_empty() {
-            let len = e.len();
-            e.rotate_left(first % len);
-        }
-        Client::new(ClientConfig {
-            endpoints: e,
-            connect_timeout: Duration::from_millis(500),
-            request_timeout: Duration::from_millis(800),
-            ..ClientConfig::default()
-        })
-    };
-    let mut first = 0;
-    let mut client = make(first);
-    let mut tick = tokio::time::interval(SAMPLE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tick.tick().await;
-        if Instant::now() >= end {
-            return;
-        }
-        let at = start.elapsed();
-        let status = tokio::time::timeout(Duration::from_secs(1), client.status()).await;
-        let sample = match status {
-            Ok(Ok(status)) => Some(to_sample(&status)),
-            _ => {
-                first += 1;
-                client = make(first);
-                None
-            }
-        };
-        if samples.send((at, sample)).await.is_err() {
-            return;
-        }
-    }
-}
-
-fn to_sample(status: &ClusterStatus) -> ClusterSample {
-    ClusterSample {
-        nodes: status
-            .map
-            .nodes
-            .values()
-            .map(|n| (n.id, n.state.to_string()))
-            .collect(),
-        under_replicated: status.map.under_replicated(),
-        leader: status.leader,
     }
 }

@@ -8,28 +8,37 @@
 //! | `scenario.rs` | the TOML schema, defaults and validation |
 //! | `variants.rs` | `[[variants]]`, and the load generator's client settings (retry policies) |
 //! | `schedule.rs` | pure: due times (rate, ramp, steps), op mix, keys (uniform, zipfian), sizes |
-//! | `load.rs` | preload, peak calibration, the open-loop generator, the status and client-counter samplers |
-//! | `timeline.rs` | pure: per-second buckets, HDR histograms, error kinds, client counters |
-//! | `phases.rs` | pure: before / during / after fault or the steps, ratios to the baseline |
+//! | `load.rs` | preload, peak calibration, the open-loop generator, the client-counter sampler |
+//! | `sampler.rs` | the status sampler: node states, under-replicated partitions, moves, recovery bytes |
+//! | `timeline/` | pure: per-second buckets, HDR histograms, error kinds and messages, client counters |
+//! | `phases/` | pure: before / during / after fault, recovering, or the steps; ratios to the baseline |
+//! | `recovery/` | pure: out and redundant events, recovery times, bytes, rates, the model |
 //! | `prometheus.rs` | pure: the nodes' `/metrics` text, histogram quantiles |
 //! | `server_figures.rs` | the nodes' metrics, terms and map before and after a run |
 //! | `cluster.rs` | local processes or endpoints; fault actions and events |
+//! | `restarts.rs` | a restarted node's startup phases, restart → first served, p99 after it rejoins |
 //! | `cpus.rs` | the nodes on some CPUs, the load generator on others |
 //! | `targets.rs` | pure: the scenario's `[[targets]]`, met or missed |
 //! | `report.rs` | result.json, summary.md, the machine description |
 //! | `compare.rs` | the variants side by side: result.json, summary.md |
 //! | `plot.rs` | timeline.png |
 //! | `plot_compare.rs` | comparison.png |
+//! | `plot_recovery.rs` | the recovery panel of both |
 
 mod cluster;
 mod compare;
 mod cpus;
+mod docker;
 mod load;
 mod phases;
 mod plot;
 mod plot_compare;
+mod plot_recovery;
 mod prometheus;
+mod recovery;
 mod report;
+mod restarts;
+mod sampler;
 mod scenario;
 mod schedule;
 mod server_figures;
@@ -83,6 +92,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if scenario.variants.is_empty() {
         let result = run_one(&scenario, None, &out, &args, &started_at, None).await?;
         println!("{}", report::phases_table(&result.phases));
+        for r in &result.restarts {
+            println!("{}", restarts::line(r));
+        }
         print!("{}", report::targets_section(&result));
         println!(
             "levee bench: wrote {}/{{result.json, summary.md, timeline.png}}",
@@ -209,7 +221,8 @@ async fn measure(
     let clients = load::clients(&endpoints, workload);
     if scenario.preload.keys > 0 {
         eprintln!("levee bench: preloading {} keys", scenario.preload.keys);
-        load::preload(&clients, &scenario.preload, workload.seed).await?;
+        let writers = load::preload_clients(&endpoints, workload);
+        load::preload(&writers, &scenario.preload, workload.seed).await?;
         tokio::time::sleep(SETTLE).await;
     }
     let peak = match (peak, workload.peak) {
@@ -250,22 +263,33 @@ async fn measure(
     // hands it back, so the processes are stopped in one place after.
     let placeholder = Target::Remote(Vec::new());
     let owned = std::mem::replace(target, placeholder);
+    let restarts: restarts::Restarts = Default::default();
     let faults = tokio::spawn(cluster::run_faults(
         owned,
         scenario.faults.clone(),
         start,
         events.clone(),
+        restarts.clone(),
     ));
     let timeline = load::run(clients, endpoints.clone(), workload, profile, start).await;
     match faults.await {
-        Ok(back) => *target = back,
+        Ok((back, watchers)) => {
+            *target = back;
+            for w in watchers {
+                let _ = w.await;
+            }
+        }
         Err(e) => bail!("the fault task failed: {e}"),
     }
     let after = server_figures::snapshot(&admin, &endpoints).await;
     server_figures::keep(cluster_dir, &before, "metrics-before.txt");
     server_figures::keep(cluster_dir, &after, "metrics-after.txt");
 
+    let rows = timeline.rows();
+    let numbers = server_figures::node_numbers(&before, &endpoints);
     let mut events: Vec<Event> = events.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let derived = recovery::derive_events(&rows, &events, &numbers);
+    events.extend(derived);
     events.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
     let spans = if workload.steps.is_empty() {
         let fault_times: Vec<f64> = events
@@ -273,7 +297,11 @@ async fn measure(
             .filter(|e| e.kind == "fault")
             .map(|e| e.t_s)
             .collect();
-        phases::spans(workload.duration_s, workload.warmup_s, &fault_times)
+        let spans = phases::spans(workload.duration_s, workload.warmup_s, &fault_times);
+        match recovery::window(&events) {
+            Some((out, redundant)) => phases::with_recovery(spans, out, redundant),
+            None => spans,
+        }
     } else {
         phases::step_spans(
             &workload.steps,
@@ -282,19 +310,25 @@ async fn measure(
         )
     };
     let phases = phases::summarise(timeline.buckets(), &spans, peak_rate);
-    let rows = timeline.rows();
+    let totals = Totals::of(&rows);
+    let recovery = recovery::RecoveryFigures::of(&rows, &events, &phases, &totals, &numbers);
+    let restarts = restarts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let restarts = restarts::with_rejoin_p99(restarts, timeline.buckets(), &phases);
     Ok(BenchResult {
         format: 1,
         scenario: scenario.clone(),
         machine: Machine::describe(),
         started_at: started_at.to_owned(),
-        totals: Totals::of(&rows),
+        totals,
         timeline: rows,
         events,
         phases,
         variant: None,
         peak,
-        server: Some(server_figures::figures(&before, &after)),
+        server: Some(server_figures::figures(&before, &after).renumber(&numbers)),
+        recovery,
+        restarts,
+        error_messages: timeline.messages(),
     })
 }
 

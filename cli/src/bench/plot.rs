@@ -1,7 +1,8 @@
-//! `timeline.png`: three stacked panels over the run — throughput (offered
-//! and goodput), latency percentiles of successful requests (log scale)
-//! and failures per second by kind — with every event drawn as a
-//! vertical line across all three and labelled in the top one.
+//! `timeline.png`: stacked panels over the run — throughput (offered and
+//! goodput), latency percentiles of successful requests (log scale),
+//! failures per second by kind and, for a run that lost redundancy, the
+//! recovery (`plot_recovery.rs`) — with every event drawn as a vertical
+//! line across all of them and labelled in the top one.
 
 use std::path::Path;
 
@@ -9,6 +10,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::cluster::Event;
+use super::plot_recovery;
+use super::recovery;
 use super::timeline::SecondRow;
 
 /// What drawing returns (plotters' errors are of many types).
@@ -17,18 +20,27 @@ pub(super) type DrawResult = Result<(), Box<dyn std::error::Error>>;
 /// What a line plots from each row.
 type Value = fn(&SecondRow) -> Option<f64>;
 
-/// Image size: readable on a laptop screen and in a markdown page.
-const SIZE: (u32, u32) = (1600, 1200);
+/// Image width, and height per panel: readable on a laptop screen and in
+/// a markdown page.
+const WIDTH: u32 = 1600;
+const PANEL_HEIGHT: u32 = 400;
 
 /// The font of every label.
 pub(super) const FONT: &str = "sans-serif";
 
-/// Colour of a fault line (red) and of a "serving again" line (green).
+/// Width of the y-axis labels. Only the recovery panel has a second axis
+/// on the right; the others leave the same width blank there, so that
+/// seconds line up from panel to panel.
+pub(super) const LABELS: u32 = 80;
+
+/// Colour of a fault line (red), of a node marked down (orange) or out
+/// (purple), and of a "serving again" or "redundant again" line (green).
 fn event_colour(e: &Event) -> RGBColor {
-    if e.kind == "serving" {
-        RGBColor(0, 140, 60)
-    } else {
-        RGBColor(200, 30, 30)
+    match e.kind {
+        "serving" | recovery::REDUNDANT => RGBColor(0, 140, 60),
+        recovery::DOWN => RGBColor(230, 130, 0),
+        recovery::OUT => RGBColor(150, 50, 170),
+        _ => RGBColor(200, 30, 30),
     }
 }
 
@@ -39,14 +51,20 @@ pub fn draw(path: &Path, title: &str, rows: &[SecondRow], events: &[Event]) -> a
 }
 
 fn draw_inner(path: &Path, title: &str, rows: &[SecondRow], events: &[Event]) -> DrawResult {
-    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    let recovery = plot_recovery::has_recovery(rows);
+    let count = if recovery { 4 } else { 3 };
+    let root = BitMapBackend::new(path, (WIDTH, PANEL_HEIGHT * count)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(title, (FONT, 30))?;
-    let panels = root.split_evenly((3, 1));
+    let panels = root.split_evenly((count as usize, 1));
     let end = rows.len().max(1) as f64;
     throughput(&panels[0], rows, events, end)?;
     latency(&panels[1], rows, events, end)?;
     failures(&panels[2], rows, events, end)?;
+    if recovery {
+        let series = plot_recovery::run_series(rows);
+        plot_recovery::draw(&panels[3], &series, &event_markers(events), end)?;
+    }
     root.present()?;
     Ok(())
 }
@@ -133,6 +151,39 @@ pub(super) fn event_markers(events: &[Event]) -> Vec<Marker> {
         .collect()
 }
 
+/// Rows of marker labels in the top panel's head room.
+const LABEL_ROWS: usize = 4;
+
+/// The row (0 = top) of each marker's label, the markers in time order:
+/// the first row free at the marker's time, so that labels close together
+/// stack instead of covering each other; when every row is taken, the
+/// one that frees up first. A label is taken to be about 10 px a
+/// character (18 px font) on a plot about 1450 px wide.
+pub(super) fn label_rows(markers: &[Marker], end_s: f64) -> Vec<usize> {
+    let char_s = end_s * 10.0 / 1450.0;
+    let mut free_from = [f64::MIN; LABEL_ROWS];
+    markers
+        .iter()
+        .map(|m| {
+            let row = free_from
+                .iter()
+                .position(|f| *f <= m.t_s)
+                .unwrap_or_else(|| {
+                    (0..LABEL_ROWS)
+                        .min_by(|a, b| free_from[*a].total_cmp(&free_from[*b]))
+                        .unwrap_or(0)
+                });
+            free_from[row] = m.t_s + (m.label.chars().count() + 1) as f64 * char_s;
+            row
+        })
+        .collect()
+}
+
+/// The height of label row `row` in a panel `top` high.
+pub(super) fn label_y(top: f64, row: usize) -> f64 {
+    top * (0.97 - 0.07 * row as f64)
+}
+
 /// Vertical lines at the markers, from `low` to `high`; labels too when
 /// `labels` (staggered over three rows so close markers stay readable).
 pub(super) fn mark<Y>(
@@ -192,7 +243,8 @@ pub(super) fn linear_chart<'a, 'b>(
         .caption(caption, (FONT, 22))
         .margin(12)
         .x_label_area_size(40)
-        .y_label_area_size(80)
+        .margin_right(12 + LABELS)
+        .y_label_area_size(LABELS)
         .build_cartesian_2d(0f64..end, 0f64..top)?;
     chart
         .configure_mesh()
@@ -232,13 +284,10 @@ fn throughput(
         RGBColor(30, 90, 200).stroke_width(2),
         runs(rows, |r| Some(r.goodput)),
     )?;
-    let label_y = |i: usize| top * (0.97 - 0.08 * (i % 3) as f64);
-    mark(
-        &mut chart,
-        &event_markers(events),
-        (0.0, top),
-        Some(&label_y),
-    )?;
+    let markers = event_markers(events);
+    let rows = label_rows(&markers, end);
+    let y = |i: usize| label_y(top, rows[i]);
+    mark(&mut chart, &markers, (0.0, top), Some(&y))?;
     // Below the lines: the head room above is for the event labels.
     legend(&mut chart, SeriesLabelPosition::LowerLeft)
 }
@@ -291,7 +340,8 @@ pub(super) fn log_chart<'a, 'b>(
         .caption(caption, (FONT, 22))
         .margin(12)
         .x_label_area_size(40)
-        .y_label_area_size(80)
+        .margin_right(12 + LABELS)
+        .y_label_area_size(LABELS)
         .build_cartesian_2d(
             0f64..end,
             (low..high)
@@ -385,6 +435,26 @@ fn failures(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn close_labels_stack_and_far_ones_share_the_top_row() {
+        let m = |t_s: f64, label: &str| Marker {
+            t_s,
+            label: label.to_owned(),
+            colour: RGBColor(0, 0, 0),
+        };
+        // 100 s across: a 20-character label covers about 14.5 s.
+        let markers = [
+            m(15.0, "kill n2,n5 (15.0 s)"),
+            m(18.0, "down (18.0 s)"),
+            m(21.0, "unguarded: out (21.0 s)"),
+            m(22.0, "a"),
+            m(23.0, "b"),
+            m(60.0, "redundant (60.0 s)"),
+        ];
+        assert_eq!(label_rows(&markers, 100.0), [0, 1, 2, 3, 3, 0]);
+        assert!(label_y(100.0, 0) > label_y(100.0, 3));
+    }
 
     #[test]
     fn log_labels_step_one_two_five() {

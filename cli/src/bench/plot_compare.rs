@@ -1,24 +1,30 @@
 //! `comparison.png`: the variants of a run over time, one colour per
-//! variant, in four stacked panels — goodput (the offered load as a pale
+//! variant, in stacked panels — goodput (the offered load as a pale
 //! band), p99 of successful requests (log scale), failed and dropped
-//! requests per second, and the attempts the clients sent per second
-//! (requests plus retries). Step boundaries, or the first variant's
-//! faults, are vertical lines across all four.
+//! requests per second, the attempts the clients sent per second
+//! (requests plus retries) and, when a variant lost redundancy, the
+//! recovery (bytes/s solid, under-replicated partitions dashed). Step
+//! boundaries, or the first variant's events, are vertical lines across
+//! all of them.
 
 use std::path::Path;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use super::cluster::Event;
 use super::compare::{Comparison, VariantResult};
 use super::plot::{
-    DrawResult, Marker, event_markers, latency_range, legend, line, linear_chart, log_chart, mark,
-    runs,
+    DrawResult, Marker, event_markers, label_rows, label_y, latency_range, legend, line,
+    linear_chart, log_chart, mark, runs,
 };
+use super::plot_recovery::{self, Series};
+use super::recovery;
 use super::timeline::SecondRow;
 
-/// Four panels, each as tall as one of timeline.png's three.
-const SIZE: (u32, u32) = (1600, 1600);
+/// Image width, and height per panel (as timeline.png's).
+const WIDTH: u32 = 1600;
+const PANEL_HEIGHT: u32 = 400;
 
 /// Variant colours, in order (told apart in colour and in grey).
 const COLOURS: [RGBColor; 6] = [
@@ -42,10 +48,15 @@ pub fn draw(path: &Path, title: &str, c: &Comparison) -> anyhow::Result<()> {
 }
 
 fn draw_inner(path: &Path, title: &str, c: &Comparison) -> DrawResult {
-    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    let recovery = c
+        .variants
+        .iter()
+        .any(|v| plot_recovery::has_recovery(&v.timeline));
+    let count = if recovery { 5 } else { 4 };
+    let root = BitMapBackend::new(path, (WIDTH, PANEL_HEIGHT * count)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(title, (super::plot::FONT, 30))?;
-    let panels = root.split_evenly((4, 1));
+    let panels = root.split_evenly((count as usize, 1));
     let end = c
         .variants
         .iter()
@@ -73,12 +84,37 @@ fn draw_inner(path: &Path, title: &str, c: &Comparison) -> DrawResult {
         "Attempts the clients sent per second (requests + retries)",
         |r| Some(r.client.attempts as f64),
     )?;
+    if recovery {
+        let series: Vec<Series<'_>> = (0..)
+            .zip(&c.variants)
+            .flat_map(|(i, v)| {
+                [
+                    (format!("{} MiB/s", v.name), plot_recovery::MIB_PER_S, false),
+                    (
+                        format!("{} under-replicated", v.name),
+                        plot_recovery::UNDER_REPLICATED,
+                        true,
+                    ),
+                ]
+                .map(|(name, value, right)| Series {
+                    name,
+                    colour: colour(i),
+                    rows: &v.timeline,
+                    value,
+                    right,
+                    dashed: right,
+                })
+            })
+            .collect();
+        plot_recovery::draw(&panels[4], &series, &markers, end)?;
+    }
     root.present()?;
     Ok(())
 }
 
-/// Step starts for a step load, else the first variant's events (every
-/// variant has the same fault schedule).
+/// Step starts for a step load, else the first variant's faults (every
+/// variant has the same fault schedule) and each variant's own recovery
+/// events (down, out, redundant) in its colour.
 fn markers(c: &Comparison) -> Vec<Marker> {
     let w = &c.scenario.workload;
     match w.step_s {
@@ -90,12 +126,62 @@ fn markers(c: &Comparison) -> Vec<Marker> {
                 colour: MARKER,
             })
             .collect(),
-        _ => c
-            .variants
-            .first()
-            .map(|v| event_markers(&v.events))
-            .unwrap_or_default(),
+        _ => {
+            let own =
+                |e: &&Event| [recovery::DOWN, recovery::OUT, recovery::REDUNDANT].contains(&e.kind);
+            let shared: Vec<Event> = c
+                .variants
+                .first()
+                .map(|v| v.events.iter().filter(|e| !own(e)).cloned().collect())
+                .unwrap_or_default();
+            let mut out = event_markers(&shared);
+            let per_variant: Vec<(&str, Vec<Marker>)> = c
+                .variants
+                .iter()
+                .map(|v| {
+                    let events: Vec<Event> = v.events.iter().filter(own).cloned().collect();
+                    (v.name.as_str(), event_markers(&events))
+                })
+                .collect();
+            out.extend(merge_own(per_variant));
+            out.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
+            out
+        }
     }
+}
+
+/// The variants' own markers, one per label (which holds the time, to a
+/// tenth of a second): a marker every variant has is drawn once, grey and
+/// unprefixed; one that only some have names them and takes the first
+/// one's colour.
+fn merge_own(per_variant: Vec<(&str, Vec<Marker>)>) -> Vec<Marker> {
+    let count = per_variant.len();
+    let mut merged: Vec<(Marker, Vec<(usize, &str)>)> = Vec::new();
+    for (i, (name, markers)) in per_variant.into_iter().enumerate() {
+        for m in markers {
+            match merged.iter_mut().find(|(o, _)| o.label == m.label) {
+                Some((_, owners)) => owners.push((i, name)),
+                None => merged.push((m, vec![(i, name)])),
+            }
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(m, owners)| {
+            if owners.len() == count && count > 1 {
+                return Marker {
+                    colour: MARKER,
+                    ..m
+                };
+            }
+            let names: Vec<&str> = owners.iter().map(|(_, n)| *n).collect();
+            Marker {
+                label: format!("{}: {}", names.join(", "), m.label),
+                colour: colour(owners[0].0),
+                ..m
+            }
+        })
+        .collect()
 }
 
 fn colour(i: usize) -> RGBColor {
@@ -128,8 +214,9 @@ fn goodput(
         )?;
     }
     per_variant(&mut chart, &c.variants, |r| Some(r.goodput))?;
-    let label_y = |i: usize| top * (0.97 - 0.08 * (i % 3) as f64);
-    mark(&mut chart, markers, (0.0, top), Some(&label_y))?;
+    let rows = label_rows(markers, end);
+    let y = |i: usize| label_y(top, rows[i]);
+    mark(&mut chart, markers, (0.0, top), Some(&y))?;
     legend(&mut chart, SeriesLabelPosition::LowerLeft)
 }
 
@@ -195,4 +282,52 @@ where
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marker(t_s: f64, label: &str) -> Marker {
+        Marker {
+            t_s,
+            label: label.to_owned(),
+            colour: RGBColor(0, 0, 0),
+        }
+    }
+
+    #[test]
+    fn events_every_variant_shares_are_drawn_once() {
+        let merged = merge_own(vec![
+            (
+                "a",
+                vec![
+                    marker(29.0, "n2 down (29.0 s)"),
+                    marker(72.0, "redundant (72.0 s)"),
+                ],
+            ),
+            (
+                "b",
+                vec![
+                    marker(29.0, "n2 down (29.0 s)"),
+                    marker(42.0, "redundant (42.0 s)"),
+                ],
+            ),
+        ]);
+        let got: Vec<_> = merged
+            .iter()
+            .map(|m| (m.label.as_str(), m.colour))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("n2 down (29.0 s)", MARKER),
+                ("a: redundant (72.0 s)", colour(0)),
+                ("b: redundant (42.0 s)", colour(1)),
+            ]
+        );
+        // A single variant's markers keep its name.
+        let one = merge_own(vec![("only", vec![marker(1.0, "n1 out (1.0 s)")])]);
+        assert_eq!(one[0].label, "only: n1 out (1.0 s)");
+    }
 }

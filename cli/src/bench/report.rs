@@ -9,6 +9,8 @@ use serde::Serialize;
 
 use super::cluster::Event;
 use super::phases::{PhaseKind, PhaseSummary};
+use super::recovery::{self, RecoveryFigures};
+use super::restarts::{self, RestartFigures};
 use super::scenario::Scenario;
 use super::server_figures::ServerFigures;
 use super::targets;
@@ -43,6 +45,16 @@ pub struct BenchResult {
     /// could be asked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerFigures>,
+    /// How the cluster recovered from the run's faults (from the status
+    /// samples), for a run with faults.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryFigures>,
+    /// Each restarted node's startup and the p99 after it rejoined.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<RestartFigures>,
+    /// The client error messages of the failed requests, most frequent
+    /// first, with their counts.
+    pub error_messages: Vec<(String, u64)>,
 }
 
 /// The peak of a step load.
@@ -233,7 +245,13 @@ pub fn summary(result: &BenchResult) -> String {
         let _ = writeln!(out, "\n## Server side\n");
         out.push_str(&server_lines(server));
     }
+    if let Some(r) = &result.recovery {
+        let _ = writeln!(out, "\n## Recovery\n");
+        out.push_str(&recovery::lines(r));
+    }
+    out.push_str(&restarts::section(&result.restarts));
     out.push_str(&targets_section(result));
+    out.push_str(&messages_section(&result.error_messages));
     if !result.events.is_empty() {
         let _ = writeln!(out, "\n## Events\n");
         for e in &result.events {
@@ -256,6 +274,29 @@ pub fn targets_section(result: &BenchResult) -> String {
     }
     format!("\n## Targets\n\n{}", targets::table(&verdicts))
 }
+
+/// The most frequent client error messages, under a heading; empty
+/// without failures.
+pub fn messages_section(messages: &[(String, u64)]) -> String {
+    if messages.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\n## Client errors\n\n");
+    for (message, count) in messages.iter().take(MESSAGES_SHOWN) {
+        let _ = writeln!(out, "- {count} × `{message}`");
+    }
+    if messages.len() > MESSAGES_SHOWN {
+        let _ = writeln!(
+            out,
+            "- … {} more messages (all in result.json)",
+            messages.len() - MESSAGES_SHOWN
+        );
+    }
+    out
+}
+
+/// Error messages listed in summary.md; the rest are in result.json.
+const MESSAGES_SHOWN: usize = 8;
 
 /// The phases in markdown: the step table for a step load, the phase
 /// table otherwise.
@@ -362,6 +403,11 @@ pub fn server_lines(f: &ServerFigures) -> String {
         },
         f.deadline_dropped,
         f.foreground_ok,
+    );
+    let _ = writeln!(
+        out,
+        "- recovery bytes (nodes readable at the end): sent {}, received {}",
+        f.recovery_bytes_sent, f.recovery_bytes_received,
     );
     let _ = writeln!(
         out,

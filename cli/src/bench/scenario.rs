@@ -54,6 +54,15 @@ pub struct ClusterConfig {
     /// `faults = []` is allowed (fault actions need the processes).
     #[serde(default)]
     pub endpoints: Vec<String>,
+    /// With `endpoints`: the docker compose cluster's control script
+    /// (`docker/cluster.sh`); faults are then done through it on node i =
+    /// `endpoints[i-1]` (kill, stop = pause, cont = unpause, restart =
+    /// start, partition, heal). The cluster is left running.
+    pub docker: Option<String>,
+    /// Admin addresses in `endpoints` order, when they are not protocol
+    /// port + 1 (the compose cluster publishes them apart).
+    #[serde(default)]
+    pub admin_endpoints: Vec<String>,
     /// Local processes to start, node i on 127.0.0.i.
     pub nodes: Option<u8>,
     /// Zones; node i goes to zone `(i-1) % zones + 1`. Default: up to 3.
@@ -342,6 +351,10 @@ pub enum FaultAction {
     Cont,
     /// Start the process again on its data (killing it first if needed).
     Restart,
+    /// Cut the node off the network (docker only).
+    Partition,
+    /// Reconnect a partitioned node (docker only).
+    Heal,
 }
 
 impl std::fmt::Display for FaultAction {
@@ -351,6 +364,8 @@ impl std::fmt::Display for FaultAction {
             Self::Stop => "stop",
             Self::Cont => "cont",
             Self::Restart => "restart",
+            Self::Partition => "partition",
+            Self::Heal => "heal",
         })
     }
 }
@@ -504,9 +519,42 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn partitions_need_the_docker_cluster() {
+        let local = format!("{MINIMAL}\n[[faults]]\nat_s = 3\naction = \"partition\"\nnode = 2\n");
+        let err = format!("{:#}", Scenario::parse(&local).unwrap_err());
+        assert!(err.contains("docker"), "{err}");
+        let docker = r#"
+            [cluster]
+            endpoints = ["127.0.0.1:7410", "127.0.0.1:7411"]
+            docker = "docker/cluster.sh"
+            [workload]
+            rate = 10
+            duration_s = 10
+            keys = 10
+            [[faults]]
+            at_s = 3
+            action = "partition"
+            node = 2
+        "#;
+        assert!(Scenario::parse(docker).is_ok());
+        let beyond = docker.replace("node = 2", "node = 3");
+        assert!(Scenario::parse(&beyond).is_err());
+    }
+
+    #[test]
     fn shipped_scenarios_are_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/scenarios");
-        for name in ["smoke", "steady", "node-loss", "overload", "retry-storm"] {
+        for name in [
+            "smoke",
+            "steady",
+            "node-loss",
+            "node-restart",
+            "restart",
+            "zone-loss",
+            "overload",
+            "retry-storm",
+            "docker-node-loss",
+        ] {
             let s = Scenario::load(&dir.join(format!("{name}.toml"))).unwrap();
             assert_eq!(s.name, name);
         }

@@ -33,6 +33,10 @@ const SHED: &str = "levee_shed_total";
 const DEADLINE_DROPPED: &str = "levee_deadline_dropped_total";
 /// Requests by class, op and outcome.
 const REQUESTS: &str = "levee_requests_total";
+/// Recovery bytes a node sent (paced by its byte budget).
+const RECOVERY_SENT: &str = "levee_recovery_bytes_sent_total";
+/// Recovery bytes a node received and applied.
+const RECOVERY_RECEIVED: &str = "levee_recovery_bytes_received_total";
 
 /// The refusal-time bound of the overload target (s); also a bucket bound
 /// of the node's histogram, so the share within it is exact.
@@ -47,6 +51,10 @@ pub struct NodeSnapshot {
     pub text: Option<String>,
     /// Its Raft term, if it answered the status request.
     pub term: Option<u64>,
+    /// Node id → protocol address, from its map if it answered: how the
+    /// map's ids match the runner's node numbers (nodes join in any
+    /// order, so node 2 need not have id 2).
+    pub addrs: BTreeMap<u64, String>,
     /// Its map's epoch and node states (id → state), if it answered.
     pub map: Option<(u64, BTreeMap<u64, String>)>,
 }
@@ -68,6 +76,7 @@ pub async fn snapshot(admin: &[String], endpoints: &[String]) -> Snapshot {
             metrics: Err(format!("the request task failed: {e}")),
             text: None,
             term: None,
+            addrs: BTreeMap::new(),
             map: None,
         }));
     }
@@ -81,24 +90,35 @@ async fn ask(admin: String, addr: String) -> NodeSnapshot {
         Err(e) => (Err(format!("{admin}: {e:#}")), None),
     };
     let status = tokio::time::timeout(ASK_TIMEOUT, probe(&addr).status()).await;
-    let (term, map) = match status {
+    let (term, addrs, map) = match status {
         Ok(Ok(s)) => {
-            let states = s
-                .map
-                .nodes
-                .values()
-                .map(|n| (n.id, n.state.to_string()))
-                .collect();
-            (Some(s.term), Some((s.map.epoch, states)))
+            let nodes = s.map.nodes.values();
+            let states = nodes.clone().map(|n| (n.id, n.state.to_string())).collect();
+            let addrs = nodes.map(|n| (n.id, n.spec.addr.clone())).collect();
+            (Some(s.term), addrs, Some((s.map.epoch, states)))
         }
-        _ => (None, None),
+        _ => (None, BTreeMap::new(), None),
     };
     NodeSnapshot {
         metrics,
         text,
         term,
+        addrs,
         map,
     }
+}
+
+/// Node id → the runner's node number (1-based: the position of the
+/// node's address in `endpoints`), from the maps of the snapshot.
+pub fn node_numbers(snapshot: &Snapshot, endpoints: &[String]) -> BTreeMap<u64, u8> {
+    snapshot
+        .iter()
+        .flat_map(|n| &n.addrs)
+        .filter_map(|(id, addr)| {
+            let at = endpoints.iter().position(|e| e == addr)?;
+            Some((*id, u8::try_from(at + 1).ok()?))
+        })
+        .collect()
 }
 
 /// Writes each node's metrics text of `snapshot` to
@@ -116,6 +136,15 @@ pub fn keep(dir: &std::path::Path, snapshot: &Snapshot, suffix: &str) {
 /// `GET path` over HTTP/1.0 (the server closes the connection after the
 /// answer, so the body is everything after the headers).
 async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    http_get_within(addr, path, ASK_TIMEOUT).await
+}
+
+/// `GET path` from `addr`, given up after `within`.
+pub(super) async fn http_get_within(
+    addr: &str,
+    path: &str,
+    within: Duration,
+) -> anyhow::Result<String> {
     let fetch = async {
         let mut stream = TcpStream::connect(addr).await?;
         let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
@@ -124,9 +153,9 @@ async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
         stream.take(MAX_BODY).read_to_end(&mut answer).await?;
         anyhow::Ok(answer)
     };
-    let answer = tokio::time::timeout(ASK_TIMEOUT, fetch)
+    let answer = tokio::time::timeout(within, fetch)
         .await
-        .context("no answer within 3 s")??;
+        .with_context(|| format!("no answer within {within:?}"))??;
     http_body(&answer).map(str::to_owned)
 }
 
@@ -161,6 +190,11 @@ pub struct ServerFigures {
     pub deadline_dropped: u64,
     /// Foreground requests the nodes answered successfully.
     pub foreground_ok: u64,
+    /// Recovery bytes the nodes sent during the run (a node that could
+    /// not be read at the end, such as a killed one, is left out).
+    pub recovery_bytes_sent: u64,
+    /// Recovery bytes the nodes received and applied.
+    pub recovery_bytes_received: u64,
     /// The highest Raft term any node reported before the run.
     pub term_start: Option<u64>,
     /// The highest at its end.
@@ -168,12 +202,27 @@ pub struct ServerFigures {
     /// Raft elections during the run: `term_end − term_start` (every
     /// election, won or not, starts a new term).
     pub elections: Option<u64>,
-    /// Nodes not `up` in the map at the end (id and state), from the
-    /// newest map any node gave.
+    /// Nodes not `up` in the map at the end and their state, from the
+    /// newest map any node gave; by map id until [`ServerFigures::renumber`]
+    /// gives them the runner's node numbers.
     pub nodes_not_up: Option<BTreeMap<u64, String>>,
     /// Nodes whose metrics could not be read, and why: their figures are
     /// missing from the sums.
     pub problems: Vec<String>,
+}
+
+impl ServerFigures {
+    /// Names the nodes by the runner's numbers (`numbers`: id → number)
+    /// instead of their map ids; an unknown id stays as it is.
+    pub fn renumber(mut self, numbers: &BTreeMap<u64, u8>) -> Self {
+        self.nodes_not_up = self.nodes_not_up.map(|nodes| {
+            nodes
+                .into_iter()
+                .map(|(id, state)| (numbers.get(&id).map_or(id, |n| u64::from(*n)), state))
+                .collect()
+        });
+        self
+    }
 }
 
 /// The figures of a run from the snapshots before and after it (the same
@@ -196,6 +245,8 @@ pub fn figures(before: &Snapshot, after: &Snapshot) -> ServerFigures {
         f.shed += delta(SHED, &[]);
         f.deadline_dropped += delta(DEADLINE_DROPPED, &[]);
         f.foreground_ok += delta(REQUESTS, &[("class", "foreground"), ("outcome", "ok")]);
+        f.recovery_bytes_sent += delta(RECOVERY_SENT, &[]);
+        f.recovery_bytes_received += delta(RECOVERY_RECEIVED, &[]);
         let earlier = b.by_label(SHED, "reason");
         for (reason, count) in a.by_label(SHED, "reason") {
             let d = (count - earlier.get(&reason).copied().unwrap_or(0.0)).max(0.0) as u64;
@@ -234,6 +285,7 @@ mod tests {
             metrics: Ok(Scrape::parse(text)),
             text: None,
             term: Some(term),
+            addrs: BTreeMap::new(),
             map: Some((
                 epoch,
                 states.iter().map(|(i, s)| (*i, s.to_string())).collect(),
@@ -243,9 +295,11 @@ mod tests {
 
     fn metrics(fast: u64, slow: u64, shed: u64, dropped: u64) -> String {
         format!(
-            "{REFUSAL}_bucket{{le=\"0.00005\"}} {fast}\n{REFUSAL}_bucket{{le=\"0.0001\"}} {}\n{REFUSAL}_bucket{{le=\"+Inf\"}} {}\n{SHED}{{reason=\"queue_full\"}} {shed}\n{DEADLINE_DROPPED} {dropped}\n",
+            "{REFUSAL}_bucket{{le=\"0.00005\"}} {fast}\n{REFUSAL}_bucket{{le=\"0.0001\"}} {}\n{REFUSAL}_bucket{{le=\"+Inf\"}} {}\n{SHED}{{reason=\"queue_full\"}} {shed}\n{DEADLINE_DROPPED} {dropped}\n{RECOVERY_SENT} {}\n{RECOVERY_RECEIVED} {}\n",
             fast + slow,
-            fast + slow
+            fast + slow,
+            shed * 2,
+            shed * 3,
         )
     }
 
@@ -269,8 +323,23 @@ mod tests {
         assert_eq!((f.shed, f.deadline_dropped), (2200, 1));
         assert_eq!(f.shed_by_reason["queue_full"], 2200);
         assert_eq!(f.elections, Some(1));
-        let down = f.nodes_not_up.unwrap();
+        assert_eq!(
+            (f.recovery_bytes_sent, f.recovery_bytes_received),
+            (4400, 6600)
+        );
+        // Ids follow the order of joins, not the node numbers.
+        let mut ids = after.clone();
+        ids[1].addrs = BTreeMap::from([(1, "h1:7".into()), (3, "h2:7".into()), (9, "x:7".into())]);
+        let endpoints = ["h1:7".to_owned(), "h2:7".to_owned()];
+        assert_eq!(
+            node_numbers(&ids, &endpoints),
+            BTreeMap::from([(1, 1), (3, 2)])
+        );
+        let down = f.nodes_not_up.clone().unwrap();
         assert_eq!(down.into_iter().collect::<Vec<_>>(), [(2, "down".into())]);
+        let renumbered = f.clone().renumber(&BTreeMap::from([(2, 5)]));
+        let renumbered = renumbered.nodes_not_up.unwrap();
+        assert_eq!(renumbered.into_keys().collect::<Vec<_>>(), [5]);
         assert!(f.problems.is_empty());
     }
 
@@ -281,6 +350,7 @@ mod tests {
             metrics: Err("127.0.0.2:7401: no answer within 3 s".into()),
             text: None,
             term: None,
+            addrs: BTreeMap::new(),
             map: None,
         };
         let f = figures(&vec![ok.clone(), ok.clone()], &vec![ok, silent]);

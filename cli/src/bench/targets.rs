@@ -7,7 +7,9 @@ use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use super::phases::{PhaseKind, PhaseSummary};
+use super::recovery::RecoveryFigures;
 use super::report::BenchResult;
+use super::restarts;
 use super::scenario::Scenario;
 
 /// One target.
@@ -46,6 +48,26 @@ pub enum Metric {
     Elections,
     /// Nodes not `up` in the map at the end.
     NodesNotUp,
+    /// The highest per-node average recovery send rate over the recovery
+    /// (Out → redundant), over the configured `recovery.bytes_per_sec`.
+    RecoveryRateVsLimit,
+    /// Time from the fault to full redundancy over the model's
+    /// `down_out_interval + bytes copied / (bytes_per_sec × sending nodes)`.
+    RedundancyTimeVsModel,
+    /// The recovering phase's p99 over the baseline's.
+    P99RecoveringVsBaseline,
+    /// Requests of the run that did not succeed (failed after the client's
+    /// retries, or dropped by the generator).
+    FailedOps,
+    /// Nodes marked Out during the run.
+    NodesMarkedOut,
+    /// Bytes copied for recovery during the run.
+    RecoveryBytes,
+    /// The slowest restart's time from spawn to first request served (s).
+    RestartToFirstServedS,
+    /// The worst restart's client p99 over the 10 s after the node was
+    /// ready, over the baseline's.
+    P99AfterRejoinVsBaseline,
 }
 
 impl Metric {
@@ -64,9 +86,18 @@ impl Metric {
     fn show(self, v: f64) -> String {
         match self {
             Self::GoodputVsPeak | Self::SuccessRatio => format!("{:.1}%", v * 100.0),
-            Self::P99VsBaseline | Self::AttemptsPerRequest => format!("×{v:.2}"),
+            Self::P99VsBaseline
+            | Self::AttemptsPerRequest
+            | Self::RecoveryRateVsLimit
+            | Self::RedundancyTimeVsModel
+            | Self::P99RecoveringVsBaseline
+            | Self::P99AfterRejoinVsBaseline => format!("×{v:.2}"),
+            Self::RestartToFirstServedS => format!("{v:.3} s"),
             Self::RefusalP99Us => format!("{v:.1} µs"),
-            Self::Elections | Self::NodesNotUp => format!("{v:.0}"),
+            Self::RecoveryBytes => format!("{:.1} MiB", v / f64::from(1u32 << 20)),
+            Self::Elections | Self::NodesNotUp | Self::FailedOps | Self::NodesMarkedOut => {
+                format!("{v:.0}")
+            }
         }
     }
 
@@ -79,6 +110,14 @@ impl Metric {
             Self::RefusalP99Us => "refusal p99",
             Self::Elections => "Raft elections",
             Self::NodesNotUp => "nodes not up at the end",
+            Self::RecoveryRateVsLimit => "recovery send rate per node / configured rate",
+            Self::RedundancyTimeVsModel => "time to full redundancy / model",
+            Self::P99RecoveringVsBaseline => "p99 while recovering / baseline p99",
+            Self::FailedOps => "failed client operations",
+            Self::NodesMarkedOut => "nodes marked out",
+            Self::RecoveryBytes => "bytes copied for recovery",
+            Self::RestartToFirstServedS => "restart → first request served",
+            Self::P99AfterRejoinVsBaseline => "p99 in the 10 s after rejoin / baseline p99",
         }
     }
 }
@@ -108,6 +147,21 @@ impl TargetSpec {
                 .find(|p| Some(&p.label) == self.phase.as_ref())?;
             return phase_value(self.metric, phase);
         }
+        if self.metric == Metric::FailedOps {
+            return Some(result.totals.offered.saturating_sub(result.totals.ok) as f64);
+        }
+        match self.metric {
+            Metric::RestartToFirstServedS => {
+                return restarts::worst(&result.restarts, |r| r.restart_to_first_served_s);
+            }
+            Metric::P99AfterRejoinVsBaseline => {
+                return restarts::worst(&result.restarts, |r| r.p99_after_ready_vs_baseline);
+            }
+            _ => {}
+        }
+        if let Some(v) = recovery_value(self.metric, result.recovery.as_ref()) {
+            return v;
+        }
         let server = result.server.as_ref()?;
         match self.metric {
             Metric::RefusalP99Us => server.refusal_p99_us,
@@ -115,6 +169,21 @@ impl TargetSpec {
             Metric::NodesNotUp => server.nodes_not_up.as_ref().map(|m| m.len() as f64),
             _ => None,
         }
+    }
+}
+
+/// A figure of the recovery: `None` when the metric is not one,
+/// `Some(None)` when the run has no such figure (no fault, no Out, not
+/// redundant by the end).
+fn recovery_value(metric: Metric, f: Option<&RecoveryFigures>) -> Option<Option<f64>> {
+    let pick = |get: fn(&RecoveryFigures) -> Option<f64>| Some(f.and_then(get));
+    match metric {
+        Metric::RecoveryRateVsLimit => pick(|f| f.rate_vs_limit),
+        Metric::RedundancyTimeVsModel => pick(|f| f.time_vs_model),
+        Metric::P99RecoveringVsBaseline => pick(|f| f.p99_recovering_vs_baseline),
+        Metric::NodesMarkedOut => pick(|f| Some(f.nodes_out.len() as f64)),
+        Metric::RecoveryBytes => pick(|f| Some(f.bytes_copied as f64)),
+        _ => None,
     }
 }
 
@@ -193,6 +262,8 @@ impl Scenario {
                 PhaseKind::BeforeFault,
                 PhaseKind::DuringFault,
                 PhaseKind::AfterFault,
+                PhaseKind::Recovering,
+                PhaseKind::Recovered,
             ]
             .iter()
             .map(|k| k.label().to_owned())
@@ -324,6 +395,9 @@ mod tests {
             phases,
             variant: Some(variant.to_owned()),
             peak: None,
+            recovery: None,
+            restarts: Vec::new(),
+            error_messages: Vec::new(),
             server: Some(ServerFigures {
                 elections,
                 ..ServerFigures::default()
@@ -354,5 +428,69 @@ mod tests {
         let missed = evaluate(&s.targets, &[result("on", 80, Some(2))]);
         assert!(missed.iter().all(|v| v.met == Some(false)), "{missed:?}");
         assert!(table(&missed).contains("**missed**"));
+    }
+
+    #[test]
+    fn restart_targets_take_the_worst_restart() {
+        use super::super::restarts::RestartFigures;
+        let s = parse(
+            "[[targets]]\nmetric = \"restart_to_first_served_s\"\nmax = 0.5\n[[targets]]\nmetric = \"p99_after_rejoin_vs_baseline\"\nmax = 1.5\n",
+        )
+        .unwrap();
+        let mut run = result("on", 50, Some(0));
+        let shown = |run: &BenchResult| -> Vec<_> {
+            evaluate(&s.targets, std::slice::from_ref(run))
+                .into_iter()
+                .map(|v| (v.shown, v.met))
+                .collect()
+        };
+        assert_eq!(shown(&run)[0], ("no figure".to_owned(), None));
+        let restart = |first: f64, ratio: f64| RestartFigures {
+            restart_to_first_served_s: Some(first),
+            p99_after_ready_vs_baseline: Some(ratio),
+            ..RestartFigures::default()
+        };
+        run.restarts = vec![restart(0.04, 1.1), restart(1.02, 1.2)];
+        assert_eq!(
+            shown(&run),
+            [
+                ("1.020 s".to_owned(), Some(false)),
+                ("×1.20".to_owned(), Some(true)),
+            ]
+        );
+    }
+
+    #[test]
+    fn recovery_targets_read_the_recovery_figures_and_the_totals() {
+        let s = parse(
+            "[[targets]]\nmetric = \"redundancy_time_vs_model\"\nmax = 1.1\n[[targets]]\nmetric = \"recovery_rate_vs_limit\"\nmax = 1.05\n[[targets]]\nmetric = \"failed_ops\"\nmax = 0\n[[targets]]\nmetric = \"nodes_marked_out\"\nmax = 0\n[[targets]]\nmetric = \"p99_recovering_vs_baseline\"\nmax = 1.25\n",
+        )
+        .unwrap();
+        let mut run = result("on", 50, Some(0));
+        run.totals.offered += 3;
+        run.recovery = Some(RecoveryFigures {
+            time_vs_model: Some(2.5),
+            rate_vs_limit: Some(0.98),
+            nodes_out: vec![2],
+            ..RecoveryFigures::default()
+        });
+        let got: Vec<_> = evaluate(&s.targets, &[run])
+            .into_iter()
+            .map(|v| (v.shown, v.met))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("×2.50".to_owned(), Some(false)),
+                ("×0.98".to_owned(), Some(true)),
+                ("3".to_owned(), Some(false)),
+                ("1".to_owned(), Some(false)),
+                ("no figure".to_owned(), None),
+            ]
+        );
+        // Without a fault there are no recovery figures, but failed ops.
+        let calm = evaluate(&s.targets, &[result("on", 50, Some(0))]);
+        assert_eq!(calm[2].met, Some(true));
+        assert_eq!(calm[0].met, None);
     }
 }

@@ -28,9 +28,10 @@ pub enum RetryPolicy {
     #[default]
     Budget,
     /// What a client without those does: every failure is retried at once
-    /// on the next replica, up to `max_attempts`, however many fail. It
-    /// still honours a node's `Overloaded { retry_after_ms }` (that is not
-    /// a setting of the client).
+    /// on the next replica, up to `max_attempts`, however many fail, and
+    /// no request is held back by the adaptive throttle. It still honours
+    /// a node's `Overloaded { retry_after_ms }` (that is not a setting of
+    /// the client).
     Naive,
 }
 
@@ -54,6 +55,7 @@ impl RetryPolicy {
                 config.breaker_failures = u32::MAX;
                 config.backoff_base = Duration::ZERO;
                 config.backoff_cap = Duration::ZERO;
+                config.throttle_k = 0.0;
             }
         }
     }

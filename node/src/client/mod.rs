@@ -505,8 +505,9 @@ impl Client {
                         // stale; refresh again as long as the node knows a
                         // newer map than ours (bounded, and within the
                         // deadline).
-                        // The refresh counts against the same deadline.
-                        *map = tokio::time::timeout_at(deadline, self.refresh_map())
+                        // The refresh counts against the same deadline, and
+                        // asks the node that knows the newer map.
+                        *map = tokio::time::timeout_at(deadline, self.refresh_map_from(&addr))
                             .await
                             .map_err(|_| ClientError::Timeout {
                                 addr: "the map refresh".into(),
@@ -554,13 +555,32 @@ impl Client {
     /// Fetches the map from an endpoint and caches it.
     pub async fn refresh_map(&self) -> Result<Arc<ClusterMap>, ClientError> {
         let map = Arc::new(self.map().await?);
+        Ok(self.install_map(map))
+    }
+
+    /// Fetches the map from `addr` — a node that just said it knows a newer
+    /// one than ours, when the node this client usually asks may lag
+    /// behind — and keeps it if it is newer.
+    async fn refresh_map_from(&self, addr: &str) -> Result<Arc<ClusterMap>, ClientError> {
+        let request = Request::Client(ClientRequest::GetMap);
+        match self
+            .pool
+            .send(addr, request, self.config.request_timeout)
+            .await?
+        {
+            Response::Map(map) => Ok(self.install_map(Arc::new(*map))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn install_map(&self, map: Arc<ClusterMap>) -> Arc<ClusterMap> {
         let mut slot = self.map.write().unwrap_or_else(|e| e.into_inner());
         // Keep whichever is newer: concurrent refreshes may finish out of
         // order.
         if slot.as_ref().is_none_or(|m| m.epoch <= map.epoch) {
             *slot = Some(map.clone());
         }
-        Ok(slot.clone().unwrap_or(map))
+        slot.clone().unwrap_or(map)
     }
 
     /// Keeps this client's clock ahead of versions it has seen, so its next

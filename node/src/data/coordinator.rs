@@ -295,8 +295,25 @@ pub async fn read(
     }
     let mut answers: Vec<(usize, Option<Found>)> = Vec::new();
     let mut first_error = String::new();
+    let mut hedge_at = Instant::now() + READ_HEDGE_AFTER;
     loop {
-        let Some((index, answer)) = next_answer(&mut rx, deadline, &mut first_error).await else {
+        // A replica that is alive in the map but frozen or partitioned
+        // answers nothing, and waiting for it would spend the whole
+        // deadline: past the hedge delay, one more replica is asked.
+        let spare = next < replicas.len();
+        let wait_until = if spare {
+            hedge_at.min(deadline)
+        } else {
+            deadline
+        };
+        let Some((index, answer)) = next_answer(&mut rx, wait_until, &mut first_error).await else {
+            if spare && Instant::now() < deadline {
+                first_error.clear();
+                launch(next);
+                next += 1;
+                hedge_at = Instant::now() + READ_HEDGE_AFTER;
+                continue;
+            }
             break;
         };
         let tally = match answer {
@@ -430,6 +447,12 @@ fn repair(
 
 /// Time a background read repair gets.
 const REPAIR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long a read waits for its quorum before asking one more replica.
+/// Far above a healthy replica's answer (sub-millisecond to a few ms), so
+/// it costs nothing in normal times and at most one extra read per slow
+/// read under load; short enough to fit well inside a client's attempt.
+const READ_HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
 
 #[cfg(test)]
 pub(crate) mod tests {

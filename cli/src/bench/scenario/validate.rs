@@ -205,12 +205,29 @@ impl Scenario {
         if self.faults.is_empty() {
             return Ok(());
         }
-        if !self.is_local() {
+        let docker = self.cluster.docker.is_some();
+        if !self.is_local() && !docker {
             bail!(
-                "faults need local processes; with cluster.endpoints (an existing cluster) only faults = [] is supported for now"
+                "faults need local processes or the docker cluster (cluster.docker = \"docker/cluster.sh\"); with plain cluster.endpoints only faults = [] is supported"
             );
         }
-        let nodes = self.cluster.nodes.unwrap_or(0);
+        if !docker
+            && let Some(f) = self
+                .faults
+                .iter()
+                .find(|f| matches!(f.action, FaultAction::Partition | FaultAction::Heal))
+        {
+            bail!(
+                "fault at {} s: {} needs the docker cluster (cluster.docker); local processes share one network",
+                f.at_s,
+                f.action
+            );
+        }
+        let nodes = if docker {
+            u8::try_from(self.cluster.endpoints.len()).unwrap_or(u8::MAX)
+        } else {
+            self.cluster.nodes.unwrap_or(0)
+        };
         for f in &self.faults {
             if !(1..=nodes).contains(&f.node) {
                 bail!(

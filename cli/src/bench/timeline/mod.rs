@@ -11,9 +11,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use levee_node::client::ClientError;
-use levee_node::proto::WireError;
 use serde::Serialize;
+
+mod error_kinds;
+
+pub use error_kinds::{ErrorKind, classify};
 
 /// Highest latency a histogram tracks (µs); larger ones are clamped. Well
 /// above any sensible request timeout.
@@ -22,77 +24,13 @@ const MAX_LATENCY_US: u64 = 120_000_000;
 /// Significant digits of the histograms: 0.1% resolution.
 const SIGFIG: u8 = 3;
 
-/// Why a request failed, as the report groups failures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorKind {
-    /// No answer within the request timeout, or the node gave up on the
-    /// deadline.
-    Timeout,
-    /// A node refused for load.
-    Overloaded,
-    /// No replica could serve: unreachable, closed, shutting down, no
-    /// leader, quorum not reached.
-    Unavailable,
-    /// Anything else (a bug, a refused request, a bad answer).
-    Other,
-}
+/// Distinct client error messages counted; later ones are counted
+/// together. Enough for the few causes a run has, bounded for one whose
+/// messages all differ (addresses, counts).
+const MAX_MESSAGES: usize = 32;
 
-impl ErrorKind {
-    /// Every kind, in report order.
-    pub const ALL: [ErrorKind; 4] = [
-        ErrorKind::Timeout,
-        ErrorKind::Overloaded,
-        ErrorKind::Unavailable,
-        ErrorKind::Other,
-    ];
-
-    /// Lower-case name, as in the JSON.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Timeout => "timeout",
-            Self::Overloaded => "overloaded",
-            Self::Unavailable => "unavailable",
-            Self::Other => "other",
-        }
-    }
-}
-
-/// The kind of a client failure.
-pub fn classify(error: &ClientError) -> ErrorKind {
-    match error {
-        ClientError::Timeout { .. } => ErrorKind::Timeout,
-        ClientError::Connect { .. }
-        | ClientError::ConnectTimeout { .. }
-        | ClientError::Handshake { .. }
-        | ClientError::NoEndpoints
-        | ClientError::ConnectionClosed { reason: None, .. } => ErrorKind::Unavailable,
-        ClientError::ConnectionClosed {
-            reason: Some(wire), ..
-        } => classify_wire(wire),
-        ClientError::Server(wire) => classify_wire(wire),
-        // What the last endpoint said is the telling part.
-        ClientError::AllEndpointsFailed { last, .. } => classify(last),
-        ClientError::Unexpected(_) => ErrorKind::Other,
-        // Refused by the client's own throttle: overload, seen early.
-        ClientError::Throttled { .. } => ErrorKind::Overloaded,
-    }
-}
-
-/// The kind of an error a node answered with.
-pub fn classify_wire(error: &WireError) -> ErrorKind {
-    match error {
-        WireError::DeadlineExceeded => ErrorKind::Timeout,
-        WireError::Overloaded { .. } => ErrorKind::Overloaded,
-        WireError::ShuttingDown
-        | WireError::NotLeader { .. }
-        | WireError::Unavailable { .. }
-        | WireError::QuorumFailed { .. }
-        | WireError::NotReplica { .. }
-        | WireError::StaleMap { .. } => ErrorKind::Unavailable,
-        _ => ErrorKind::Other,
-    }
-}
+/// Where messages past [`MAX_MESSAGES`] are counted.
+const OTHER_MESSAGES: &str = "(other messages)";
 
 /// What became of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,14 +122,43 @@ impl ClientCounts {
 }
 
 /// What the cluster said about itself at one moment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ClusterSample {
-    /// Node id → state (`Up`, `Down`, ...), from the answering node's map.
+    /// Node id → state (`up`, `down`, `out`, ...), from the answering
+    /// node's map.
     pub nodes: BTreeMap<u64, String>,
     /// Partitions with fewer Up replicas than R.
     pub under_replicated: usize,
     /// The leader the answering node follows.
     pub leader: Option<u64>,
+    /// Moves (re-replications) in flight, from the map.
+    pub moves: usize,
+    /// The leader's recovery view, when the answering node could give it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoverySample>,
+}
+
+/// The recovery figures of one status sample, from the leader's
+/// `RecoveryStatus` and the map's settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RecoverySample {
+    /// Recovery bytes sent per second, cluster-wide, over the leader's
+    /// last few seconds (its 5 s window).
+    pub bytes_per_sec: u64,
+    /// Per node id: recovery bytes it has sent since it started, from its
+    /// latest heartbeat (up to one heartbeat old; a dead node's last one).
+    pub sent: BTreeMap<u64, u64>,
+    /// Per node id: recovery bytes it has received since it started.
+    pub received: BTreeMap<u64, u64>,
+    /// The configured `recovery.bytes_per_sec`: what each node may send.
+    pub limit_bytes_per_sec: u64,
+    /// The configured `down_out_interval` (ms).
+    pub down_out_interval_ms: u64,
+    /// Node id → the guard (`min_in_ratio`, `zone`, `noout`) keeping it
+    /// from being marked Out although its silence is past
+    /// `down_out_interval`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub held: BTreeMap<u64, String>,
 }
 
 /// The run, second by second.
@@ -200,6 +167,10 @@ pub struct Timeline {
     buckets: Vec<Bucket>,
     /// Seconds in which no node answered the status sampler.
     status_misses: Vec<u64>,
+    /// How often each client error message was seen: the kinds say what
+    /// class of failure, the messages say which (a quorum not reached, a
+    /// connection refused...).
+    messages: BTreeMap<String, u64>,
 }
 
 impl Timeline {
@@ -208,6 +179,7 @@ impl Timeline {
         Self {
             buckets: (0..seconds).map(|_| Bucket::default()).collect(),
             status_misses: Vec::new(),
+            messages: BTreeMap::new(),
         }
     }
 
@@ -259,6 +231,26 @@ impl Timeline {
         self.buckets[s].client.add(&counts);
     }
 
+    /// Counts one failed request's error message (its durations masked,
+    /// see [`normalise`]).
+    pub fn message(&mut self, message: &str) {
+        let message = normalise(message);
+        let key = if self.messages.len() < MAX_MESSAGES || self.messages.contains_key(&message) {
+            message
+        } else {
+            OTHER_MESSAGES.to_owned()
+        };
+        *self.messages.entry(key).or_default() += 1;
+    }
+
+    /// The error messages seen, most frequent first.
+    pub fn messages(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> =
+            self.messages.iter().map(|(m, n)| (m.clone(), *n)).collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        out
+    }
+
     /// The seconds, in order.
     pub fn buckets(&self) -> &[Bucket] {
         &self.buckets
@@ -272,6 +264,27 @@ impl Timeline {
             .map(|(s, b)| SecondRow::of(s as u64, b, self.status_misses.contains(&(s as u64))))
             .collect()
     }
+}
+
+/// A message with every duration (`999.997ms`, `1.5s`) shown as `…ms`,
+/// `…s`: timeouts differ in their last microseconds, and counted as they
+/// come every one would be a message of its own.
+pub fn normalise(message: &str) -> String {
+    message
+        .split(' ')
+        .map(|word| {
+            let bare = word.trim_end_matches([',', ';', ')']);
+            let unit = ["ms", "µs", "ns", "s"].into_iter().find(|u| {
+                bare.strip_suffix(u)
+                    .is_some_and(|n| n.parse::<f64>().is_ok())
+            });
+            match unit {
+                Some(u) => format!("…{u}{}", &word[bare.len()..]),
+                None => word.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// One second of the report.
@@ -384,9 +397,10 @@ mod tests {
         t.record(ms(4200), ms(3), Outcome::Ok);
         t.sample(ms(9000), None);
         let sample = ClusterSample {
-            nodes: BTreeMap::from([(1, "Up".into()), (2, "Down".into())]),
+            nodes: BTreeMap::from([(1, "up".into()), (2, "down".into())]),
             under_replicated: 17,
             leader: Some(1),
+            ..ClusterSample::default()
         };
         t.sample(ms(3100), Some(sample.clone()));
         t.sample(ms(2100), None);
@@ -394,6 +408,36 @@ mod tests {
         assert_eq!(rows.len(), 5);
         assert_eq!(rows[3].cluster.as_ref(), Some(&sample));
         assert!(rows[2].status_unreachable && !rows[3].status_unreachable);
+    }
+
+    #[test]
+    fn durations_in_messages_are_masked() {
+        assert_eq!(
+            normalise("request to 127.0.0.3:7400 timed out after 999.996566ms"),
+            "request to 127.0.0.3:7400 timed out after …ms"
+        );
+        assert_eq!(
+            normalise("waited 2s, then 1.5µs; gave up"),
+            "waited …s, then …µs; gave up"
+        );
+        assert_eq!(normalise("map epoch 52 is old"), "map epoch 52 is old");
+    }
+
+    #[test]
+    fn error_messages_are_counted_most_frequent_first_and_bounded() {
+        let mut t = Timeline::new(1);
+        for m in ["b", "a", "b"] {
+            t.message(m);
+        }
+        assert_eq!(t.messages(), [("b".to_owned(), 2), ("a".to_owned(), 1)]);
+        for i in 0..100 {
+            t.message(&format!("m{i}"));
+        }
+        t.message("a");
+        let all = t.messages();
+        assert_eq!(all.len(), MAX_MESSAGES + 1);
+        assert_eq!(all[0], (OTHER_MESSAGES.to_owned(), 70));
+        assert!(all.contains(&("a".to_owned(), 2)), "known ones still count");
     }
 
     #[test]
@@ -416,58 +460,5 @@ mod tests {
         assert_eq!(rows[0].client.attempts_per_request(), Some(1.75));
         assert_eq!(ClientCounts::default().attempts_per_request(), None);
         assert_eq!(at(5, 5).since(&at(6, 6)), ClientCounts::default());
-    }
-
-    #[test]
-    fn errors_are_classified_by_what_the_client_saw() {
-        let addr = || "127.0.0.2:7400".to_string();
-        let timeout = ClientError::Timeout {
-            addr: addr(),
-            after: ms(1000),
-        };
-        assert_eq!(classify(&timeout), ErrorKind::Timeout);
-        assert_eq!(
-            classify(&ClientError::Server(WireError::DeadlineExceeded)),
-            ErrorKind::Timeout
-        );
-        assert_eq!(
-            classify(&ClientError::Server(WireError::Overloaded {
-                retry_after_ms: 5
-            })),
-            ErrorKind::Overloaded
-        );
-        let quorum = WireError::QuorumFailed {
-            acked: 1,
-            needed: 2,
-            replicas: 3,
-            detail: String::new(),
-        };
-        assert_eq!(
-            classify(&ClientError::Server(quorum)),
-            ErrorKind::Unavailable
-        );
-        let refused = ClientError::Connect {
-            addr: addr(),
-            error: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
-        };
-        assert_eq!(classify(&refused), ErrorKind::Unavailable);
-        let wrapped = ClientError::AllEndpointsFailed {
-            tried: 3,
-            last: Box::new(ClientError::Server(WireError::Overloaded {
-                retry_after_ms: 1,
-            })),
-        };
-        assert_eq!(classify(&wrapped), ErrorKind::Overloaded);
-        assert_eq!(
-            classify(&ClientError::ConnectionClosed {
-                addr: addr(),
-                reason: Some(WireError::ShuttingDown)
-            }),
-            ErrorKind::Unavailable
-        );
-        assert_eq!(
-            classify(&ClientError::Server(WireError::EmptyKey)),
-            ErrorKind::Other
-        );
     }
 }

@@ -1,5 +1,6 @@
 //! Phase summaries: the run cut at its faults into before / during /
-//! after (or, for a step load, into its steps), each summarised from the
+//! after, its recovery cut out as its own phase (or, for a step load,
+//! into its steps; the cutting is in `spans.rs`), each summarised from the
 //! per-second buckets, and every figure given as a ratio to the first
 //! phase of the same run — the before-fault baseline, or the lowest step
 //! (two machines, or two days, differ more than the effect being
@@ -11,104 +12,9 @@ use serde::Serialize;
 
 use super::timeline::{Bucket, ClientCounts, ErrorKind, new_histogram, us_to_ms};
 
-/// Which part of the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PhaseKind {
-    /// No faults in the scenario: the whole run after the warm-up.
-    Steady,
-    /// From the end of the warm-up to the first fault: the baseline.
-    BeforeFault,
-    /// From the first fault to the last one (or to the end, with one).
-    DuringFault,
-    /// From the last fault to the end.
-    AfterFault,
-    /// One step of a step load.
-    Step,
-}
+mod spans;
 
-impl PhaseKind {
-    /// Human name, as in summary.md.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Steady => "steady",
-            Self::BeforeFault => "before fault",
-            Self::DuringFault => "during fault",
-            Self::AfterFault => "after fault",
-            Self::Step => "step",
-        }
-    }
-}
-
-/// Seconds `[from_s, to_s)` of the run that form a phase.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct PhaseSpan {
-    /// Which phase.
-    pub kind: PhaseKind,
-    /// First second.
-    pub from_s: u64,
-    /// One past the last second.
-    pub to_s: u64,
-    /// For a step: its load as a multiple of the peak.
-    pub multiple: Option<f64>,
-}
-
-impl PhaseSpan {
-    /// Human name: the kind, or a step's load (`3× peak`).
-    pub fn label(&self) -> String {
-        match self.multiple {
-            Some(m) => format!("{m}× peak"),
-            None => self.kind.label().to_owned(),
-        }
-    }
-}
-
-/// Cuts a run of `duration_s` seconds at its fault times. The baseline
-/// starts after `warmup_s`. A second holding a fault belongs to the phase
-/// the fault starts, so a baseline second is never touched by a fault.
-pub fn spans(duration_s: u64, warmup_s: u64, fault_times_s: &[f64]) -> Vec<PhaseSpan> {
-    let span = |kind, from_s, to_s| PhaseSpan {
-        kind,
-        from_s,
-        to_s,
-        multiple: None,
-    };
-    let first = fault_times_s.iter().copied().reduce(f64::min);
-    let last = fault_times_s.iter().copied().reduce(f64::max);
-    let (Some(first), Some(last)) = (first, last) else {
-        return vec![span(
-            PhaseKind::Steady,
-            warmup_s.min(duration_s),
-            duration_s,
-        )];
-    };
-    let first = (first.floor() as u64).min(duration_s);
-    let last = (last.floor() as u64).min(duration_s);
-    let mut out = vec![span(PhaseKind::BeforeFault, warmup_s.min(first), first)];
-    if last > first {
-        out.push(span(PhaseKind::DuringFault, first, last));
-        out.push(span(PhaseKind::AfterFault, last, duration_s));
-    } else {
-        out.push(span(PhaseKind::DuringFault, first, duration_s));
-    }
-    out
-}
-
-/// The steps of a step load, `step_s` each, back to back; the first
-/// `warmup_s` of every step are left out, so a step's figures are the
-/// load it names rather than the move from the step before.
-pub fn step_spans(multiples: &[f64], step_s: u64, warmup_s: u64) -> Vec<PhaseSpan> {
-    let skip = warmup_s.min(step_s.saturating_sub(1));
-    (0u64..)
-        .zip(multiples)
-        .map(|(i, &m)| PhaseSpan {
-            kind: PhaseKind::Step,
-            from_s: i * step_s + skip,
-            to_s: (i + 1) * step_s,
-            multiple: Some(m),
-        })
-        .collect()
-}
+pub use spans::{PhaseKind, PhaseSpan, spans, step_spans, with_recovery};
 
 /// One phase, summarised.
 #[derive(Debug, Clone, Serialize)]
@@ -275,43 +181,6 @@ mod tests {
     use crate::bench::timeline::{Outcome, Timeline};
     use std::time::Duration;
 
-    #[test]
-    fn no_faults_is_one_steady_phase_after_warmup() {
-        assert_eq!(
-            spans(30, 2, &[]),
-            vec![PhaseSpan {
-                kind: PhaseKind::Steady,
-                from_s: 2,
-                to_s: 30,
-                multiple: None,
-            }]
-        );
-    }
-
-    #[test]
-    fn kill_then_restart_gives_before_during_after() {
-        let s = spans(60, 2, &[40.5, 20.0]);
-        let kinds: Vec<_> = s.iter().map(|p| (p.kind, p.from_s, p.to_s)).collect();
-        assert_eq!(
-            kinds,
-            vec![
-                (PhaseKind::BeforeFault, 2, 20),
-                (PhaseKind::DuringFault, 20, 40),
-                (PhaseKind::AfterFault, 40, 60),
-            ]
-        );
-    }
-
-    #[test]
-    fn a_single_fault_lasts_to_the_end() {
-        let s = spans(30, 2, &[10.3]);
-        assert_eq!(s.len(), 2);
-        assert_eq!(
-            (s[1].kind, s[1].from_s, s[1].to_s),
-            (PhaseKind::DuringFault, 10, 30)
-        );
-    }
-
     /// 10 s at 100 ops/s: seconds 0-3 fast and clean, 4-6 half fail and
     /// the rest are slow, 7-9 clean again but twice as slow.
     fn run() -> Timeline {
@@ -368,22 +237,6 @@ mod tests {
         assert_eq!(phases[1].p99_ms, None);
         assert_eq!(phases[1].vs_baseline.p99, None);
         assert_eq!(phases[1].vs_baseline.goodput, Some(0.0));
-    }
-
-    #[test]
-    fn steps_are_phases_without_their_first_seconds() {
-        let s = step_spans(&[0.5, 1.0, 3.0], 10, 2);
-        let got: Vec<_> = s.iter().map(|p| (p.from_s, p.to_s, p.label())).collect();
-        assert_eq!(
-            got,
-            [
-                (2, 10, "0.5× peak".to_owned()),
-                (12, 20, "1× peak".to_owned()),
-                (22, 30, "3× peak".to_owned()),
-            ]
-        );
-        // A warm-up as long as the step still leaves a second.
-        assert_eq!(step_spans(&[1.0], 3, 5)[0].from_s, 2);
     }
 
     /// Three 4-second steps of a 100 ops/s peak: 50/s all fast, 100/s all
