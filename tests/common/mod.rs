@@ -81,9 +81,9 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Op
     }
 }
 
-/// `GET path` on an HTTP endpoint: the status code, or `None` if it cannot
-/// be reached.
-pub fn http_status(addr: &str, path: &str) -> Option<u16> {
+/// `GET path` on an HTTP endpoint: the whole response, or `None` if it
+/// cannot be reached within a few seconds.
+fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut stream =
         TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -94,21 +94,22 @@ pub fn http_status(addr: &str, path: &str) -> Option<u16> {
     .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
-    response.split_whitespace().nth(1)?.parse().ok()
+    Some(response)
+}
+
+/// `GET path` on an HTTP endpoint: the status code, or `None` if it cannot
+/// be reached.
+pub fn http_status(addr: &str, path: &str) -> Option<u16> {
+    http_get(addr, path)?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// The body of an HTTP GET on the admin port, if it answers 200.
 pub fn http_body(addr: &str, path: &str) -> Option<String> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
+    let response = http_get(addr, path)?;
     let (head, body) = response.split_once("\r\n\r\n")?;
     (head.split_whitespace().nth(1)? == "200").then(|| body.to_owned())
 }
