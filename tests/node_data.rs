@@ -120,10 +120,16 @@ fn many_requests_share_one_connection_and_each_gets_its_own_answer() {
     rt.block_on(async {
         let client = std::sync::Arc::new(node.client());
         let conn = client.connection().await.unwrap();
+        // Many at once on one connection, yet within the node's smallest
+        // adaptive limit (32), so no request is refused as a burst (that
+        // is tests/admission_overload.rs's subject).
+        let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..300u32 {
             let client = client.clone();
+            let permit = in_flight.clone().acquire_owned().await.unwrap();
             tasks.spawn(async move {
+                let _permit = permit;
                 let key = format!("key-{i}");
                 // Sizes differ so that requests finish in mixed order.
                 let value = vec![(i % 251) as u8; 1 + (i as usize * 997) % 50_000];

@@ -12,13 +12,21 @@ fn per_write_acknowledged_values_survive_sigkill_and_restart() {
     let keys = 400;
     rt.block_on(async {
         let client = std::sync::Arc::new(node.client());
+        // Concurrent, so writes share flushes (group commit), but within
+        // the node's smallest adaptive limit (32): this test is about
+        // durability, not about a burst the node should refuse
+        // (tests/admission_overload.rs).
+        let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..keys {
             let client = client.clone();
+            let permit = in_flight.clone().acquire_owned().await.unwrap();
             tasks.spawn(async move {
-                client
+                let result = client
                     .put(format!("k{i}").as_bytes(), format!("v{i}").as_bytes())
-                    .await
+                    .await;
+                drop(permit);
+                result
             });
         }
         while let Some(result) = tasks.join_next().await {
