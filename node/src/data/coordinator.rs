@@ -207,25 +207,31 @@ async fn write_one(
     deadline: Instant,
 ) -> WriteAnswer {
     if replica.id == me {
-        return match node
-            .storage()
-            .apply(
-                hint.partition,
-                &hint.key,
-                hint.version,
-                hint.value.as_deref(),
-            )
-            .await
-        {
-            Ok(Applied::Written) => Ok((true, hint.version)),
-            Ok(Applied::Stale { current }) => Ok((false, current)),
-            Err(e) => Err(format!("local write failed: {e}")),
-        };
+        return apply_locally(node, hint).await;
     }
     if !replica.up {
         return Err(format!("node {} is down", replica.id));
     }
     replicate(node, &replica.addr, hint, remaining(deadline)).await
+}
+
+/// Applies a record to this node's own replica (the coordinator is one of
+/// the partition's replicas).
+async fn apply_locally(node: &Node, hint: &Hint) -> WriteAnswer {
+    match node
+        .storage()
+        .apply(
+            hint.partition,
+            &hint.key,
+            hint.version,
+            hint.value.as_deref(),
+        )
+        .await
+    {
+        Ok(Applied::Written) => Ok((true, hint.version)),
+        Ok(Applied::Stale { current }) => Ok((false, current)),
+        Err(e) => Err(format!("local write failed: {e}")),
+    }
 }
 
 /// Sends one record to one replica.
@@ -420,23 +426,12 @@ fn repair(
         };
         tokio::spawn(async move {
             let result = if replica.id == me {
-                node.storage()
-                    .apply(
-                        hint.partition,
-                        &hint.key,
-                        hint.version,
-                        hint.value.as_deref(),
-                    )
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                apply_locally(&node, &hint).await
             } else {
-                replicate(&node, &replica.addr, &hint, REPAIR_TIMEOUT)
-                    .await
-                    .map(|_| ())
+                replicate(&node, &replica.addr, &hint, REPAIR_TIMEOUT).await
             };
             match result {
-                Ok(()) => tracing::debug!(replica = replica.id, "read repair applied"),
+                Ok(_) => tracing::debug!(replica = replica.id, "read repair applied"),
                 Err(e) => {
                     tracing::debug!(replica = replica.id, error = %e, "read repair failed; anti-entropy will retry")
                 }
