@@ -303,6 +303,21 @@ fn a_node_killed_under_load_answers_liveness_first_then_serves_and_loses_no_acke
             .contains("first_served_ms=")
             .then_some(())
     });
+    // Storage opened only its layout and hints before ready; the shards
+    // open on first touch and in the warm-up after ready, which ends with
+    // every one of the default 16 open.
+    assert!(p["storage_open"] <= p["ready"], "{p:?}");
+    let text = wait_for("every storage shard open", START_DEADLINE, || {
+        let text = http_body(&nodes[victim].admin, "/metrics").unwrap_or_default();
+        (phases(&nodes[victim]).contains_key("storage_warm")
+            && text.contains("levee_storage_shards{state=\"closed\"} 0\n"))
+        .then_some(text)
+    });
+    assert_eq!(metric(&text, "levee_storage_shards"), Some(16.0));
+    assert!(
+        plain(&nodes[victim].log()).contains("storage warm: every shard open"),
+        "the warm-up logs its end"
+    );
 
     load.wait_acks("writes after the rejoin", 100);
     let acked = load.stop();

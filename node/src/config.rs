@@ -89,6 +89,12 @@ pub struct Config {
     /// sled's page cache (bytes). Default 256 MiB: enough for hot index
     /// pages on a small node without taking over the machine's memory.
     pub cache_bytes: u64,
+    /// Storage shards (separate sled instances, opened when first
+    /// touched) of a new data directory; an existing one keeps its count.
+    /// More shards make a restart's first open cheaper (it opens one
+    /// shard, not all the data) at the cost of one flush per shard a
+    /// group commit covers. Default 16.
+    pub storage_shards: u32,
     /// Number of partitions the key space is split into. Fixed for the
     /// life of the data: changing it re-homes every key.
     pub partitions: u32,
@@ -218,6 +224,7 @@ impl Default for Config {
             durability: Durability::PerWrite,
             flush_every_ms: 500,
             cache_bytes: 256 * 1024 * 1024,
+            storage_shards: 16,
             partitions: 256,
             max_frame_bytes: limits.max_frame_bytes,
             max_key_bytes: limits.max_key_bytes,
@@ -350,6 +357,9 @@ pub struct Overrides {
     /// sled cache size in bytes.
     #[arg(long, env = "LEVEE_CACHE_BYTES", value_name = "BYTES")]
     pub cache_bytes: Option<u64>,
+    /// Storage shards of a new data directory (1..=256).
+    #[arg(long, env = "LEVEE_STORAGE_SHARDS", value_name = "N")]
+    pub storage_shards: Option<u32>,
     /// Largest value in bytes.
     #[arg(long, env = "LEVEE_MAX_VALUE_BYTES", value_name = "BYTES")]
     pub max_value_bytes: Option<u32>,
@@ -464,6 +474,7 @@ impl Config {
         set(&mut self.durability, o.durability);
         set(&mut self.flush_every_ms, o.flush_every_ms);
         set(&mut self.cache_bytes, o.cache_bytes);
+        set(&mut self.storage_shards, o.storage_shards);
         set(&mut self.max_value_bytes, o.max_value_bytes);
         set(&mut self.max_key_bytes, o.max_key_bytes);
         set(&mut self.max_frame_bytes, o.max_frame_bytes);
@@ -545,6 +556,13 @@ impl Config {
         if self.replicas == 0 {
             return Err(ConfigError::Invalid("replicas must be at least 1".into()));
         }
+        if !(1..=crate::storage::MAX_SHARDS).contains(&self.storage_shards) {
+            return Err(ConfigError::Invalid(format!(
+                "storage_shards is {}; it must be between 1 and {}",
+                self.storage_shards,
+                crate::storage::MAX_SHARDS
+            )));
+        }
         if self.init && !self.join.is_empty() {
             return Err(ConfigError::Invalid(
                 "init and join exclude each other".into(),
@@ -587,6 +605,7 @@ impl Config {
             durability: self.durability,
             flush_every_ms: self.flush_every_ms,
             cache_bytes: self.cache_bytes,
+            shards: self.storage_shards,
         }
     }
 

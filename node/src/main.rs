@@ -119,6 +119,7 @@ async fn run(
 
     let node = open_node(&config, &admission).await?;
     startup.mark(Phase::StorageOpen);
+    startup.attach_storage(node.storage().clone());
 
     let server = Server::bind(&config.listen, node.clone(), ServerOptions::from(&config))
         .await
@@ -174,6 +175,12 @@ async fn run(
             cluster.clone(),
             admission.clone(),
         ));
+        // Shards the first requests did not open yet open now, one at a
+        // time, so that later first touches do not wait for an open.
+        tokio::spawn(startup::warm_storage(
+            startup.clone(),
+            node.storage().clone(),
+        ));
     }
 
     let drained = server_task.await.unwrap_or(false);
@@ -187,7 +194,8 @@ async fn run(
     Ok(())
 }
 
-/// Opens the node's storage. sled's open blocks (it reads its snapshot,
+/// Opens the node's storage: its layout and the hint instance; data
+/// shards open on first touch. sled's open blocks (it reads its snapshot,
 /// every segment header and the log written since its last open), so it
 /// runs off the async threads and the admin port keeps answering
 /// meanwhile, even on a one-core runtime.

@@ -13,14 +13,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::admission::Admission;
 use crate::cluster::Cluster;
+use crate::storage::Storage;
 
 /// A point in a node's start, in the order they are reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// The admin port is bound: `/health/live` answers from here on.
     AdminListening,
-    /// sled is open (its own recovery; levee scans no data) and the hint
-    /// queue is counted.
+    /// Storage is open: its layout read and the hint instance open (sled's
+    /// own recovery; levee scans no data) and the hint queue counted. Data
+    /// shards open on their first touch or in the background
+    /// ([`Phase::StorageWarm`]), so this does not grow with the data.
     StorageOpen,
     /// The protocol port is bound and accepting.
     ProtocolListening,
@@ -38,11 +41,15 @@ pub enum Phase {
     /// The first foreground request (a client or replica read or write)
     /// answered successfully.
     FirstServed,
+    /// Every storage shard is open, by first touches and the background
+    /// warm-up started at ready. Reached after ready, in any order with
+    /// the two phases before it.
+    StorageWarm,
 }
 
 impl Phase {
     /// Every phase, in order.
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 8] = [
         Phase::AdminListening,
         Phase::StorageOpen,
         Phase::ProtocolListening,
@@ -50,6 +57,7 @@ impl Phase {
         Phase::Ready,
         Phase::MapCurrent,
         Phase::FirstServed,
+        Phase::StorageWarm,
     ];
 
     /// The label in `/metrics` and the stem of the log field
@@ -63,6 +71,7 @@ impl Phase {
             Phase::Ready => "ready",
             Phase::MapCurrent => "map_current",
             Phase::FirstServed => "first_served",
+            Phase::StorageWarm => "storage_warm",
         }
     }
 
@@ -86,6 +95,8 @@ pub struct Startup {
     /// opposed to a first start.
     restart: bool,
     reached: [OnceLock<Duration>; Phase::ALL.len()],
+    /// The node's storage once open, for its shard gauges.
+    storage: OnceLock<Storage>,
 }
 
 impl Startup {
@@ -99,7 +110,13 @@ impl Startup {
                 .as_secs_f64(),
             restart,
             reached: Default::default(),
+            storage: OnceLock::new(),
         }
+    }
+
+    /// Adds the storage's shard gauges to [`Startup::render`].
+    pub fn attach_storage(&self, storage: Storage) {
+        let _ = self.storage.set(storage);
     }
 
     /// Whether this is a restart on existing data.
@@ -167,6 +184,21 @@ impl Startup {
             u8::from(self.restart),
             self.started_unix,
         );
+        if let Some(storage) = self.storage.get() {
+            let (open, all) = (storage.shards_open(), storage.shards());
+            let _ = write!(
+                out,
+                "# HELP levee_storage_shards Storage shards (sled instances) of the data directory, by whether they are open yet.\n\
+                 # TYPE levee_storage_shards gauge\n\
+                 levee_storage_shards{{state=\"open\"}} {open}\n\
+                 levee_storage_shards{{state=\"closed\"}} {}\n\
+                 # HELP levee_storage_shard_open_seconds_total Seconds spent opening storage shards since the process started.\n\
+                 # TYPE levee_storage_shard_open_seconds_total counter\n\
+                 levee_storage_shard_open_seconds_total {:.6}\n",
+                all.saturating_sub(open),
+                storage.shard_open_seconds(),
+            );
+        }
         out
     }
 }
@@ -223,6 +255,27 @@ pub async fn watch(startup: Arc<Startup>, cluster: Arc<Cluster>, admission: Arc<
             "levee-node started: {}",
             startup.summary()
         );
+    }
+}
+
+/// Opens every storage shard not opened by a request yet, one at a time,
+/// and logs when all are: the warm-up after ready (nothing waits for it).
+pub async fn warm_storage(startup: Arc<Startup>, storage: Storage) {
+    match storage.warm_up().await {
+        Ok(opened) => {
+            let at = startup.mark(Phase::StorageWarm);
+            tracing::info!(
+                shards = storage.shards(),
+                opened_in_background = opened,
+                shard_open_ms = format!("{:.1}", storage.shard_open_seconds() * 1000.0),
+                "storage warm: every shard open {:.1} ms after process start",
+                millis(at)
+            );
+        }
+        Err(e) => tracing::error!(
+            error = %e,
+            "opening storage shards in the background failed; each opens on its first request"
+        ),
     }
 }
 

@@ -169,6 +169,12 @@ pub async fn collect_tombstones(
         // now could let it come back. Wait for it.
         let Some(peers) = peers else { continue };
         let partition = partition as u32;
+        // A shard not yet opened since the restart opens off the async
+        // threads; the scan below then runs on an open one.
+        if let Err(e) = node.storage().open_partition(partition).await {
+            tracing::warn!(partition, error = %e, "cannot open storage for tombstone collection");
+            continue;
+        }
         let old = match node
             .storage()
             .old_tombstones(partition, before_ms, PURGE_LIMIT)
@@ -352,7 +358,8 @@ async fn remote_entries(
 async fn push(node: &Node, partition: u32, key: &[u8], addr: &str) -> Result<(), String> {
     let Some(record) = node
         .storage()
-        .get(partition, key)
+        .read(partition, key)
+        .await
         .map_err(|e| e.to_string())?
     else {
         return Ok(());

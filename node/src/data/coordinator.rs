@@ -122,7 +122,11 @@ pub async fn write(
             }
         });
     }
-    let (tx, mut rx) = mpsc::channel::<WriteAnswer>(replicas.len().max(1));
+    let (tx, mut rx) = mpsc::channel::<(bool, WriteAnswer)>(replicas.len().max(1));
+    // When the quorum turns out impossible, the answer still waits for
+    // this node's own apply (local, quick): the error then tells the client
+    // truly whether the value is on the node it asked.
+    let mut local_pending = replicas.iter().any(|r| r.id == cluster.node_id());
     for replica in replicas {
         let (node, hint, tx) = (node.clone(), hint.clone(), tx.clone());
         let me = cluster.node_id();
@@ -135,17 +139,19 @@ pub async fn write(
             {
                 store_hint(&node, replica.id, &hint, e).await;
             }
-            let _ = tx.send(answer).await;
+            let _ = tx.send((replica.id == me, answer)).await;
         });
     }
     drop(tx);
     let mut applied = false;
     let mut stored = version;
     let mut first_error = String::new();
+    let mut impossible = false;
     loop {
-        let Some(answer) = next_answer(&mut rx, deadline, &mut first_error).await else {
+        let Some((local, answer)) = next_answer(&mut rx, deadline, &mut first_error).await else {
             break;
         };
+        local_pending &= !local;
         let tally = match answer {
             Ok((was_applied, version)) => {
                 applied |= was_applied;
@@ -166,8 +172,11 @@ pub async fn write(
                     version: stored,
                 });
             }
-            Tally::Impossible => break,
+            Tally::Impossible => impossible = true,
             Tally::Pending => {}
+        }
+        if impossible && !local_pending {
+            break;
         }
     }
     Err(quorum_failed(&quorum, map.settings.replicas, first_error))
@@ -372,7 +381,8 @@ async fn read_one(
     if replica.id == me {
         return node
             .storage()
-            .get(partition, key)
+            .read(partition, key)
+            .await
             .map(|r| {
                 r.map(|r| Found {
                     version: r.version,

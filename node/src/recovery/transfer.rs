@@ -518,7 +518,10 @@ async fn apply(
     .await
     .map_err(|e| e.to_string())??;
     // One flush for the page rather than one per record.
-    node.storage().commit().await.map_err(|e| e.to_string())?;
+    node.storage()
+        .commit(partition)
+        .await
+        .map_err(|e| e.to_string())?;
     node.admission().metrics().record_recovery_received(bytes);
     copied.after = Some(last);
     copied.keys += keys;

@@ -77,7 +77,7 @@ async fn handle_client(
         ClientRequest::GetReplica { key } => {
             let map = cluster(node)?.map();
             let partition = crate::partition::partition_of(&key, map.partitions.max(1));
-            read_local(node, partition, &key)
+            read_local(node, partition, &key).await
         }
         ClientRequest::GetMap => Ok(Response::Map(Box::new((*cluster(node)?.map()).clone()))),
         ClientRequest::Status => Ok(Response::Status(Box::new(cluster(node)?.status()))),
@@ -138,12 +138,16 @@ async fn handle_node(
                 .map_err(storage_error)?;
             Ok(written(applied, version))
         }
-        NodeRequest::ReadLocal { partition, key } => read_local(node, partition, &key),
+        NodeRequest::ReadLocal { partition, key } => read_local(node, partition, &key).await,
         NodeRequest::PurgeTombstone {
             partition,
             key,
             version,
         } => {
+            node.storage()
+                .open_partition(partition)
+                .await
+                .map_err(storage_error)?;
             let purged = node
                 .storage()
                 .purge_tombstone(partition, &key, version)
@@ -199,8 +203,12 @@ fn remaining(deadline: Instant) -> std::time::Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
-fn read_local(node: &Node, partition: u32, key: &[u8]) -> Result<Response, WireError> {
-    let record = node.storage().get(partition, key).map_err(storage_error)?;
+async fn read_local(node: &Node, partition: u32, key: &[u8]) -> Result<Response, WireError> {
+    let record = node
+        .storage()
+        .read(partition, key)
+        .await
+        .map_err(storage_error)?;
     Ok(Response::Get(record.map(|r| Found {
         version: r.version,
         value: r.value,

@@ -1,24 +1,40 @@
-//! The sled-backed engine.
+//! The sled-backed engine: partition groups ("shards"), each its own sled
+//! instance, opened when first touched.
+//!
+//! sled 0.34's open grows with the pages it holds (it rebuilds its page
+//! table and reads every segment's header), so a single instance makes a
+//! restart as slow as the node is big. Split into shards, a restarted node
+//! opens only the shard its first request needs and serves from it; the
+//! rest open on their own first touch or in the background
+//! ([`Storage::warm_up`]). Partition `p` lives in shard `p % shards`, the
+//! count being fixed when the directory is created (`LAYOUT`). Hints live
+//! in an instance of their own, small and bounded, opened eagerly.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use super::group_commit::GroupCommit;
+pub use super::layout::MAX_SHARDS;
 use super::record::{self, Record, Version};
 use super::{Durability, StorageError};
 
 /// How to open storage.
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
-    /// Directory holding sled's files.
+    /// Directory holding the shards.
     pub path: PathBuf,
     /// When an acknowledged write is on disk.
     pub durability: Durability,
     /// sled's background flush interval. With `periodic` durability this is
     /// the window of acknowledged writes a crash can lose.
     pub flush_every_ms: u64,
-    /// sled's page cache size in bytes.
+    /// Page cache in bytes, shared out evenly over the shards.
     pub cache_bytes: u64,
+    /// Shards of a new directory. An existing directory keeps the count
+    /// it was created with.
+    pub shards: u32,
 }
 
 impl StorageConfig {
@@ -29,6 +45,7 @@ impl StorageConfig {
             durability: Durability::default(),
             flush_every_ms: 500,
             cache_bytes: 256 * 1024 * 1024,
+            shards: 16,
         }
     }
 }
@@ -52,35 +69,101 @@ pub struct Storage {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("path", &self.inner.root)
+            .field("shards", &self.shards())
+            .field("shards_open", &self.shards_open())
+            .finish()
+    }
+}
+
 struct Inner {
-    db: sled::Db,
-    data: sled::Tree,
+    root: PathBuf,
     durability: Durability,
+    flush_every_ms: u64,
+    cache_per_shard: u64,
+    /// Hosts the group-commit tasks of shards opened later, wherever the
+    /// open happens (a blocking thread, a worker).
+    runtime: Option<tokio::runtime::Handle>,
+    slots: Box<[Slot]>,
+    hints: Shard,
+    opened: AtomicU32,
+    /// Nanoseconds spent opening data shards, summed.
+    open_nanos: AtomicU64,
+}
+
+/// A shard that may not be open yet. `opening` makes sure one thread opens
+/// it (sled locks its directory: a second open would fail).
+#[derive(Default)]
+struct Slot {
+    shard: OnceLock<Shard>,
+    opening: Mutex<()>,
+}
+
+/// One sled instance.
+pub(super) struct Shard {
+    db: sled::Db,
+    tree: sled::Tree,
     commit: Option<GroupCommit>,
 }
 
+impl Shard {
+    /// The instance's one tree of records.
+    pub(super) fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    /// The sled database (hints use its id generator).
+    pub(super) fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// Waits until every write applied to this shard before the call is
+    /// on disk, if the durability asks for it.
+    pub(super) async fn commit(&self) -> Result<(), StorageError> {
+        match &self.commit {
+            Some(commit) => commit.wait(&self.db).await,
+            None => Ok(()),
+        }
+    }
+}
+
 impl Storage {
-    /// Opens (or creates) storage. Opening does not scan the data. With
-    /// `per_write` durability this must run inside a tokio runtime, which
-    /// hosts the group-commit task.
+    /// Opens (or creates) storage: reads the layout and opens the hint
+    /// instance; data shards open when first touched. Opening does not
+    /// scan the data. With `per_write` durability this must run inside a
+    /// tokio runtime (a blocking thread of one is fine), which hosts the
+    /// group-commit tasks.
     pub fn open(config: &StorageConfig) -> Result<Self, StorageError> {
-        let db = sled::Config::new()
-            .path(&config.path)
-            .cache_capacity(config.cache_bytes)
-            .flush_every_ms(Some(config.flush_every_ms.max(1)))
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
-        let data = db.open_tree("data")?;
-        let commit = match config.durability {
-            Durability::PerWrite => Some(GroupCommit::start()),
+        let shards = super::layout::read_or_create(&config.path, config.shards)?;
+        let runtime = match config.durability {
+            Durability::PerWrite => Some(tokio::runtime::Handle::try_current().map_err(|_| {
+                StorageError::Layout("per_write durability needs a tokio runtime".into())
+            })?),
             Durability::Periodic => None,
         };
+        let cache_per_shard = (config.cache_bytes / u64::from(shards + 1)).max(1024 * 1024);
+        let hints = open_shard(
+            &config.path.join("hints"),
+            "hints",
+            cache_per_shard,
+            config.flush_every_ms,
+            runtime.as_ref(),
+        )?;
+        let slots = (0..shards).map(|_| Slot::default()).collect();
         Ok(Self {
             inner: Arc::new(Inner {
-                db,
-                data,
+                root: config.path.clone(),
                 durability: config.durability,
-                commit,
+                flush_every_ms: config.flush_every_ms,
+                cache_per_shard,
+                runtime,
+                slots,
+                hints,
+                opened: AtomicU32::new(0),
+                open_nanos: AtomicU64::new(0),
             }),
         })
     }
@@ -88,6 +171,107 @@ impl Storage {
     /// The durability this storage was opened with.
     pub fn durability(&self) -> Durability {
         self.inner.durability
+    }
+
+    /// Shards in this directory.
+    pub fn shards(&self) -> u32 {
+        self.inner.slots.len() as u32
+    }
+
+    /// Shards open so far.
+    pub fn shards_open(&self) -> u32 {
+        self.inner.opened.load(Ordering::Relaxed)
+    }
+
+    /// Seconds spent opening data shards so far, summed.
+    pub fn shard_open_seconds(&self) -> f64 {
+        self.inner.open_nanos.load(Ordering::Relaxed) as f64 / 1e9
+    }
+
+    /// The shard holding `partition`, opened now if it is not yet. This
+    /// blocks for the open; async callers go through
+    /// [`Storage::open_partition`] first so that the open runs off the
+    /// async threads.
+    pub(super) fn shard(&self, partition: u32) -> Result<&Shard, StorageError> {
+        let index = partition as usize % self.inner.slots.len().max(1);
+        let Some(slot) = self.inner.slots.get(index) else {
+            return Err(StorageError::Layout("storage has no shards".into()));
+        };
+        if let Some(shard) = slot.shard.get() {
+            return Ok(shard);
+        }
+        let _opening = slot.opening.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(shard) = slot.shard.get() {
+            return Ok(shard);
+        }
+        let started = Instant::now();
+        let shard = open_shard(
+            &self.inner.root.join(format!("shard-{index:03}")),
+            "data",
+            self.inner.cache_per_shard,
+            self.inner.flush_every_ms,
+            self.inner.runtime.as_ref(),
+        )?;
+        let took = started.elapsed();
+        self.inner
+            .open_nanos
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        let open = self.inner.opened.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::debug!(
+            shard = index,
+            ms = took.as_secs_f64() * 1000.0,
+            open,
+            "storage shard open"
+        );
+        Ok(slot.shard.get_or_init(|| shard))
+    }
+
+    /// Makes sure the shard of `partition` is open, opening it on a
+    /// blocking thread if not: the request path calls this before touching
+    /// a partition, so that a first touch does not stall an async worker.
+    pub async fn open_partition(&self, partition: u32) -> Result<(), StorageError> {
+        let index = partition as usize % self.inner.slots.len().max(1);
+        if self
+            .inner
+            .slots
+            .get(index)
+            .is_some_and(|slot| slot.shard.get().is_some())
+        {
+            return Ok(());
+        }
+        let storage = self.clone();
+        tokio::task::spawn_blocking(move || storage.shard(partition).map(drop))
+            .await
+            .map_err(|e| StorageError::Layout(format!("shard open task failed: {e}")))?
+    }
+
+    /// Opens every shard not yet open, one at a time on a blocking thread
+    /// (one at a time so that warming competes little with requests for
+    /// the disk); returns how many it opened. Run in the background after
+    /// the node is ready.
+    pub async fn warm_up(&self) -> Result<u32, StorageError> {
+        let mut opened = 0;
+        for index in 0..self.shards() {
+            if self
+                .inner
+                .slots
+                .get(index as usize)
+                .is_some_and(|slot| slot.shard.get().is_none())
+            {
+                self.open_partition(index).await?;
+                opened += 1;
+            }
+        }
+        Ok(opened)
+    }
+
+    fn open_shards(&self) -> impl Iterator<Item = &Shard> {
+        self.inner.slots.iter().filter_map(|slot| slot.shard.get())
+    }
+
+    /// The hint instance.
+    pub(super) fn hints_shard(&self) -> &Shard {
+        &self.inner.hints
     }
 
     /// Stores `value` (or a tombstone when `None`) under `(partition, key)`
@@ -100,10 +284,11 @@ impl Storage {
         version: Version,
         value: Option<&[u8]>,
     ) -> Result<Applied, StorageError> {
+        self.open_partition(partition).await?;
         let outcome = self.apply_unflushed(partition, key, version, value)?;
         // A stale write is acknowledged as durable too: a retry must not
         // report success before the original write's flush has happened.
-        self.commit().await?;
+        self.commit(partition).await?;
         Ok(outcome)
     }
 
@@ -115,10 +300,11 @@ impl Storage {
         version: Version,
         value: Option<&[u8]>,
     ) -> Result<Applied, StorageError> {
+        let tree = self.shard(partition)?.tree();
         let storage_key = storage_key(partition, key);
         let encoded = record::encode(version, value);
         loop {
-            let current = self.inner.data.get(&storage_key)?;
+            let current = tree.get(&storage_key)?;
             if let Some(raw) = &current {
                 let stored =
                     record::decode_version(raw).map_err(|error| StorageError::Corrupt {
@@ -132,11 +318,7 @@ impl Storage {
             }
             // Compare-and-swap so that two concurrent writers of one key
             // cannot both "win": the loser re-reads and compares again.
-            match self.inner.data.compare_and_swap(
-                &storage_key,
-                current,
-                Some(encoded.as_slice()),
-            )? {
+            match tree.compare_and_swap(&storage_key, current, Some(encoded.as_slice()))? {
                 Ok(()) => return Ok(Applied::Written),
                 Err(_) => continue,
             }
@@ -152,8 +334,9 @@ impl Storage {
         key: &[u8],
         version: Version,
     ) -> Result<bool, StorageError> {
+        let tree = self.shard(partition)?.tree();
         let storage_key = storage_key(partition, key);
-        let Some(current) = self.inner.data.get(&storage_key)? else {
+        let Some(current) = tree.get(&storage_key)? else {
             return Ok(false);
         };
         let (stored, tombstone) =
@@ -165,17 +348,20 @@ impl Storage {
         if !tombstone || stored != version {
             return Ok(false);
         }
-        Ok(self
-            .inner
-            .data
+        Ok(tree
             .compare_and_swap(&storage_key, Some(current), None::<&[u8]>)?
             .is_ok())
     }
 
     /// The stored record (a tombstone included), verified against its
-    /// checksum.
+    /// checksum. Opens the partition's shard in place if it is not open;
+    /// async callers use [`Storage::read`].
     pub fn get(&self, partition: u32, key: &[u8]) -> Result<Option<Record>, StorageError> {
-        let Some(raw) = self.inner.data.get(storage_key(partition, key))? else {
+        let Some(raw) = self
+            .shard(partition)?
+            .tree()
+            .get(storage_key(partition, key))?
+        else {
             return Ok(None);
         };
         record::decode(&raw)
@@ -187,37 +373,43 @@ impl Storage {
             })
     }
 
-    /// Waits until every write applied before this call is on disk, if the
-    /// durability asks for it.
-    pub(crate) async fn commit(&self) -> Result<(), StorageError> {
-        match &self.inner.commit {
-            Some(commit) => commit.wait(&self.inner.db).await,
-            None => Ok(()),
-        }
+    /// [`Storage::get`] for async callers: the shard is opened off the
+    /// async threads if this is its first touch.
+    pub async fn read(&self, partition: u32, key: &[u8]) -> Result<Option<Record>, StorageError> {
+        self.open_partition(partition).await?;
+        self.get(partition, key)
     }
 
-    /// Flushes everything to disk now (used at shutdown).
+    /// Waits until every write applied to `partition` before this call is
+    /// on disk, if the durability asks for it.
+    pub(crate) async fn commit(&self, partition: u32) -> Result<(), StorageError> {
+        self.open_partition(partition).await?;
+        self.shard(partition)?.commit().await
+    }
+
+    /// Flushes every open shard and the hints to disk now (used at
+    /// shutdown).
     pub async fn flush(&self) -> Result<(), StorageError> {
-        let db = self.inner.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|e| StorageError::Flush(e.to_string()))??;
-        Ok(())
+        let storage = self.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+            for shard in storage.open_shards() {
+                shard.db.flush()?;
+            }
+            storage.inner.hints.db.flush()?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| StorageError::Flush(e.to_string()))?
     }
 
-    /// How many flushes the group-commit task has run (0 with `periodic`).
+    /// How many flushes the group-commit tasks have run (0 with
+    /// `periodic`).
     pub fn flushes(&self) -> u64 {
-        self.inner.commit.as_ref().map_or(0, GroupCommit::flushes)
-    }
-
-    pub(super) fn data_tree(&self) -> &sled::Tree {
-        &self.inner.data
-    }
-
-    /// The sled database, for modules that keep their own trees beside the
-    /// data (hints).
-    pub(super) fn db(&self) -> &sled::Db {
-        &self.inner.db
+        self.open_shards()
+            .chain(std::iter::once(&self.inner.hints))
+            .filter_map(|shard| shard.commit.as_ref())
+            .map(GroupCommit::flushes)
+            .sum()
     }
 
     /// Writes a raw, unverified value under a key: for tests that need a
@@ -229,9 +421,32 @@ impl Storage {
         key: &[u8],
         raw: &[u8],
     ) -> Result<(), StorageError> {
-        self.inner.data.insert(storage_key(partition, key), raw)?;
+        self.shard(partition)?
+            .tree()
+            .insert(storage_key(partition, key), raw)?;
         Ok(())
     }
+}
+
+fn open_shard(
+    path: &Path,
+    tree: &str,
+    cache_bytes: u64,
+    flush_every_ms: u64,
+    runtime: Option<&tokio::runtime::Handle>,
+) -> Result<Shard, StorageError> {
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_bytes)
+        .flush_every_ms(Some(flush_every_ms.max(1)))
+        .mode(sled::Mode::HighThroughput)
+        .open()?;
+    let tree = db.open_tree(tree)?;
+    Ok(Shard {
+        db,
+        tree,
+        commit: runtime.map(GroupCommit::start),
+    })
 }
 
 /// Partition first (big-endian) so a partition's keys are contiguous and in
@@ -349,6 +564,91 @@ mod tests {
             flushes < writes,
             "{writes} concurrent writes took {flushes} flushes: no group commit"
         );
+    }
+
+    fn open_sharded(dir: &tempfile::TempDir, shards: u32) -> Storage {
+        let mut config = StorageConfig::new(dir.path());
+        config.shards = shards;
+        Storage::open(&config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn shards_open_on_first_touch_and_in_the_warm_up() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = open_sharded(&dir, 4);
+            assert_eq!((s.shards(), s.shards_open()), (4, 0), "open reads no shard");
+            s.apply(1, b"a", v(1), Some(b"one")).await.unwrap();
+            assert_eq!(s.shards_open(), 1);
+            s.apply(5, b"b", v(1), Some(b"five")).await.unwrap();
+            assert_eq!(s.shards_open(), 1, "partitions 1 and 5 share shard 1 of 4");
+            assert_eq!(s.get(2, b"nothing").unwrap(), None);
+            assert_eq!(s.shards_open(), 2, "a sync read opens its shard too");
+            assert_eq!(s.warm_up().await.unwrap(), 2, "the two others");
+            assert_eq!(s.shards_open(), 4);
+            assert_eq!(s.warm_up().await.unwrap(), 0);
+        }
+        let s = open_sharded(&dir, 4);
+        assert_eq!(s.shards_open(), 0);
+        let five = s.read(5, b"b").await.unwrap().unwrap();
+        assert_eq!(five.value.as_deref(), Some(&b"five"[..]));
+        assert_eq!(s.shards_open(), 1, "only the shard read from is open");
+        assert!(s.shard_open_seconds() > 0.0);
+    }
+
+    #[tokio::test]
+    async fn a_directory_keeps_the_shard_count_it_was_created_with() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = open_sharded(&dir, 3);
+            for p in 0..12 {
+                s.apply(p, b"k", v(1), Some(&p.to_be_bytes()))
+                    .await
+                    .unwrap();
+            }
+        }
+        let s = open_sharded(&dir, 16);
+        assert_eq!(s.shards(), 3);
+        for p in 0..12u32 {
+            let r = s.read(p, b"k").await.unwrap().unwrap();
+            assert_eq!(
+                r.value.as_deref(),
+                Some(&p.to_be_bytes()[..]),
+                "partition {p}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_directory_of_the_old_single_instance_layout_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("conf"), b"segment_size: 524288").unwrap();
+        let Err(err) = Storage::open(&StorageConfig::new(dir.path())) else {
+            panic!("a directory without LAYOUT but with files opened");
+        };
+        assert!(matches!(err, StorageError::Layout(_)), "{err}");
+        assert!(err.to_string().contains("older levee"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn flush_covers_every_open_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut config = StorageConfig::new(dir.path());
+            config.shards = 4;
+            config.durability = Durability::Periodic;
+            // Far beyond the test: only the explicit flush writes.
+            config.flush_every_ms = 3_600_000;
+            let s = Storage::open(&config).unwrap();
+            for p in 0..4 {
+                s.apply(p, b"k", v(1), Some(b"x")).await.unwrap();
+            }
+            s.flush().await.unwrap();
+        }
+        let s = open_sharded(&dir, 4);
+        for p in 0..4 {
+            assert!(s.read(p, b"k").await.unwrap().is_some(), "partition {p}");
+        }
     }
 
     #[tokio::test]

@@ -33,11 +33,11 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the flusher task on the current tokio runtime.
-    pub fn start() -> Self {
+    /// Starts the flusher task on `runtime`.
+    pub fn start(runtime: &tokio::runtime::Handle) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_BOUND);
         let flushes = Arc::new(AtomicU64::new(0));
-        tokio::spawn(run(rx, flushes.clone()));
+        runtime.spawn(run(rx, flushes.clone()));
         Self { tx, flushes }
     }
 

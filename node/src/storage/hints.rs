@@ -62,7 +62,7 @@ impl HintStore {
     /// Opens the hints tree. Counting the bytes held scans only the hints,
     /// which are bounded by `max_bytes_per_target` per target.
     pub fn open(storage: &Storage, max_bytes_per_target: u64) -> Result<Self, StorageError> {
-        let tree = storage.db().open_tree("hints")?;
+        let tree = storage.hints_shard().tree().clone();
         let mut bytes = BTreeMap::new();
         for item in tree.iter() {
             let (k, v) = item?;
@@ -95,12 +95,12 @@ impl HintStore {
             *held += size;
         }
         let mut id = target.to_be_bytes().to_vec();
-        id.extend_from_slice(&self.storage.db().generate_id()?.to_be_bytes());
+        id.extend_from_slice(&self.storage.hints_shard().db().generate_id()?.to_be_bytes());
         if let Err(e) = self.tree.insert(id, encoded) {
             self.release(target, size);
             return Err(e.into());
         }
-        self.storage.commit().await?;
+        self.storage.hints_shard().commit().await?;
         Ok(true)
     }
 

@@ -10,10 +10,11 @@
 mod engine;
 pub mod group_commit;
 pub mod hints;
+mod layout;
 pub mod record;
 pub mod scan;
 
-pub use engine::{Applied, Storage, StorageConfig};
+pub use engine::{Applied, MAX_SHARDS, Storage, StorageConfig};
 pub use record::{Record, RecordError, Version};
 
 use serde::{Deserialize, Serialize};
@@ -56,6 +57,10 @@ pub enum StorageError {
     /// Flushing to disk failed; the write may not be durable.
     #[error("flush to disk failed: {0}")]
     Flush(String),
+    /// The storage directory's layout is missing, unreadable or not one
+    /// this version reads.
+    #[error("storage layout: {0}")]
+    Layout(String),
     /// The storage is shutting down.
     #[error("storage is closed")]
     Closed,

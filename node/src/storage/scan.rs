@@ -57,7 +57,11 @@ impl Storage {
         partition: u32,
         mut visit: impl FnMut(Entry) -> bool,
     ) -> Result<(), StorageError> {
-        for item in self.data_tree().scan_prefix(partition.to_be_bytes()) {
+        for item in self
+            .shard(partition)?
+            .tree()
+            .scan_prefix(partition.to_be_bytes())
+        {
             let (k, raw) = item?;
             let key = k.get(4..).unwrap_or_default().to_vec();
             let (version, tombstone) =
@@ -139,7 +143,8 @@ impl Storage {
         let mut out = Vec::new();
         let mut bytes = 0u64;
         for item in self
-            .data_tree()
+            .shard(partition)?
+            .tree()
             .range::<Vec<u8>, _>((start, std::ops::Bound::Unbounded))
         {
             let (k, raw) = item?;
