@@ -89,6 +89,7 @@ impl Remote {
         rt.block_on(async {
             let node = Served::start(Config {
                 durability,
+                storage_shards: support::storage_shards(),
                 ..Config::default()
             })
             .await;
@@ -109,6 +110,7 @@ impl Remote {
                     durability,
                     zone: zone.into(),
                     join: join.unwrap_or_default(),
+                    storage_shards: support::storage_shards(),
                     ..Config::default()
                 };
                 nodes.push(Served::start(config).await);

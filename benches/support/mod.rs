@@ -58,15 +58,28 @@ pub struct Direct {
     _dir: TempDir,
 }
 
+/// The storage shards of every benchmarked node: the default, or
+/// `LEVEE_BENCH_STORAGE_SHARDS` to compare what the count costs writes.
+pub fn storage_shards() -> u32 {
+    std::env::var("LEVEE_BENCH_STORAGE_SHARDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(Config::default().storage_shards)
+}
+
 impl Direct {
     /// Opens storage in a fresh temporary directory with the node's
-    /// default settings (cache, flush interval) and the given durability.
+    /// default settings (cache, flush interval, shards; the shard count
+    /// can be set with `LEVEE_BENCH_STORAGE_SHARDS` to compare its cost)
+    /// and the given durability.
     pub fn open(rt: &Runtime, durability: Durability) -> Arc<Self> {
         let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+        let defaults = Config::default();
         let config = Config {
             data_dir: dir.path().to_owned(),
             durability,
-            ..Config::default()
+            storage_shards: storage_shards(),
+            ..defaults
         };
         // per_write starts its group-commit task on the ambient runtime.
         let _enter = rt.enter();

@@ -180,6 +180,7 @@ async fn run(
         tokio::spawn(startup::warm_storage(
             startup.clone(),
             node.storage().clone(),
+            admission.clone(),
         ));
     }
 

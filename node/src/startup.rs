@@ -258,9 +258,17 @@ pub async fn watch(startup: Arc<Startup>, cluster: Arc<Cluster>, admission: Arc<
     }
 }
 
+/// How long after ready the storage warm-up waits for a first request
+/// before it starts anyway.
+const WARM_UP_AFTER: Duration = Duration::from_millis(250);
+
 /// Opens every storage shard not opened by a request yet, one at a time,
 /// and logs when all are: the warm-up after ready (nothing waits for it).
-pub async fn warm_storage(startup: Arc<Startup>, storage: Storage) {
+/// It starts once the node has served its first request (or
+/// [`WARM_UP_AFTER`] passed), because shards open one at a time and the
+/// first requests' shards should not queue behind the warm-up's.
+pub async fn warm_storage(startup: Arc<Startup>, storage: Storage, admission: Arc<Admission>) {
+    let _ = tokio::time::timeout(WARM_UP_AFTER, admission.first_served()).await;
     match storage.warm_up().await {
         Ok(opened) => {
             let at = startup.mark(Phase::StorageWarm);

@@ -276,6 +276,18 @@ async fn store_hint(node: &Node, target: NodeId, hint: &Hint, why: &str) {
     }
 }
 
+/// The order a read asks replicas in: this node first (no network) if
+/// its copy is open, then the other up replicas, then this node if its
+/// copy is still opening, then the down ones.
+fn read_order(replicas: &mut [Replica], me: NodeId, local_open: bool) {
+    replicas.sort_by_key(|r| match (r.id == me, r.up) {
+        (true, _) if local_open => 0,
+        (false, true) => 1,
+        (true, _) => 2,
+        (false, false) => 3,
+    });
+}
+
 /// What one replica said about a read.
 type ReadAnswer = (usize, Result<Option<Found>, String>);
 
@@ -290,8 +302,15 @@ pub async fn read(
     let map = cluster.map();
     let me = cluster.node_id();
     let (partition, mut replicas) = route(&map, me, &key, epoch)?;
-    // Ask ourselves first (no network), then the others, up ones first.
-    replicas.sort_by_key(|r| (r.id != me, !r.up));
+    // Ask ourselves first (no network), then the others, up ones first;
+    // but just after a restart, while our copy's storage shard is not
+    // open yet, ask the others first and open it in the background, so
+    // that no read waits for an open it does not need.
+    let local_open = node.storage().is_open(partition);
+    if !local_open {
+        node.storage().open_in_background(partition);
+    }
+    read_order(&mut replicas, me, local_open);
     let mut quorum = Quorum::new(usize::from(map.settings.read_quorum), replicas.len());
     let key = Arc::new(key);
     let (tx, mut rx) = mpsc::channel::<ReadAnswer>(replicas.len().max(1));
@@ -489,6 +508,25 @@ pub(crate) mod tests {
             map.apply(&Command::AddNode(spec(i)));
         }
         map
+    }
+
+    #[test]
+    fn reads_ask_this_node_first_unless_its_copy_is_still_opening() {
+        let replica = |id: NodeId, up: bool| Replica {
+            id,
+            addr: format!("n{id}"),
+            up,
+        };
+        let ids = |r: &[Replica]| r.iter().map(|r| r.id).collect::<Vec<_>>();
+        let mut replicas = vec![replica(1, false), replica(2, true), replica(3, true)];
+        read_order(&mut replicas, 3, true);
+        assert_eq!(ids(&replicas), [3, 2, 1], "local, up, down");
+        read_order(&mut replicas, 3, false);
+        assert_eq!(
+            ids(&replicas),
+            [2, 3, 1],
+            "up others before a local copy still opening"
+        );
     }
 
     #[test]

@@ -138,7 +138,22 @@ async fn handle_node(
                 .map_err(storage_error)?;
             Ok(written(applied, version))
         }
-        NodeRequest::ReadLocal { partition, key } => read_local(node, partition, &key).await,
+        NodeRequest::ReadLocal { partition, key } => {
+            // Just after a restart, a coordinator's read is not kept
+            // waiting for this node to open the partition's storage: it
+            // is told at once and asks another replica, and the open
+            // starts in the background.
+            if !node.storage().is_open(partition) {
+                node.storage().open_in_background(partition);
+                return Err(WireError::Unavailable {
+                    detail: format!(
+                        "the storage of partition {partition} is still opening after a restart; \
+                         ask another replica"
+                    ),
+                });
+            }
+            read_local(node, partition, &key).await
+        }
         NodeRequest::PurgeTombstone {
             partition,
             key,
@@ -249,5 +264,53 @@ fn storage_error(e: StorageError) -> WireError {
     tracing::error!(error = %e, "storage error");
     WireError::Storage {
         detail: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[tokio::test]
+    async fn a_replica_read_of_a_partition_still_opening_is_refused_at_once_and_opens_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            storage_shards: 4,
+            ..Config::default()
+        };
+        let node = Arc::new(Node::open(&config).unwrap());
+        let read = || {
+            let request = Request::Node(NodeRequest::ReadLocal {
+                partition: 2,
+                key: b"k".to_vec(),
+            });
+            handle(
+                &node,
+                request,
+                Instant::now() + std::time::Duration::from_secs(5),
+            )
+        };
+        assert!(!node.storage().is_open(2));
+        let refused = read().await.unwrap_err();
+        assert!(
+            matches!(&refused, WireError::Unavailable { detail } if detail.contains("still opening")),
+            "{refused:?}"
+        );
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while !node.storage().is_open(2) {
+            assert!(
+                Instant::now() < deadline,
+                "the refused read did not start the open"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(read().await.unwrap(), Response::Get(None));
+        assert_eq!(
+            node.storage().shards_open(),
+            1,
+            "only that partition's shard"
+        );
     }
 }

@@ -11,7 +11,7 @@
 //! in an instance of their own, small and bounded, opened eagerly.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -84,12 +84,15 @@ struct Inner {
     durability: Durability,
     flush_every_ms: u64,
     cache_per_shard: u64,
-    /// Hosts the group-commit tasks of shards opened later, wherever the
-    /// open happens (a blocking thread, a worker).
-    runtime: Option<tokio::runtime::Handle>,
+    /// The group-commit flusher every shard shares (`per_write` only).
+    commit: Option<GroupCommit>,
     slots: Box<[Slot]>,
     hints: Shard,
     opened: AtomicU32,
+    /// Held while a shard opens: one open at a time. An open writes a
+    /// snapshot and syncs it, and a dozen at once right after a restart
+    /// contend with the requests' own flushes for the disk.
+    open_one_at_a_time: Mutex<()>,
     /// Nanoseconds spent opening data shards, summed.
     open_nanos: AtomicU64,
 }
@@ -100,10 +103,17 @@ struct Inner {
 struct Slot {
     shard: OnceLock<Shard>,
     opening: Mutex<()>,
+    /// A background open was asked for ([`Storage::open_in_background`]).
+    requested: AtomicBool,
 }
+
+/// The id of the hint instance among the shards (for the group commit).
+const HINTS_SHARD: usize = usize::MAX;
 
 /// One sled instance.
 pub(super) struct Shard {
+    /// Its number (the hint instance is [`HINTS_SHARD`]).
+    id: usize,
     db: sled::Db,
     tree: sled::Tree,
     commit: Option<GroupCommit>,
@@ -124,7 +134,7 @@ impl Shard {
     /// on disk, if the durability asks for it.
     pub(super) async fn commit(&self) -> Result<(), StorageError> {
         match &self.commit {
-            Some(commit) => commit.wait(&self.db).await,
+            Some(commit) => commit.wait(self.id, &self.db).await,
             None => Ok(()),
         }
     }
@@ -138,10 +148,12 @@ impl Storage {
     /// group-commit tasks.
     pub fn open(config: &StorageConfig) -> Result<Self, StorageError> {
         let shards = super::layout::read_or_create(&config.path, config.shards)?;
-        let runtime = match config.durability {
-            Durability::PerWrite => Some(tokio::runtime::Handle::try_current().map_err(|_| {
-                StorageError::Layout("per_write durability needs a tokio runtime".into())
-            })?),
+        let commit = match config.durability {
+            Durability::PerWrite => Some(GroupCommit::start(
+                &tokio::runtime::Handle::try_current().map_err(|_| {
+                    StorageError::Layout("per_write durability needs a tokio runtime".into())
+                })?,
+            )),
             Durability::Periodic => None,
         };
         let cache_per_shard = (config.cache_bytes / u64::from(shards + 1)).max(1024 * 1024);
@@ -150,7 +162,8 @@ impl Storage {
             "hints",
             cache_per_shard,
             config.flush_every_ms,
-            runtime.as_ref(),
+            HINTS_SHARD,
+            commit.clone(),
         )?;
         let slots = (0..shards).map(|_| Slot::default()).collect();
         Ok(Self {
@@ -159,10 +172,11 @@ impl Storage {
                 durability: config.durability,
                 flush_every_ms: config.flush_every_ms,
                 cache_per_shard,
-                runtime,
+                commit,
                 slots,
                 hints,
                 opened: AtomicU32::new(0),
+                open_one_at_a_time: Mutex::new(()),
                 open_nanos: AtomicU64::new(0),
             }),
         })
@@ -204,13 +218,19 @@ impl Storage {
         if let Some(shard) = slot.shard.get() {
             return Ok(shard);
         }
+        let _one = self
+            .inner
+            .open_one_at_a_time
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
         let shard = open_shard(
             &self.inner.root.join(format!("shard-{index:03}")),
             "data",
             self.inner.cache_per_shard,
             self.inner.flush_every_ms,
-            self.inner.runtime.as_ref(),
+            index,
+            self.inner.commit.clone(),
         )?;
         let took = started.elapsed();
         self.inner
@@ -230,19 +250,41 @@ impl Storage {
     /// blocking thread if not: the request path calls this before touching
     /// a partition, so that a first touch does not stall an async worker.
     pub async fn open_partition(&self, partition: u32) -> Result<(), StorageError> {
-        let index = partition as usize % self.inner.slots.len().max(1);
-        if self
-            .inner
-            .slots
-            .get(index)
-            .is_some_and(|slot| slot.shard.get().is_some())
-        {
+        if self.is_open(partition) {
             return Ok(());
         }
         let storage = self.clone();
         tokio::task::spawn_blocking(move || storage.shard(partition).map(drop))
             .await
             .map_err(|e| StorageError::Layout(format!("shard open task failed: {e}")))?
+    }
+
+    /// Whether the shard holding `partition` is open.
+    pub fn is_open(&self, partition: u32) -> bool {
+        let index = partition as usize % self.inner.slots.len().max(1);
+        self.inner
+            .slots
+            .get(index)
+            .is_some_and(|slot| slot.shard.get().is_some())
+    }
+
+    /// Starts opening the shard of `partition` without waiting for it
+    /// (once, however often it is asked): a coordinator that reads from
+    /// other replicas meanwhile still gets its own copy ready.
+    pub fn open_in_background(&self, partition: u32) {
+        let index = partition as usize % self.inner.slots.len().max(1);
+        let Some(slot) = self.inner.slots.get(index) else {
+            return;
+        };
+        if slot.shard.get().is_some() || slot.requested.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let storage = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = storage.open_partition(partition).await {
+                tracing::warn!(partition, error = %e, "opening a storage shard failed");
+            }
+        });
     }
 
     /// Opens every shard not yet open, one at a time on a blocking thread
@@ -402,14 +444,10 @@ impl Storage {
         .map_err(|e| StorageError::Flush(e.to_string()))?
     }
 
-    /// How many flushes the group-commit tasks have run (0 with
-    /// `periodic`).
+    /// How many group flushes have run (0 with `periodic`); one covers
+    /// every shard written in its batch.
     pub fn flushes(&self) -> u64 {
-        self.open_shards()
-            .chain(std::iter::once(&self.inner.hints))
-            .filter_map(|shard| shard.commit.as_ref())
-            .map(GroupCommit::flushes)
-            .sum()
+        self.inner.commit.as_ref().map_or(0, GroupCommit::flushes)
     }
 
     /// Writes a raw, unverified value under a key: for tests that need a
@@ -433,7 +471,8 @@ fn open_shard(
     tree: &str,
     cache_bytes: u64,
     flush_every_ms: u64,
-    runtime: Option<&tokio::runtime::Handle>,
+    id: usize,
+    commit: Option<GroupCommit>,
 ) -> Result<Shard, StorageError> {
     let db = sled::Config::new()
         .path(path)
@@ -445,7 +484,8 @@ fn open_shard(
     Ok(Shard {
         db,
         tree,
-        commit: runtime.map(GroupCommit::start),
+        id,
+        commit,
     })
 }
 

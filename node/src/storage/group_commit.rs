@@ -6,6 +6,12 @@
 //! flush is running waits for the next one, since its bytes may have missed
 //! the current one. Under load, a flush therefore covers many writes, and
 //! the cost of an fsync is shared.
+//!
+//! One flusher serves every shard of a node: a batch flushes each shard
+//! that has a waiter in it, in parallel, and answers everyone once all are
+//! done. Per-shard flushers would split a burst of writes into as many
+//! small batches as there are shards; one batch per moment keeps the
+//! fsyncs of a burst together.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,11 +28,15 @@ const QUEUE_BOUND: usize = 4096;
 /// that the flusher task holds none between flushes: dropping the last
 /// [`super::Storage`] then closes sled at once.
 struct Waiter {
+    /// Which shard `db` is, so a batch flushes each shard once.
+    shard: usize,
     db: sled::Db,
     done: oneshot::Sender<Result<(), String>>,
 }
 
-/// Handle to the flusher task; the task ends when the handle is dropped.
+/// Handle to the flusher task; the task ends when the last clone is
+/// dropped.
+#[derive(Clone)]
 pub struct GroupCommit {
     tx: mpsc::Sender<Waiter>,
     flushes: Arc<AtomicU64>,
@@ -41,10 +51,12 @@ impl GroupCommit {
         Self { tx, flushes }
     }
 
-    /// Waits until every write applied to `db` before this call is on disk.
-    pub async fn wait(&self, db: &sled::Db) -> Result<(), StorageError> {
+    /// Waits until every write applied to `db` (shard number `shard`)
+    /// before this call is on disk.
+    pub async fn wait(&self, shard: usize, db: &sled::Db) -> Result<(), StorageError> {
         let (done, done_rx) = oneshot::channel();
         let waiter = Waiter {
+            shard,
             db: db.clone(),
             done,
         };
@@ -67,18 +79,34 @@ impl GroupCommit {
 
 async fn run(mut rx: mpsc::Receiver<Waiter>, flushes: Arc<AtomicU64>) {
     let mut batch = Vec::new();
-    while let Some(Waiter { db, done }) = rx.recv().await {
-        batch.push(done);
-        // Only the senders are kept: every database handle is gone by the
-        // time a waiter is answered, so a caller may close and reopen.
+    let mut dbs: Vec<(usize, sled::Db)> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        dbs.push((first.shard, first.db));
+        batch.push(first.done);
         while let Ok(next) = rx.try_recv() {
+            if !dbs.iter().any(|(shard, _)| *shard == next.shard) {
+                dbs.push((next.shard, next.db));
+            }
             batch.push(next.done);
         }
-        let result = match tokio::task::spawn_blocking(move || db.flush()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(format!("flush task failed: {e}")),
-        };
+        // Only the senders are kept past the flush: every database handle
+        // is gone by the time a waiter is answered, so a caller may close
+        // and reopen.
+        let running: Vec<_> = dbs
+            .drain(..)
+            .map(|(_, db)| tokio::task::spawn_blocking(move || db.flush()))
+            .collect();
+        let mut result = Ok(());
+        for flush in running {
+            let outcome = match flush.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(format!("flush task failed: {e}")),
+            };
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
         flushes.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = &result {
             tracing::error!(error = %e, waiters = batch.len(), "group flush failed");
