@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::quorum::{Quorum, Tally};
+use crate::client::ClientError;
 use crate::cluster::Cluster;
 use crate::cluster::map::{ClusterMap, NodeState};
 use crate::cluster::types::NodeId;
@@ -288,8 +289,22 @@ fn read_order(replicas: &mut [Replica], me: NodeId, local_open: bool) {
     });
 }
 
+/// Why a replica gave no answer to a read.
+#[derive(Debug)]
+enum ReadFailure {
+    /// The replica just restarted and is opening the partition's storage:
+    /// not a failure, it can answer in a moment.
+    Opening,
+    /// Anything else.
+    Failed(String),
+}
+
 /// What one replica said about a read.
-type ReadAnswer = (usize, Result<Option<Found>, String>);
+type ReadAnswer = (usize, Result<Option<Found>, ReadFailure>);
+
+/// How long a read waits before asking a replica whose copy was still
+/// opening again (an open takes milliseconds).
+const REASK_OPENING_AFTER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Reads from the read quorum and answers the newest version.
 pub async fn read(
@@ -315,14 +330,20 @@ pub async fn read(
     let key = Arc::new(key);
     let (tx, mut rx) = mpsc::channel::<ReadAnswer>(replicas.len().max(1));
     let mut next = 0;
-    let launch = |index: usize| {
+    let launch_after = |index: usize, delay: std::time::Duration| {
         let (node, key, tx) = (node.clone(), key.clone(), tx.clone());
         let replica = replicas[index].clone();
         tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if tx.is_closed() {
+                // The read is over (a re-ask that is no longer needed).
+                return;
+            }
             let answer = read_one(&node, me, &replica, partition, &key, deadline).await;
             let _ = tx.send((index, answer)).await;
         });
     };
+    let launch = |index: usize| launch_after(index, std::time::Duration::ZERO);
     while next < quorum.needed() {
         launch(next);
         next += 1;
@@ -355,7 +376,21 @@ pub async fn read(
                 answers.push((index, found));
                 quorum.ack()
             }
-            Err(e) => {
+            Err(ReadFailure::Opening) => {
+                // A replica back from a restart, opening its copy: another
+                // replica if one is left, and this one again shortly
+                // (when every replica restarted at once, they all are).
+                if next < replicas.len() {
+                    launch(next);
+                    next += 1;
+                }
+                launch_after(index, REASK_OPENING_AFTER);
+                if first_error.is_empty() {
+                    first_error = format!("node {} is opening its storage", replicas[index].id);
+                }
+                Tally::Pending
+            }
+            Err(ReadFailure::Failed(e)) => {
                 if first_error.is_empty() {
                     first_error = e;
                 }
@@ -396,7 +431,7 @@ async fn read_one(
     partition: u32,
     key: &[u8],
     deadline: Instant,
-) -> Result<Option<Found>, String> {
+) -> Result<Option<Found>, ReadFailure> {
     if replica.id == me {
         return node
             .storage()
@@ -408,10 +443,10 @@ async fn read_one(
                     value: r.value,
                 })
             })
-            .map_err(|e| format!("local read failed: {e}"));
+            .map_err(|e| ReadFailure::Failed(format!("local read failed: {e}")));
     }
     if !replica.up {
-        return Err(format!("node {} is down", replica.id));
+        return Err(ReadFailure::Failed(format!("node {} is down", replica.id)));
     }
     let request = NodeRequest::ReadLocal {
         partition,
@@ -423,8 +458,12 @@ async fn read_one(
         .await
     {
         Ok(Response::Get(found)) => Ok(found),
-        Ok(other) => Err(format!("{} answered {other:?}", replica.addr)),
-        Err(e) => Err(e.to_string()),
+        Ok(other) => Err(ReadFailure::Failed(format!(
+            "{} answered {other:?}",
+            replica.addr
+        ))),
+        Err(ClientError::Server(WireError::PartitionOpening { .. })) => Err(ReadFailure::Opening),
+        Err(e) => Err(ReadFailure::Failed(e.to_string())),
     }
 }
 

@@ -223,6 +223,7 @@ mod tests {
             ".{0,40}".prop_map(|detail| WireError::Refused { detail }),
             any::<u64>().prop_map(|epoch| WireError::NotReplica { epoch }),
             any::<u64>().prop_map(|epoch| WireError::StaleMap { epoch }),
+            any::<u32>().prop_map(|partition| WireError::PartitionOpening { partition }),
             (any::<u32>(), any::<u32>(), any::<u32>(), ".{0,20}").prop_map(
                 |(acked, needed, replicas, detail)| {
                     WireError::QuorumFailed {

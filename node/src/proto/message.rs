@@ -439,6 +439,14 @@ pub enum WireError {
         /// The first failure seen, if any.
         detail: String,
     },
+    /// A replica read of a partition whose storage this node, just
+    /// restarted, is still opening: ask another replica, or this one
+    /// again in a moment (the open has started).
+    #[error("the storage of partition {partition} is still opening after a restart")]
+    PartitionOpening {
+        /// The partition asked for.
+        partition: u32,
+    },
 }
 
 impl WireError {
@@ -455,6 +463,7 @@ impl WireError {
                 | Self::NotReplica { .. }
                 | Self::StaleMap { .. }
                 | Self::QuorumFailed { .. }
+                | Self::PartitionOpening { .. }
         )
     }
 }

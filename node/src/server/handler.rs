@@ -145,12 +145,7 @@ async fn handle_node(
             // starts in the background.
             if !node.storage().is_open(partition) {
                 node.storage().open_in_background(partition);
-                return Err(WireError::Unavailable {
-                    detail: format!(
-                        "the storage of partition {partition} is still opening after a restart; \
-                         ask another replica"
-                    ),
-                });
+                return Err(WireError::PartitionOpening { partition });
             }
             read_local(node, partition, &key).await
         }
@@ -294,10 +289,7 @@ mod tests {
         };
         assert!(!node.storage().is_open(2));
         let refused = read().await.unwrap_err();
-        assert!(
-            matches!(&refused, WireError::Unavailable { detail } if detail.contains("still opening")),
-            "{refused:?}"
-        );
+        assert_eq!(refused, WireError::PartitionOpening { partition: 2 });
         let deadline = Instant::now() + std::time::Duration::from_secs(10);
         while !node.storage().is_open(2) {
             assert!(

@@ -107,6 +107,16 @@ struct Slot {
     requested: AtomicBool,
 }
 
+/// sled's log segment size in a data shard. sled's open reads the header
+/// of every segment, which on a cold page cache is one random read each:
+/// with sled's default (512 KiB) a 256 MiB shard has 512 of them and its
+/// cold open took ~45 ms, with 2 MiB ~27 ms (BENCHMARKS.md, "Restart").
+/// Larger segments cost every open more up front (8 MiB: ~20 ms more),
+/// which a small shard feels.
+const DATA_SEGMENT_BYTES: usize = 2 * 1024 * 1024;
+/// The hint instance is small and opened at every start: sled's default.
+const HINTS_SEGMENT_BYTES: usize = 512 * 1024;
+
 /// The id of the hint instance among the shards (for the group commit).
 const HINTS_SHARD: usize = usize::MAX;
 
@@ -163,6 +173,7 @@ impl Storage {
             cache_per_shard,
             config.flush_every_ms,
             HINTS_SHARD,
+            HINTS_SEGMENT_BYTES,
             commit.clone(),
         )?;
         let slots = (0..shards).map(|_| Slot::default()).collect();
@@ -230,6 +241,7 @@ impl Storage {
             self.inner.cache_per_shard,
             self.inner.flush_every_ms,
             index,
+            DATA_SEGMENT_BYTES,
             self.inner.commit.clone(),
         )?;
         let took = started.elapsed();
@@ -472,6 +484,7 @@ fn open_shard(
     cache_bytes: u64,
     flush_every_ms: u64,
     id: usize,
+    segment_bytes: usize,
     commit: Option<GroupCommit>,
 ) -> Result<Shard, StorageError> {
     let db = sled::Config::new()
@@ -479,6 +492,7 @@ fn open_shard(
         .cache_capacity(cache_bytes)
         .flush_every_ms(Some(flush_every_ms.max(1)))
         .mode(sled::Mode::HighThroughput)
+        .segment_size(segment_bytes)
         .open()?;
     let tree = db.open_tree(tree)?;
     Ok(Shard {

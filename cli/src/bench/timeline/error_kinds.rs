@@ -73,7 +73,8 @@ pub fn classify_wire(error: &WireError) -> ErrorKind {
         | WireError::Unavailable { .. }
         | WireError::QuorumFailed { .. }
         | WireError::NotReplica { .. }
-        | WireError::StaleMap { .. } => ErrorKind::Unavailable,
+        | WireError::StaleMap { .. }
+        | WireError::PartitionOpening { .. } => ErrorKind::Unavailable,
         _ => ErrorKind::Other,
     }
 }
