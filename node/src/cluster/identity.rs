@@ -73,6 +73,22 @@ pub async fn join_token(db: &sled::Db) -> Result<u64, IdentityError> {
 mod tests {
     use super::*;
 
+    /// Opens the database again once the previous instance is gone:
+    /// `flush_async` can answer before sled's own thread lets go of its
+    /// handle, and until then the directory's lock is held.
+    fn reopen(path: &std::path::Path) -> sled::Db {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match sled::open(path) {
+                Ok(db) => return db,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("cannot reopen {}: {e}", path.display()),
+            }
+        }
+    }
+
     #[tokio::test]
     async fn identity_and_token_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -96,7 +112,7 @@ mod tests {
             .await
             .unwrap();
         }
-        let db = sled::open(dir.path()).unwrap();
+        let db = reopen(dir.path());
         assert_eq!(
             load(&db).unwrap(),
             Some(Identity {
