@@ -321,10 +321,7 @@ pub async fn read(
     // but just after a restart, while our copy's storage shard is not
     // open yet, ask the others first and open it in the background, so
     // that no read waits for an open it does not need.
-    let local_open = node.storage().is_open(partition);
-    if !local_open {
-        node.storage().open_in_background(partition);
-    }
+    let local_open = node.storage().is_open_else_start(partition);
     read_order(&mut replicas, me, local_open);
     let mut quorum = Quorum::new(usize::from(map.settings.read_quorum), replicas.len());
     let key = Arc::new(key);

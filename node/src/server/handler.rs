@@ -143,8 +143,7 @@ async fn handle_node(
             // waiting for this node to open the partition's storage: it
             // is told at once and asks another replica, and the open
             // starts in the background.
-            if !node.storage().is_open(partition) {
-                node.storage().open_in_background(partition);
+            if !node.storage().is_open_else_start(partition) {
                 return Err(WireError::PartitionOpening { partition });
             }
             read_local(node, partition, &key).await

@@ -11,7 +11,7 @@
 //! in an instance of their own, small and bounded, opened eagerly.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -88,23 +88,27 @@ struct Inner {
     commit: Option<GroupCommit>,
     slots: Box<[Slot]>,
     hints: Shard,
-    opened: AtomicU32,
     /// Held while a shard opens: one open at a time. An open writes a
     /// snapshot and syncs it, and a dozen at once right after a restart
-    /// contend with the requests' own flushes for the disk.
-    open_one_at_a_time: Mutex<()>,
+    /// contend with the requests' own flushes for the disk. Holding it is
+    /// also what keeps two threads from opening one shard (sled locks its
+    /// directory: a second open would fail).
+    opening: Mutex<()>,
     /// Nanoseconds spent opening data shards, summed.
     open_nanos: AtomicU64,
 }
 
-/// A shard that may not be open yet. `opening` makes sure one thread opens
-/// it (sled locks its directory: a second open would fail).
+/// A shard that may not be open yet.
 #[derive(Default)]
 struct Slot {
     shard: OnceLock<Shard>,
-    opening: Mutex<()>,
-    /// A background open was asked for ([`Storage::open_in_background`]).
+    /// A background open is under way ([`Storage::is_open_else_start`]).
     requested: AtomicBool,
+}
+
+/// The shard holding `partition` among `shards`.
+fn shard_of(partition: u32, shards: usize) -> usize {
+    partition as usize % shards.max(1)
 }
 
 /// sled's log segment size in a data shard. sled's open reads the header
@@ -186,8 +190,7 @@ impl Storage {
                 commit,
                 slots,
                 hints,
-                opened: AtomicU32::new(0),
-                open_one_at_a_time: Mutex::new(()),
+                opening: Mutex::new(()),
                 open_nanos: AtomicU64::new(0),
             }),
         })
@@ -205,7 +208,7 @@ impl Storage {
 
     /// Shards open so far.
     pub fn shards_open(&self) -> u32 {
-        self.inner.opened.load(Ordering::Relaxed)
+        self.open_shards().count() as u32
     }
 
     /// Seconds spent opening data shards so far, summed.
@@ -218,22 +221,16 @@ impl Storage {
     /// [`Storage::open_partition`] first so that the open runs off the
     /// async threads.
     pub(super) fn shard(&self, partition: u32) -> Result<&Shard, StorageError> {
-        let index = partition as usize % self.inner.slots.len().max(1);
-        let Some(slot) = self.inner.slots.get(index) else {
+        let Some((index, slot)) = self.slot(partition) else {
             return Err(StorageError::Layout("storage has no shards".into()));
         };
         if let Some(shard) = slot.shard.get() {
             return Ok(shard);
         }
-        let _opening = slot.opening.lock().unwrap_or_else(|p| p.into_inner());
+        let _opening = self.inner.opening.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(shard) = slot.shard.get() {
             return Ok(shard);
         }
-        let _one = self
-            .inner
-            .open_one_at_a_time
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
         let shard = open_shard(
             &self.inner.root.join(format!("shard-{index:03}")),
@@ -248,14 +245,17 @@ impl Storage {
         self.inner
             .open_nanos
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
-        let open = self.inner.opened.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::debug!(
             shard = index,
             ms = took.as_secs_f64() * 1000.0,
-            open,
             "storage shard open"
         );
         Ok(slot.shard.get_or_init(|| shard))
+    }
+
+    fn slot(&self, partition: u32) -> Option<(usize, &Slot)> {
+        let index = shard_of(partition, self.inner.slots.len());
+        self.inner.slots.get(index).map(|slot| (index, slot))
     }
 
     /// Makes sure the shard of `partition` is open, opening it on a
@@ -273,30 +273,34 @@ impl Storage {
 
     /// Whether the shard holding `partition` is open.
     pub fn is_open(&self, partition: u32) -> bool {
-        let index = partition as usize % self.inner.slots.len().max(1);
-        self.inner
-            .slots
-            .get(index)
-            .is_some_and(|slot| slot.shard.get().is_some())
+        self.slot(partition)
+            .is_some_and(|(_, slot)| slot.shard.get().is_some())
     }
 
-    /// Starts opening the shard of `partition` without waiting for it
-    /// (once, however often it is asked): a coordinator that reads from
-    /// other replicas meanwhile still gets its own copy ready.
-    pub fn open_in_background(&self, partition: u32) {
-        let index = partition as usize % self.inner.slots.len().max(1);
-        let Some(slot) = self.inner.slots.get(index) else {
-            return;
+    /// Whether the shard of `partition` is open; if it is not, starts
+    /// opening it without waiting (once, however often it is asked), so
+    /// that a caller that goes elsewhere meanwhile still gets it ready.
+    pub fn is_open_else_start(&self, partition: u32) -> bool {
+        let Some((_, slot)) = self.slot(partition) else {
+            return false;
         };
-        if slot.shard.get().is_some() || slot.requested.swap(true, Ordering::AcqRel) {
-            return;
+        if slot.shard.get().is_some() {
+            return true;
+        }
+        if slot.requested.swap(true, Ordering::AcqRel) {
+            return false;
         }
         let storage = self.clone();
         tokio::spawn(async move {
             if let Err(e) = storage.open_partition(partition).await {
                 tracing::warn!(partition, error = %e, "opening a storage shard failed");
+                // The next request that finds it closed asks again.
+                if let Some((_, slot)) = storage.slot(partition) {
+                    slot.requested.store(false, Ordering::Release);
+                }
             }
         });
+        false
     }
 
     /// Opens every shard not yet open, one at a time on a blocking thread
@@ -305,14 +309,10 @@ impl Storage {
     /// the node is ready.
     pub async fn warm_up(&self) -> Result<u32, StorageError> {
         let mut opened = 0;
-        for index in 0..self.shards() {
-            if self
-                .inner
-                .slots
-                .get(index as usize)
-                .is_some_and(|slot| slot.shard.get().is_none())
-            {
-                self.open_partition(index).await?;
+        // Partition i < shards lives in shard i.
+        for partition in 0..self.shards() {
+            if !self.is_open(partition) {
+                self.open_partition(partition).await?;
                 opened += 1;
             }
         }
