@@ -107,7 +107,13 @@ fn a_lost_node_is_replaced_only_after_down_out_interval_and_within_the_byte_rate
             leader_status(&nodes, &[])
         })
     });
-    let victim_id = 2;
+    // A voter that does not lead: its loss must also be repaired in Raft.
+    let victim_id = before
+        .voters
+        .iter()
+        .copied()
+        .find(|id| Some(*id) != before.leader)
+        .expect("a voter that is not the leader");
     let victim = by_id(&nodes, &before, victim_id);
     let held_before = before.map.partitions_held(victim_id);
     assert!(held_before > 0);
@@ -184,6 +190,21 @@ fn a_lost_node_is_replaced_only_after_down_out_interval_and_within_the_byte_rate
         "recovery sent only {total_sent} bytes for {held_before} partitions"
     );
     assert_all_readable(&nodes[0], &written);
+    // An out voter no longer counts toward Raft's quorum: a caught-up
+    // learner takes its place, so one more loss cannot stop the cluster.
+    {
+        let s = wait_for("the out voter replaced", RECOVERY_DEADLINE, || {
+            let s = leader_status(&nodes, &[victim])?;
+            (!s.voters.contains(&victim_id) && s.voters.len() == before.voters.len()).then_some(s)
+        });
+        assert!(
+            s.voters
+                .iter()
+                .all(|id| node_state(&s.map, *id) == NodeState::Up),
+            "voters {:?}",
+            s.voters
+        );
+    }
     // What an operator sees.
     let out = nodes[0].cli(&["status", "-o", "json"], None);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");

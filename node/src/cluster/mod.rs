@@ -536,7 +536,8 @@ impl Cluster {
         }
     }
 
-    /// Leader housekeeping: promote caught-up learners to voters.
+    /// Leader housekeeping: promote caught-up learners to voters, and
+    /// replace voters whose node is out or removed.
     async fn maintain(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(MEMBERSHIP_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -575,19 +576,33 @@ impl Cluster {
                 matched: replication.get(&id).copied().flatten().map(|l| l.index),
             })
             .collect();
-        let promote = voters::promotions(
+        // A voter the cluster has given up on (out, or removed) still
+        // counts toward Raft's quorum; left in place, losing one more voter
+        // stops every cluster decision, however many nodes are up.
+        let gone: BTreeSet<NodeId> = voters
+            .iter()
+            .copied()
+            .filter(|id| {
+                map.nodes.get(id).is_none_or(|n| {
+                    matches!(n.state, map::NodeState::Out | map::NodeState::Removed)
+                })
+            })
+            .collect();
+        let Some(next) = voters::next_voters(
             &voters,
+            &gone,
             &learners,
             metrics.last_log_index,
             usize::from(map.settings.voters),
             PROMOTION_MAX_LAG,
-        );
-        if promote.is_empty() {
+        ) else {
             return Ok(());
-        }
-        tracing::info!(?promote, "promoting learners to voters");
+        };
+        tracing::info!(from = ?voters, to = ?next, "changing the Raft voters");
+        // Voters replaced stay learners: a node that comes back is caught
+        // up and can be promoted again.
         self.raft
-            .change_membership(ChangeMembers::AddVoterIds(promote), true)
+            .change_membership(ChangeMembers::ReplaceAllVoters(next), true)
             .await
             .map_err(|e| e.to_string())?;
         Ok(())

@@ -46,10 +46,111 @@ pub fn promotions(
     ready.into_iter().take(adding).collect()
 }
 
+/// The voter set to move to now, or `None` to keep it: each voter in
+/// `gone` (its node is out or removed: the cluster decided it is not
+/// coming back) is replaced, one for one, by a caught-up learner, then
+/// learners are promoted as [`promotions`] says. A gone voter without a
+/// replacement stays: removing it alone would leave an even count, or
+/// fewer voters than the cluster had.
+pub fn next_voters(
+    voters: &BTreeSet<NodeId>,
+    gone: &BTreeSet<NodeId>,
+    learners: &[Learner],
+    last_log_index: Option<u64>,
+    target: usize,
+    max_lag: u64,
+) -> Option<BTreeSet<NodeId>> {
+    let last = last_log_index?;
+    let mut ready: Vec<NodeId> = learners
+        .iter()
+        .filter(|l| !voters.contains(&l.id) && !gone.contains(&l.id))
+        .filter(|l| l.matched.is_some_and(|m| last.saturating_sub(m) <= max_lag))
+        .map(|l| l.id)
+        .collect();
+    ready.sort_unstable();
+    ready.dedup();
+    let mut next = voters.clone();
+    for leaving in voters.intersection(gone) {
+        let Some(replacement) = ready.first().copied() else {
+            break;
+        };
+        ready.remove(0);
+        next.remove(leaving);
+        next.insert(replacement);
+    }
+    let still_ready: Vec<Learner> = ready
+        .iter()
+        .map(|&id| Learner {
+            id,
+            matched: Some(last),
+        })
+        .collect();
+    next.extend(promotions(&next, &still_ready, Some(last), target, max_lag));
+    (next != *voters).then_some(next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_gone_voter_is_replaced_by_a_caught_up_learner() {
+        let voters = BTreeSet::from([1, 2, 3]);
+        let gone = BTreeSet::from([2]);
+        assert_eq!(
+            next_voters(
+                &voters,
+                &gone,
+                &[caught_up(4), caught_up(5)],
+                Some(100),
+                3,
+                10
+            ),
+            Some(BTreeSet::from([1, 3, 4]))
+        );
+        assert_eq!(
+            next_voters(&voters, &gone, &[], Some(100), 3, 10),
+            None,
+            "no replacement: the gone voter stays"
+        );
+        let lagging = Learner {
+            id: 4,
+            matched: Some(10),
+        };
+        assert_eq!(
+            next_voters(&voters, &gone, &[lagging], Some(100), 3, 10),
+            None
+        );
+        assert_eq!(
+            next_voters(&voters, &BTreeSet::new(), &[caught_up(4)], Some(100), 3, 10),
+            None,
+            "nothing gone, three voters wanted: no change"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn the_next_voter_set_is_odd_never_smaller_and_made_of_known_nodes(
+            voters in proptest::collection::btree_set(1u64..8, 1..6),
+            gone in proptest::collection::btree_set(1u64..8, 0..4),
+            learners in proptest::collection::vec((1u64..12, proptest::option::of(0u64..120)), 0..8),
+            target in prop_oneof![Just(1usize), Just(3), Just(5)],
+        ) {
+            let learners: Vec<Learner> =
+                learners.into_iter().map(|(id, matched)| Learner { id, matched }).collect();
+            if let Some(next) = next_voters(&voters, &gone, &learners, Some(100), target, 10) {
+                prop_assert!(next.len() >= voters.len());
+                prop_assert!(next.len() % 2 == 1 || next.len() == voters.len());
+                for id in &next {
+                    prop_assert!(voters.contains(id) || learners.iter().any(|l| l.id == *id));
+                }
+                let gone_after = next.intersection(&gone).count();
+                let gone_before = voters.intersection(&gone).count();
+                prop_assert!(gone_after <= gone_before);
+            }
+        }
+    }
 
     fn caught_up(id: NodeId) -> Learner {
         Learner {
