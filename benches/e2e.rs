@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use levee_node::client::{Client, ClientConfig};
-use levee_node::cluster::Cluster;
 use levee_node::cluster::status::ClusterStatus;
 use levee_node::config::Config;
-use levee_node::server::{Node, Server, ServerOptions};
+use levee_node::node::Node;
+use levee_node::raft::Cluster;
+use levee_node::server::{Server, ServerOptions};
 use levee_node::storage::Durability;
 use support::{CONCURRENCY, Direct, KEYS, VALUE_BYTES, bench_ops, drive};
 use tempfile::TempDir;

@@ -624,8 +624,9 @@ impl Config {
     }
 
     /// The cluster settings.
-    pub fn cluster(&self) -> crate::cluster::ClusterOptions {
-        use crate::cluster::{Bootstrap, ClusterOptions, map::Settings};
+    pub fn cluster(&self) -> crate::raft::ClusterOptions {
+        use crate::cluster::map::Settings;
+        use crate::raft::{Bootstrap, ClusterOptions};
         ClusterOptions {
             bootstrap: if self.join.is_empty() {
                 Bootstrap::Init
@@ -666,25 +667,6 @@ impl Config {
             .checked()
             .map_err(|why| ConfigError::Invalid(format!("recovery settings: {why}")))?;
         Ok(settings)
-    }
-
-    /// Hint replay settings.
-    pub fn handoff(&self) -> crate::data::handoff::HandoffConfig {
-        crate::data::handoff::HandoffConfig {
-            bytes_per_sec: self.hint_replay_bytes_per_sec as f64,
-            interval: Duration::from_millis(500),
-            max_age: Duration::from_millis(self.tombstone_grace_ms),
-        }
-    }
-
-    /// Anti-entropy settings.
-    pub fn anti_entropy(&self) -> crate::data::anti_entropy::AntiEntropyConfig {
-        crate::data::anti_entropy::AntiEntropyConfig {
-            interval: Duration::from_millis(self.anti_entropy_interval_ms),
-            startup_delay: Duration::from_millis(self.anti_entropy_startup_delay_ms),
-            keys_per_sec: self.anti_entropy_keys_per_sec as f64,
-            tombstone_grace: Duration::from_millis(self.tombstone_grace_ms),
-        }
     }
 
     /// Admission control settings for a node restarting on existing data:

@@ -8,11 +8,13 @@ use std::time::{Instant, SystemTime};
 use anyhow::Context;
 use clap::Parser;
 use levee_node::admission::Admission;
-use levee_node::cluster::Cluster;
 use levee_node::config::{Config, LogFormat, Overrides};
-use levee_node::data::{anti_entropy, handoff};
+use levee_node::data::anti_entropy::{self, AntiEntropyConfig};
+use levee_node::data::handoff::{self, HandoffConfig};
+use levee_node::node::Node;
+use levee_node::raft::Cluster;
 use levee_node::server::admin::{self, Health};
-use levee_node::server::{Node, Server, ServerOptions};
+use levee_node::server::{Server, ServerOptions};
 use levee_node::startup::{self, Phase, Startup};
 use tokio_util::sync::CancellationToken;
 
@@ -226,7 +228,7 @@ fn spawn_background(
     tokio::spawn(handoff::run(
         node.clone(),
         cluster.clone(),
-        config.handoff(),
+        HandoffConfig::from(config),
         shutdown.clone(),
     ));
     // Failure detection: every node beats the leader; the leader judges.
@@ -247,7 +249,7 @@ fn spawn_background(
     tokio::spawn(anti_entropy::run(
         node.clone(),
         cluster.clone(),
-        config.anti_entropy(),
+        AntiEntropyConfig::from(config),
         shutdown.clone(),
     ));
     // Moves into this node: copy each partition from a live replica,

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::admission::classes::{Class, Op};
+use crate::proto::op::{Class, Op};
 
 /// Upper bounds (seconds) of the request latency buckets: 50 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[

@@ -4,16 +4,16 @@
 //! background work slows down when foreground is busy.
 //!
 //! - [`limit`]: the adaptive limit (pure, Gradient2-class).
-//! - [`classes`]: control / foreground / background, and operation names.
 //! - [`shed`]: the admission controller, its pure decision and its permits.
+//!
+//! Which class a request is in (control / foreground / background) is
+//! decided by its message type, in [`crate::proto::op`].
 
-pub mod classes;
 pub mod limit;
 pub mod shed;
 
 use std::time::Duration;
 
-pub use classes::{Class, Op};
 pub use limit::{GradientLimit, LimitConfig};
 pub use shed::{Admission, Admit, FirstServed, Permit, Ticket};
 

@@ -12,10 +12,10 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
 use super::AdmissionConfig;
-use super::classes::{Class, Op};
 use super::limit::GradientLimit;
 use crate::metrics::{Gauges, Metrics, Outcome, ShedReason};
 use crate::proto::WireError;
+use crate::proto::op::{Class, Op};
 
 /// What the controller sees when a request arrives.
 #[derive(Debug, Clone, Copy)]

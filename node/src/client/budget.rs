@@ -16,7 +16,7 @@
 
 use std::time::Instant;
 
-use crate::recovery::token_bucket::TokenBucket;
+use crate::token_bucket::TokenBucket;
 
 /// Slack for the sum of many fractional deposits (ten deposits of 0.1 add
 /// up to 0.999…), so 10% really means one retry per ten requests.

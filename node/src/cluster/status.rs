@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::NodeId;
 use super::map::ClusterMap;
-use super::types::NodeId;
 
 /// A node's role in Raft.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use super::types::NodeId;
+use super::NodeId;
 
 /// A learner and how far its log is known to have been replicated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,14 +15,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::coordinator::replicate;
 use crate::admission::background_scale;
-use crate::cluster::Cluster;
+use crate::cluster::NodeId;
 use crate::cluster::map::NodeState;
-use crate::cluster::types::NodeId;
+use crate::config::Config;
+use crate::node::Node;
 use crate::proto::{KeyVersion, NodeRequest, Response};
-use crate::recovery::token_bucket::{TokenBucket, Wait};
-use crate::server::Node;
+use crate::raft::Cluster;
 use crate::storage::hints::Hint;
 use crate::storage::scan::Entry;
+use crate::token_bucket::{TokenBucket, Wait};
 
 /// Anti-entropy settings.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +37,17 @@ pub struct AntiEntropyConfig {
     pub keys_per_sec: f64,
     /// Tombstones older than this, held by every replica, are deleted.
     pub tombstone_grace: Duration,
+}
+
+impl From<&Config> for AntiEntropyConfig {
+    fn from(c: &Config) -> Self {
+        Self {
+            interval: Duration::from_millis(c.anti_entropy_interval_ms),
+            startup_delay: Duration::from_millis(c.anti_entropy_startup_delay_ms),
+            keys_per_sec: c.anti_entropy_keys_per_sec as f64,
+            tombstone_grace: Duration::from_millis(c.tombstone_grace_ms),
+        }
+    }
 }
 
 /// Hash buckets per partition.

@@ -12,12 +12,12 @@ use tokio::time::Instant;
 
 use super::quorum::{Quorum, Tally};
 use crate::client::ClientError;
-use crate::cluster::Cluster;
+use crate::cluster::NodeId;
 use crate::cluster::map::{ClusterMap, NodeState};
-use crate::cluster::types::NodeId;
+use crate::node::Node;
 use crate::partition::partition_of;
 use crate::proto::{Found, NodeRequest, Response, WireError};
-use crate::server::Node;
+use crate::raft::Cluster;
 use crate::storage::hints::Hint;
 use crate::storage::{Applied, Version};
 
@@ -515,35 +515,13 @@ const REPAIR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 const READ_HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::cluster::map::{Command, NodeSpec, Settings};
+    use crate::cluster::map::Command;
+    use crate::cluster::test_maps::map_with;
 
     fn map(nodes: u64) -> ClusterMap {
         map_with(nodes, 8)
-    }
-
-    /// A map of `nodes` Up nodes, one zone each, default settings (R = 3);
-    /// shared with the recovery tests.
-    pub(crate) fn map_with(nodes: u64, partitions: u32) -> ClusterMap {
-        let spec = |i: u64| NodeSpec {
-            addr: format!("n{i}"),
-            admin: String::new(),
-            zone: format!("z{i}"),
-            capacity: 1,
-            join_token: i,
-        };
-        let mut map = ClusterMap::default();
-        map.apply(&Command::Init {
-            cluster_id: 1,
-            partitions,
-            settings: Settings::default(),
-            first: spec(1),
-        });
-        for i in 2..=nodes {
-            map.apply(&Command::AddNode(spec(i)));
-        }
-        map
     }
 
     #[test]

@@ -11,10 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::coordinator::replicate;
 use crate::admission::background_scale;
-use crate::cluster::Cluster;
 use crate::cluster::map::NodeState;
-use crate::recovery::token_bucket::{TokenBucket, Wait};
-use crate::server::Node;
+use crate::config::Config;
+use crate::node::Node;
+use crate::raft::Cluster;
+use crate::token_bucket::{TokenBucket, Wait};
 
 /// Replay settings.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +28,16 @@ pub struct HandoffConfig {
     /// delete they might predate may have been collected (the tombstone
     /// grace period), and replaying them would bring the value back.
     pub max_age: Duration,
+}
+
+impl From<&Config> for HandoffConfig {
+    fn from(c: &Config) -> Self {
+        Self {
+            bytes_per_sec: c.hint_replay_bytes_per_sec as f64,
+            interval: Duration::from_millis(500),
+            max_age: Duration::from_millis(c.tombstone_grace_ms),
+        }
+    }
 }
 
 /// Longest pause before retrying a target that failed.

@@ -6,7 +6,8 @@
 //! request carries an id, so many requests share one connection and
 //! responses return in any order, and a timeout, so the server knows the
 //! deadline past which the answer is useless. [`limits`] bounds frames,
-//! keys and values.
+//! keys and values. [`op`] names each request's operation and the class
+//! (control / foreground / background) it competes in.
 //!
 //! The code is generic over `AsyncRead + AsyncWrite` so that TLS can wrap
 //! the stream later without touching it.
@@ -16,6 +17,7 @@ pub mod frame;
 pub mod handshake;
 pub mod limits;
 pub mod message;
+pub mod op;
 
 pub use limits::Limits;
 pub use message::{

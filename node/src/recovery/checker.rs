@@ -12,9 +12,9 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::token_bucket::TokenBucket;
+use crate::cluster::NodeId;
 use crate::cluster::map::{ClusterMap, Move, NodeInfo, NodeState, RecoverySettings};
-use crate::cluster::types::NodeId;
+use crate::token_bucket::TokenBucket;
 
 /// Admission pressure at or above which a node gets no new replica: a copy
 /// adds writes (the stream and the live traffic of the partition) to a

@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::cluster::NodeId;
 use crate::cluster::map::{ClusterMap, NodeState};
-use crate::cluster::types::NodeId;
 
 /// A state change the leader should commit (`Command::SetNodeState`).
 #[derive(Debug, Clone, PartialEq, Eq)]

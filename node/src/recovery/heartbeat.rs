@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::Cluster;
 use crate::cluster::map::NodeState;
 use crate::cluster::status::NodeReport;
 use crate::metrics::ClusterGauges;
+use crate::node::Node;
 use crate::proto::{NodeRequest, Response};
-use crate::server::Node;
+use crate::raft::Cluster;
 
 /// What this node would report now.
 pub fn report(node: &Node, cluster: &Cluster) -> NodeReport {

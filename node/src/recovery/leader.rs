@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::checker::{Checker, Plan};
 use super::detector::Detector;
-use crate::cluster::Cluster;
+use crate::cluster::NodeId;
 use crate::cluster::map::{ClusterMap, Command, CommandResult, Move};
 use crate::cluster::status::RecoveryStatus;
-use crate::cluster::types::NodeId;
 use crate::hlc::wall_ms;
+use crate::raft::Cluster;
 
 /// Seconds of recovery byte counts kept to compute the current rate.
 const RATE_WINDOW: Duration = Duration::from_secs(5);

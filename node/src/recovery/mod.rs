@@ -6,5 +6,4 @@ pub mod detector;
 pub mod heartbeat;
 pub mod leader;
 pub mod sender;
-pub mod token_bucket;
 pub mod transfer;

@@ -1,26 +1,16 @@
 //! The sending side of a recovery transfer: serves `FetchRange` pages of a
-//! partition in key order, paced by this node's recovery byte budget.
-//!
-//! The budget is one token bucket per node, whatever the number of
-//! targets pulling from it: what a transfer competes with clients for is
-//! this node's disk and network. Its rate is
-//! `recovery.bytes_per_sec × max(pressure_floor, 1 − pressure)`, re-read
-//! from the map and the admission controller on every take, so a
-//! `levee admin set` or a burst of client load changes the pace within one
-//! page. Pages are never larger than the burst, so the bytes sent over any
-//! window `t` stay within `bytes_per_sec · t + bytes_burst` (one record
-//! larger than the burst is the only exception: it goes alone and leaves
-//! the bucket in debt, so it is paid for, never starved).
+//! partition in key order, paced by this node's recovery byte budget
+//! ([`crate::node::send_budget`]: one token bucket per node, slowed by
+//! client pressure, pages never larger than its burst).
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::token_bucket::{TokenBucket, Wait};
+use crate::cluster::NodeId;
 use crate::cluster::map::{ClusterMap, RecoverySettings};
-use crate::cluster::types::NodeId;
+use crate::node::Node;
 use crate::proto::{RangeRecord, Response, WireError};
-use crate::server::Node;
 use crate::storage::scan::record_bytes;
+use crate::token_bucket::Wait;
 
 /// Most records in one page, whatever the byte budget: bounds the work
 /// and the response of one request when records are tiny.
@@ -35,24 +25,6 @@ const SEND_MARGIN: Duration = Duration::from_millis(50);
 /// effect at once instead of after a wait computed at the old rate.
 const RECHECK: Duration = Duration::from_millis(250);
 
-/// The bytes per second this node may send for recovery now: the
-/// configured rate scaled down by client pressure, never below
-/// `pressure_floor` of it (recovery yields to clients but never stops).
-pub fn effective_rate(settings: &RecoverySettings, pressure: f64) -> f64 {
-    let floor = if settings.pressure_floor.is_finite() {
-        settings.pressure_floor.clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
-    let share = if pressure.is_finite() {
-        (1.0 - pressure.clamp(0.0, 1.0)).max(floor)
-    } else {
-        // An unreadable signal is treated as full pressure: the safe side.
-        floor
-    };
-    settings.bytes_per_sec as f64 * share
-}
-
 /// Whether `me` may serve pages of `partition`: it holds a replica, or it
 /// is the replica a move is replacing (a draining node keeps serving what
 /// it is handing over until the move finishes).
@@ -62,24 +34,6 @@ pub fn may_serve(map: &ClusterMap, me: NodeId, partition: u32) -> bool {
             .moves
             .get(&partition)
             .is_some_and(|m| m.from == Some(me))
-}
-
-/// Byte budget of the next page: what the target asked, never more than
-/// the burst (the conformance bound), and no more than the bucket can pay
-/// for within half the time left (the other half is for reading and
-/// sending), so a slow rate gives smaller pages rather than refusals.
-/// At least 1: the page always carries one record if any is left.
-pub fn page_bytes(
-    max_bytes: u32,
-    burst: u64,
-    available: f64,
-    rate: f64,
-    remaining: Duration,
-) -> u64 {
-    let in_time = available.max(0.0) + rate.max(0.0) * remaining.as_secs_f64() / 2.0;
-    // `as` saturates for floats, and NaN becomes 0 (then 1 below).
-    let in_time = in_time as u64;
-    u64::from(max_bytes).min(burst.max(1)).min(in_time).max(1)
 }
 
 /// What to do while the bucket says `Wait`.
@@ -102,77 +56,6 @@ pub fn pace(wait: Duration, remaining: Duration) -> Pace {
         return Pace::Refuse { retry_after_ms: ms };
     }
     Pace::Sleep(wait.min(RECHECK))
-}
-
-/// This node's recovery byte budget, shared by every page it serves.
-#[derive(Debug)]
-pub struct SendBudget {
-    bucket: Mutex<TokenBucket>,
-}
-
-impl Default for SendBudget {
-    fn default() -> Self {
-        let settings = RecoverySettings::default();
-        Self {
-            bucket: Mutex::new(TokenBucket::new(
-                settings.bytes_per_sec as f64,
-                settings.bytes_burst as f64,
-                Instant::now(),
-            )),
-        }
-    }
-}
-
-impl SendBudget {
-    /// Runs `f` on the bucket after bringing its rate and burst up to date
-    /// with `settings` and `pressure`.
-    fn with_bucket<T>(
-        &self,
-        settings: &RecoverySettings,
-        pressure: f64,
-        now: Instant,
-        f: impl FnOnce(&mut TokenBucket) -> T,
-    ) -> T {
-        let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
-        bucket.set_rate(
-            effective_rate(settings, pressure),
-            settings.bytes_burst as f64,
-            now,
-        );
-        f(&mut bucket)
-    }
-
-    /// Takes `bytes` tokens, or says how long until they are there.
-    pub fn take(
-        &self,
-        settings: &RecoverySettings,
-        pressure: f64,
-        bytes: u64,
-        now: Instant,
-    ) -> Result<(), Wait> {
-        self.with_bucket(settings, pressure, now, |b| b.take(bytes as f64, now))
-    }
-
-    /// The byte budget of a page asked with `max_bytes` and `remaining`
-    /// time (see [`page_bytes`]).
-    pub fn page_bytes(
-        &self,
-        settings: &RecoverySettings,
-        pressure: f64,
-        max_bytes: u32,
-        remaining: Duration,
-        now: Instant,
-    ) -> u64 {
-        self.with_bucket(settings, pressure, now, |b| {
-            page_bytes(
-                max_bytes,
-                settings.bytes_burst,
-                b.available(now),
-                b.rate(),
-                remaining,
-            )
-        })
-    }
 }
 
 /// Answers a `FetchRange`: the records of `partition` after `after`, about
@@ -276,43 +159,6 @@ async fn wait_for_tokens(
 mod tests {
     use super::*;
     use crate::cluster::map::{Command, Move, NodeState};
-    use proptest::prelude::*;
-
-    fn settings(bytes_per_sec: u64, bytes_burst: u64) -> RecoverySettings {
-        RecoverySettings {
-            bytes_per_sec,
-            bytes_burst,
-            ..RecoverySettings::default()
-        }
-    }
-
-    #[test]
-    fn pressure_slows_the_rate_down_to_the_floor_never_below() {
-        let s = settings(1000, 100);
-        assert_eq!(effective_rate(&s, 0.0), 1000.0);
-        assert!((effective_rate(&s, 0.5) - 500.0).abs() < 1e-9);
-        assert!((effective_rate(&s, 1.0) - 100.0).abs() < 1e-9);
-        assert!((effective_rate(&s, 0.99) - 100.0).abs() < 1e-9);
-        assert!((effective_rate(&s, f64::NAN) - 100.0).abs() < 1e-9);
-        assert_eq!(effective_rate(&s, -3.0), 1000.0);
-    }
-
-    #[test]
-    fn pages_fit_the_ask_the_burst_and_the_time_left() {
-        let second = Duration::from_secs(1);
-        // The ask is the tightest.
-        assert_eq!(page_bytes(1000, 10_000, 10_000.0, 1e6, second), 1000);
-        // The burst is.
-        assert_eq!(page_bytes(1 << 20, 4096, 1e9, 1e9, second), 4096);
-        // The time left at this rate is: 2 s left, half of it at 100 B/s.
-        assert_eq!(page_bytes(1 << 20, 1 << 20, 0.0, 100.0, 2 * second), 100);
-        // In debt, with no time left: still one record.
-        assert_eq!(
-            page_bytes(1 << 20, 1 << 20, -50.0, 100.0, Duration::ZERO),
-            1
-        );
-        assert_eq!(page_bytes(0, 0, f64::NAN, f64::NAN, second), 1);
-    }
 
     #[test]
     fn a_wait_past_the_deadline_is_refused_and_a_long_one_rechecked() {
@@ -332,7 +178,7 @@ mod tests {
     }
 
     fn map() -> ClusterMap {
-        crate::data::coordinator::tests::map_with(4, 8)
+        crate::cluster::test_maps::map_with(4, 8)
     }
 
     #[test]
@@ -362,59 +208,5 @@ mod tests {
         )]));
         assert!(may_serve(&map, from, p));
         assert!(!may_serve(&map, outsider, p), "the target has nothing yet");
-    }
-
-    #[test]
-    fn a_raised_rate_applies_to_the_next_take() {
-        let budget = SendBudget::default();
-        let t0 = Instant::now();
-        let slow = settings(100, 100);
-        assert!(budget.take(&slow, 0.0, 100, t0).is_ok());
-        let Err(Wait(wait)) = budget.take(&slow, 0.0, 100, t0) else {
-            panic!("the burst is spent")
-        };
-        assert!((wait.as_secs_f64() - 1.0).abs() < 1e-6, "{wait:?}");
-        // Tokens already earned stay earned at the old rate; the wait for
-        // the rest is computed at the new one.
-        let fast = settings(10_000, 100);
-        let Err(Wait(wait)) = budget.take(&fast, 0.0, 100, t0) else {
-            panic!("no tokens were earned in no time")
-        };
-        assert!((wait.as_secs_f64() - 0.01).abs() < 1e-6, "{wait:?}");
-        // And full pressure slows it to the floor (0.1 by default).
-        let Err(Wait(wait)) = budget.take(&fast, 1.0, 100, t0) else {
-            panic!()
-        };
-        assert!((wait.as_secs_f64() - 0.1).abs() < 1e-6, "{wait:?}");
-    }
-
-    proptest! {
-        /// The conformance property the benchmark checks end to end: over
-        /// any run, bytes granted ≤ bytes_per_sec · t + burst, whatever the
-        /// pressure does and however pages are sized (pages ≤ burst).
-        #[test]
-        fn bytes_granted_never_exceed_rate_times_time_plus_burst(
-            rate in 1_000u64..1_000_000,
-            burst in 1_000u64..100_000,
-            steps in proptest::collection::vec((0u64..50, 0.0f64..1.0, 1u64..100_000), 1..300),
-        ) {
-            let t0 = Instant::now();
-            let budget = SendBudget::default();
-            let s = settings(rate, burst);
-            let mut now = t0;
-            let mut granted = 0u64;
-            for (advance_ms, pressure, ask) in steps {
-                now += Duration::from_millis(advance_ms);
-                let remaining = Duration::from_secs(5);
-                let page = budget.page_bytes(&s, pressure, u32::MAX, remaining, now).min(ask);
-                prop_assert!(page <= burst);
-                if budget.take(&s, pressure, page, now).is_ok() {
-                    granted += page;
-                }
-                let elapsed = now.duration_since(t0).as_secs_f64();
-                prop_assert!(granted as f64 <= rate as f64 * elapsed + burst as f64 + 1e-6,
-                    "granted {} in {}s at {}/s burst {}", granted, elapsed, rate, burst);
-            }
-        }
     }
 }

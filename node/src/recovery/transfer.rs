@@ -19,7 +19,7 @@
 //! again from the start, which apply-if-newer makes harmless.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
@@ -28,13 +28,14 @@ use tokio_util::sync::CancellationToken;
 use super::sender;
 use crate::client::ClientError;
 use crate::client::backoff::Backoff;
-use crate::cluster::Cluster;
+use crate::cluster::NodeId;
 use crate::cluster::map::{ClusterMap, Command, CommandResult, Move, NodeState};
 use crate::cluster::status::TransferProgress;
-use crate::cluster::types::NodeId;
+use crate::node::Node;
+use crate::node::transfers::MAX_PULLERS;
 use crate::partition::partition_of;
 use crate::proto::{NodeRequest, RangeRecord, Response, WireError};
-use crate::server::Node;
+use crate::raft::Cluster;
 use crate::storage::scan::record_bytes;
 
 /// Bytes asked per page. Large enough that the round trip is small next
@@ -67,10 +68,6 @@ const SETTLE: Duration = Duration::from_secs(1);
 /// use soon after a transient failure.
 const FAILED_HOLD: Duration = Duration::from_secs(30);
 
-/// Pullers at once, whatever `max_moves_per_node` says: a hard bound on
-/// tasks and pages in memory if that setting is raised carelessly.
-const MAX_PULLERS: usize = 64;
-
 /// Retry pacing after errors: full jitter, so the pullers of many targets
 /// whose source died together do not come back in lockstep.
 const BACKOFF: Backoff = Backoff {
@@ -80,36 +77,6 @@ const BACKOFF: Backoff = Backoff {
 
 /// How often finished pullers are reaped when the map does not change.
 const REAP_EVERY: Duration = Duration::from_secs(1);
-
-/// The copies this node is receiving, for its heartbeat and `levee
-/// status`. Bounded: one entry per running puller, at most
-/// [`MAX_PULLERS`].
-#[derive(Debug, Default)]
-pub struct Transfers {
-    progress: Mutex<BTreeMap<u32, TransferProgress>>,
-}
-
-impl Transfers {
-    /// Every copy in progress, by partition.
-    pub fn progress(&self) -> Vec<TransferProgress> {
-        self.lock().values().cloned().collect()
-    }
-
-    fn set(&self, progress: TransferProgress) {
-        let mut map = self.lock();
-        if map.len() < MAX_PULLERS || map.contains_key(&progress.partition) {
-            map.insert(progress.partition, progress);
-        }
-    }
-
-    fn remove(&self, partition: u32) {
-        self.lock().remove(&partition);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, TransferProgress>> {
-        self.progress.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// What the puller supervisor should change, given the map.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -13,9 +13,10 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{Node, ServerOptions, handler};
-use crate::admission::{Admit, Op};
+use crate::admission::Admit;
 use crate::metrics::Outcome;
 use crate::proto::frame::{self, FrameError};
+use crate::proto::op::Op;
 use crate::proto::{RequestFrame, ResponseFrame, WireError, codec, handshake};
 
 /// Serves a connection until the peer leaves, the stream becomes

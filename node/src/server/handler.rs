@@ -5,13 +5,13 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::Node;
-use crate::cluster::Cluster;
 use crate::cluster::map::{Command, NodeState};
 use crate::data::{anti_entropy, coordinator};
 use crate::proto::{
     AdminCommand, ClientRequest, Found, KeyVersion, NodeRequest, PROTOCOL_VERSION, Request,
     Response, WireError,
 };
+use crate::raft::Cluster;
 use crate::storage::{Applied, StorageError, Version};
 
 /// Most entries one anti-entropy page may carry, whatever the peer asks.

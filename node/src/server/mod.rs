@@ -1,5 +1,7 @@
-//! The protocol server: accepts connections, bounds them, and shuts down
-//! gracefully.
+//! The protocol edge: accepts connections, bounds them, decodes requests
+//! and dispatches them to the node's services ([`crate::data`],
+//! [`crate::recovery`], [`crate::raft`] over the shared [`Node`]), and
+//! shuts down gracefully.
 //!
 //! Shutdown order: stop accepting, stop reading new requests on every
 //! connection, let in-flight requests finish (up to the grace period), then
@@ -10,7 +12,7 @@ mod connection;
 mod handler;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -18,121 +20,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admission::Admission;
-use crate::client::pool::Pool;
-use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::hlc::Clock;
+use crate::node::Node;
 use crate::proto::Limits;
-use crate::recovery::sender::SendBudget;
-use crate::recovery::transfer::Transfers;
-use crate::storage::hints::HintStore;
-use crate::storage::{Storage, StorageError};
-
-/// State shared by every request on a node.
-pub struct Node {
-    storage: Storage,
-    clock: Clock,
-    hints: HintStore,
-    peers: Pool,
-    /// Admission control and metrics; shared with the admin endpoint and
-    /// read by background work for the pressure signal.
-    admission: Arc<Admission>,
-    /// Set once the node has started or joined its cluster; until then,
-    /// cluster requests are answered `Unavailable`.
-    cluster: OnceLock<Arc<Cluster>>,
-    /// The recovery byte budget every transfer page this node serves is
-    /// paid from (one per node: a node's disk and network are what
-    /// transfers compete with clients for).
-    send_budget: SendBudget,
-    /// Copies this node is receiving, read by the heartbeat.
-    transfers: Transfers,
-}
-
-impl Node {
-    /// Opens the node's storage.
-    pub fn open(config: &Config) -> Result<Self, StorageError> {
-        Self::new(Storage::open(&config.storage())?, config)
-    }
-
-    /// Opens the node's storage, with an admission controller made earlier
-    /// (the admin endpoint serves its metrics before storage is open).
-    pub fn open_with(config: &Config, admission: Arc<Admission>) -> Result<Self, StorageError> {
-        Self::with_admission(Storage::open(&config.storage())?, config, admission)
-    }
-
-    /// A node over already-open storage.
-    pub fn new(storage: Storage, config: &Config) -> Result<Self, StorageError> {
-        let admission = Arc::new(Admission::new(config.admission()));
-        Self::with_admission(storage, config, admission)
-    }
-
-    /// A node over already-open storage with the given admission controller.
-    pub fn with_admission(
-        storage: Storage,
-        config: &Config,
-        admission: Arc<Admission>,
-    ) -> Result<Self, StorageError> {
-        let hints = HintStore::open(&storage, config.hint_max_bytes_per_node)?;
-        Ok(Self {
-            storage,
-            clock: Clock::new(config.max_clock_drift_ms),
-            hints,
-            peers: Pool::default(),
-            admission,
-            cluster: OnceLock::new(),
-            send_budget: SendBudget::default(),
-            transfers: Transfers::default(),
-        })
-    }
-
-    /// Admission control, metrics and the foreground pressure signal.
-    pub fn admission(&self) -> &Arc<Admission> {
-        &self.admission
-    }
-
-    /// Writes this node keeps for replicas that missed them.
-    pub fn hints(&self) -> &HintStore {
-        &self.hints
-    }
-
-    /// Connections to the other nodes for the data path.
-    pub fn peers(&self) -> &Pool {
-        &self.peers
-    }
-
-    /// The node's clock.
-    pub fn clock(&self) -> &Clock {
-        &self.clock
-    }
-
-    /// Attaches the running cluster membership (once).
-    pub fn set_cluster(&self, cluster: Arc<Cluster>) {
-        if self.cluster.set(cluster).is_err() {
-            tracing::warn!("cluster attached twice; keeping the first");
-        }
-    }
-
-    /// The cluster membership, once started.
-    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
-        self.cluster.get()
-    }
-
-    /// The node's storage.
-    pub fn storage(&self) -> &Storage {
-        &self.storage
-    }
-
-    /// The recovery byte budget of the pages this node sends.
-    pub fn send_budget(&self) -> &SendBudget {
-        &self.send_budget
-    }
-
-    /// The copies this node is receiving, with their progress.
-    pub fn transfers(&self) -> &Transfers {
-        &self.transfers
-    }
-}
 
 /// Connection-handling settings.
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@ use super::*;
 use crate::storage::Version;
 
 fn map(nodes: u64) -> ClusterMap {
-    crate::data::coordinator::tests::map_with(nodes, 16)
+    crate::cluster::test_maps::map_with(nodes, 16)
 }
 
 fn set_state(map: &mut ClusterMap, id: NodeId, state: NodeState) {
@@ -163,27 +163,4 @@ fn pages_that_could_corrupt_or_loop_are_refused() {
     let foreign = keys_of(4, 1);
     let err = check_page(&[record(&foreign[0])], None, false, 3, 16).unwrap_err();
     assert!(err.contains("partition 4"), "{err}");
-}
-
-#[test]
-fn progress_is_bounded_and_forgets_finished_copies() {
-    let transfers = Transfers::default();
-    for p in 0..(MAX_PULLERS as u32 + 10) {
-        transfers.set(TransferProgress {
-            partition: p,
-            source: 1,
-            keys: 0,
-            bytes: 0,
-        });
-    }
-    assert_eq!(transfers.progress().len(), MAX_PULLERS);
-    transfers.set(TransferProgress {
-        partition: 0,
-        source: 2,
-        keys: 5,
-        bytes: 50,
-    });
-    assert_eq!(transfers.progress()[0].keys, 5);
-    transfers.remove(0);
-    assert_eq!(transfers.progress().len(), MAX_PULLERS - 1);
 }

@@ -34,8 +34,8 @@ use sled::transaction::ConflictableTransactionResult;
 use tokio::sync::watch;
 
 use super::log_store::{decode, encode};
-use super::map::{ClusterMap, CommandResult};
 use super::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::cluster::map::{ClusterMap, CommandResult};
 
 const SM_TREE: &str = "raft_sm";
 const STATE_KEY: &[u8] = b"state";
@@ -319,8 +319,8 @@ mod tests {
     use tempfile::TempDir;
 
     use super::*;
-    use crate::cluster::log_store::LogStore;
     use crate::cluster::map::{Command, NodeSpec, Settings};
+    use crate::raft::log_store::LogStore;
 
     /// Each suite case gets a fresh on-disk database; the directory lives
     /// as long as the case.

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::types::NodeId;
+use crate::cluster::NodeId;
 
 const TREE: &str = "identity";
 const IDENTITY_KEY: &str = "identity";

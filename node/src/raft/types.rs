@@ -4,10 +4,8 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use super::map::{Command, CommandResult};
-
-/// A node's id in the cluster; 1 is the node that initialised it.
-pub type NodeId = u64;
+pub use crate::cluster::NodeId;
+use crate::cluster::map::{Command, CommandResult};
 
 /// What Raft needs to reach a member.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

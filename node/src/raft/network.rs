@@ -20,8 +20,9 @@ use openraft::raft::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::types::{Member, NodeId, TypeConfig};
+use super::types::{Member, TypeConfig};
 use crate::client::{ClientError, Connection};
+use crate::cluster::NodeId;
 use crate::proto::{NodeRequest, RaftRpc, Request, Response, codec};
 
 /// Time allowed to open a connection to a peer. Short: Raft retries, and a

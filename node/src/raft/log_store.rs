@@ -33,7 +33,8 @@ use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionResult;
 
-use super::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
+use super::types::{Entry, LogId, StorageError, TypeConfig};
+use crate::cluster::NodeId;
 
 const LOG_TREE: &str = "raft_log";
 const META_TREE: &str = "raft_meta";

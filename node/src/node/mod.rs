@@ -1,0 +1,130 @@
+//! The node's shared state: what every request and every background task
+//! on a node reaches (storage, clock, hints, peer connections, admission,
+//! the cluster membership once started, the recovery byte budget and the
+//! copies in progress).
+//!
+//! It sits below the services that use it ([`crate::data`],
+//! [`crate::recovery`]) and the protocol edge that dispatches to them
+//! ([`crate::server`]), so each of those imports it and none of them
+//! imports another's floor above.
+
+pub mod send_budget;
+pub mod transfers;
+
+use std::sync::{Arc, OnceLock};
+
+use crate::admission::Admission;
+use crate::client::pool::Pool;
+use crate::config::Config;
+use crate::hlc::Clock;
+use crate::raft::Cluster;
+use crate::storage::hints::HintStore;
+use crate::storage::{Storage, StorageError};
+
+pub use self::send_budget::SendBudget;
+pub use self::transfers::Transfers;
+
+/// State shared by every request on a node.
+pub struct Node {
+    storage: Storage,
+    clock: Clock,
+    hints: HintStore,
+    peers: Pool,
+    /// Admission control and metrics; shared with the admin endpoint and
+    /// read by background work for the pressure signal.
+    admission: Arc<Admission>,
+    /// Set once the node has started or joined its cluster; until then,
+    /// cluster requests are answered `Unavailable`.
+    cluster: OnceLock<Arc<Cluster>>,
+    /// The recovery byte budget every transfer page this node serves is
+    /// paid from (one per node: a node's disk and network are what
+    /// transfers compete with clients for).
+    send_budget: SendBudget,
+    /// Copies this node is receiving, read by the heartbeat.
+    transfers: Transfers,
+}
+
+impl Node {
+    /// Opens the node's storage.
+    pub fn open(config: &Config) -> Result<Self, StorageError> {
+        Self::new(Storage::open(&config.storage())?, config)
+    }
+
+    /// Opens the node's storage, with an admission controller made earlier
+    /// (the admin endpoint serves its metrics before storage is open).
+    pub fn open_with(config: &Config, admission: Arc<Admission>) -> Result<Self, StorageError> {
+        Self::with_admission(Storage::open(&config.storage())?, config, admission)
+    }
+
+    /// A node over already-open storage.
+    pub fn new(storage: Storage, config: &Config) -> Result<Self, StorageError> {
+        let admission = Arc::new(Admission::new(config.admission()));
+        Self::with_admission(storage, config, admission)
+    }
+
+    /// A node over already-open storage with the given admission controller.
+    pub fn with_admission(
+        storage: Storage,
+        config: &Config,
+        admission: Arc<Admission>,
+    ) -> Result<Self, StorageError> {
+        let hints = HintStore::open(&storage, config.hint_max_bytes_per_node)?;
+        Ok(Self {
+            storage,
+            clock: Clock::new(config.max_clock_drift_ms),
+            hints,
+            peers: Pool::default(),
+            admission,
+            cluster: OnceLock::new(),
+            send_budget: SendBudget::default(),
+            transfers: Transfers::default(),
+        })
+    }
+
+    /// Admission control, metrics and the foreground pressure signal.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
+    }
+
+    /// Writes this node keeps for replicas that missed them.
+    pub fn hints(&self) -> &HintStore {
+        &self.hints
+    }
+
+    /// Connections to the other nodes for the data path.
+    pub fn peers(&self) -> &Pool {
+        &self.peers
+    }
+
+    /// The node's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Attaches the running cluster membership (once).
+    pub fn set_cluster(&self, cluster: Arc<Cluster>) {
+        if self.cluster.set(cluster).is_err() {
+            tracing::warn!("cluster attached twice; keeping the first");
+        }
+    }
+
+    /// The cluster membership, once started.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// The node's storage.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The recovery byte budget of the pages this node sends.
+    pub fn send_budget(&self) -> &SendBudget {
+        &self.send_budget
+    }
+
+    /// The copies this node is receiving, with their progress.
+    pub fn transfers(&self) -> &Transfers {
+        &self.transfers
+    }
+}
