@@ -10,6 +10,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod data;
+pub mod failpoint;
 pub mod hlc;
 pub mod metrics;
 pub mod node;

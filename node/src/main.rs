@@ -51,6 +51,7 @@ fn main() -> ExitCode {
 fn try_main() -> anyhow::Result<()> {
     // Process start for the startup timeline: first thing, before parsing.
     let started = (Instant::now(), SystemTime::now());
+    levee_node::failpoint::setup_from_env();
     let args = Args::parse();
     let config = Config::load(args.config.as_deref(), &args.overrides)?;
     if args.print_config {

@@ -35,6 +35,9 @@ fn bin_dir() -> &'static Path {
                 "-p",
                 "levee-cli",
                 "--bins",
+                // The tests break nodes on purpose (node/src/failpoint.rs).
+                "--features",
+                "levee-node/failpoints",
             ])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
@@ -139,6 +142,8 @@ pub struct TestNode {
     /// Data directory (kept across restarts).
     pub data_dir: PathBuf,
     extra: Vec<String>,
+    /// `FAILPOINTS` for the process (node/src/failpoint.rs), if any.
+    failpoints: Option<String>,
     log: PathBuf,
 }
 
@@ -158,16 +163,31 @@ impl TestNode {
     /// Starts a node with its data in `dir/name` and its log in
     /// `dir/name.log`, without waiting for it.
     pub fn spawn_named(dir: &Path, name: &str, extra: &[&str]) -> Self {
-        let mut node = Self {
+        let mut node = Self::unstarted(dir, name, extra);
+        node.spawn();
+        node
+    }
+
+    /// Like [`TestNode::start`], with `FAILPOINTS` set to `failpoints`
+    /// for this node's process (its restarts included).
+    pub fn start_with_failpoints(dir: &Path, extra: &[&str], failpoints: &str) -> Self {
+        let mut node = Self::unstarted(dir, "node", extra);
+        node.failpoints = Some(failpoints.to_string());
+        node.spawn();
+        node.wait_ready();
+        node
+    }
+
+    fn unstarted(dir: &Path, name: &str, extra: &[&str]) -> Self {
+        Self {
             child: None,
             addr: free_addr(),
             admin: free_addr(),
             data_dir: dir.join(name),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            failpoints: None,
             log: dir.join(format!("{name}.log")),
-        };
-        node.spawn();
-        node
+        }
     }
 
     /// Waits for the process to exit by itself.
@@ -188,7 +208,12 @@ impl TestNode {
             .append(true)
             .open(&self.log)
             .expect("open node log");
-        let child = Command::new(bin("levee-node"))
+        let mut command = Command::new(bin("levee-node"));
+        command.env_remove("FAILPOINTS");
+        if let Some(failpoints) = &self.failpoints {
+            command.env("FAILPOINTS", failpoints);
+        }
+        let child = command
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--listen", &self.addr, "--admin", &self.admin])

@@ -35,6 +35,26 @@ pub enum Request {
     Node(NodeRequest),
 }
 
+impl Request {
+    /// The key the request is about, for the requests that name one.
+    pub fn key(&self) -> Option<&[u8]> {
+        match self {
+            Request::Client(
+                ClientRequest::Get { key, .. }
+                | ClientRequest::Put { key, .. }
+                | ClientRequest::Delete { key, .. }
+                | ClientRequest::GetReplica { key },
+            )
+            | Request::Node(
+                NodeRequest::Replicate { key, .. }
+                | NodeRequest::ReadLocal { key, .. }
+                | NodeRequest::PurgeTombstone { key, .. },
+            ) => Some(key),
+            _ => None,
+        }
+    }
+}
+
 /// Messages between nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeRequest {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::NodeId;
 use crate::cluster::map::{ClusterMap, RecoverySettings};
+use crate::failpoint;
 use crate::node::Node;
 use crate::proto::{RangeRecord, Response, WireError};
 use crate::storage::scan::record_bytes;
@@ -79,6 +80,14 @@ pub async fn serve(
                 "node {me} holds no replica of partition {partition} and is not handing it over \
                  (map epoch {}); fetch it from a node in the partition's replica set",
                 map.epoch
+            ),
+        });
+    }
+    if failpoint::fires_at(failpoint::TRANSFER_PAGE, u64::from(partition)) {
+        return Err(WireError::Unavailable {
+            detail: format!(
+                "failpoint {} fired for partition {partition}",
+                failpoint::TRANSFER_PAGE
             ),
         });
     }

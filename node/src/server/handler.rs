@@ -7,6 +7,7 @@ use tokio::time::Instant;
 use super::Node;
 use crate::cluster::map::{Command, NodeState};
 use crate::data::{anti_entropy, coordinator};
+use crate::failpoint;
 use crate::proto::{
     AdminCommand, ClientRequest, Found, KeyVersion, NodeRequest, PROTOCOL_VERSION, Request,
     Response, WireError,
@@ -29,6 +30,11 @@ pub async fn handle(
         node.admission().metrics().record_deadline_drop();
         tracing::debug!("request dropped: deadline passed before it started");
         return Err(WireError::DeadlineExceeded);
+    }
+    if let Some(key) = request.key()
+        && failpoint::fires(failpoint::HANDLER_PANIC, key)
+    {
+        panic!("failpoint {} fired", failpoint::HANDLER_PANIC);
     }
     match request {
         Request::Client(request) => handle_client(node, request, deadline).await,

@@ -19,6 +19,7 @@ use super::group_commit::GroupCommit;
 pub use super::layout::MAX_SHARDS;
 use super::record::{self, Record, Version};
 use super::{Durability, StorageError};
+use crate::failpoint;
 
 /// How to open storage.
 #[derive(Debug, Clone)]
@@ -339,10 +340,16 @@ impl Storage {
         value: Option<&[u8]>,
     ) -> Result<Applied, StorageError> {
         self.open_partition(partition).await?;
+        if failpoint::fires(failpoint::STORAGE_APPLY_BEFORE, key) {
+            return Err(StorageError::Injected(failpoint::STORAGE_APPLY_BEFORE));
+        }
         let outcome = self.apply_unflushed(partition, key, version, value)?;
         // A stale write is acknowledged as durable too: a retry must not
         // report success before the original write's flush has happened.
         self.commit(partition).await?;
+        if failpoint::fires(failpoint::STORAGE_APPLY_AFTER, key) {
+            return Err(StorageError::Injected(failpoint::STORAGE_APPLY_AFTER));
+        }
         Ok(outcome)
     }
 

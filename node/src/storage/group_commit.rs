@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StorageError;
+use crate::failpoint;
 
 /// Writers waiting for a flush; past this, new writers wait for a slot
 /// (backpressure rather than unbounded memory).
@@ -94,13 +95,24 @@ async fn run(mut rx: mpsc::Receiver<Waiter>, flushes: Arc<AtomicU64>) {
         // and reopen.
         let running: Vec<_> = dbs
             .drain(..)
-            .map(|(_, db)| tokio::task::spawn_blocking(move || db.flush()))
+            .map(|(shard, db)| {
+                let injected = failpoint::fires_at(failpoint::GROUP_COMMIT_FLUSH, shard as u64);
+                tokio::task::spawn_blocking(move || {
+                    if injected {
+                        return Err(format!(
+                            "failpoint {} fired for shard {shard}",
+                            failpoint::GROUP_COMMIT_FLUSH
+                        ));
+                    }
+                    db.flush().map(drop).map_err(|e| e.to_string())
+                })
+            })
             .collect();
         let mut result = Ok(());
         for flush in running {
             let outcome = match flush.await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e),
                 Err(e) => Err(format!("flush task failed: {e}")),
             };
             if result.is_ok() {

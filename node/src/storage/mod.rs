@@ -64,4 +64,8 @@ pub enum StorageError {
     /// The storage is shutting down.
     #[error("storage is closed")]
     Closed,
+    /// A failpoint fired (`crate::failpoint`): a test broke this on
+    /// purpose. Never produced by a build without the `failpoints` feature.
+    #[error("failpoint {0} fired")]
+    Injected(&'static str),
 }
