@@ -70,13 +70,13 @@ pub async fn join_token(db: &sled::Db) -> Result<u64, IdentityError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Opens the database again once the previous instance is gone:
     /// `flush_async` can answer before sled's own thread lets go of its
     /// handle, and until then the directory's lock is held.
-    fn reopen(path: &std::path::Path) -> sled::Db {
+    pub(crate) fn reopen(path: &std::path::Path) -> sled::Db {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             match sled::open(path) {

@@ -370,7 +370,7 @@ mod tests {
             store.blocking_append(entries(1..=3)).await.expect("append");
             store.blocking_append(entries(4..=5)).await.expect("append");
         }
-        let db = sled::open(dir.path()).expect("reopen sled");
+        let db = crate::raft::identity::tests::reopen(dir.path());
         let mut store = LogStore::open(&db).expect("reopen store");
         assert_eq!(store.read_vote().await.expect("read vote"), Some(vote));
         let read = store.try_get_log_entries(..).await.expect("read entries");
@@ -414,7 +414,7 @@ mod tests {
                 .await
                 .expect("save committed");
         }
-        let db = sled::open(dir.path()).expect("reopen sled");
+        let db = crate::raft::identity::tests::reopen(dir.path());
         let mut store = LogStore::open(&db).expect("reopen store");
         let read = store.try_get_log_entries(..).await.expect("read entries");
         assert_eq!(read, entries(4..=7));

@@ -414,7 +414,7 @@ mod tests {
             let map = sm.subscribe().borrow().clone();
             (map, snapshot.meta)
         };
-        let db = sled::open(dir.path()).expect("reopen sled");
+        let db = crate::raft::identity::tests::reopen(dir.path());
         let mut sm = StateMachine::open(&db).expect("reopen state machine");
         assert_eq!(*sm.subscribe().borrow().clone(), *map);
         let (applied, membership) = sm.applied_state().await.expect("applied state");
@@ -455,7 +455,7 @@ mod tests {
             assert!(maps.has_changed().expect("publisher alive"));
             assert_eq!(maps.borrow_and_update().epoch, 2);
         }
-        let db = sled::open(dir.path()).expect("reopen sled");
+        let db = crate::raft::identity::tests::reopen(dir.path());
         let mut follower = StateMachine::open(&db).expect("reopen follower");
         assert_eq!(follower.subscribe().borrow().epoch, 2);
         let current = follower
