@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::local_cluster::{ClusterSpec, LocalCluster, LocalNode, node_binary};
+use levee_cli::local_cluster::{ClusterSpec, LocalCluster, LocalNode, node_binary};
 
 /// Prints a line; a closed stdout (the reader went away) is not worth a
 /// panic that would leave the nodes running.

@@ -13,7 +13,6 @@ use levee_node::storage::Version;
 mod admin;
 mod bench;
 mod local;
-mod local_cluster;
 mod status;
 
 const AFTER_HELP: &str = "\
@@ -115,13 +114,14 @@ fn main() -> ExitCode {
         );
     }
     let cli = Cli::parse();
-    // The benchmark's load generator needs every core; the other
-    // commands are one request and stay on one thread.
-    let builder = match cli.command {
-        Command::Bench(_) => tokio::runtime::Builder::new_multi_thread(),
-        _ => tokio::runtime::Builder::new_current_thread(),
-    };
-    let runtime = match { builder }.enable_all().build() {
+    // Every command but bench (another process) is one request: one thread.
+    if let Command::Bench(args) = &cli.command {
+        return bench::forward(args);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("levee: cannot start the async runtime: {e}");
@@ -213,10 +213,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             local::run(args).await?;
             Ok(Outcome::Done)
         }
-        Command::Bench(args) => {
-            bench::run(args).await?;
-            Ok(Outcome::Done)
-        }
+        Command::Bench(_) => anyhow::bail!("levee bench runs in its own process (levee-bench)"),
         Command::Delete { key } => {
             let outcome = client.delete(key.as_bytes()).await?;
             report_write(cli.output, "delete", &key, None, outcome);

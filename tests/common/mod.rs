@@ -34,6 +34,8 @@ fn bin_dir() -> &'static Path {
                 "levee-node",
                 "-p",
                 "levee-cli",
+                "-p",
+                "levee-bench",
                 "--bins",
                 // The tests break nodes on purpose (node/src/failpoint.rs).
                 "--features",

@@ -469,7 +469,7 @@ pub(super) mod tests {
     use super::*;
 
     /// The smallest valid scenario.
-    pub(in crate::bench) const MINIMAL: &str = r#"
+    pub(crate) const MINIMAL: &str = r#"
         [cluster]
         nodes = 3
         [workload]
@@ -479,7 +479,7 @@ pub(super) mod tests {
     "#;
 
     /// A scenario against an existing cluster; tests append to it.
-    pub(in crate::bench) const REMOTE: &str = r#"
+    pub(crate) const REMOTE: &str = r#"
         [cluster]
         endpoints = ["127.0.0.1:7400"]
         [workload]
@@ -543,7 +543,7 @@ pub(super) mod tests {
 
     #[test]
     fn shipped_scenarios_are_valid() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/scenarios");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
         for name in [
             "smoke",
             "steady",

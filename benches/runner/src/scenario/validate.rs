@@ -5,7 +5,7 @@
 use anyhow::bail;
 
 use super::{FaultAction, KeyDistribution, Peak, Scenario, ValueSize};
-use crate::bench::cpus::is_cpu_list;
+use crate::cpus::is_cpu_list;
 
 impl Scenario {
     pub(super) fn validate_cluster(&self) -> anyhow::Result<()> {
@@ -308,7 +308,7 @@ mod tests {
         let s = Scenario::parse(&fixed).unwrap();
         assert_eq!(s.fixed_peak(), Some(200.0));
         let rates = match s.profile(s.fixed_peak()) {
-            crate::bench::schedule::Profile::Steps(p) => p.rates,
+            crate::schedule::Profile::Steps(p) => p.rates,
             other => panic!("{other:?}"),
         };
         assert_eq!(rates, [100.0, 200.0, 800.0]);

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::figures::RecoveryFigures;
-use crate::bench::report::num;
+use crate::report::num;
 
 /// Bytes as MiB with one decimal.
 fn mib(bytes: f64) -> String {
@@ -193,7 +193,7 @@ pub fn table<'a>(variants: impl IntoIterator<Item = (&'a str, &'a RecoveryFigure
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::recovery::figures::NodeRecovery;
+    use crate::recovery::figures::NodeRecovery;
 
     #[test]
     fn the_words_name_every_figure_or_say_what_is_missing() {

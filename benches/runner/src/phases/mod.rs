@@ -178,7 +178,7 @@ fn summarise_one(buckets: &[Bucket], span: PhaseSpan) -> PhaseSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::timeline::{Outcome, Timeline};
+    use crate::timeline::{Outcome, Timeline};
     use std::time::Duration;
 
     /// 10 s at 100 ops/s: seconds 0-3 fast and clean, 4-6 half fail and

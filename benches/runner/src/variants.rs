@@ -160,7 +160,7 @@ pub fn client_config(workload: &Workload, endpoints: &[String], index: usize) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::scenario::tests::REMOTE;
+    use crate::scenario::tests::REMOTE;
 
     const BASE: &str = r#"
         [cluster]

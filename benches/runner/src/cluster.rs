@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::recovery;
 use super::restarts;
 use super::scenario::{Fault, FaultAction, Scenario};
-use crate::local_cluster::{ClusterSpec, LocalCluster, node_binary, probe};
+use levee_cli::local_cluster::{ClusterSpec, LocalCluster, node_binary, probe};
 
 /// Time a restarted or resumed node gets to serve again before the runner
 /// stops watching for it (the event is then missing from the report).

@@ -301,7 +301,7 @@ impl Iterator for Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::scenario::Scenario;
+    use crate::scenario::Scenario;
 
     fn workload(extra: &str) -> Workload {
         let text = format!(

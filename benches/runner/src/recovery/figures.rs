@@ -13,10 +13,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::events::{DOWN, OUT, REDUNDANT, first_fault, window};
-use crate::bench::cluster::Event;
-use crate::bench::phases::{PhaseKind, PhaseSummary};
-use crate::bench::report::Totals;
-use crate::bench::timeline::{RecoverySample, SecondRow};
+use crate::cluster::Event;
+use crate::phases::{PhaseKind, PhaseSummary};
+use crate::report::Totals;
+use crate::timeline::{RecoverySample, SecondRow};
 
 /// The recovery figures of a run with a fault.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -135,7 +135,7 @@ impl RecoveryFigures {
     ) -> Option<Self> {
         let fault_s = first_fault(events)?;
         let fault_second = fault_s.floor() as u64;
-        let after: Vec<(u64, &crate::bench::timeline::ClusterSample)> = rows
+        let after: Vec<(u64, &crate::timeline::ClusterSample)> = rows
             .iter()
             .filter(|r| r.t >= fault_second)
             .filter_map(|r| r.cluster.as_ref().map(|c| (r.t, c)))
@@ -287,10 +287,10 @@ impl RecoveryFigures {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::phases::{spans, summarise, with_recovery};
-    use crate::bench::recovery::events::derive;
-    use crate::bench::recovery::tests::{fault, row, sample};
-    use crate::bench::timeline::{Outcome, Timeline};
+    use crate::phases::{spans, summarise, with_recovery};
+    use crate::recovery::events::derive;
+    use crate::recovery::tests::{fault, row, sample};
+    use crate::timeline::{Outcome, Timeline};
     use std::time::Duration;
 
     const MIB: u64 = 1 << 20;

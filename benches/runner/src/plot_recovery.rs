@@ -169,8 +169,8 @@ pub(super) fn run_series(rows: &[SecondRow]) -> Vec<Series<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::recovery::tests::{row, sample};
-    use crate::bench::timeline::RecoverySample;
+    use crate::recovery::tests::{row, sample};
+    use crate::timeline::RecoverySample;
 
     #[test]
     fn the_panel_is_for_runs_that_lost_redundancy_or_copied() {

@@ -19,12 +19,12 @@ pub use figures::RecoveryFigures;
 pub use markdown::{lines, table};
 
 #[cfg(test)]
-pub(in crate::bench) mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
-    use crate::bench::cluster::Event;
-    use crate::bench::scenario::FaultAction;
-    use crate::bench::timeline::{ClusterSample, SecondRow};
+    use crate::cluster::Event;
+    use crate::scenario::FaultAction;
+    use crate::timeline::{ClusterSample, SecondRow};
 
     /// A kill at `t_s`.
     pub fn fault(t_s: f64) -> Event {

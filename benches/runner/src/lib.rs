@@ -1,4 +1,5 @@
-//! `levee bench SCENARIO.toml [--out DIR]`: runs a scenario — a cluster,
+//! levee-bench, the scenario runner (`levee-bench SCENARIO.toml [--out
+//! DIR]`, also reached as `levee bench …`): runs a scenario — a cluster,
 //! an open-loop workload, a fault schedule — and writes `result.json`,
 //! `summary.md` and `timeline.png`; with `[[variants]]`, once per variant
 //! and a comparison (`comparison.png`).

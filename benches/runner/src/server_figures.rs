@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::prometheus::{Histogram, Scrape};
-use crate::local_cluster::probe;
+use levee_cli::local_cluster::probe;
 
 /// Time allowed for one node's `/metrics` or status. A node too busy to
 /// answer in 3 s is reported as not answering.

@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::figures::number;
-use crate::bench::cluster::Event;
-use crate::bench::timeline::{ClusterSample, SecondRow};
+use crate::cluster::Event;
+use crate::timeline::{ClusterSample, SecondRow};
 
 /// `kind` of the event of a node marked Down (routing avoids it, nothing
 /// is copied yet).
@@ -131,7 +131,7 @@ pub fn window(events: &[Event]) -> Option<(f64, Option<f64>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::recovery::tests::{fault, row, sample};
+    use crate::recovery::tests::{fault, row, sample};
 
     #[test]
     fn out_and_redundant_come_from_the_samples_after_the_fault() {

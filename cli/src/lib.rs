@@ -1,0 +1,5 @@
+//! The operator's tools shared by the `levee` binary and the benchmark
+//! runner (`levee-bench`, a crate above this one): a local cluster of
+//! `levee-node` processes.
+
+pub mod local_cluster;
