@@ -4,18 +4,21 @@
 //! background work slows down when foreground is busy.
 //!
 //! - [`limit`]: the adaptive limit (pure, Gradient2-class).
-//! - [`shed`]: the admission controller, its pure decision and its permits.
+//! - [`shed`]: the pure admission decision.
+//! - `controller.rs`: the admission controller ([`Admission`]) that
+//!   applies it, its tickets and its permits.
 //!
 //! Which class a request is in (control / foreground / background) is
 //! decided by its message type, in [`crate::proto::op`].
 
+mod controller;
 pub mod limit;
 pub mod shed;
 
 use std::time::Duration;
 
+pub use controller::{Admission, Admit, FirstServed, Permit, Ticket};
 pub use limit::{GradientLimit, LimitConfig};
-pub use shed::{Admission, Admit, FirstServed, Permit, Ticket};
 
 /// Settings of the admission controller (built from the node `Config`).
 #[derive(Debug, Clone, Copy, PartialEq)]

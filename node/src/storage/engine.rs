@@ -1,55 +1,14 @@
-//! The sled-backed engine: partition groups ("shards"), each its own sled
-//! instance, opened when first touched.
-//!
-//! sled 0.34's open grows with the pages it holds (it rebuilds its page
-//! table and reads every segment's header), so a single instance makes a
-//! restart as slow as the node is big. Split into shards, a restarted node
-//! opens only the shard its first request needs and serves from it; the
-//! rest open on their own first touch or in the background
-//! ([`Storage::warm_up`]). Partition `p` lives in shard `p % shards`, the
-//! count being fixed when the directory is created (`LAYOUT`). Hints live
-//! in an instance of their own, small and bounded, opened eagerly.
+//! The record operations of [`Storage`]: apply-if-newer by
+//! compare-and-swap, the verified get, the tombstone purge, waiting for
+//! durability, flush. Which shard holds a partition, and when it opens,
+//! is `shards.rs`.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::sync::Arc;
 
-use super::group_commit::GroupCommit;
-pub use super::layout::MAX_SHARDS;
+use super::StorageError;
 use super::record::{self, Record, Version};
-use super::{Durability, StorageError};
+use super::shards::Inner;
 use crate::failpoint;
-
-/// How to open storage.
-#[derive(Debug, Clone)]
-pub struct StorageConfig {
-    /// Directory holding the shards.
-    pub path: PathBuf,
-    /// When an acknowledged write is on disk.
-    pub durability: Durability,
-    /// sled's background flush interval. With `periodic` durability this is
-    /// the window of acknowledged writes a crash can lose.
-    pub flush_every_ms: u64,
-    /// Page cache in bytes, shared out evenly over the shards.
-    pub cache_bytes: u64,
-    /// Shards of a new directory. An existing directory keeps the count
-    /// it was created with.
-    pub shards: u32,
-}
-
-impl StorageConfig {
-    /// Defaults for a data directory.
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self {
-            path: path.into(),
-            durability: Durability::default(),
-            flush_every_ms: 500,
-            cache_bytes: 256 * 1024 * 1024,
-            shards: 16,
-        }
-    }
-}
 
 /// The outcome of [`Storage::apply`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,271 +26,13 @@ pub enum Applied {
 /// Versioned records in sled. Cheap to clone.
 #[derive(Clone)]
 pub struct Storage {
-    inner: Arc<Inner>,
-}
-
-impl std::fmt::Debug for Storage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Storage")
-            .field("path", &self.inner.root)
-            .field("shards", &self.shards())
-            .field("shards_open", &self.shards_open())
-            .finish()
-    }
-}
-
-struct Inner {
-    root: PathBuf,
-    durability: Durability,
-    flush_every_ms: u64,
-    cache_per_shard: u64,
-    /// The group-commit flusher every shard shares (`per_write` only).
-    commit: Option<GroupCommit>,
-    slots: Box<[Slot]>,
-    hints: Shard,
-    /// Held while a shard opens: one open at a time. An open writes a
-    /// snapshot and syncs it, and a dozen at once right after a restart
-    /// contend with the requests' own flushes for the disk. Holding it is
-    /// also what keeps two threads from opening one shard (sled locks its
-    /// directory: a second open would fail).
-    opening: Mutex<()>,
-    /// Nanoseconds spent opening data shards, summed.
-    open_nanos: AtomicU64,
-}
-
-/// A shard that may not be open yet.
-#[derive(Default)]
-struct Slot {
-    shard: OnceLock<Shard>,
-    /// A background open is under way ([`Storage::is_open_else_start`]).
-    requested: AtomicBool,
-}
-
-/// The shard holding `partition` among `shards`.
-fn shard_of(partition: u32, shards: usize) -> usize {
-    partition as usize % shards.max(1)
-}
-
-/// sled's log segment size in a data shard. sled's open reads the header
-/// of every segment, which on a cold page cache is one random read each:
-/// with sled's default (512 KiB) a 256 MiB shard has 512 of them and its
-/// cold open took ~45 ms, with 2 MiB ~27 ms (BENCHMARKS.md, "Restart").
-/// Larger segments cost every open more up front (8 MiB: ~20 ms more),
-/// which a small shard feels.
-const DATA_SEGMENT_BYTES: usize = 2 * 1024 * 1024;
-/// The hint instance is small and opened at every start: sled's default.
-const HINTS_SEGMENT_BYTES: usize = 512 * 1024;
-
-/// The id of the hint instance among the shards (for the group commit).
-const HINTS_SHARD: usize = usize::MAX;
-
-/// One sled instance.
-pub(super) struct Shard {
-    /// Its number (the hint instance is [`HINTS_SHARD`]).
-    id: usize,
-    db: sled::Db,
-    tree: sled::Tree,
-    commit: Option<GroupCommit>,
-}
-
-impl Shard {
-    /// The instance's one tree of records.
-    pub(super) fn tree(&self) -> &sled::Tree {
-        &self.tree
-    }
-
-    /// The sled database (hints use its id generator).
-    pub(super) fn db(&self) -> &sled::Db {
-        &self.db
-    }
-
-    /// Waits until every write applied to this shard before the call is
-    /// on disk, if the durability asks for it.
-    pub(super) async fn commit(&self) -> Result<(), StorageError> {
-        match &self.commit {
-            Some(commit) => commit.wait(self.id, &self.db).await,
-            None => Ok(()),
-        }
-    }
+    pub(super) inner: Arc<Inner>,
 }
 
 impl Storage {
-    /// Opens (or creates) storage: reads the layout and opens the hint
-    /// instance; data shards open when first touched. Opening does not
-    /// scan the data. With `per_write` durability this must run inside a
-    /// tokio runtime (a blocking thread of one is fine), which hosts the
-    /// group-commit tasks.
-    pub fn open(config: &StorageConfig) -> Result<Self, StorageError> {
-        let shards = super::layout::read_or_create(&config.path, config.shards)?;
-        let commit = match config.durability {
-            Durability::PerWrite => Some(GroupCommit::start(
-                &tokio::runtime::Handle::try_current().map_err(|_| {
-                    StorageError::Layout("per_write durability needs a tokio runtime".into())
-                })?,
-            )),
-            Durability::Periodic => None,
-        };
-        let cache_per_shard = (config.cache_bytes / u64::from(shards + 1)).max(1024 * 1024);
-        let hints = open_shard(
-            &config.path.join("hints"),
-            "hints",
-            cache_per_shard,
-            config.flush_every_ms,
-            HINTS_SHARD,
-            HINTS_SEGMENT_BYTES,
-            commit.clone(),
-        )?;
-        let slots = (0..shards).map(|_| Slot::default()).collect();
-        Ok(Self {
-            inner: Arc::new(Inner {
-                root: config.path.clone(),
-                durability: config.durability,
-                flush_every_ms: config.flush_every_ms,
-                cache_per_shard,
-                commit,
-                slots,
-                hints,
-                opening: Mutex::new(()),
-                open_nanos: AtomicU64::new(0),
-            }),
-        })
-    }
-
-    /// The durability this storage was opened with.
-    pub fn durability(&self) -> Durability {
-        self.inner.durability
-    }
-
-    /// Shards in this directory.
-    pub fn shards(&self) -> u32 {
-        self.inner.slots.len() as u32
-    }
-
-    /// Shards open so far.
-    pub fn shards_open(&self) -> u32 {
-        self.open_shards().count() as u32
-    }
-
-    /// Seconds spent opening data shards so far, summed.
-    pub fn shard_open_seconds(&self) -> f64 {
-        self.inner.open_nanos.load(Ordering::Relaxed) as f64 / 1e9
-    }
-
-    /// The shard holding `partition`, opened now if it is not yet. This
-    /// blocks for the open; async callers go through
-    /// [`Storage::open_partition`] first so that the open runs off the
-    /// async threads.
-    pub(super) fn shard(&self, partition: u32) -> Result<&Shard, StorageError> {
-        let Some((index, slot)) = self.slot(partition) else {
-            return Err(StorageError::Layout("storage has no shards".into()));
-        };
-        if let Some(shard) = slot.shard.get() {
-            return Ok(shard);
-        }
-        let _opening = self.inner.opening.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(shard) = slot.shard.get() {
-            return Ok(shard);
-        }
-        let started = Instant::now();
-        let shard = open_shard(
-            &self.inner.root.join(format!("shard-{index:03}")),
-            "data",
-            self.inner.cache_per_shard,
-            self.inner.flush_every_ms,
-            index,
-            DATA_SEGMENT_BYTES,
-            self.inner.commit.clone(),
-        )?;
-        let took = started.elapsed();
-        self.inner
-            .open_nanos
-            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
-        tracing::debug!(
-            shard = index,
-            ms = took.as_secs_f64() * 1000.0,
-            "storage shard open"
-        );
-        Ok(slot.shard.get_or_init(|| shard))
-    }
-
-    fn slot(&self, partition: u32) -> Option<(usize, &Slot)> {
-        let index = shard_of(partition, self.inner.slots.len());
-        self.inner.slots.get(index).map(|slot| (index, slot))
-    }
-
-    /// Makes sure the shard of `partition` is open, opening it on a
-    /// blocking thread if not: the request path calls this before touching
-    /// a partition, so that a first touch does not stall an async worker.
-    pub async fn open_partition(&self, partition: u32) -> Result<(), StorageError> {
-        if self.is_open(partition) {
-            return Ok(());
-        }
-        let storage = self.clone();
-        tokio::task::spawn_blocking(move || storage.shard(partition).map(drop))
-            .await
-            .map_err(|e| StorageError::Layout(format!("shard open task failed: {e}")))?
-    }
-
-    /// Whether the shard holding `partition` is open.
-    pub fn is_open(&self, partition: u32) -> bool {
-        self.slot(partition)
-            .is_some_and(|(_, slot)| slot.shard.get().is_some())
-    }
-
-    /// Whether the shard of `partition` is open; if it is not, starts
-    /// opening it without waiting (once, however often it is asked), so
-    /// that a caller that goes elsewhere meanwhile still gets it ready.
-    pub fn is_open_else_start(&self, partition: u32) -> bool {
-        let Some((_, slot)) = self.slot(partition) else {
-            return false;
-        };
-        if slot.shard.get().is_some() {
-            return true;
-        }
-        if slot.requested.swap(true, Ordering::AcqRel) {
-            return false;
-        }
-        let storage = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = storage.open_partition(partition).await {
-                tracing::warn!(partition, error = %e, "opening a storage shard failed");
-                // The next request that finds it closed asks again.
-                if let Some((_, slot)) = storage.slot(partition) {
-                    slot.requested.store(false, Ordering::Release);
-                }
-            }
-        });
-        false
-    }
-
-    /// Opens every shard not yet open, one at a time on a blocking thread
-    /// (one at a time so that warming competes little with requests for
-    /// the disk); returns how many it opened. Run in the background after
-    /// the node is ready.
-    pub async fn warm_up(&self) -> Result<u32, StorageError> {
-        let mut opened = 0;
-        // Partition i < shards lives in shard i.
-        for partition in 0..self.shards() {
-            if !self.is_open(partition) {
-                self.open_partition(partition).await?;
-                opened += 1;
-            }
-        }
-        Ok(opened)
-    }
-
-    fn open_shards(&self) -> impl Iterator<Item = &Shard> {
-        self.inner.slots.iter().filter_map(|slot| slot.shard.get())
-    }
-
-    /// The hint instance.
-    pub(super) fn hints_shard(&self) -> &Shard {
-        &self.inner.hints
-    }
-
     /// Stores `value` (or a tombstone when `None`) under `(partition, key)`
     /// if `version` is newer than the stored version. Returns once the
-    /// write is as durable as the configured [`Durability`] promises.
+    /// write is as durable as the configured [`Durability`](super::Durability) promises.
     pub async fn apply(
         &self,
         partition: u32,
@@ -454,19 +155,13 @@ impl Storage {
         let storage = self.clone();
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
             for shard in storage.open_shards() {
-                shard.db.flush()?;
+                shard.db().flush()?;
             }
-            storage.inner.hints.db.flush()?;
+            storage.hints_shard().db().flush()?;
             Ok(())
         })
         .await
         .map_err(|e| StorageError::Flush(e.to_string()))?
-    }
-
-    /// How many group flushes have run (0 with `periodic`); one covers
-    /// every shard written in its batch.
-    pub fn flushes(&self) -> u64 {
-        self.inner.commit.as_ref().map_or(0, GroupCommit::flushes)
     }
 
     /// Writes a raw, unverified value under a key: for tests that need a
@@ -483,31 +178,6 @@ impl Storage {
             .insert(storage_key(partition, key), raw)?;
         Ok(())
     }
-}
-
-fn open_shard(
-    path: &Path,
-    tree: &str,
-    cache_bytes: u64,
-    flush_every_ms: u64,
-    id: usize,
-    segment_bytes: usize,
-    commit: Option<GroupCommit>,
-) -> Result<Shard, StorageError> {
-    let db = sled::Config::new()
-        .path(path)
-        .cache_capacity(cache_bytes)
-        .flush_every_ms(Some(flush_every_ms.max(1)))
-        .mode(sled::Mode::HighThroughput)
-        .segment_size(segment_bytes)
-        .open()?;
-    let tree = db.open_tree(tree)?;
-    Ok(Shard {
-        db,
-        tree,
-        id,
-        commit,
-    })
 }
 
 /// Partition first (big-endian) so a partition's keys are contiguous and in
@@ -533,6 +203,8 @@ pub(crate) fn printable(key: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::shards::tests::open_sharded;
+    use crate::storage::{Durability, StorageConfig};
 
     fn open(dir: &tempfile::TempDir, durability: Durability) -> Storage {
         let mut config = StorageConfig::new(dir.path());
@@ -625,70 +297,6 @@ mod tests {
             flushes < writes,
             "{writes} concurrent writes took {flushes} flushes: no group commit"
         );
-    }
-
-    fn open_sharded(dir: &tempfile::TempDir, shards: u32) -> Storage {
-        let mut config = StorageConfig::new(dir.path());
-        config.shards = shards;
-        Storage::open(&config).unwrap()
-    }
-
-    #[tokio::test]
-    async fn shards_open_on_first_touch_and_in_the_warm_up() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = open_sharded(&dir, 4);
-            assert_eq!((s.shards(), s.shards_open()), (4, 0), "open reads no shard");
-            s.apply(1, b"a", v(1), Some(b"one")).await.unwrap();
-            assert_eq!(s.shards_open(), 1);
-            s.apply(5, b"b", v(1), Some(b"five")).await.unwrap();
-            assert_eq!(s.shards_open(), 1, "partitions 1 and 5 share shard 1 of 4");
-            assert_eq!(s.get(2, b"nothing").unwrap(), None);
-            assert_eq!(s.shards_open(), 2, "a sync read opens its shard too");
-            assert_eq!(s.warm_up().await.unwrap(), 2, "the two others");
-            assert_eq!(s.shards_open(), 4);
-            assert_eq!(s.warm_up().await.unwrap(), 0);
-        }
-        let s = open_sharded(&dir, 4);
-        assert_eq!(s.shards_open(), 0);
-        let five = s.read(5, b"b").await.unwrap().unwrap();
-        assert_eq!(five.value.as_deref(), Some(&b"five"[..]));
-        assert_eq!(s.shards_open(), 1, "only the shard read from is open");
-        assert!(s.shard_open_seconds() > 0.0);
-    }
-
-    #[tokio::test]
-    async fn a_directory_keeps_the_shard_count_it_was_created_with() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = open_sharded(&dir, 3);
-            for p in 0..12 {
-                s.apply(p, b"k", v(1), Some(&p.to_be_bytes()))
-                    .await
-                    .unwrap();
-            }
-        }
-        let s = open_sharded(&dir, 16);
-        assert_eq!(s.shards(), 3);
-        for p in 0..12u32 {
-            let r = s.read(p, b"k").await.unwrap().unwrap();
-            assert_eq!(
-                r.value.as_deref(),
-                Some(&p.to_be_bytes()[..]),
-                "partition {p}"
-            );
-        }
-    }
-
-    #[tokio::test]
-    async fn a_directory_of_the_old_single_instance_layout_is_refused_by_name() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("conf"), b"segment_size: 524288").unwrap();
-        let Err(err) = Storage::open(&StorageConfig::new(dir.path())) else {
-            panic!("a directory without LAYOUT but with files opened");
-        };
-        assert!(matches!(err, StorageError::Layout(_)), "{err}");
-        assert!(err.to_string().contains("older levee"), "{err}");
     }
 
     #[tokio::test]

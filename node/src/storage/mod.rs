@@ -13,9 +13,12 @@ pub mod hints;
 mod layout;
 pub mod record;
 pub mod scan;
+mod shards;
 
-pub use engine::{Applied, MAX_SHARDS, Storage, StorageConfig};
+pub use engine::{Applied, Storage};
+pub use layout::MAX_SHARDS;
 pub use record::{Record, RecordError, Version};
+pub use shards::StorageConfig;
 
 use serde::{Deserialize, Serialize};
 
