@@ -35,12 +35,25 @@ pub enum Admin {
         #[arg(value_parser = ["on", "off"])]
         switch: String,
     },
+    /// Request shapes refused because they crashed node handlers (the
+    /// query of death); `levee status` lists them.
+    #[command(subcommand)]
+    Quarantine(Quarantine),
+}
+
+/// `levee admin quarantine`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Quarantine {
+    /// Lift every quarantine and forget every strike, once the bug is
+    /// fixed (a quarantine also expires on its own).
+    Clear,
 }
 
 /// Runs an admin command.
 pub async fn run(client: &Client, admin: Admin, output: Output) -> anyhow::Result<()> {
     let commands = match admin {
         Admin::Drain { node } => vec![AdminCommand::Drain { node }],
+        Admin::Quarantine(Quarantine::Clear) => vec![AdminCommand::ClearQuarantine],
         Admin::Noout { switch } => vec![AdminCommand::Set {
             key: "noout".into(),
             value: switch,
@@ -84,6 +97,7 @@ fn describe(command: &AdminCommand) -> String {
     match command {
         AdminCommand::Drain { node } => format!("drain node {node}"),
         AdminCommand::Set { key, value } => format!("set {key}={value}"),
+        AdminCommand::ClearQuarantine => "clear the quarantine".to_owned(),
     }
 }
 

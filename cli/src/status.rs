@@ -172,6 +172,12 @@ fn health(status: &ClusterStatus) -> String {
     if under > 0 {
         problems.push(format!("{under} partitions under-replicated"));
     }
+    let quarantined = map.quarantine.active(levee_node::hlc::wall_ms()).count();
+    if quarantined > 0 {
+        problems.push(format!(
+            "{quarantined} request shapes quarantined (they crashed node handlers)"
+        ));
+    }
     if problems.is_empty() {
         format!(
             "ok: {up}/{} nodes up, leader {}, 0 under-replicated partitions",
@@ -217,8 +223,47 @@ fn to_text(status: &ClusterStatus) -> String {
         ));
     }
     out.push_str(&recovery_text(status));
+    out.push_str(&quarantine_text(status));
     out.push_str(&format!("health: {}\n", health(status)));
     out
+}
+
+/// The quarantined request shapes, with what struck them and for how
+/// much longer they are refused; empty when there are none.
+fn quarantine_text(status: &ClusterStatus) -> String {
+    let now = levee_node::hlc::wall_ms();
+    let mut out = String::new();
+    for entry in status.map.quarantine.active(now) {
+        let nodes: Vec<String> = entry.strikes.iter().map(|s| s.node.to_string()).collect();
+        let remaining = entry.until_ms.unwrap_or(now).saturating_sub(now);
+        out.push_str(&format!(
+            "quarantined: {} (crashed handlers on nodes {}; refused for {}s more; `levee admin quarantine clear` lifts it)\n",
+            entry.shape,
+            nodes.join(", "),
+            remaining / 1000,
+        ));
+    }
+    out
+}
+
+fn quarantine_json(status: &ClusterStatus) -> serde_json::Value {
+    let now = levee_node::hlc::wall_ms();
+    status
+        .map
+        .quarantine
+        .active(now)
+        .map(|e| {
+            serde_json::json!({
+                "shape": e.shape.to_string(),
+                "op": e.shape.op,
+                "hash": format!("{:016x}", e.shape.hash),
+                "until_ms": e.until_ms,
+                "remaining_ms": e.until_ms.unwrap_or(now).saturating_sub(now),
+                "strikes": e.strikes.iter().map(|s| serde_json::json!({"node": s.node, "at_ms": s.at_ms})).collect::<Vec<_>>(),
+            })
+        })
+        .collect::<Vec<_>>()
+        .into()
 }
 
 fn to_json(status: &ClusterStatus) -> serde_json::Value {
@@ -274,6 +319,7 @@ fn to_json(status: &ClusterStatus) -> serde_json::Value {
         "recovery_bytes_sent": recovery.map(|r| r.reports.values().map(|x| x.recovery_bytes_sent).sum::<u64>()),
         "held_by_guard": recovery.map(|r| r.held.clone()),
         "settings": map.recovery,
+        "quarantine": quarantine_json(status),
         "health": health(status),
         "nodes": nodes,
     })

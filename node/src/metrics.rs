@@ -185,7 +185,12 @@ pub struct Metrics {
     recovery_received: AtomicU64,
     /// The cluster as this node's map (and, on the leader, its recovery
     /// loop) last saw it; see [`ClusterGauges`].
-    cluster: [AtomicU64; 5],
+    cluster: [AtomicU64; 6],
+    /// Panics caught while handling a request, per operation.
+    panics: Box<[AtomicU64]>,
+    /// Requests refused on arrival because their shape is quarantined,
+    /// per operation.
+    quarantined: Box<[AtomicU64]>,
 }
 
 /// Cluster-wide figures every node exports from its copy of the map, so
@@ -203,6 +208,8 @@ pub struct ClusterGauges {
     pub nodes_down: u64,
     /// Nodes marked Out.
     pub nodes_out: u64,
+    /// Request shapes quarantined now.
+    pub quarantined_shapes: u64,
 }
 
 impl Default for Metrics {
@@ -220,6 +227,8 @@ impl Default for Metrics {
             recovery_sent: AtomicU64::new(0),
             recovery_received: AtomicU64::new(0),
             cluster: Default::default(),
+            panics: Op::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            quarantined: Op::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
@@ -261,6 +270,25 @@ impl Metrics {
         self.deadline_dropped.load(Ordering::Relaxed)
     }
 
+    /// Counts a panic caught while handling a request of `op`.
+    pub fn record_panic(&self, op: Op) {
+        if let Some(c) = self.panics.get(op.index()) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Panics caught so far, all operations.
+    pub fn panics_total(&self) -> u64 {
+        self.panics.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Counts a request of `op` refused because its shape is quarantined.
+    pub fn record_quarantined(&self, op: Op) {
+        if let Some(c) = self.quarantined.get(op.index()) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts bytes sent for recovery (a transfer page served).
     pub fn record_recovery_sent(&self, bytes: u64) {
         self.recovery_sent.fetch_add(bytes, Ordering::Relaxed);
@@ -279,6 +307,7 @@ impl Metrics {
             g.recovery_bytes_per_sec,
             g.nodes_down,
             g.nodes_out,
+            g.quarantined_shapes,
         ];
         for (slot, v) in self.cluster.iter().zip(values) {
             slot.store(v, Ordering::Relaxed);
@@ -294,6 +323,7 @@ impl Metrics {
             recovery_bytes_per_sec: v(2),
             nodes_down: v(3),
             nodes_out: v(4),
+            quarantined_shapes: v(5),
         }
     }
 
@@ -358,6 +388,28 @@ impl Metrics {
             "# HELP levee_recovery_bytes_received_total Bytes of partition records received and applied as a move target.\n# TYPE levee_recovery_bytes_received_total counter\nlevee_recovery_bytes_received_total {}",
             self.recovery_bytes_received()
         );
+        for (name, help, counters) in [
+            (
+                "levee_request_panics_total",
+                "Panics caught while handling a request (answered Internal; the node kept serving), by operation.",
+                &self.panics,
+            ),
+            (
+                "levee_quarantine_refused_total",
+                "Requests refused on arrival because their shape is quarantined, by operation.",
+                &self.quarantined,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (op, c) in Op::ALL.iter().zip(counters.iter()) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{op=\"{}\"}} {}",
+                    op.name(),
+                    c.load(Ordering::Relaxed)
+                );
+            }
+        }
         let c = self.cluster();
         for (name, help, value) in [
             (
@@ -384,6 +436,11 @@ impl Metrics {
                 "levee_nodes_out",
                 "Nodes marked out, in this node's map.",
                 c.nodes_out,
+            ),
+            (
+                "levee_quarantined_shapes",
+                "Request shapes refused on arrival because they crashed handlers, in this node's map.",
+                c.quarantined_shapes,
             ),
         ] {
             let _ = writeln!(

@@ -26,10 +26,21 @@ pub fn start_cluster(dir: &Path, n: usize) -> Vec<TestNode> {
 
 /// [`start_cluster`] with extra flags for every node.
 pub fn start_cluster_with(dir: &Path, n: usize, extra: &[&str]) -> Vec<TestNode> {
+    start_cluster_failing(dir, n, extra, None)
+}
+
+/// [`start_cluster_with`], every node with `FAILPOINTS` set to
+/// `failpoints` (if any).
+pub fn start_cluster_failing(
+    dir: &Path,
+    n: usize,
+    extra: &[&str],
+    failpoints: Option<&str>,
+) -> Vec<TestNode> {
     let mut init_args = vec!["--init", "--zone", "z1"];
     init_args.extend(FAST_RAFT);
     init_args.extend(extra);
-    let first = TestNode::start_named(dir, "n1", &init_args);
+    let first = TestNode::start_named_with_failpoints(dir, "n1", &init_args, failpoints);
     let seed = first.addr.clone();
     let mut nodes = vec![first];
     for i in 2..=n {
@@ -37,7 +48,12 @@ pub fn start_cluster_with(dir: &Path, n: usize, extra: &[&str]) -> Vec<TestNode>
         let mut args = vec!["--join", seed.as_str(), "--zone", zone.as_str()];
         args.extend(FAST_RAFT);
         args.extend(extra);
-        nodes.push(TestNode::start_named(dir, &format!("n{i}"), &args));
+        nodes.push(TestNode::start_named_with_failpoints(
+            dir,
+            &format!("n{i}"),
+            &args,
+            failpoints,
+        ));
     }
     wait_for_members(&nodes, n);
     nodes

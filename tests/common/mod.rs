@@ -173,8 +173,19 @@ impl TestNode {
     /// Like [`TestNode::start`], with `FAILPOINTS` set to `failpoints`
     /// for this node's process (its restarts included).
     pub fn start_with_failpoints(dir: &Path, extra: &[&str], failpoints: &str) -> Self {
-        let mut node = Self::unstarted(dir, "node", extra);
-        node.failpoints = Some(failpoints.to_string());
+        Self::start_named_with_failpoints(dir, "node", extra, Some(failpoints))
+    }
+
+    /// Like [`TestNode::start_named`], with `FAILPOINTS` set to
+    /// `failpoints` (if any) for this node's process.
+    pub fn start_named_with_failpoints(
+        dir: &Path,
+        name: &str,
+        extra: &[&str],
+        failpoints: Option<&str>,
+    ) -> Self {
+        let mut node = Self::unstarted(dir, name, extra);
+        node.failpoints = failpoints.map(str::to_string);
         node.spawn();
         node.wait_ready();
         node

@@ -117,6 +117,19 @@ pub enum ClientError {
         /// The refusal probability at the time, in thousandths.
         reject_permille: u16,
     },
+    /// The request crashed the handler (an `Internal` answer, or the
+    /// connection closed under it) on this many replicas, and was not
+    /// sent to another: a request that crashes two nodes would crash them
+    /// all (the query of death).
+    #[error(
+        "the request crashed the handler on {replicas} replicas (last: {last}); not tried on a third, since it would likely crash it too; see the nodes' logs, and `levee status` for quarantined requests"
+    )]
+    QueryOfDeath {
+        /// Replicas whose handler it crashed.
+        replicas: u32,
+        /// The last of those failures.
+        last: Box<ClientError>,
+    },
     /// Every endpoint failed; the last error is given.
     #[error("no endpoint reachable ({tried} tried); last error: {last}")]
     AllEndpointsFailed {

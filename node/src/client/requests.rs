@@ -237,6 +237,18 @@ impl Client {
                         attempts.grant_resend();
                         continue 'rounds;
                     }
+                    // A request that crashed a handler may be that
+                    // node's trouble: one more replica is asked; after a
+                    // second crash, none (the query of death).
+                    Err(e) if retry::crashed_handler(&e) => match attempts.crashed() {
+                        Some(replicas) => {
+                            return Err(ClientError::QueryOfDeath {
+                                replicas,
+                                last: Box::new(e),
+                            });
+                        }
+                        None => keep_most_telling(&mut last, e),
+                    },
                     // Overloaded included: the next replica is tried at
                     // once, and this node is held off (recorded above).
                     Err(e) if fails_over(&e) => keep_most_telling(&mut last, e),

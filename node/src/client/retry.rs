@@ -55,6 +55,21 @@ pub(super) fn verdict(result: &Result<Response, ClientError>) -> Verdict {
 }
 
 /// Where the next round of attempts goes.
+/// Replicas a request may crash before it is sent to no other: one crash
+/// may be that node's own trouble, two of the same request is the query
+/// of death, and a third attempt would only spread it.
+pub(super) const MAX_CRASHES: u32 = 2;
+
+/// Whether an attempt ended as if the request crashed the handler: the
+/// node answered `Internal` (it caught a panic), or the connection closed
+/// with the request in flight (the process may have died of it).
+pub(super) fn crashed_handler(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::ConnectionClosed { .. } | ClientError::Server(WireError::Internal { .. })
+    )
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Route {
     /// Try these, in order.
@@ -124,6 +139,7 @@ impl Retry {
             retry: self,
             sent: 0,
             free_resends: 0,
+            crashes: 0,
         }
     }
 
@@ -221,6 +237,8 @@ pub(super) struct Attempts<'a> {
     sent: u32,
     /// Resends that neither count against `max_attempts` nor spend budget.
     free_resends: u32,
+    /// Attempts that ended in [`crashed_handler`].
+    crashes: u32,
 }
 
 impl Attempts<'_> {
@@ -245,6 +263,13 @@ impl Attempts<'_> {
     /// The next attempt resends after a map refresh: it corrects the
     /// routing rather than repeating a failure, and happens at most once
     /// per request, so it is not charged as a retry.
+    /// Counts an attempt that crashed its handler; `Some(crashes)` once no
+    /// replica should be tried again ([`MAX_CRASHES`]).
+    pub(super) fn crashed(&mut self) -> Option<u32> {
+        self.crashes += 1;
+        (self.crashes >= MAX_CRASHES).then_some(self.crashes)
+    }
+
     pub(super) fn grant_resend(&mut self) {
         self.free_resends += 1;
     }
@@ -332,6 +357,30 @@ mod tests {
         assert_eq!(first.stop_reason(t0), Some(Stop::Budget));
         assert_eq!(first.next(t0), Err(Stop::Budget));
         assert_eq!(retry.budget_exhausted(), 1);
+    }
+
+    #[test]
+    fn a_second_crashed_handler_stops_the_request() {
+        let retry = Retry::new(&config(), Instant::now());
+        let internal = ClientError::Server(WireError::Internal {
+            incident: "0badf00d".into(),
+        });
+        let closed = ClientError::ConnectionClosed {
+            addr: "a".into(),
+            reason: None,
+        };
+        assert!(crashed_handler(&internal));
+        assert!(crashed_handler(&closed));
+        assert!(!crashed_handler(&ClientError::Server(
+            WireError::DeadlineExceeded
+        )));
+        assert!(!crashed_handler(&ClientError::Timeout {
+            addr: "a".into(),
+            after: Duration::from_secs(1),
+        }));
+        let mut call = retry.begin();
+        assert_eq!(call.crashed(), None, "one crash: one more replica");
+        assert_eq!(call.crashed(), Some(MAX_CRASHES), "two: no third");
     }
 
     #[test]

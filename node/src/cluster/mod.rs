@@ -5,13 +5,14 @@
 //! each partition lives and the replication settings, all in the
 //! [`map::ClusterMap`] and changed only by its pure `apply(Command)`.
 //! [`placement`] decides where partitions live, [`voters`] which members
-//! vote, and [`status`] is the view of the cluster that nodes report and
+//! vote, [`quarantine`] which requests are refused for crashing handlers, and [`status`] is the view of the cluster that nodes report and
 //! `levee status` shows. The running Raft group that replicates the map is
 //! [`crate::raft`], a floor above: everything here is usable (and tested)
 //! without a network, a disk or a clock.
 
 pub mod map;
 pub mod placement;
+pub mod quarantine;
 pub mod status;
 pub mod voters;
 

@@ -72,6 +72,13 @@ pub fn decode_response(payload: &[u8]) -> Result<ResponseFrame, WireError> {
     decode(payload)
 }
 
+/// The bytes of a request frame's `request`, past its id and timeout: what
+/// stays the same when a client resends the request (with a new id).
+pub fn request_body<'a>(payload: &'a [u8], frame: &RequestFrame) -> &'a [u8] {
+    let prefix = to_bytes(&(frame.id, frame.timeout_ms)).map_or(0, |b| b.len());
+    payload.get(prefix..).unwrap_or(payload)
+}
+
 /// The request id at the start of a payload that failed to decode as a
 /// whole, so that the error can still be addressed to its request.
 pub fn peek_request_id(payload: &[u8]) -> Option<u64> {

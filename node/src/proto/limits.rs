@@ -77,7 +77,9 @@ impl Limits {
                 self.key(key)
             }
             Request::Client(ClientRequest::Delete { key, .. }) => self.key(key),
-            Request::Client(ClientRequest::Admin(AdminCommand::Drain { .. })) => Ok(()),
+            Request::Client(ClientRequest::Admin(
+                AdminCommand::Drain { .. } | AdminCommand::ClearQuarantine,
+            )) => Ok(()),
             Request::Client(ClientRequest::Admin(AdminCommand::Set { key, value })) => {
                 if key.len() > MAX_SETTING_BYTES || value.len() > MAX_SETTING_BYTES {
                     return Err(WireError::Malformed {

@@ -170,6 +170,8 @@ pub enum AdminCommand {
         /// Its value.
         value: String,
     },
+    /// Lift every quarantine (`levee admin quarantine clear`).
+    ClearQuarantine,
 }
 
 /// One record of a recovery transfer.
@@ -466,6 +468,28 @@ pub enum WireError {
     PartitionOpening {
         /// The partition asked for.
         partition: u32,
+    },
+    /// The request's handling failed inside the node (a caught panic).
+    /// The node is still serving; the incident id finds the log line.
+    /// Not retried by the client on a third replica: a request that
+    /// crashes two handlers would crash them all.
+    #[error(
+        "internal error on the node while handling this request (incident {incident}, in the node's log); the node is still serving"
+    )]
+    Internal {
+        /// A short id that names the panic in the node's log.
+        incident: String,
+    },
+    /// This request's shape (operation + key hash) crashed handlers and is
+    /// refused on arrival, before any work, on every node.
+    #[error(
+        "request refused: its shape {shape} crashed node handlers and is quarantined for {remaining_ms} ms more (levee status shows it; levee admin quarantine clear lifts it)"
+    )]
+    Quarantined {
+        /// `op/hash` of the refused shape.
+        shape: String,
+        /// Milliseconds until the quarantine expires.
+        remaining_ms: u64,
     },
 }
 

@@ -48,6 +48,7 @@ fn export_gauges(node: &Node, cluster: &Cluster) {
         recovery_bytes_per_sec: rate,
         nodes_down: count(NodeState::Down),
         nodes_out: count(NodeState::Out),
+        quarantined_shapes: map.quarantine.active(crate::hlc::wall_ms()).count() as u64,
     });
 }
 

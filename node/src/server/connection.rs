@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+use super::contain::{self, Containment};
 use super::{Node, ServerOptions, handler};
 use crate::admission::Admit;
 use crate::metrics::Outcome;
@@ -19,17 +20,31 @@ use crate::proto::frame::{self, FrameError};
 use crate::proto::op::Op;
 use crate::proto::{RequestFrame, ResponseFrame, WireError, codec, handshake};
 
+/// What every connection of a server shares.
+pub struct Context {
+    /// The node's state and services.
+    pub node: Arc<Node>,
+    /// Connection-handling settings.
+    pub options: Arc<ServerOptions>,
+    /// Panic containment and the quarantine check.
+    pub containment: Arc<Containment>,
+}
+
 /// Serves a connection until the peer leaves, the stream becomes
 /// untrustworthy, or shutdown; in-flight requests finish before it returns.
 pub async fn serve<S>(
     mut stream: S,
     peer: SocketAddr,
-    node: Arc<Node>,
-    options: Arc<ServerOptions>,
+    context: Context,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Context {
+        node,
+        options,
+        containment,
+    } = context;
     if let Err(e) = handshake::accept(&mut stream, options.handshake_timeout).await {
         tracing::warn!(%peer, error = %e, "handshake failed; closing connection");
         return;
@@ -67,18 +82,25 @@ pub async fn serve<S>(
                 continue;
             }
         };
-        if let Err(e) = options.limits.validate(&request) {
-            tracing::debug!(%peer, id = request.id, error = %e, "request refused");
-            send(
-                &tx,
-                ResponseFrame {
-                    id: request.id,
-                    result: Err(e),
-                },
-            )
-            .await;
-            continue;
-        }
+        // Refused before anything more is spent on it: a request the
+        // limits reject, or one whose shape is quarantined (it crashed
+        // handlers, and running it again would crash this one).
+        let op = Op::of(&request.request);
+        let refused = options.limits.validate(&request).and_then(|()| {
+            let shape = contain::shape_of(op, &request.request, || {
+                codec::request_body(&payload, &request)
+            });
+            containment.refuse(&node, op, &shape).map(|()| shape)
+        });
+        let shape = match refused {
+            Ok(shape) => shape,
+            Err(e) => {
+                tracing::debug!(%peer, id = request.id, error = %e, "request refused");
+                let id = request.id;
+                send(&tx, ResponseFrame { id, result: Err(e) }).await;
+                continue;
+            }
+        };
         // Backpressure: with every slot taken, stop reading this peer.
         let permit = tokio::select! {
             _ = shutdown.cancelled() => {
@@ -98,7 +120,6 @@ pub async fn serve<S>(
         let deadline = received + Duration::from_millis(u64::from(timeout_ms));
         // Admission before spawning: a refusal costs a few atomic loads and
         // one small encoded answer, never a task or an admission slot.
-        let op = Op::of(&request);
         let admission = node.admission().clone();
         let admitted = match admission.try_admit(op, payload.len() as u64, received) {
             Admit::Now(slot) => Ok(slot),
@@ -125,7 +146,7 @@ pub async fn serve<S>(
                 continue;
             }
         };
-        let (node, tx) = (node.clone(), tx.clone());
+        let (node, tx, containment) = (node.clone(), tx.clone(), containment.clone());
         tokio::spawn(async move {
             let slot = match admitted {
                 Ok(slot) => Ok(slot),
@@ -133,7 +154,13 @@ pub async fn serve<S>(
             };
             let result = match slot {
                 Ok(mut slot) => {
-                    let result = handler::handle(&node, request, deadline).await;
+                    // A panic in here is this request's alone: it is
+                    // answered, and the node and this connection go on.
+                    let result =
+                        match contain::contained(handler::handle(&node, request, deadline)).await {
+                            Ok(result) => result,
+                            Err(caught) => Err(containment.panicked(&node, op, &shape, caught)),
+                        };
                     // Frees the slot before the answer queues for the
                     // writer: a slow reader must not hold node capacity.
                     slot.finish(Outcome::of(&result));

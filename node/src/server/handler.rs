@@ -95,6 +95,7 @@ async fn handle_client(
                     at_ms: crate::hlc::wall_ms(),
                 },
                 AdminCommand::Set { key, value } => Command::SetRecovery { key, value },
+                AdminCommand::ClearQuarantine => Command::ClearQuarantine,
             };
             let result = cluster(node)?.propose(command, remaining(deadline)).await?;
             Ok(Response::Proposed(result))

@@ -9,6 +9,7 @@
 
 pub mod admin;
 mod connection;
+pub mod contain;
 mod handler;
 
 use std::net::SocketAddr;
@@ -59,6 +60,7 @@ pub struct Server {
     listener: TcpListener,
     node: Arc<Node>,
     options: Arc<ServerOptions>,
+    containment: Arc<contain::Containment>,
 }
 
 impl Server {
@@ -69,10 +71,12 @@ impl Server {
         options: ServerOptions,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
+        contain::install_panic_hook();
         Ok(Self {
             listener,
             node,
             options: Arc::new(options),
+            containment: Arc::default(),
         })
     }
 
@@ -106,10 +110,14 @@ impl Server {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let (node, options, shutdown) =
-                (self.node.clone(), self.options.clone(), shutdown.clone());
+            let context = connection::Context {
+                node: self.node.clone(),
+                options: self.options.clone(),
+                containment: self.containment.clone(),
+            };
+            let shutdown = shutdown.clone();
             connections.spawn(async move {
-                connection::serve(stream, peer, node, options, shutdown).await;
+                connection::serve(stream, peer, context, shutdown).await;
                 drop(slot);
             });
         }

@@ -57,7 +57,8 @@ pub fn classify(error: &ClientError) -> ErrorKind {
         ClientError::Server(wire) => classify_wire(wire),
         // What the last endpoint said is the telling part.
         ClientError::AllEndpointsFailed { last, .. } => classify(last),
-        ClientError::Unexpected(_) => ErrorKind::Other,
+        // A request that crashes handlers is a bug, whatever it looked like.
+        ClientError::Unexpected(_) | ClientError::QueryOfDeath { .. } => ErrorKind::Other,
         // Refused by the client's own throttle: overload, seen early.
         ClientError::Throttled { .. } => ErrorKind::Overloaded,
     }

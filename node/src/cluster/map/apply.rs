@@ -28,6 +28,7 @@ impl ClusterMap {
                     next_node_id: 1,
                     recovery: RecoverySettings::default(),
                     moves: BTreeMap::new(),
+                    quarantine: Default::default(),
                 };
                 self.add_node(first)
             }
@@ -71,6 +72,21 @@ impl ClusterMap {
                 }
                 Err(why) => CommandResult::Rejected(why),
             },
+            Command::Strike { shape, node, at_ms } => {
+                let before = self.quarantine.clone();
+                self.quarantine.strike(shape.clone(), *node, *at_ms);
+                if self.quarantine == before {
+                    return CommandResult::Applied { epoch: self.epoch };
+                }
+                self.bump()
+            }
+            Command::ClearQuarantine => {
+                if self.quarantine.is_empty() {
+                    return CommandResult::Applied { epoch: self.epoch };
+                }
+                self.quarantine.clear();
+                self.bump()
+            }
         }
     }
 
@@ -492,5 +508,33 @@ mod tests {
                 "{key}={value} refused"
             );
         }
+    }
+
+    #[test]
+    fn strikes_quarantine_a_shape_in_the_map_and_clear_lifts_it() {
+        use crate::cluster::quarantine::Shape;
+        let mut map = init();
+        let shape = Shape {
+            op: "put".into(),
+            hash: 9,
+        };
+        let strike = |node, at_ms| Command::Strike {
+            shape: shape.clone(),
+            node,
+            at_ms,
+        };
+        let e0 = map.epoch;
+        map.apply(&strike(1, 100));
+        assert!(map.epoch > e0, "a strike is news to every node");
+        assert_eq!(map.quarantine.refuses("put", 9, 101), None);
+        map.apply(&strike(2, 200));
+        assert!(map.quarantine.refuses("put", 9, 201).is_some());
+        let e1 = map.epoch;
+        map.apply(&Command::ClearQuarantine);
+        assert!(map.epoch > e1);
+        assert_eq!(map.quarantine.refuses("put", 9, 202), None);
+        let e2 = map.epoch;
+        map.apply(&Command::ClearQuarantine);
+        assert_eq!(map.epoch, e2, "clearing an empty list changes nothing");
     }
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::NodeId;
 use super::placement::Assignment;
+use super::quarantine::{Quarantine, Shape};
 
 mod apply;
 mod recovery_settings;
@@ -165,6 +166,8 @@ pub struct ClusterMap {
     pub recovery: RecoverySettings,
     /// Moves in flight, by partition (at most one per partition).
     pub moves: BTreeMap<u32, Move>,
+    /// Request shapes that crashed handlers, and those refused for it.
+    pub quarantine: Quarantine,
 }
 
 /// A change to the map, replicated through Raft.
@@ -216,6 +219,18 @@ pub enum Command {
         /// Its new value, as the operator typed it.
         value: String,
     },
+    /// A node caught a panic while handling a request of this shape
+    /// (see [`crate::cluster::quarantine`]).
+    Strike {
+        /// The request's shape.
+        shape: Shape,
+        /// The node that caught it.
+        node: NodeId,
+        /// When, wall clock (ms).
+        at_ms: u64,
+    },
+    /// Lifts every quarantine (`levee admin quarantine clear`).
+    ClearQuarantine,
 }
 
 /// What applying a command did.
