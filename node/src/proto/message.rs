@@ -483,7 +483,8 @@ pub enum WireError {
     /// This request's shape (operation + key hash) crashed handlers and is
     /// refused on arrival, before any work, on every node.
     #[error(
-        "request refused: its shape {shape} crashed node handlers and is quarantined for {remaining_ms} ms more (levee status shows it; levee admin quarantine clear lifts it)"
+        "request refused: its shape {shape} crashed node handlers and is quarantined for {} more (levee status shows it; levee admin quarantine clear lifts it)",
+        minutes_and_seconds(*remaining_ms)
     )]
     Quarantined {
         /// `op/hash` of the refused shape.
@@ -491,6 +492,16 @@ pub enum WireError {
         /// Milliseconds until the quarantine expires.
         remaining_ms: u64,
     },
+}
+
+/// `1h 5m`, `12m 30s`, `45s`: a duration as an operator reads it.
+fn minutes_and_seconds(ms: u64) -> String {
+    let s = ms.div_ceil(1000);
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, min, sec) => format!("{min}m {sec}s"),
+        (h, min, _) => format!("{h}h {min}m"),
+    }
 }
 
 impl WireError {
@@ -509,5 +520,24 @@ impl WireError {
                 | Self::QuorumFailed { .. }
                 | Self::PartitionOpening { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quarantine_says_how_long_it_lasts_in_words() {
+        let refused = |remaining_ms| {
+            WireError::Quarantined {
+                shape: "put/00".into(),
+                remaining_ms,
+            }
+            .to_string()
+        };
+        assert!(refused(3_598_989).contains("for 59m 59s more"));
+        assert!(refused(3_600_000).contains("for 1h 0m more"));
+        assert!(refused(1).contains("for 1s more"));
     }
 }
