@@ -11,6 +11,8 @@ pub mod cluster;
 pub mod config;
 pub mod data;
 pub mod failpoint;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod hlc;
 pub mod metrics;
 pub mod node;

@@ -59,16 +59,47 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         if len == 0 {
             return Err(FrameError::Empty);
         }
-        let mut payload = vec![0u8; len as usize];
-        reader
-            .read_exact(&mut payload)
-            .await
-            .map_err(eof_is_truncation)?;
+        let mut payload = Vec::new();
+        read_body(reader, len as usize, &mut payload).await?;
         Ok(Some(payload))
     };
     tokio::time::timeout(body_timeout, body)
         .await
         .map_err(|_| FrameError::Timeout(body_timeout))?
+}
+
+/// How much of a frame's body is allocated before any of it arrives.
+/// Frames this small or smaller (nearly all of them) get one allocation
+/// of their exact size.
+const FIRST_ALLOCATION: usize = 16 * 1024;
+
+/// Reads `len` bytes into `payload`, growing it with the bytes actually
+/// received rather than with the length announced: its capacity stays
+/// within `max(FIRST_ALLOCATION, 2 × received)` and never exceeds `len`.
+/// Announcing 4 MiB is free, so a peer that announces it and then
+/// trickles the body must not be able to pin 4 MiB per connection for the
+/// frame timeout. Doubling keeps the copies of a large frame linear.
+async fn read_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    len: usize,
+    payload: &mut Vec<u8>,
+) -> Result<(), FrameError> {
+    payload.reserve_exact(len.min(FIRST_ALLOCATION));
+    while payload.len() < len {
+        let missing = len - payload.len();
+        if payload.len() == payload.capacity() {
+            payload.reserve_exact(payload.len().max(1).min(missing));
+        }
+        let room = (payload.capacity() - payload.len()).min(missing);
+        // `take` stops the read at the frame's end (the next frame's bytes
+        // stay in the stream) and at the capacity (so `read_buf` never
+        // grows the buffer itself).
+        let read = (&mut *reader).take(room as u64).read_buf(payload).await?;
+        if read == 0 {
+            return Err(FrameError::Truncated);
+        }
+    }
+    Ok(())
 }
 
 fn eof_is_truncation(e: io::Error) -> FrameError {
@@ -139,6 +170,60 @@ mod tests {
             read_frame(&mut r, 16, T).await,
             Err(FrameError::Empty)
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_announcing_4_mib_holds_only_what_arrived() {
+        const ANNOUNCED: usize = 4 * 1024 * 1024;
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client.write_all(&[1, 2, 3, 4, 5]).await.unwrap();
+        let mut payload = Vec::new();
+        let stalled = tokio::time::timeout(T, read_body(&mut server, ANNOUNCED, &mut payload));
+        assert!(stalled.await.is_err(), "the body never arrives");
+        assert_eq!(payload, [1, 2, 3, 4, 5]);
+        assert!(
+            payload.capacity() <= FIRST_ALLOCATION,
+            "{} bytes held for 5 received",
+            payload.capacity()
+        );
+
+        // Through `read_frame`, the whole stalled frame ends in a timeout.
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client
+            .write_all(&(ANNOUNCED as u32).to_be_bytes())
+            .await
+            .unwrap();
+        client.write_all(b"abc").await.unwrap();
+        let err = read_frame(&mut server, ANNOUNCED as u32, T)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FrameError::Timeout(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_buffer_grows_with_what_arrives_and_never_past_the_frame() {
+        let len = 300 * 1024 + 7;
+        let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        // A small pipe hands the body over in many pieces.
+        let (mut client, mut server) = tokio::io::duplex(1000);
+        let sent = body.clone();
+        let writer = tokio::spawn(async move {
+            client.write_all(&(len as u32).to_be_bytes()).await.unwrap();
+            for piece in sent.chunks(4093) {
+                client.write_all(piece).await.unwrap();
+            }
+            // The next frame is left for the next read.
+            client.write_all(&[0, 0, 0, 1, b'!']).await.unwrap();
+        });
+        let first = read_frame(&mut server, len as u32, T).await.unwrap();
+        let first = first.expect("a frame");
+        assert_eq!(first, body);
+        assert!(first.capacity() <= len, "{} > {len}", first.capacity());
+        assert_eq!(
+            read_frame(&mut server, len as u32, T).await.unwrap(),
+            Some(b"!".to_vec())
+        );
+        writer.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

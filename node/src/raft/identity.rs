@@ -40,9 +40,20 @@ pub fn load(db: &sled::Db) -> Result<Option<Identity>, IdentityError> {
     let Some(raw) = tree.get(IDENTITY_KEY)? else {
         return Ok(None);
     };
-    crate::proto::codec::from_bytes(&raw)
-        .map(Some)
-        .map_err(|e| IdentityError::Corrupt(e.to_string()))
+    decode_identity(&raw).map(Some)
+}
+
+/// Decodes a stored identity.
+pub fn decode_identity(raw: &[u8]) -> Result<Identity, IdentityError> {
+    crate::proto::codec::from_bytes(raw).map_err(|e| IdentityError::Corrupt(e.to_string()))
+}
+
+/// Decodes a stored join token: exactly 8 bytes, big-endian.
+pub fn decode_join_token(raw: &[u8]) -> Result<u64, IdentityError> {
+    let bytes: [u8; 8] = raw
+        .try_into()
+        .map_err(|_| IdentityError::Corrupt(format!("join token is {} bytes, not 8", raw.len())))?;
+    Ok(u64::from_be_bytes(bytes))
 }
 
 /// Stores the identity durably.
@@ -58,10 +69,7 @@ pub async fn save(db: &sled::Db, identity: Identity) -> Result<(), IdentityError
 pub async fn join_token(db: &sled::Db) -> Result<u64, IdentityError> {
     let tree = db.open_tree(TREE)?;
     if let Some(raw) = tree.get(TOKEN_KEY)? {
-        let bytes: [u8; 8] = raw.as_ref().try_into().map_err(|_| {
-            IdentityError::Corrupt(format!("join token is {} bytes, not 8", raw.len()))
-        })?;
-        return Ok(u64::from_be_bytes(bytes));
+        return decode_join_token(&raw);
     }
     let token: u64 = rand::random();
     tree.insert(TOKEN_KEY, &token.to_be_bytes())?;

@@ -35,6 +35,7 @@ use sled::transaction::ConflictableTransactionResult;
 
 use super::types::{Entry, LogId, StorageError, TypeConfig};
 use crate::cluster::NodeId;
+use crate::storage::bounded::config;
 
 const LOG_TREE: &str = "raft_log";
 const META_TREE: &str = "raft_meta";
@@ -60,14 +61,14 @@ pub enum CorruptValue {
 }
 
 /// Encodes a value the way the Raft store keeps it on disk.
-pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::EncodeError> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard())
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::EncodeError> {
+    bincode::serde::encode_to_vec(value, config())
 }
 
 /// Decodes a value written by [`encode`], refusing leftovers so that a
 /// damaged value is reported rather than half-read.
-pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CorruptValue> {
-    let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())?;
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CorruptValue> {
+    let (value, read) = bincode::serde::decode_from_slice(bytes, config())?;
     match bytes.len().saturating_sub(read) {
         0 => Ok(value),
         extra => Err(CorruptValue::TrailingBytes(extra)),
@@ -447,6 +448,17 @@ mod tests {
         assert!(store.try_get_log_entries(1..4).await.is_err());
         assert!(store.try_get_log_entries(3..4).await.is_ok());
         assert!(store.read_vote().await.is_err());
+    }
+
+    #[test]
+    fn a_huge_claimed_length_is_an_error_not_an_abort() {
+        // A string claiming 2^40 bytes: decoded without a bound, this
+        // reserved a terabyte and aborted the node at startup.
+        let huge = [253, 0, 0, 0, 0, 0, 1, 0, 0];
+        assert!(matches!(
+            decode::<String>(&huge),
+            Err(CorruptValue::Decode(_))
+        ));
     }
 
     #[test]

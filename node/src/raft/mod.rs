@@ -19,14 +19,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::raft::AppendEntriesRequest;
 use openraft::{ChangeMembers, SnapshotPolicy};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use self::identity::Identity;
+use self::network::RaftRequest;
 use self::progress::MapProgress;
-use self::types::{LogId, Member, Raft, TypeConfig};
+use self::types::{LogId, Member, Raft};
 use crate::client::{ClientConfig, Connection};
 use crate::cluster::map::{self, ClusterMap, Command, CommandResult, NodeSpec, Settings};
 use crate::cluster::status::{self, ClusterStatus, NodeReport};
@@ -366,19 +366,15 @@ impl Cluster {
                 ),
             });
         }
-        match rpc {
-            RaftRpc::AppendEntries => {
-                let request: AppendEntriesRequest<TypeConfig> = codec::from_bytes(payload)?;
+        match RaftRequest::decode(rpc, payload)? {
+            RaftRequest::AppendEntries(request) => {
                 self.note_announced(request.leader_commit);
                 codec::to_bytes(&self.raft.append_entries(request).await)
             }
-            RaftRpc::Vote => codec::to_bytes(&self.raft.vote(codec::from_bytes(payload)?).await),
-            RaftRpc::InstallSnapshot => codec::to_bytes(
-                &self
-                    .raft
-                    .install_snapshot(codec::from_bytes(payload)?)
-                    .await,
-            ),
+            RaftRequest::Vote(request) => codec::to_bytes(&self.raft.vote(request).await),
+            RaftRequest::InstallSnapshot(request) => {
+                codec::to_bytes(&self.raft.install_snapshot(request).await)
+            }
         }
     }
 

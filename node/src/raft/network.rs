@@ -23,7 +23,39 @@ use serde::de::DeserializeOwned;
 use super::types::{Member, TypeConfig};
 use crate::client::{ClientError, Connection};
 use crate::cluster::NodeId;
-use crate::proto::{NodeRequest, RaftRpc, Request, Response, codec};
+use crate::proto::{NodeRequest, RaftRpc, Request, Response, WireError, codec};
+
+/// A peer's Raft RPC, decoded from the payload of a
+/// [`NodeRequest::Raft`].
+#[derive(Debug)]
+pub enum RaftRequest {
+    /// AppendEntries (also the heartbeat).
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// RequestVote.
+    Vote(VoteRequest<NodeId>),
+    /// One chunk of a snapshot.
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+impl RaftRequest {
+    /// Decodes the payload of a `rpc` request; bytes that are not one are
+    /// `Malformed`.
+    pub fn decode(rpc: RaftRpc, payload: &[u8]) -> Result<Self, WireError> {
+        Ok(match rpc {
+            RaftRpc::AppendEntries => Self::AppendEntries(codec::from_bytes(payload)?),
+            RaftRpc::Vote => Self::Vote(codec::from_bytes(payload)?),
+            RaftRpc::InstallSnapshot => Self::InstallSnapshot(codec::from_bytes(payload)?),
+        })
+    }
+}
+
+/// A peer's answer to AppendEntries, as carried in [`Response::Raft`].
+pub type AppendEntriesAnswer = Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>;
+/// A peer's answer to RequestVote, as carried in [`Response::Raft`].
+pub type VoteAnswer = Result<VoteResponse<NodeId>, RaftError<NodeId>>;
+/// A peer's answer to InstallSnapshot, as carried in [`Response::Raft`].
+pub type InstallSnapshotAnswer =
+    Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
 
 /// Time allowed to open a connection to a peer. Short: Raft retries, and a
 /// slow connect to a dead peer must not hold up heartbeats to live ones.

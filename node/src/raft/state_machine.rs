@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::ConflictableTransactionResult;
 use tokio::sync::watch;
 
-use super::log_store::{decode, encode};
+use super::log_store::{CorruptValue, decode, encode};
 use super::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::cluster::map::{ClusterMap, CommandResult};
 
@@ -42,9 +42,10 @@ const STATE_KEY: &[u8] = b"state";
 const SNAPSHOT_KEY: &[u8] = b"snapshot";
 
 /// Everything applied so far. Also the snapshot format: a snapshot is this
-/// value, encoded.
+/// value, encoded. Public (its fields are not) only so that the fuzz
+/// targets can decode and re-encode what the node stores.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Applied {
+pub struct Applied {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     map: ClusterMap,
@@ -52,9 +53,22 @@ struct Applied {
 
 /// A snapshot as kept on disk.
 #[derive(Debug, Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
+pub struct StoredSnapshot {
+    /// What the snapshot covers.
+    pub meta: SnapshotMeta,
+    /// The snapshot: an encoded [`Applied`].
+    pub data: Vec<u8>,
+}
+
+/// Decodes the stored state (`raft_sm`/`state`), which is also the
+/// contents of every snapshot, sent or received.
+pub fn decode_state(bytes: &[u8]) -> Result<Applied, CorruptValue> {
+    decode(bytes)
+}
+
+/// Decodes the stored snapshot (`raft_sm`/`snapshot`).
+pub fn decode_snapshot(bytes: &[u8]) -> Result<StoredSnapshot, CorruptValue> {
+    decode(bytes)
 }
 
 /// A snapshot that does not match what it claims to be.
@@ -95,7 +109,9 @@ impl StateMachine {
             .get(STATE_KEY)
             .map_err(|e| StorageIOError::read_state_machine(&e))?;
         let applied: Applied = match stored {
-            Some(bytes) => decode(&bytes).map_err(|e| StorageIOError::read_state_machine(&e))?,
+            Some(bytes) => {
+                decode_state(&bytes).map_err(|e| StorageIOError::read_state_machine(&e))?
+            }
             None => Applied::default(),
         };
         tracing::debug!(
@@ -179,7 +195,7 @@ fn store_unless_older(tree: &sled::Tree, snapshot: &StoredSnapshot) -> Result<()
     let stored = tree
         .transaction(|tx| -> ConflictableTransactionResult<bool, Infallible> {
             let current = tx.get(SNAPSHOT_KEY)?;
-            let current_end = match current.as_deref().map(decode::<StoredSnapshot>) {
+            let current_end = match current.as_deref().map(decode_snapshot) {
                 Some(Ok(current)) => current.meta.last_log_id,
                 // A damaged current snapshot is worth nothing: replace it.
                 Some(Err(_)) | None => None,
@@ -253,8 +269,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let signature = || Some(meta.signature());
         let data = snapshot.into_inner();
-        let applied: Applied =
-            decode(&data).map_err(|e| StorageIOError::read_snapshot(signature(), &e))?;
+        let applied =
+            decode_state(&data).map_err(|e| StorageIOError::read_snapshot(signature(), &e))?;
         if applied.last_applied != meta.last_log_id || applied.membership != meta.last_membership {
             let mismatch = SnapshotMismatch {
                 snapshot_id: meta.snapshot_id.clone(),
@@ -301,8 +317,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Some(bytes) = stored else {
             return Ok(None);
         };
-        let stored: StoredSnapshot =
-            decode(&bytes).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let stored =
+            decode_snapshot(&bytes).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         Ok(Some(Snapshot {
             meta: stored.meta,
             snapshot: Box::new(Cursor::new(stored.data)),

@@ -13,6 +13,7 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::contain::{self, Containment};
+use super::slow_peers::HandshakeSlot;
 use super::{Node, ServerOptions, handler};
 use crate::admission::Admit;
 use crate::metrics::Outcome;
@@ -32,10 +33,13 @@ pub struct Context {
 
 /// Serves a connection until the peer leaves, the stream becomes
 /// untrustworthy, or shutdown; in-flight requests finish before it returns.
+/// The handshake runs in `handshake_slot`, which the accept loop may take back
+/// for a newer connection.
 pub async fn serve<S>(
     mut stream: S,
     peer: SocketAddr,
     context: Context,
+    handshake_slot: HandshakeSlot,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -45,21 +49,34 @@ pub async fn serve<S>(
         options,
         containment,
     } = context;
-    if let Err(e) = handshake::accept(&mut stream, options.handshake_timeout).await {
-        tracing::warn!(%peer, error = %e, "handshake failed; closing connection");
-        return;
+    match handshake_slot
+        .hold(handshake::accept(&mut stream, options.handshake_timeout))
+        .await
+    {
+        Some(Ok(())) => {}
+        Some(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "handshake failed; closing connection");
+            return;
+        }
+        None => {
+            tracing::debug!(%peer, "handshake ended for a newer connection; closing");
+            return;
+        }
     }
     let (mut reader, writer) = tokio::io::split(stream);
     let inflight = options.max_inflight_per_connection;
     // Bounded: at most one queued response per in-flight request, plus
     // room for connection-level errors.
     let (tx, rx) = mpsc::channel::<Vec<u8>>(inflight + 4);
-    let writer = tokio::spawn(write_responses(writer, rx, peer));
+    let writer = tokio::spawn(write_responses(writer, rx, peer, options.frame_timeout));
     let permits = Arc::new(Semaphore::new(inflight));
 
     loop {
         let read = tokio::select! {
             _ = shutdown.cancelled() => break,
+            // The writer gave up on this peer (it stopped reading): stop
+            // doing work whose answers cannot be delivered.
+            _ = tx.closed() => break,
             read = frame::read_frame(&mut reader, options.limits.max_frame_bytes, options.frame_timeout) => read,
         };
         let payload = match read {
@@ -216,24 +233,38 @@ async fn send(tx: &mpsc::Sender<Vec<u8>>, response: ResponseFrame) {
     }
 }
 
+/// Writes responses until every sender is gone. Each write and flush must
+/// finish within `timeout` (the frame timeout, as for reads): a peer that
+/// stops reading would otherwise hold this connection, its queued
+/// responses and its request slots for ever.
 async fn write_responses<W: AsyncWrite + Unpin>(
     writer: W,
     mut rx: mpsc::Receiver<Vec<u8>>,
     peer: SocketAddr,
+    timeout: Duration,
 ) {
     let mut writer = BufWriter::new(writer);
     while let Some(bytes) = rx.recv().await {
-        if let Err(e) = frame::write_frame(&mut writer, &bytes).await {
-            tracing::debug!(%peer, error = %e, "write failed; dropping connection");
-            return;
-        }
-        // Flush when nothing else is ready, so bursts share a syscall.
-        if rx.is_empty()
-            && let Err(e) = writer.flush().await
-        {
-            tracing::debug!(%peer, error = %e, "flush failed; dropping connection");
-            return;
+        let written = tokio::time::timeout(timeout, async {
+            frame::write_frame(&mut writer, &bytes).await?;
+            // Flush when nothing else is ready, so bursts share a syscall.
+            if rx.is_empty() {
+                writer.flush().await?;
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "write failed; dropping connection");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, after = ?timeout, "peer is not reading its responses; dropping connection");
+                return;
+            }
         }
     }
-    let _ = writer.shutdown().await;
+    let _ = tokio::time::timeout(timeout, writer.shutdown()).await;
 }

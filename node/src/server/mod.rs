@@ -11,6 +11,7 @@ pub mod admin;
 mod connection;
 pub mod contain;
 mod handler;
+mod slow_peers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +33,9 @@ pub struct ServerOptions {
     pub limits: Limits,
     /// Connections accepted at once.
     pub max_connections: usize,
+    /// Of those, connections still in their handshake; past it the oldest
+    /// handshake is ended for the newcomer (`server/slow_peers.rs`).
+    pub max_handshaking: usize,
     /// Requests in flight per connection.
     pub max_inflight_per_connection: usize,
     /// Time allowed for the handshake.
@@ -47,6 +51,7 @@ impl From<&Config> for ServerOptions {
         Self {
             limits: c.limits(),
             max_connections: c.max_connections as usize,
+            max_handshaking: (c.max_connections as usize / HANDSHAKING_SHARE).max(1),
             max_inflight_per_connection: c.max_inflight_per_connection as usize,
             handshake_timeout: Duration::from_millis(c.handshake_timeout_ms),
             frame_timeout: Duration::from_millis(c.frame_timeout_ms),
@@ -54,6 +59,12 @@ impl From<&Config> for ServerOptions {
         }
     }
 }
+
+/// One connection slot in this many may be held by a connection still in
+/// its handshake: plenty for a burst of real clients (each handshakes in
+/// one round trip), and a slowloris or a flood of silent sockets can
+/// never hold more than a quarter of the slots.
+const HANDSHAKING_SHARE: usize = 4;
 
 /// A bound protocol listener.
 pub struct Server {
@@ -90,6 +101,7 @@ impl Server {
     pub async fn run(self, shutdown: CancellationToken) -> bool {
         let connections = TaskTracker::new();
         let slots = Arc::new(Semaphore::new(self.options.max_connections));
+        let mut handshakes = slow_peers::Handshakes::new(self.options.max_handshaking);
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -104,12 +116,18 @@ impl Server {
                     continue;
                 }
             };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
+            let Some(slot) = handshakes.connection_slot(&slots).await else {
                 tracing::warn!(%peer, max = self.options.max_connections, "connection limit reached; closing new connection");
                 drop(stream);
                 continue;
             };
+            let (handshake, evicted) = handshakes.admit();
+            if evicted {
+                // Debug only: under a flood this is every connection.
+                tracing::debug!(%peer, "handshakes at their cap; ended the oldest");
+            }
             let _ = stream.set_nodelay(true);
+            slow_peers::bound_unsent(&stream);
             let context = connection::Context {
                 node: self.node.clone(),
                 options: self.options.clone(),
@@ -117,7 +135,7 @@ impl Server {
             };
             let shutdown = shutdown.clone();
             connections.spawn(async move {
-                connection::serve(stream, peer, context, shutdown).await;
+                connection::serve(stream, peer, context, handshake, shutdown).await;
                 drop(slot);
             });
         }

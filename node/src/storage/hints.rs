@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use super::StorageError;
+use super::bounded::config;
 use super::engine::Storage;
 use super::record::Version;
 
@@ -54,8 +55,31 @@ pub struct HintStore {
     dropped: AtomicU64,
 }
 
-fn config() -> bincode::config::Configuration {
-    bincode::config::standard()
+/// A stored hint that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum HintError {
+    /// The bytes are not the encoding of a hint.
+    #[error("undecodable hint: {0}")]
+    Decode(#[from] bincode::error::DecodeError),
+    /// A hint decoded with bytes left over: it was cut or overwritten.
+    #[error("hint has {0} unexpected trailing bytes")]
+    TrailingBytes(usize),
+}
+
+/// Encodes a hint as the hints tree stores it.
+pub fn encode_hint(hint: &Hint) -> Result<Vec<u8>, StorageError> {
+    bincode::serde::encode_to_vec(hint, config())
+        .map_err(|e| StorageError::Flush(format!("cannot encode hint: {e}")))
+}
+
+/// Decodes a stored hint, refusing leftovers so that damage is reported
+/// (and the hint dropped) rather than half-read.
+pub fn decode_hint(raw: &[u8]) -> Result<Hint, HintError> {
+    let (hint, read) = bincode::serde::decode_from_slice::<Hint, _>(raw, config())?;
+    match raw.len().saturating_sub(read) {
+        0 => Ok(hint),
+        extra => Err(HintError::TrailingBytes(extra)),
+    }
 }
 
 impl HintStore {
@@ -82,8 +106,7 @@ impl HintStore {
     /// Stores a hint for `target` durably, unless the target's bound is
     /// reached; returns whether it was stored.
     pub async fn add(&self, target: u64, hint: &Hint) -> Result<bool, StorageError> {
-        let encoded = bincode::serde::encode_to_vec(hint, config())
-            .map_err(|e| StorageError::Flush(format!("cannot encode hint: {e}")))?;
+        let encoded = encode_hint(hint)?;
         let size = encoded.len() as u64;
         {
             let mut bytes = lock(&self.bytes);
@@ -122,8 +145,8 @@ impl HintStore {
                 break;
             }
             let (k, v) = item?;
-            match bincode::serde::decode_from_slice::<Hint, _>(&v, config()) {
-                Ok((hint, _)) => out.push(StoredHint {
+            match decode_hint(&v) {
+                Ok(hint) => out.push(StoredHint {
                     id: k.to_vec(),
                     bytes: v.len() as u64,
                     hint,
@@ -219,6 +242,22 @@ mod tests {
             hints.pending().iter().map(|(t, _)| *t).collect::<Vec<_>>(),
             vec![8]
         );
+    }
+
+    #[test]
+    fn a_damaged_hint_is_an_error_not_an_abort() {
+        let raw = encode_hint(&hint("k", 10)).unwrap();
+        assert_eq!(decode_hint(&raw).unwrap(), hint("k", 10));
+        // Partition 1, then a key claiming 2^40 bytes: decoded without a
+        // bound, this reserved a terabyte and aborted the node.
+        let huge = [1, 253, 0, 0, 0, 0, 0, 1, 0, 0];
+        assert!(matches!(decode_hint(&huge), Err(HintError::Decode(_))));
+        let mut trailing = raw;
+        trailing.push(0);
+        assert!(matches!(
+            decode_hint(&trailing),
+            Err(HintError::TrailingBytes(1))
+        ));
     }
 
     #[tokio::test]

@@ -58,7 +58,7 @@ pub(super) fn read_or_create(path: &Path, shards: u32) -> Result<u32, StorageErr
     // Written whole and renamed into place, so a crash leaves either no
     // layout (an empty directory, created again) or a complete one.
     let partial = path.join(format!("{LAYOUT_FILE}.tmp"));
-    let text = format!("{LAYOUT_MAGIC}\nshards {shards}\n");
+    let text = render_layout(shards);
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::File::create(&partial)?;
         std::io::Write::write_all(&mut file, text.as_bytes())?;
@@ -70,8 +70,13 @@ pub(super) fn read_or_create(path: &Path, shards: u32) -> Result<u32, StorageErr
     Ok(shards)
 }
 
+/// The text of a layout file for `shards` shards.
+pub fn render_layout(shards: u32) -> String {
+    format!("{LAYOUT_MAGIC}\nshards {shards}\n")
+}
+
 /// The shard count in a layout file's text.
-fn parse_layout(text: &str) -> Result<u32, String> {
+pub fn parse_layout(text: &str) -> Result<u32, String> {
     let mut lines = text.lines();
     if lines.next() != Some(LAYOUT_MAGIC) {
         return Err(format!("the first line is not {LAYOUT_MAGIC:?}"));

@@ -7,10 +7,11 @@
 //! and with [`Durability::PerWrite`] the acknowledgement waits for a flush
 //! shared by every concurrent writer ([`group_commit`]).
 
+pub mod bounded;
 mod engine;
 pub mod group_commit;
 pub mod hints;
-mod layout;
+pub mod layout;
 pub mod record;
 pub mod scan;
 mod shards;

@@ -1,0 +1,255 @@
+//! Defences against slow peers at the accept edge: the cap on connections
+//! still in their handshake, and the bound on responses a peer leaves
+//! unread.
+//!
+//! **Handshakes.** A connection holds one of the `max_connections` slots
+//! from the moment it is accepted, before its peer has said anything. Left
+//! alone, a slowloris (the 8-byte handshake sent a byte a second) or a
+//! crowd of silent sockets would hold every slot for the handshake
+//! timeout, again and again, and no new client could get in. So at most a
+//! few connections may be in their handshake at once, and when a new one
+//! arrives with all of those taken, the oldest handshake is ended to make
+//! room. A real client sends its 8 bytes with its first packet, so its
+//! handshake lasts one round trip: the oldest handshake is the slowest,
+//! and to push a real client out an attacker must open that many
+//! connections within the client's round trip. The same goes when every
+//! connection slot is taken: a handshake in progress gives its slot up to
+//! the newcomer. Connections that finished their handshake are not
+//! counted here and never ended for another (see BENCHMARKS.md, "Slow
+//! input", for what idle handshaken connections can still do).
+//!
+//! **Unread responses.** A peer that sends requests and never reads the
+//! answers is served until its answers stop fitting in the socket; only
+//! then does the writer block, the response queue fill, the request slots
+//! run out and the reader stop (and the writer's timeout end the
+//! connection). With the kernel's send buffer autotuned up to megabytes,
+//! that took tens of thousands of small answers per connection: work
+//! given away at full speed to a peer that reads nothing.
+//! [`bound_unsent`] caps the bytes written but not yet sent, so the
+//! writer blocks once the peer's receive window is full and a little more
+//! is queued; bytes in flight are not counted, so a reading peer's
+//! throughput is not limited.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// Bytes a connection's socket may hold written but not yet sent
+/// (`TCP_NOTSENT_LOWAT`). Enough to keep a reading peer's window full
+/// between two wake-ups of the writer; a peer that reads nothing gets
+/// this much past its receive window.
+pub const UNSENT_BYTES: u32 = 64 * 1024;
+
+/// Bounds the answers a peer may leave unread on `stream` (module docs).
+/// Where the option does not exist, the kernel's send buffer is the bound.
+pub fn bound_unsent(stream: &TcpStream) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_notsent_lowat(UNSENT_BYTES) {
+        tracing::debug!(error = %e, "cannot bound the unsent bytes of a connection");
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = stream;
+}
+
+/// How long a newcomer waits for the slot of the handshake ended for it:
+/// the time that connection's task takes to notice and close, far less
+/// unless the node is overloaded.
+const GIVE_WAY: Duration = Duration::from_millis(100);
+
+/// The handshakes in progress, oldest first. Owned by the accept loop
+/// alone, so it needs no lock.
+#[derive(Debug)]
+pub struct Handshakes {
+    cap: usize,
+    /// One token per handshake, cancelled once it has ended (either way)
+    /// or has been ended to make room. Ended entries are swept out only
+    /// when the list is full, so it never holds more than `cap`.
+    waiting: VecDeque<CancellationToken>,
+}
+
+/// One connection's place among the handshakes in progress.
+#[derive(Debug)]
+pub struct HandshakeSlot(CancellationToken);
+
+impl Handshakes {
+    /// At most `cap` (at least one) handshakes at once.
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap: cap.max(1),
+            waiting: VecDeque::new(),
+        }
+    }
+
+    /// One of `slots` (the connection cap) for a new connection: a free
+    /// one, or else the slot of the oldest handshake in progress, which is
+    /// ended for it. `None` when every slot is held by a connection past
+    /// its handshake (or the ended one did not let go in time).
+    pub async fn connection_slot(
+        &mut self,
+        slots: &Arc<Semaphore>,
+    ) -> Option<OwnedSemaphorePermit> {
+        if let Ok(slot) = slots.clone().try_acquire_owned() {
+            return Some(slot);
+        }
+        if !self.end_oldest() {
+            return None;
+        }
+        tokio::time::timeout(GIVE_WAY, slots.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// A place for a new connection's handshake. With `cap` handshakes
+    /// already in progress, the oldest is ended first; the flag says so.
+    pub fn admit(&mut self) -> (HandshakeSlot, bool) {
+        let evicted = self.waiting.len() >= self.cap
+            && self.in_progress_swept() >= self.cap
+            && self.end_oldest();
+        let token = CancellationToken::new();
+        self.waiting.push_back(token.clone());
+        (HandshakeSlot(token), evicted)
+    }
+
+    /// Ends the oldest handshake in progress; false if there is none.
+    fn end_oldest(&mut self) -> bool {
+        while let Some(oldest) = self.waiting.pop_front() {
+            if !oldest.is_cancelled() {
+                oldest.cancel();
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Drops the entries of ended handshakes and counts the others.
+    fn in_progress_swept(&mut self) -> usize {
+        self.waiting.retain(|t| !t.is_cancelled());
+        self.waiting.len()
+    }
+
+    /// Handshakes in progress.
+    #[cfg(test)]
+    pub fn in_progress(&self) -> usize {
+        self.waiting.iter().filter(|t| !t.is_cancelled()).count()
+    }
+}
+
+impl HandshakeSlot {
+    /// Runs the handshake `exchange` unless the slot is taken back first
+    /// (`None`). Either way the slot is free once this returns.
+    pub async fn hold<F: Future>(self, exchange: F) -> Option<F::Output> {
+        tokio::select! {
+            biased;
+            _ = self.0.cancelled() => None,
+            done = exchange => Some(done),
+        }
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        // Marks the handshake as over for the accept loop's list.
+        self.0.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_handshake_makes_room_for_a_new_one() {
+        let mut handshakes = Handshakes::new(2);
+        let (first, evicted) = handshakes.admit();
+        assert!(!evicted);
+        let (second, evicted) = handshakes.admit();
+        assert!(!evicted);
+        let (third, evicted) = handshakes.admit();
+        assert!(evicted);
+        assert!(first.0.is_cancelled(), "the oldest was ended");
+        assert!(!second.0.is_cancelled() && !third.0.is_cancelled());
+        assert_eq!(handshakes.in_progress(), 2);
+    }
+
+    #[test]
+    fn finished_handshakes_free_their_place() {
+        let mut handshakes = Handshakes::new(2);
+        let (first, _) = handshakes.admit();
+        let (second, _) = handshakes.admit();
+        drop(first);
+        let (_third, evicted) = handshakes.admit();
+        assert!(!evicted, "the finished one made room");
+        assert!(!second.0.is_cancelled());
+        assert_eq!(handshakes.in_progress(), 2);
+        // However many come and finish, the list stays within the cap.
+        for _ in 0..100 {
+            drop(handshakes.admit());
+        }
+        assert!(handshakes.waiting.len() <= 2);
+    }
+
+    #[tokio::test]
+    async fn with_every_slot_taken_a_handshake_gives_its_slot_up() {
+        let slots = Arc::new(Semaphore::new(2));
+        let mut handshakes = Handshakes::new(2);
+        // Two connections in their handshake hold both slots; each task
+        // lets its slot go when its handshake ends, as `serve` does.
+        let mut tasks = Vec::new();
+        for _ in 0..2 {
+            let slot = handshakes.connection_slot(&slots).await.expect("free");
+            let (handshake, _) = handshakes.admit();
+            tasks.push(tokio::spawn(async move {
+                handshake.hold(std::future::pending::<()>()).await;
+                drop(slot);
+            }));
+        }
+        let newcomer = handshakes.connection_slot(&slots).await;
+        assert!(newcomer.is_some(), "the oldest handshake gave way");
+        let (_handshake, evicted) = handshakes.admit();
+        assert!(!evicted, "its place was freed already");
+        assert_eq!(handshakes.in_progress(), 2);
+
+        // Connections past their handshake are never ended for another.
+        let mut handshakes = Handshakes::new(2);
+        let slots = Arc::new(Semaphore::new(1));
+        let _established = handshakes.connection_slot(&slots).await.expect("free");
+        let (handshake, _) = handshakes.admit();
+        assert_eq!(handshake.hold(async {}).await, Some(()));
+        assert!(handshakes.connection_slot(&slots).await.is_none());
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[tokio::test]
+    async fn accepted_connections_hold_a_bounded_amount_unsent() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (stream, _) = accepted.unwrap();
+        bound_unsent(&stream);
+        let set = socket2::SockRef::from(&stream).tcp_notsent_lowat().unwrap();
+        assert_eq!(set, UNSENT_BYTES);
+    }
+
+    #[tokio::test]
+    async fn an_ended_slot_stops_its_handshake() {
+        let mut handshakes = Handshakes::new(1);
+        let (slot, _) = handshakes.admit();
+        let (_newer, evicted) = handshakes.admit();
+        assert!(evicted);
+        assert_eq!(slot.hold(std::future::pending::<()>()).await, None);
+
+        let (slot, _) = handshakes.admit();
+        assert_eq!(slot.hold(async { 7 }).await, Some(7));
+        assert_eq!(
+            handshakes.in_progress(),
+            0,
+            "a finished handshake frees its place"
+        );
+    }
+}

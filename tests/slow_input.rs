@@ -1,0 +1,101 @@
+//! Slow input is bounded: connections that never finish their handshake
+//! cannot take every connection slot, and a client that never reads its
+//! answers is dropped instead of holding its connection for ever. (How
+//! much latency the attacks cost a well-behaved client is measured by
+//! `benches/slow_input.rs`, not asserted here.)
+
+mod common;
+
+use std::io::{ErrorKind, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::raw::RawConn;
+use common::{TestNode, runtime};
+use levee_node::proto::{ClientRequest, Request, RequestFrame, codec};
+
+/// A node whose config file sets `settings` (TOML lines).
+fn node_with(dir: &std::path::Path, settings: &str) -> TestNode {
+    let file = dir.join("levee.toml");
+    std::fs::write(&file, settings).unwrap();
+    TestNode::start(dir, &["--config", file.to_str().unwrap()])
+}
+
+#[test]
+fn silent_connections_cannot_take_every_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    // Eight slots, and a handshake timeout far longer than the test: on
+    // timeouts alone, the silent connections would hold every slot.
+    let node = node_with(
+        dir.path(),
+        "max_connections = 8\nhandshake_timeout_ms = 600000\n",
+    );
+    let mut silent: Vec<RawConn> = (0..20).map(|_| RawConn::connect(&node.addr)).collect();
+
+    let rt = runtime();
+    let client = node.client();
+    rt.block_on(async {
+        client.put(b"k", b"v").await.expect("a new client gets in");
+        let found = client.get(b"k").await.unwrap().expect("the key");
+        assert_eq!(found.value, b"v");
+    });
+    // The oldest handshakes were ended to make room for newer ones.
+    assert!(silent[0].is_closed_by_server());
+}
+
+#[test]
+fn a_client_that_never_reads_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    // Writes get the frame timeout: one second here.
+    let node = node_with(dir.path(), "frame_timeout_ms = 1000\n");
+    let rt = runtime();
+    let client = node.client();
+    rt.block_on(client.put(b"big", &vec![7u8; 64 * 1024]))
+        .unwrap();
+
+    // Gets of a 64 KiB value, back to back, as one endless byte stream:
+    // written with `write` (never `write_all`, which could stop inside a
+    // frame) so the stream stays at frame boundaries whatever happens.
+    let mut requests = Vec::new();
+    for id in 1..=32 {
+        let frame = RequestFrame {
+            id,
+            timeout_ms: 60_000,
+            request: Request::Client(ClientRequest::Get {
+                key: b"big".to_vec(),
+                epoch: 0,
+            }),
+        };
+        requests.extend(codec::encode(&frame).unwrap());
+    }
+    let mut conn = RawConn::handshaken(&node.addr);
+    let stream: &mut TcpStream = &mut conn.stream;
+    stream
+        .set_write_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut at = 0;
+    // Until the node drops the connection (a reset or a broken pipe).
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the node still holds a peer that has read nothing"
+        );
+        match stream.write(requests.get(at..).unwrap_or_default()) {
+            Ok(0) => break,
+            Ok(n) => at = (at + n) % requests.len(),
+            // The node stopped reading us (backpressure): keep pushing.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    // Everyone else is still served.
+    rt.block_on(async {
+        let found = client.get(b"big").await.unwrap().expect("the key");
+        assert_eq!(found.value.len(), 64 * 1024);
+    });
+}
