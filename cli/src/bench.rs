@@ -1,7 +1,9 @@
-//! `levee bench …`: the scenario runner is its own crate and binary
-//! (`benches/runner/`, `levee-bench`), so the operator's CLI does not carry
-//! a benchmark framework; this forwards the arguments to the `levee-bench`
-//! found beside this executable and returns its exit code.
+//! `levee bench …` and `levee sim …`: the scenario runner and the recovery
+//! simulator are their own crate and binary (`benches/runner/`,
+//! `levee-bench`), so the operator's CLI does not carry a benchmark
+//! framework; this forwards the arguments to the `levee-bench` found
+//! beside this executable (`levee-bench sim …` for `levee sim`) and
+//! returns its exit code.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -17,8 +19,9 @@ pub struct Args {
     args: Vec<OsString>,
 }
 
-/// Runs `levee-bench` with the arguments and waits for it.
-pub fn forward(args: &Args) -> ExitCode {
+/// Runs `levee-bench` with `first` (a subcommand, if any) and the
+/// arguments, and waits for it.
+pub fn forward(first: Option<&str>, args: &Args) -> ExitCode {
     let runner = match runner() {
         Ok(path) => path,
         Err(e) => {
@@ -26,7 +29,7 @@ pub fn forward(args: &Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match Command::new(&runner).args(&args.args).status() {
+    match Command::new(&runner).args(first).args(&args.args).status() {
         Ok(status) => match status.code() {
             Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             // Killed by a signal: a failure, as a shell would report it.

@@ -100,6 +100,10 @@ enum Command {
     /// Run a benchmark scenario (cluster, open-loop load, faults) and write
     /// result.json, summary.md and timeline.png.
     Bench(bench::Args),
+    /// Simulate recovery at scale (benches/sim/, e.g. 1,000 nodes) with the
+    /// node's own detector, checker, placement and budgets on simulated
+    /// time; write result.json, summary.md and sim.png.
+    Sim(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -114,9 +118,12 @@ fn main() -> ExitCode {
         );
     }
     let cli = Cli::parse();
-    // Every command but bench (another process) is one request: one thread.
-    if let Command::Bench(args) = &cli.command {
-        return bench::forward(args);
+    // Every command but bench and sim (another process) is one request:
+    // one thread.
+    match &cli.command {
+        Command::Bench(args) => return bench::forward(None, args),
+        Command::Sim(args) => return bench::forward(Some("sim"), args),
+        _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -213,7 +220,9 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             local::run(args).await?;
             Ok(Outcome::Done)
         }
-        Command::Bench(_) => anyhow::bail!("levee bench runs in its own process (levee-bench)"),
+        Command::Bench(_) | Command::Sim(_) => {
+            anyhow::bail!("levee bench and levee sim run in their own process (levee-bench)")
+        }
         Command::Delete { key } => {
             let outcome = client.delete(key.as_bytes()).await?;
             report_write(cli.output, "delete", &key, None, outcome);

@@ -25,6 +25,7 @@
 //! | `plot.rs` | timeline.png |
 //! | `plot_compare.rs` | comparison.png |
 //! | `plot_recovery.rs` | the recovery panel of both |
+//! | `sim/` | `levee-bench sim`: recovery at 1,000 nodes by simulation (its own table) |
 
 mod cluster;
 mod compare;
@@ -43,6 +44,7 @@ mod sampler;
 mod scenario;
 mod schedule;
 mod server_figures;
+pub mod sim;
 mod targets;
 mod timeline;
 mod variants;

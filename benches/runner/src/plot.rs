@@ -69,16 +69,29 @@ fn draw_inner(path: &Path, title: &str, rows: &[SecondRow], events: &[Event]) ->
     Ok(())
 }
 
+/// A row of one second, as the panels draw it (a run's rows, and the
+/// simulator's, `sim/plot.rs`).
+pub(super) trait Second {
+    /// The second, from 0.
+    fn second(&self) -> u64;
+}
+
+impl Second for SecondRow {
+    fn second(&self) -> u64 {
+        self.t
+    }
+}
+
 /// The x of a row: the middle of its second.
-fn x(row: &SecondRow) -> f64 {
-    row.t as f64 + 0.5
+fn x(row: &impl Second) -> f64 {
+    row.second() as f64 + 0.5
 }
 
 /// Runs of consecutive seconds that have a value, so a line breaks where
 /// there is nothing to plot instead of bridging the gap.
-pub(super) fn runs(
-    rows: &[SecondRow],
-    value: impl Fn(&SecondRow) -> Option<f64>,
+pub(super) fn runs<R: Second>(
+    rows: &[R],
+    value: impl Fn(&R) -> Option<f64>,
 ) -> Vec<Vec<(f64, f64)>> {
     let mut out: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
     for row in rows {

@@ -15,6 +15,24 @@ use super::variants::{RetryPolicy, Variant};
 
 mod validate;
 
+/// A scenario file parsed by `parse`, every error naming the file, and the
+/// file's stem (the name of a scenario that gives none). Shared by `levee
+/// bench` and `levee sim` (`sim/scenario.rs`).
+pub(crate) fn load_file<T>(
+    path: &Path,
+    parse: impl FnOnce(&str) -> anyhow::Result<T>,
+) -> anyhow::Result<(T, String)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let parsed = parse(&text).with_context(|| format!("in {}", path.display()))?;
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("scenario")
+        .to_owned();
+    Ok((parsed, stem))
+}
+
 /// A whole scenario file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -374,15 +392,9 @@ impl Scenario {
     /// Reads, parses and validates a scenario file; the name defaults to
     /// the file's stem.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let mut scenario = Self::parse(&text).with_context(|| format!("in {}", path.display()))?;
+        let (mut scenario, stem) = load_file(path, Self::parse)?;
         if scenario.name.is_empty() {
-            scenario.name = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("scenario")
-                .to_owned();
+            scenario.name = stem;
         }
         Ok(scenario)
     }

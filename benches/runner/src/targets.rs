@@ -125,17 +125,11 @@ impl Metric {
 impl TargetSpec {
     /// `goodput / peak at 3× peak ≥ 90.0%`.
     pub fn describe(&self) -> String {
-        let mut out = self.metric.name().to_owned();
+        let mut name = self.metric.name().to_owned();
         if let Some(p) = &self.phase {
-            out.push_str(&format!(" at {p}"));
+            name.push_str(&format!(" at {p}"));
         }
-        if let Some(min) = self.min {
-            out.push_str(&format!(" ≥ {}", self.metric.show(min)));
-        }
-        if let Some(max) = self.max {
-            out.push_str(&format!(" ≤ {}", self.metric.show(max)));
-        }
-        out
+        bounded(&name, self.min, self.max, |v| self.metric.show(v))
     }
 
     /// The figure in a run, if the run has it.
@@ -212,6 +206,44 @@ pub struct Verdict {
     pub met: Option<bool>,
 }
 
+impl Verdict {
+    /// The verdict on `value` against `(min, max)`, `target` being the
+    /// bound in words and `show` the figure for humans. Shared by the
+    /// simulator's targets (`sim/figures.rs`).
+    pub fn of(
+        variant: Option<String>,
+        target: String,
+        value: Option<f64>,
+        (min, max): (Option<f64>, Option<f64>),
+        show: impl Fn(f64) -> String,
+    ) -> Self {
+        Self {
+            variant,
+            target,
+            value,
+            shown: value.map_or("no figure".to_owned(), show),
+            met: value.map(|v| min.is_none_or(|m| v >= m) && max.is_none_or(|m| v <= m)),
+        }
+    }
+}
+
+/// `name ≥ min ≤ max`, each bound shown in the figure's unit.
+pub fn bounded(
+    name: &str,
+    min: Option<f64>,
+    max: Option<f64>,
+    show: impl Fn(f64) -> String,
+) -> String {
+    let mut out = name.to_owned();
+    if let Some(min) = min {
+        out.push_str(&format!(" ≥ {}", show(min)));
+    }
+    if let Some(max) = max {
+        out.push_str(&format!(" ≤ {}", show(max)));
+    }
+    out
+}
+
 /// Checks every target against the runs it is about.
 pub fn evaluate(targets: &[TargetSpec], results: &[BenchResult]) -> Vec<Verdict> {
     let mut out = Vec::new();
@@ -220,15 +252,13 @@ pub fn evaluate(targets: &[TargetSpec], results: &[BenchResult]) -> Vec<Verdict>
             if t.variant.is_some() && t.variant != r.variant {
                 continue;
             }
-            let value = t.value(r);
-            let met = value.map(|v| t.min.is_none_or(|m| v >= m) && t.max.is_none_or(|m| v <= m));
-            out.push(Verdict {
-                variant: r.variant.clone(),
-                target: t.describe(),
-                value,
-                shown: value.map_or("no figure".to_owned(), |v| t.metric.show(v)),
-                met,
-            });
+            out.push(Verdict::of(
+                r.variant.clone(),
+                t.describe(),
+                t.value(r),
+                (t.min, t.max),
+                |v| t.metric.show(v),
+            ));
         }
     }
     out

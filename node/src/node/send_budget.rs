@@ -63,18 +63,23 @@ pub struct SendBudget {
 
 impl Default for SendBudget {
     fn default() -> Self {
-        let settings = RecoverySettings::default();
-        Self {
-            bucket: Mutex::new(TokenBucket::new(
-                settings.bytes_per_sec as f64,
-                settings.bytes_burst as f64,
-                Instant::now(),
-            )),
-        }
+        Self::new(&RecoverySettings::default(), Instant::now())
     }
 }
 
 impl SendBudget {
+    /// A full budget at `settings`' rate, as of `now`. Time is a parameter
+    /// so that a simulation (`levee sim`) runs it on simulated time.
+    pub fn new(settings: &RecoverySettings, now: Instant) -> Self {
+        Self {
+            bucket: Mutex::new(TokenBucket::new(
+                settings.bytes_per_sec as f64,
+                settings.bytes_burst as f64,
+                now,
+            )),
+        }
+    }
+
     /// Runs `f` on the bucket after bringing its rate and burst up to date
     /// with `settings` and `pressure`.
     fn with_bucket<T>(

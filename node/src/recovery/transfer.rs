@@ -42,12 +42,12 @@ use crate::storage::scan::record_bytes;
 /// to the transfer time at the default 32 MiB/s; small enough that a page
 /// is well under the default burst (4 MiB) and a retried page wastes
 /// little. The sender shrinks it further to fit its budget and deadline.
-const PAGE_BYTES: u32 = 1024 * 1024;
+pub const PAGE_BYTES: u32 = 1024 * 1024;
 
 /// Time one page request gets. The sender sizes the page so that its
 /// budget can pay for it within half of this, so a slow configured rate
 /// means smaller pages, not timeouts.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Time one `FinishMove` proposal gets (one hop to the leader, one Raft
 /// commit).
@@ -60,13 +60,13 @@ const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// (a Raft heartbeat or two) for writes already in flight; what slips
 /// through anyway is repaired by read repair and anti-entropy once the
 /// target is a replica.
-const SETTLE: Duration = Duration::from_secs(1);
+pub const SETTLE: Duration = Duration::from_secs(1);
 
 /// How long a source that failed is skipped before it is tried again:
 /// long enough not to alternate between a dead source and a live one, short
 /// enough that the source the checker chose (to spread the load) is back in
 /// use soon after a transient failure.
-const FAILED_HOLD: Duration = Duration::from_secs(30);
+pub const FAILED_HOLD: Duration = Duration::from_secs(30);
 
 /// Retry pacing after errors: full jitter, so the pullers of many targets
 /// whose source died together do not come back in lockstep.

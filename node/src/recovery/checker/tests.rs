@@ -248,6 +248,51 @@ fn a_move_with_no_live_replica_left_is_cancelled_and_reported() {
     assert!(plan.unrecoverable.contains(&p), "{plan:?}");
 }
 
+/// `map` with node `old` renumbered `new` (no command does this; it
+/// stands for a map whose ids are far apart).
+fn renumbered(map: &ClusterMap, old: NodeId, new: NodeId) -> ClusterMap {
+    let mut map = map.clone();
+    if let Some(mut info) = map.nodes.remove(&old) {
+        info.id = new;
+        map.nodes.insert(new, info);
+    }
+    for set in &mut map.assignment {
+        for n in set.iter_mut().filter(|n| **n == old) {
+            *n = new;
+        }
+    }
+    map
+}
+
+#[test]
+fn ids_far_apart_give_the_same_plan_without_a_table_that_large() {
+    // Node 5 has the highest id either way, so every tie breaks the same:
+    // the plans must be the same with 5 read as the far id.
+    let mut map = cluster(&FIVE, 64);
+    unlimited(&mut map);
+    set_state(&mut map, 2, NodeState::Out);
+    let far = 1 << 60;
+    let near = plan_once(&map, &BTreeMap::from([(3, 0.5)]));
+    let plan = plan_once(&renumbered(&map, 5, far), &BTreeMap::from([(3, 0.5)]));
+    let rename = |n: NodeId| if n == 5 { far } else { n };
+    let expected: Vec<(u32, Move)> = near
+        .start
+        .iter()
+        .map(|(p, m)| {
+            let m = Move {
+                from: m.from.map(rename),
+                to: rename(m.to),
+                source: rename(m.source),
+                started_ms: m.started_ms,
+            };
+            (*p, m)
+        })
+        .collect();
+    assert!(expected.iter().any(|(_, m)| m.to == far), "{expected:?}");
+    assert_eq!(plan.start, expected);
+    assert_eq!(plan.waiting, near.waiting);
+}
+
 /// Plans and commits every 250 ms of simulated time, finishing each move
 /// `copy_ms` after it started, until `check` (shown each plan before it is
 /// committed) says the work is done. Whether it ever said so.
