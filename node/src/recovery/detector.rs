@@ -43,15 +43,24 @@ struct Heard {
     /// a node that was Down or Out when this detector started leading, so
     /// that a leader change does not restart its Out timer.
     before: Duration,
+    /// When the node's current unbroken run of heartbeats began, if it
+    /// began with a beat that ended a silence of `down_after` or more
+    /// (the node came back); `None` for a node heard without such a gap
+    /// since this detector learned of it. The zone guard asks it: a
+    /// zone-mate that came back after a node fell silent was dark with it.
+    back_since: Option<Instant>,
 }
 
 /// Last sign of life of every node, on the leader.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Detector {
     /// A heartbeat, or the moment this detector first learned of the node
     /// (a grace period: a new leader has heard nobody yet, and marking the
     /// whole cluster Down on a leader change would be absurd).
     heard: BTreeMap<NodeId, Heard>,
+    /// `down_after` as of the last evaluation (the map's default before
+    /// the first): a beat after a silence this long starts a new run.
+    down_after: Duration,
 }
 
 /// What one look at the map decides.
@@ -60,6 +69,17 @@ struct Judgement {
     transitions: Vec<Transition>,
     /// Ripe for Out but held, with the guard that holds each.
     held: Vec<(NodeId, &'static str)>,
+}
+
+impl Default for Detector {
+    fn default() -> Self {
+        Self {
+            heard: BTreeMap::new(),
+            down_after: Duration::from_millis(
+                crate::cluster::map::RecoverySettings::default().down_after_ms,
+            ),
+        }
+    }
 }
 
 impl Detector {
@@ -86,20 +106,38 @@ impl Detector {
                 NodeState::Up | NodeState::Draining => Duration::ZERO,
                 NodeState::Removed => continue,
             };
-            self.heard.insert(node.id, Heard { at: now, before });
+            self.heard.insert(
+                node.id,
+                Heard {
+                    at: now,
+                    before,
+                    back_since: None,
+                },
+            );
         }
+        self.down_after = Duration::from_millis(map.recovery.down_after_ms);
     }
 
     /// Records a heartbeat from `node`.
     pub fn beat(&mut self, node: NodeId, now: Instant) {
-        let at = self.heard.get(&node).map_or(now, |h| h.at.max(now));
+        let previous = self.heard.get(&node).copied();
+        let at = previous.map_or(now, |h| h.at.max(now));
         // `max`: heartbeats may be handled out of order, and an older one
         // must not make the node look more silent than it is.
+        let gap = previous.map_or(Duration::ZERO, |h| {
+            h.before + now.saturating_duration_since(h.at)
+        });
+        let back_since = if gap >= self.down_after {
+            Some(now)
+        } else {
+            previous.and_then(|h| h.back_since)
+        };
         self.heard.insert(
             node,
             Heard {
                 at,
                 before: Duration::ZERO,
+                back_since,
             },
         );
     }
@@ -143,11 +181,13 @@ impl Detector {
             map.state_of(*id)
                 .is_some_and(|state| state != NodeState::Removed)
         });
+        self.down_after = Duration::from_millis(map.recovery.down_after_ms);
         for node in map.nodes.values() {
             if node.state != NodeState::Removed {
                 self.heard.entry(node.id).or_insert(Heard {
                     at: now,
                     before: Duration::ZERO,
+                    back_since: None,
                 });
             }
         }
@@ -211,7 +251,9 @@ impl Detector {
         let enough_in = enough_stay_in(&states, settings.min_in_ratio);
         let mut held = Vec::new();
         for (silence, id) in ripe {
-            let guard = holding_guard(map, &states, id, enough_in);
+            let guard = holding_guard(map, &states, id, enough_in, |mate| {
+                self.stayed_up_through(mate, id, now, out)
+            });
             match guard {
                 Some(guard) => held.push((id, guard)),
                 None => transitions.push(Transition {
@@ -227,6 +269,25 @@ impl Detector {
         }
         Judgement { transitions, held }
     }
+
+    /// Whether `mate` shows that `silent`'s zone stayed up: it has beaten
+    /// without a break since before `silent` fell silent, or, if it came
+    /// back after that (its zone was dark with `silent`), for as long as
+    /// `down_out_interval` since. A zone returns over seconds (minutes when
+    /// machines boot one by one): without this, its first nodes heard
+    /// would release the guard for the rest, marking them Out a moment
+    /// before they are heard too.
+    fn stayed_up_through(&self, mate: NodeId, silent: NodeId, now: Instant, out: Duration) -> bool {
+        let Some(back) = self.heard.get(&mate).and_then(|h| h.back_since) else {
+            return true;
+        };
+        let silent_since = self
+            .heard
+            .get(&silent)
+            .and_then(|h| h.at.checked_sub(h.before));
+        silent_since.is_some_and(|since| back <= since)
+            || now.saturating_duration_since(back) >= out
+    }
 }
 
 /// The first guard that keeps `id` from going Out, if any; `states` are
@@ -236,10 +297,11 @@ fn holding_guard(
     states: &BTreeMap<NodeId, NodeState>,
     id: NodeId,
     enough_in: bool,
+    stayed_up: impl Fn(NodeId) -> bool,
 ) -> Option<&'static str> {
     if map.recovery.noout {
         Some(guard::NOOUT)
-    } else if map.recovery.zone_guard && !zone_keeps_a_node_up(map, states, id) {
+    } else if map.recovery.zone_guard && !zone_keeps_a_node_up(map, states, id, stayed_up) {
         Some(guard::ZONE)
     } else if !enough_in {
         Some(guard::MIN_IN_RATIO)
@@ -267,15 +329,18 @@ fn enough_stay_in(states: &BTreeMap<NodeId, NodeState>, min_in_ratio: f64) -> bo
     total > 0 && staying as f64 / total as f64 >= min_in_ratio
 }
 
-/// Whether some other node of `id`'s zone is Up (the domino guard): a
-/// zone whose nodes are all silent has most likely lost its network or
-/// power, and rebuilding the whole zone's replicas onto the survivors
-/// would overload them for a failure that is usually repaired as a whole.
-/// A node alone in its zone is therefore never marked Out automatically.
+/// Whether some other node of `id`'s zone is Up and stayed up while `id`
+/// fell silent (the domino guard): a zone whose nodes are all silent has
+/// most likely lost its network or power, and rebuilding the whole zone's
+/// replicas onto the survivors would overload them for a failure that is
+/// usually repaired as a whole; nor does the first node of such a zone to
+/// come back show that the rest are gone. A node alone in its zone is
+/// therefore never marked Out automatically.
 fn zone_keeps_a_node_up(
     map: &ClusterMap,
     states: &BTreeMap<NodeId, NodeState>,
     id: NodeId,
+    stayed_up: impl Fn(NodeId) -> bool,
 ) -> bool {
     let Some(zone) = map.nodes.get(&id).map(|n| &n.spec.zone) else {
         return false;
@@ -284,6 +349,7 @@ fn zone_keeps_a_node_up(
         *other != id
             && *state == NodeState::Up
             && map.nodes.get(other).is_some_and(|n| &n.spec.zone == zone)
+            && stayed_up(*other)
     })
 }
 

@@ -225,6 +225,38 @@ fn with_the_zone_guard_off_a_dark_zone_is_marked_out() {
 }
 
 #[test]
+fn a_zone_coming_back_node_by_node_releases_no_node_to_out() {
+    let mut sim = Sim::new(&FIVE);
+    set(&mut sim.map, "min_in_ratio", "0.5");
+    // z2 = {2, 5} dark for a minute, held by the guard.
+    sim.run(0, 60_000, &[2, 5]);
+    assert_eq!(sim.state(2), NodeState::Down);
+    // Node 2 is back (its first beat at 61 s); node 5's come 5 s later.
+    let seen = sim.run(60_000, 65_000, &[5]);
+    assert_eq!(changes(&seen), vec![(61_000, 2, NodeState::Up)]);
+    assert_eq!(sim.state(5), NodeState::Down, "not released by node 2");
+    let held = sim.detector.held_by_guard(&sim.map, sim.at(65_000));
+    assert_eq!(held, vec![(5, guard::ZONE)]);
+    let seen = sim.run(65_000, 66_000, &[]);
+    assert_eq!(changes(&seen), vec![(66_000, 5, NodeState::Up)]);
+}
+
+#[test]
+fn a_node_that_stays_silent_after_its_zone_came_back_goes_out_in_time() {
+    let mut sim = Sim::new(&FIVE);
+    set(&mut sim.map, "min_in_ratio", "0.5");
+    sim.run(0, 60_000, &[2, 5]);
+    // Node 2 is back at 61 s; node 5 never is: it goes Out once node 2 has
+    // been back for down_out_interval (20 s), not before.
+    let seen = sim.run(60_000, 90_000, &[5]);
+    let out: Vec<_> = changes(&seen)
+        .into_iter()
+        .filter(|(_, _, s)| *s == NodeState::Out)
+        .collect();
+    assert_eq!(out, vec![(81_000, 5, NodeState::Out)]);
+}
+
+#[test]
 fn a_node_alone_in_its_zone_is_never_marked_out_automatically() {
     let mut sim = Sim::new(&FIVE);
     sim.run(0, 60_000, &[3]);
