@@ -102,6 +102,7 @@ impl Server {
         let connections = TaskTracker::new();
         let slots = Arc::new(Semaphore::new(self.options.max_connections));
         let mut handshakes = slow_peers::Handshakes::new(self.options.max_handshaking);
+        let mut refusals = slow_peers::Refusals::default();
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -117,7 +118,9 @@ impl Server {
                 }
             };
             let Some(slot) = handshakes.connection_slot(&slots).await else {
-                tracing::warn!(%peer, max = self.options.max_connections, "connection limit reached; closing new connection");
+                if let Some(refused) = refusals.refused(Instant::now()) {
+                    tracing::warn!(%peer, max = self.options.max_connections, refused, "connection limit reached; closing new connections (`refused`: since the last such line)");
+                }
                 drop(stream);
                 continue;
             };

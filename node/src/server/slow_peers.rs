@@ -29,11 +29,16 @@
 //! writer blocks once the peer's receive window is full and a little more
 //! is queued; bytes in flight are not counted, so a reading peer's
 //! throughput is not limited.
+//!
+//! **Refusals.** Under a flood, every new connection may be refused; one
+//! log line each would grow the log without bound (a thousand lines a
+//! second in `benches/slow_input.rs`), so [`Refusals`] lets one line a
+//! second through, with the count since the last.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -140,6 +145,32 @@ impl Handshakes {
     }
 }
 
+/// How often a refused connection is logged, at most.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// Refused connections, counted between two log lines.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    since_line: u64,
+    last_line: Option<Instant>,
+}
+
+impl Refusals {
+    /// Counts a refusal at `now`; `Some(count)` when a line is due, with
+    /// the refusals since the last line (this one included).
+    pub fn refused(&mut self, now: Instant) -> Option<u64> {
+        self.since_line += 1;
+        if self
+            .last_line
+            .is_some_and(|last| now.saturating_duration_since(last) < REFUSAL_LOG_EVERY)
+        {
+            return None;
+        }
+        self.last_line = Some(now);
+        Some(std::mem::take(&mut self.since_line))
+    }
+}
+
 impl HandshakeSlot {
     /// Runs the handshake `exchange` unless the slot is taken back first
     /// (`None`). Either way the slot is free once this returns.
@@ -234,6 +265,19 @@ mod tests {
         bound_unsent(&stream);
         let set = socket2::SockRef::from(&stream).tcp_notsent_lowat().unwrap();
         assert_eq!(set, UNSENT_BYTES);
+    }
+
+    #[test]
+    fn refusals_are_logged_once_a_second_with_their_count() {
+        let mut refusals = Refusals::default();
+        let start = Instant::now();
+        assert_eq!(refusals.refused(start), Some(1), "the first is logged");
+        for ms in [1, 10, 999] {
+            assert_eq!(refusals.refused(start + Duration::from_millis(ms)), None);
+        }
+        let second = start + Duration::from_millis(1000);
+        assert_eq!(refusals.refused(second), Some(4));
+        assert_eq!(refusals.refused(second), None);
     }
 
     #[tokio::test]
