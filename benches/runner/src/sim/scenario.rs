@@ -562,4 +562,38 @@ mod tests {
             "{m}"
         );
     }
+
+    // The scenario file is the simulator's one decoder of outside input:
+    // whatever a person (or a damaged file) hands it is an error, never a
+    // panic, and what it accepts can be run (its settings check out).
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_a_scenario_or_an_error_never_a_panic(text in ".{0,400}") {
+            let _ = SimScenario::parse(&text);
+        }
+
+        #[test]
+        fn every_shipped_scenario_with_a_byte_changed_parses_or_is_refused(
+            which in 0usize..9,
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sim");
+            let mut files: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            files.sort();
+            let file = &files[which % files.len()];
+            let mut raw = std::fs::read(file).unwrap();
+            let i = at.index(raw.len());
+            raw[i] = byte;
+            if let Ok(text) = String::from_utf8(raw)
+                && let Ok(scenario) = SimScenario::parse(&text)
+            {
+                let _ = scenario.recovery_settings();
+            }
+        }
+    }
 }
