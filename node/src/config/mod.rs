@@ -124,7 +124,9 @@ pub struct Config {
     /// Time for a new connection to complete its handshake (ms). Stops idle
     /// sockets from holding connection slots.
     pub handshake_timeout_ms: u64,
-    /// Time for the rest of a frame to arrive once its first byte has (ms).
+    /// Time for the rest of a frame to arrive once its first byte has, and
+    /// for each response write to finish (ms): a peer that stops sending
+    /// mid-frame, or stops reading, loses its connection after it.
     pub frame_timeout_ms: u64,
     /// On SIGTERM, how long in-flight requests get to finish (ms).
     pub shutdown_grace_ms: u64,
