@@ -5,7 +5,9 @@
 //! in-process cluster (R = 3, W = 2, the defaults), to show what
 //! replication costs next to the single node. After the criterion groups
 //! summary tables print the ratios, from their own timed runs (criterion's
-//! estimates are not readable from here).
+//! estimates are not readable from here). The single node also runs with
+//! mutual TLS (a CA made for the run), next to the plaintext one, to show
+//! what TLS costs.
 
 mod support;
 
@@ -22,6 +24,8 @@ use levee_node::node::Node;
 use levee_node::raft::Cluster;
 use levee_node::server::{Server, ServerOptions};
 use levee_node::storage::Durability;
+use levee_node::tls::issue::{self, Validity};
+use levee_node::tls::{Credentials, Transport};
 use support::{CONCURRENCY, Direct, KEYS, VALUE_BYTES, bench_ops, drive};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -84,17 +88,46 @@ struct Served {
     _dir: TempDir,
 }
 
+/// A node's credentials and a client's, from one CA.
+#[derive(Clone)]
+struct Tls {
+    node: Arc<Credentials>,
+    client: Transport,
+}
+
+impl Tls {
+    /// A CA, a node pair for 127.0.0.1 and the client "root" in `dir`.
+    fn issue(dir: &std::path::Path) -> Self {
+        let year = Validity::for_lifetime(Duration::from_secs(365 * 86_400));
+        let ca_key = dir.join(issue::CA_KEY);
+        issue::create_ca(dir, &ca_key, year, true).expect("cannot create the CA");
+        issue::create_node(dir, &ca_key, &["127.0.0.1".into()], year)
+            .expect("cannot create the node pair");
+        issue::create_client(dir, &ca_key, "root", year).expect("cannot create the client pair");
+        Self {
+            node: Credentials::node(dir).expect("cannot load the node pair"),
+            client: Transport::Tls(
+                Credentials::client(dir, "root").expect("cannot load the client pair"),
+            ),
+        }
+    }
+}
+
 impl Remote {
-    /// One node founding its own cluster.
-    fn start(rt: &Runtime, durability: Durability) -> (Arc<Self>, Vec<Served>) {
+    /// One node founding its own cluster, over TLS with `tls`.
+    fn start(rt: &Runtime, durability: Durability, tls: Option<Tls>) -> (Arc<Self>, Vec<Served>) {
         rt.block_on(async {
-            let node = Served::start(Config {
-                durability,
-                storage_shards: support::storage_shards(),
-                ..Config::default()
-            })
+            let node = Served::start(
+                Config {
+                    durability,
+                    storage_shards: support::storage_shards(),
+                    ..Config::default()
+                },
+                tls.as_ref().map(|t| t.node.clone()),
+            )
             .await;
-            let remote = Self::connect(vec![node.addr.clone()]).await;
+            let transport = tls.map_or(Transport::Plain, |t| t.client);
+            let remote = Self::connect(vec![node.addr.clone()], transport).await;
             (remote, vec![node])
         })
     }
@@ -114,19 +147,20 @@ impl Remote {
                     storage_shards: support::storage_shards(),
                     ..Config::default()
                 };
-                nodes.push(Served::start(config).await);
+                nodes.push(Served::start(config, None).await);
             }
             let endpoints: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
             wait_until_formed(&endpoints).await;
-            (Self::connect(endpoints).await, nodes)
+            (Self::connect(endpoints, Transport::Plain).await, nodes)
         })
     }
 
     /// A client to `endpoints`, connected, with every key written once so
     /// that gets find data.
-    async fn connect(endpoints: Vec<String>) -> Arc<Self> {
+    async fn connect(endpoints: Vec<String>, transport: Transport) -> Arc<Self> {
         let client = Client::new(ClientConfig {
             endpoints,
+            transport,
             ..ClientConfig::default()
         });
         // Connect now, so no measurement includes the handshake.
@@ -168,12 +202,16 @@ impl Served {
     /// port, as `levee-node` does minus the admin port and the background
     /// repair (handoff, anti-entropy), which a healthy cluster does not
     /// need. Returns once its Raft runs.
-    async fn start(mut config: Config) -> Self {
+    async fn start(mut config: Config, tls: Option<Arc<Credentials>>) -> Self {
         let dir = tempfile::tempdir().expect("cannot create a temporary directory");
         config.data_dir = dir.path().to_owned();
         config.listen = "127.0.0.1:0".into();
         let node = Arc::new(Node::open(&config).expect("cannot open the node"));
-        let server = Server::bind(&config.listen, node.clone(), ServerOptions::from(&config))
+        let options = ServerOptions {
+            tls: tls.clone(),
+            ..ServerOptions::from(&config)
+        };
+        let server = Server::bind(&config.listen, node.clone(), options)
             .await
             .expect("cannot bind the node");
         let addr = server.local_addr().expect("no local address").to_string();
@@ -188,9 +226,13 @@ impl Served {
             .path(config.meta_dir())
             .open()
             .expect("cannot open the cluster metadata");
-        let cluster = Cluster::start(meta, config.cluster(), shutdown.clone())
-            .await
-            .expect("cannot start the cluster membership");
+        let cluster = Cluster::start(
+            meta,
+            config.cluster(&tls.map_or(Transport::Plain, Transport::Tls)),
+            shutdown.clone(),
+        )
+        .await
+        .expect("cannot start the cluster membership");
         node.set_cluster(cluster);
         Self {
             addr,
@@ -336,6 +378,7 @@ fn criterion_groups(
     echo: &Arc<Echo>,
     direct: &Arc<Direct>,
     remote: &Arc<Remote>,
+    tls: &Arc<Remote>,
     cluster: &Arc<Remote>,
 ) {
     let mut group = c.benchmark_group("tcp_echo");
@@ -369,6 +412,7 @@ fn criterion_groups(
     group.finish();
 
     remote_group(c, "e2e_per_write", rt, remote);
+    remote_group(c, "e2e_tls_per_write", rt, tls);
     remote_group(c, "e2e_3node_per_write", rt, cluster);
 }
 
@@ -494,10 +538,58 @@ fn summarise(
     );
 }
 
-/// Prints the 3-node cluster next to the single node: same client, same
-/// workload, each figure taken alternately on one and the other so that a
-/// ratio compares like moments on a noisy machine.
+/// Prints the 3-node cluster next to the single node.
 fn compare_cluster(rt: &Runtime, single: &Arc<Remote>, cluster: &Arc<Remote>) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    compare(
+        rt,
+        &[
+            format!(
+                "levee e2e summary: {} nodes (R = 3, W = 2, the defaults) against 1 node, \
+                 durability per_write (the default), {VALUE_BYTES} B values",
+                CLUSTER_ZONES.len()
+            ),
+            format!(
+                "every node runs in this process, sharing its runtime, {cores} cores and disk; \
+                 ops/s over {:.1} s closed-loop runs with 1 or {CONCURRENCY} requests in flight",
+                SUMMARY_RUN.as_secs_f64()
+            ),
+        ],
+        ("1-node", single),
+        ("3-node", cluster),
+    );
+}
+
+/// Prints the single node with mutual TLS next to the same node in
+/// plaintext.
+fn compare_tls(rt: &Runtime, plain: &Arc<Remote>, tls: &Arc<Remote>) {
+    compare(
+        rt,
+        &[
+            format!(
+                "levee e2e summary: mutual TLS (TLS 1.3, ECDSA P-256, ring) against plaintext, \
+                 1 node, durability per_write (the default), {VALUE_BYTES} B values"
+            ),
+            format!(
+                "one client connection each, handshake done before measuring; ops/s over \
+                 {:.1} s closed-loop runs with 1 or {CONCURRENCY} requests in flight",
+                SUMMARY_RUN.as_secs_f64()
+            ),
+        ],
+        ("plain", plain),
+        ("tls", tls),
+    );
+}
+
+/// Prints `b` next to `a`: same client, same workload, each figure taken
+/// alternately on one and the other so that a ratio compares like moments
+/// on a noisy machine.
+fn compare(
+    rt: &Runtime,
+    heading: &[String],
+    (a_name, single): (&str, &Arc<Remote>),
+    (b_name, cluster): (&str, &Arc<Remote>),
+) {
     // Latencies first, for the reason given in `summarise`.
     let latencies = [Op::Put, Op::Get].map(|op| {
         let (one, three) = (single.clone(), cluster.clone());
@@ -507,22 +599,17 @@ fn compare_cluster(rt: &Runtime, single: &Arc<Remote>, cluster: &Arc<Remote>) {
             latency(rt, move |i| three.clone().run(op, i)),
         )
     });
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-
     println!();
-    println!(
-        "levee e2e summary: {} nodes (R = 3, W = 2, the defaults) against 1 node, \
-         durability per_write (the default), {VALUE_BYTES} B values",
-        CLUSTER_ZONES.len()
-    );
-    println!(
-        "every node runs in this process, sharing its runtime, {cores} cores and disk; \
-         ops/s over {:.1} s closed-loop runs with 1 or {CONCURRENCY} requests in flight",
-        SUMMARY_RUN.as_secs_f64()
-    );
+    for line in heading {
+        println!("{line}");
+    }
     println!(
         "{:<4} {:>5} {:>14} {:>14} {:>15}",
-        "op", "conc", "1-node ops/s", "3-node ops/s", "3-node/1-node"
+        "op",
+        "conc",
+        format!("{a_name} ops/s"),
+        format!("{b_name} ops/s"),
+        format!("{b_name}/{a_name}")
     );
     for op in [Op::Put, Op::Get] {
         for concurrency in [1, CONCURRENCY] {
@@ -539,7 +626,13 @@ fn compare_cluster(rt: &Runtime, single: &Arc<Remote>, cluster: &Arc<Remote>) {
     println!("latency, {LATENCY_SAMPLES} sequential ops each:");
     println!(
         "{:<4} {:>12} {:>12} {:>7} {:>12} {:>12} {:>7}",
-        "op", "1-node p50", "3-node p50", "ratio", "1-node p99", "3-node p99", "ratio"
+        "op",
+        format!("{a_name} p50"),
+        format!("{b_name} p50"),
+        "ratio",
+        format!("{a_name} p99"),
+        format!("{b_name} p99"),
+        "ratio"
     );
     for (op, (one_p50, one_p99), (three_p50, three_p99)) in latencies {
         println!(
@@ -576,18 +669,23 @@ fn main() {
     let echo = Echo::start(&rt);
     let direct = Direct::open(&rt, Durability::PerWrite);
     rt.block_on(direct.fill());
-    let (remote, mut served) = Remote::start(&rt, Durability::PerWrite);
+    let (remote, mut served) = Remote::start(&rt, Durability::PerWrite, None);
+    let certs = tempfile::tempdir().expect("cannot create a temporary directory");
+    let (tls, tls_served) =
+        Remote::start(&rt, Durability::PerWrite, Some(Tls::issue(certs.path())));
+    served.extend(tls_served);
     let (cluster, cluster_served) = Remote::start_cluster(&rt, Durability::PerWrite);
     served.extend(cluster_served);
 
-    criterion_groups(&mut c, &rt, &echo, &direct, &remote, &cluster);
+    criterion_groups(&mut c, &rt, &echo, &direct, &remote, &tls, &cluster);
     c.final_summary();
 
     if benchmarking() {
         summarise(&rt, "per_write (the default)", &echo, &direct, &remote);
+        compare_tls(&rt, &remote, &tls);
         compare_cluster(&rt, &remote, &cluster);
     }
-    drop((direct, remote, cluster));
+    drop((direct, remote, tls, cluster));
     stop(served, &rt);
 
     if benchmarking() {
@@ -595,7 +693,7 @@ fn main() {
         // and it separates the fsync's share from the protocol's.
         let direct = Direct::open(&rt, Durability::Periodic);
         rt.block_on(direct.fill());
-        let (remote, served) = Remote::start(&rt, Durability::Periodic);
+        let (remote, served) = Remote::start(&rt, Durability::Periodic, None);
         summarise(&rt, "periodic", &echo, &direct, &remote);
         drop((direct, remote));
         stop(served, &rt);

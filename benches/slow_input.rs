@@ -305,6 +305,8 @@ fn start_node(target: &Path) -> NodeProcess {
         .arg("--data-dir")
         .arg(dir.path().join("node"))
         .args(["--listen", &addr, "--admin", &admin])
+        // The attacks are on the protocol layer, byte by byte, in plaintext.
+        .arg("--insecure")
         .env_remove("LEVEE_CONFIG")
         .env_remove("FAILPOINTS")
         .stdout(Stdio::null())
@@ -602,7 +604,9 @@ fn probe_new_connections(addr: &str, stop: &AtomicBool) -> (u64, u64) {
         let started = Instant::now();
         tried += 1;
         let answered = rt.block_on(async {
-            let conn = Connection::connect(addr, Duration::from_secs(1), max_frame).await?;
+            let conn =
+                Connection::connect(addr, &Default::default(), Duration::from_secs(1), max_frame)
+                    .await?;
             conn.request(Request::Client(ClientRequest::Ping), Duration::from_secs(1))
                 .await
         });

@@ -16,12 +16,21 @@
 #   docker/cluster.sh heal N        reconnect node N at its address
 #   docker/cluster.sh logs N [ARGS] docker logs of node N (ARGS: e.g. -f)
 #   docker/cluster.sh levee ARGS    the host's levee CLI against the cluster
+#   docker/cluster.sh certs         make the certificates if missing (up does)
+#   docker/cluster.sh rotate N      re-issue node N's certificate in place;
+#                                   the node picks it up, no restart
+#
+# Every port speaks mutual TLS: `up` makes a CA, one pair per node (named
+# nN, its bridge address and 127.0.0.1) and the client "root" for the
+# host's CLI, under LEVEE_DOCKER_CERTS (default target/docker-certs/PROJECT;
+# `down -v` removes them with the data).
 #
 # N is 1..5 (service nN). Environment: LEVEE_COMPOSE_PROJECT (default
 # levee), LEVEE_NET (default 172.28.5) and LEVEE_PORTS (default 74: ports
 # 7410.. and 7420..), as in compose.yml; LEVEE_IMAGE (default levee:local);
 # LEVEE_RECOVERY (recovery settings of a new cluster, read by `up`);
-# LEVEE_UP_TIMEOUT (seconds, default 180); CARGO_TARGET_DIR.
+# LEVEE_UP_TIMEOUT (seconds, default 180); LEVEE_DOCKER_CERTS;
+# CARGO_TARGET_DIR.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,6 +43,11 @@ target=${CARGO_TARGET_DIR:-$root/target}
 levee_bin=$target/release/levee
 context=$target/docker-context
 nodes=(1 2 3 4 5)
+# Read by compose.yml for the certificate mounts.
+export LEVEE_DOCKER_CERTS=${LEVEE_DOCKER_CERTS:-$target/docker-certs/$project}
+certs_root=$LEVEE_DOCKER_CERTS
+# The image runs as this user; it must be able to read its key.
+image_uid=10001
 
 say() { echo "cluster: $*"; }
 die() { echo "cluster: error: $*" >&2; exit 1; }
@@ -107,7 +121,52 @@ endpoints() {
     (IFS=,; echo "${list[*]}")
 }
 
-levee() { LEVEE_ENDPOINTS=${LEVEE_ENDPOINTS:-$(endpoints)} "$levee_bin" "$@"; }
+levee() {
+    LEVEE_ENDPOINTS=${LEVEE_ENDPOINTS:-$(endpoints)} LEVEE_CERTS_DIR=$certs_root/client \
+        "$levee_bin" "$@"
+}
+
+# --- certificates -----------------------------------------------------------------------
+
+cert() { "$levee_bin" cert "$@" >/dev/null; }
+
+# The node directory readable by the image's user only.
+own() {
+    chown -R "$image_uid:$image_uid" "$1" ||
+        die "cannot give $1 to uid $image_uid (the image's user); run as root, or chown it by hand"
+    chmod 700 "$1"
+}
+
+certs() {
+    local n dir
+    if [[ -f $certs_root/ca/ca.crt ]]; then
+        for n in "${nodes[@]}"; do
+            [[ -f $certs_root/n$n/node.crt ]] || die "$certs_root is incomplete (no n$n/node.crt); remove it to start over"
+        done
+        return 0
+    fi
+    say "certificates: a CA, a pair per node (nN, $net_prefix.1N, 127.0.0.1), client root; in $certs_root"
+    mkdir -p "$certs_root"
+    cert create-ca --certs-dir "$certs_root/ca"
+    for n in "${nodes[@]}"; do
+        dir=$certs_root/n$n
+        mkdir -p "$dir"
+        cp "$certs_root/ca/ca.crt" "$dir/"
+        cert create-node --certs-dir "$dir" --ca-key "$certs_root/ca/ca.key" \
+            --host "n$n" --ip "$(node_ip "$n")" --ip 127.0.0.1
+        own "$dir"
+    done
+    mkdir -p "$certs_root/client"
+    cp "$certs_root/ca/ca.crt" "$certs_root/client/"
+    cert create-client root --certs-dir "$certs_root/client" --ca-key "$certs_root/ca/ca.key"
+}
+
+rotate() {
+    local n=$1 dir=$certs_root/n$1
+    say "n$n: levee cert rotate --certs-dir $dir (same names, new key); the node reloads it within seconds"
+    "$levee_bin" cert rotate --certs-dir "$dir" --ca-key "$certs_root/ca/ca.key"
+    own "$dir"
+}
 
 health_of() {
     docker inspect -f '{{.State.Status}}{{if .State.Health}}/{{.State.Health.Status}}{{end}}' "$1" 2>/dev/null
@@ -115,6 +174,7 @@ health_of() {
 
 up() {
     build
+    certs
     say "starting n1 (zone z1, initialises), then n2..n5 (zones z2, z3, z1, z2; join n1)${LEVEE_RECOVERY:+ with LEVEE_RECOVERY=$LEVEE_RECOVERY}"
     compose up -d --no-build
     wait_serving "${LEVEE_UP_TIMEOUT:-180}"
@@ -146,8 +206,9 @@ wait_serving() {
 
 down() {
     if [[ ${1:-} == -v ]]; then
-        say "removing containers, network and volumes (the data) of project $project"
+        say "removing containers, network and volumes (the data) of project $project, and its certificates"
         compose down -v --remove-orphans
+        rm -rf "$certs_root"
     else
         say "removing containers and network of project $project (volumes kept)"
         compose down --remove-orphans
@@ -226,6 +287,7 @@ main() {
     case $cmd in
     -h | --help | help) usage ;;
     endpoints) endpoints; return ;;
+    certs) certs; return ;;
     esac
     require_docker
     case $cmd in
@@ -234,6 +296,11 @@ main() {
     down) down "$@" ;;
     status) status ;;
     levee) levee "$@" ;;
+    certs) certs ;;
+    rotate)
+        node_arg "${1:-}"
+        rotate "$1"
+        ;;
     kill | stop | start | pause | unpause | partition | heal)
         node_arg "${1:-}"
         fault "$cmd" "$1"

@@ -44,6 +44,10 @@ replicas=3
 export LEVEE_BIN=${CARGO_TARGET_DIR:-$root/target}/release/levee
 export LEVEE_ENDPOINTS=127.0.0.1:7510,127.0.0.1:7511,127.0.0.1:7512,127.0.0.1:7513,127.0.0.1:7514
 work=$(mktemp -d "${TMPDIR:-/tmp}/levee-smoke.XXXXXX")
+# The cluster's certificates (cluster.sh up makes them); the CLI connects
+# as client root.
+export LEVEE_DOCKER_CERTS=$work/certs
+export LEVEE_CERTS_DIR=$LEVEE_DOCKER_CERTS/client
 errors=$work/status-errors.log
 started=$SECONDS
 phase_started=$SECONDS

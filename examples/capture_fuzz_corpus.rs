@@ -111,6 +111,8 @@ fn start(binary: &Path, dir: &Path, i: u8) -> Result<Child, Error> {
         .args(["--advertise", &proxy(i), "--zone", &format!("z{i}")])
         .args(["--partitions", "16", "--storage-shards", "4"])
         .args(["--anti-entropy-startup-delay-ms", "500"])
+        // Plaintext: the proxy records the frames as the decoders see them.
+        .arg("--insecure")
         .env_remove("LEVEE_CONFIG")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -215,7 +217,7 @@ async fn workload(nodes: &mut BTreeMap<u8, Child>, binary: &Path, dir: &Path) ->
     let _ = client.get(b"user:0031").await;
     let _ = client.get(b"missing").await;
     let _ = client.get_from(2, b"user:0001").await;
-    let conn = Connection::connect(&proxy(1), TIMEOUT, 1 << 24).await?;
+    let conn = Connection::connect(&proxy(1), &Default::default(), TIMEOUT, 1 << 24).await?;
     let operator = [
         ClientRequest::Ping,
         ClientRequest::GetMap,

@@ -111,17 +111,7 @@ fn watch_liveness(admin: String, stop: Arc<AtomicBool>) -> thread::JoinHandle<(u
 
 /// The body of `GET /metrics`.
 fn metrics(admin: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(admin).expect("connect admin");
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
+    common::http_body(admin, "/metrics").expect("/metrics answers 200")
 }
 
 /// The value of one unlabelled or fully labelled sample.

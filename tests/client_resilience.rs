@@ -47,7 +47,7 @@ fn a_stopped_replica_is_routed_around_and_its_breaker_opens() {
             // Long enough that the breaker is still open when checked.
             breaker_cooldown: Duration::from_secs(60),
             breaker_max_cooldown: Duration::from_secs(60),
-            ..ClientConfig::default()
+            ..common::certs::client_config()
         },
     );
     // Keys whose first choice of replica is the victim, so every one of
@@ -106,7 +106,7 @@ fn a_burst_against_a_dead_cluster_is_bounded_by_the_retry_budget() {
         &all,
         ClientConfig {
             request_timeout,
-            ..ClientConfig::default()
+            ..common::certs::client_config()
         },
     ));
     // The same client without a budget or breakers, for contrast.
@@ -118,7 +118,7 @@ fn a_burst_against_a_dead_cluster_is_bounded_by_the_retry_budget() {
             retry_budget_cap: 1e9,
             retry_budget_floor_per_sec: 1e9,
             breaker_failures: u32::MAX,
-            ..ClientConfig::default()
+            ..common::certs::client_config()
         },
     ));
     rt.block_on(async {

@@ -38,16 +38,20 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// The CLI as the README shows it after `levee local --certs-dir`.
 fn levee(endpoint: &str, args: &[&str]) -> std::process::Output {
     Command::new(bin("levee"))
+        .env("LEVEE_CERTS_DIR", common::certs::certs_dir())
+        .env_remove("LEVEE_INSECURE")
         .args(["--endpoints", endpoint])
         .args(args)
         .output()
         .expect("run levee")
 }
 
-/// Runs `levee local` until it prints that the cluster is ready, runs
-/// `during`, then stops it with SIGTERM and checks it exits cleanly.
+/// Runs `levee local` (mutual TLS with the test run's certificates) until
+/// it prints that the cluster is ready, runs `during`, then stops it with
+/// SIGTERM and checks it exits cleanly.
 fn with_local_cluster(dir: &std::path::Path, port: u16, during: impl FnOnce(&str)) {
     let mut child = Command::new(bin("levee"))
         .args([
@@ -59,6 +63,9 @@ fn with_local_cluster(dir: &std::path::Path, port: u16, during: impl FnOnce(&str
             "--data-dir",
         ])
         .arg(dir)
+        .arg("--certs-dir")
+        .arg(common::certs::certs_dir())
+        .env_remove("LEVEE_INSECURE")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -89,6 +96,10 @@ fn with_local_cluster(dir: &std::path::Path, port: u16, during: impl FnOnce(&str
                 .any(|l| l.contains("3 nodes ready"))
                 .then_some(())
         },
+    );
+    assert!(
+        printed.iter().any(|l| l.contains("mutual TLS")),
+        "says it is secured: {printed:?}"
     );
     assert!(
         printed.iter().any(|l| l.contains("levee put")),

@@ -275,7 +275,7 @@ fn client(endpoints: &[String], first: usize) -> Client {
     endpoints.rotate_left(first);
     Client::new(ClientConfig {
         endpoints,
-        ..ClientConfig::default()
+        ..common::certs::client_config()
     })
 }
 

@@ -13,7 +13,7 @@ use levee_node::client::{Client, ClientConfig};
 fn client_for(nodes: &[TestNode]) -> Client {
     Client::new(ClientConfig {
         endpoints: nodes.iter().map(|n| n.addr.clone()).collect(),
-        ..ClientConfig::default()
+        ..common::certs::client_config()
     })
 }
 
@@ -112,7 +112,7 @@ fn retries_of_one_write_leave_one_record_on_every_replica() {
             .map(|i| {
                 Client::new(ClientConfig {
                     endpoints: vec![nodes[i].addr.clone()],
-                    ..ClientConfig::default()
+                    ..common::certs::client_config()
                 })
             })
             .collect();
@@ -197,7 +197,7 @@ fn a_write_that_cannot_reach_its_quorum_says_how_many_acked() {
     let client = Client::new(ClientConfig {
         endpoints: vec![nodes[0].addr.clone()],
         request_timeout: Duration::from_secs(3),
-        ..ClientConfig::default()
+        ..common::certs::client_config()
     });
     let err = rt.block_on(client.put(b"k", b"v")).unwrap_err().to_string();
     assert!(err.contains("quorum not reached: 1 of 2"), "{err}");

@@ -22,7 +22,7 @@ fn impatient(node: &TestNode) -> Client {
         request_timeout: Duration::from_secs(2),
         attempt_timeout: Duration::from_secs(2),
         max_attempts: 1,
-        ..ClientConfig::default()
+        ..common::certs::client_config()
     })
 }
 
@@ -103,7 +103,11 @@ fn a_transfer_page_failpoint_refuses_the_pages_of_its_partition() {
     let failpoints = format!("{}=return(7)", failpoint::TRANSFER_PAGE);
     let node = TestNode::start_with_failpoints(dir.path(), &[], &failpoints);
     runtime().block_on(async {
-        let peers = Pool::default();
+        let peers = Pool::new(
+            Duration::from_millis(500),
+            64 << 20,
+            common::certs::node_transport(),
+        );
         let fetch = |partition| NodeRequest::FetchRange {
             partition,
             after: None,

@@ -148,7 +148,7 @@ fn client(endpoints: Vec<String>) -> Client {
     Client::new(ClientConfig {
         endpoints,
         request_timeout: Duration::from_secs(2),
-        ..ClientConfig::default()
+        ..common::certs::client_config()
     })
 }
 

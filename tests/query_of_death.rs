@@ -33,7 +33,7 @@ fn put(key: &str) -> Request {
 
 /// One put sent straight to `node` on a fresh connection, no retries.
 async fn put_on(node: &TestNode, key: &str) -> Result<Response, ClientError> {
-    let conn = Connection::connect(&node.addr, TIMEOUT, 8 << 20).await?;
+    let conn = Connection::connect(&node.addr, &node.transport, TIMEOUT, 8 << 20).await?;
     conn.request(put(key), TIMEOUT).await
 }
 
@@ -48,7 +48,7 @@ fn a_handler_panic_is_answered_internal_and_the_connection_keeps_serving() {
     let failpoints = format!("{}=return(qod)", failpoint::HANDLER_PANIC);
     let mut node = TestNode::start_with_failpoints(dir.path(), &[], &failpoints);
     runtime().block_on(async {
-        let conn = Connection::connect(&node.addr, TIMEOUT, 8 << 20)
+        let conn = Connection::connect(&node.addr, &node.transport, TIMEOUT, 8 << 20)
             .await
             .unwrap();
         // The poisoned request and healthy ones share the connection, in
@@ -90,7 +90,7 @@ fn a_request_that_crashed_two_handlers_is_quarantined_on_every_node_until_cleare
     let rt = runtime();
     let client = Client::new(ClientConfig {
         endpoints: nodes.iter().map(|n| n.addr.clone()).collect(),
-        ..ClientConfig::default()
+        ..common::certs::client_config()
     });
     rt.block_on(client.put(b"fine", b"v"))
         .expect("a healthy key");

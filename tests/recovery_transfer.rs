@@ -76,7 +76,7 @@ fn setup() -> Setup {
 fn client_for(nodes: &[&TestNode]) -> Client {
     Client::new(ClientConfig {
         endpoints: nodes.iter().map(|n| n.addr.clone()).collect(),
-        ..ClientConfig::default()
+        ..common::certs::client_config()
     })
 }
 
@@ -133,13 +133,24 @@ fn plan_move(view: &ClusterStatus, keys: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) ->
 }
 
 /// Commits `StartMoves` through the leader, as the replica checker would.
+/// A connection to `addr` with a node's certificate, as another node
+/// would make it.
+async fn as_node(addr: &str) -> Connection {
+    Connection::connect(
+        addr,
+        &common::certs::node_transport(),
+        Duration::from_secs(2),
+        64 << 20,
+    )
+    .await
+    .expect("connect")
+}
+
 fn start_move(rt: &Runtime, nodes: &[TestNode], view: &ClusterStatus, p: u32, m: &Move) {
     let leader = view.leader.expect("a leader");
     let addr = view.map.nodes[&leader].spec.addr.clone();
     let result = rt.block_on(async {
-        let conn = Connection::connect(&addr, Duration::from_secs(2), 64 << 20)
-            .await
-            .expect("connect to the leader");
+        let conn = as_node(&addr).await;
         conn.request(
             Request::Node(NodeRequest::Propose(Command::StartMoves(vec![(
                 p,
@@ -367,9 +378,7 @@ fn only_nodes_holding_a_partition_serve_its_pages() {
     let fetch = |id: u64| {
         let addr = map.nodes[&id].spec.addr.clone();
         rt.block_on(async move {
-            let conn = Connection::connect(&addr, Duration::from_secs(2), 64 << 20)
-                .await
-                .expect("connect");
+            let conn = as_node(&addr).await;
             conn.request(
                 Request::Node(NodeRequest::FetchRange {
                     partition: p,

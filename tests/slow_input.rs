@@ -7,7 +7,6 @@
 mod common;
 
 use std::io::{ErrorKind, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::raw::RawConn;
@@ -69,10 +68,10 @@ fn a_client_that_never_reads_is_dropped() {
         requests.extend(codec::encode(&frame).unwrap());
     }
     let mut conn = RawConn::handshaken(&node.addr);
-    let stream: &mut TcpStream = &mut conn.stream;
-    stream
+    conn.tcp()
         .set_write_timeout(Some(Duration::from_millis(100)))
         .unwrap();
+    let stream = &mut conn;
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut at = 0;
     // Until the node drops the connection (a reset or a broken pipe).

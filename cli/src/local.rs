@@ -43,7 +43,7 @@ pub struct Args {
 
 /// Runs the cluster until Ctrl-C or SIGTERM, then stops every node
 /// cleanly.
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args, certs_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let spec = ClusterSpec {
         binary: node_binary()?,
         data_dir: args.data_dir.clone(),
@@ -52,10 +52,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         replicas: args.nodes.min(3),
         port: args.port,
         extra_args: Vec::new(),
+        certs_dir: certs_dir.clone(),
     };
     let mut cluster =
         LocalCluster::start(spec, Duration::from_secs(args.ready_timeout_secs)).await?;
-    print_ready(cluster.nodes(), &args.data_dir);
+    print_ready(cluster.nodes(), &args.data_dir, certs_dir.as_deref());
 
     let outcome = wait_for_stop(&mut cluster).await;
     for problem in cluster.stop_all(Duration::from_secs(30)).await {
@@ -65,9 +66,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     outcome
 }
 
-fn print_ready(nodes: &[LocalNode], dir: &Path) {
+fn print_ready(nodes: &[LocalNode], dir: &Path, certs_dir: Option<&Path>) {
     let endpoints: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
     let endpoints = endpoints.join(",");
+    let scheme = if certs_dir.is_some() { "https" } else { "http" };
     say!(
         "levee local: {} nodes ready (data and logs in {})",
         nodes.len(),
@@ -75,14 +77,33 @@ fn print_ready(nodes: &[LocalNode], dir: &Path) {
     );
     for node in nodes {
         say!(
-            "  node {}  protocol {}  admin http://{}",
+            "  node {}  protocol {}  admin {scheme}://{}",
             node.index,
             node.addr,
             node.admin
         );
     }
     say!();
-    say!("  export LEVEE_ENDPOINTS={endpoints}");
+    match certs_dir {
+        Some(certs) => {
+            say!(
+                "  mutual TLS: every port needs a certificate from {}",
+                certs.display()
+            );
+            say!();
+            say!("  export LEVEE_ENDPOINTS={endpoints}");
+            let absolute = std::fs::canonicalize(certs).unwrap_or_else(|_| certs.to_owned());
+            say!("  export LEVEE_CERTS_DIR={}", absolute.display());
+        }
+        None => {
+            say!("  PLAINTEXT (--insecure): no TLS, no authentication; anyone who can reach");
+            say!("  these ports can read and write. For a secured cluster see `levee cert`");
+            say!("  and run `levee local --certs-dir DIR`.");
+            say!();
+            say!("  export LEVEE_ENDPOINTS={endpoints}");
+            say!("  export LEVEE_INSECURE=1");
+        }
+    }
     say!("  levee put greeting \"hello world\"");
     say!("  levee get greeting");
     say!("  levee status");

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use levee_node::client::{Client, ClientConfig};
+use levee_node::tls::{Credentials, Transport};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
@@ -32,6 +33,9 @@ pub struct ClusterSpec {
     pub port: u16,
     /// Extra flags given to every node.
     pub extra_args: Vec<String>,
+    /// Certificates for every node and the client "root" (`levee cert`):
+    /// the cluster speaks mutual TLS. `None` starts it `--insecure`.
+    pub certs_dir: Option<PathBuf>,
 }
 
 impl ClusterSpec {
@@ -53,6 +57,23 @@ impl ClusterSpec {
     /// Admin (HTTP) address of node `index`.
     pub fn admin(&self, index: u8) -> String {
         format!("127.0.0.{index}:{}", self.port.saturating_add(1))
+    }
+
+    /// How a client reaches this cluster: as "root" with `certs_dir`'s
+    /// certificates, or plaintext.
+    pub fn transport(&self) -> anyhow::Result<Transport> {
+        match &self.certs_dir {
+            None => Ok(Transport::Plain),
+            Some(dir) => {
+                let credentials = Credentials::client(dir, "root").with_context(|| {
+                    format!(
+                        "cannot load client root's certificate from {} (levee cert create-client root)",
+                        dir.display()
+                    )
+                })?;
+                Ok(Transport::Tls(credentials))
+            }
+        }
     }
 
     /// Every node's protocol address, node 1 first.
@@ -79,6 +100,7 @@ pub struct LocalNode {
 pub struct LocalCluster {
     spec: ClusterSpec,
     nodes: Vec<LocalNode>,
+    transport: Transport,
 }
 
 impl LocalCluster {
@@ -88,9 +110,11 @@ impl LocalCluster {
         std::fs::create_dir_all(&spec.data_dir)
             .with_context(|| format!("cannot create {}", spec.data_dir.display()))?;
         let deadline = Instant::now() + ready_timeout;
+        let transport = spec.transport()?;
         let mut cluster = Self {
             spec,
             nodes: Vec::new(),
+            transport,
         };
         let seed = cluster.spec.addr(1);
         for index in 1..=cluster.spec.nodes {
@@ -110,6 +134,11 @@ impl LocalCluster {
             .wait_for_members(&seed, usize::from(cluster.spec.nodes), deadline)
             .await?;
         Ok(cluster)
+    }
+
+    /// How clients reach the cluster.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 
     /// What the cluster was started with.
@@ -133,6 +162,10 @@ impl LocalCluster {
             .args(["--replicas", &spec.replicas.to_string()])
             .args(["--voters", &spec.voters().to_string()])
             .args(&spec.extra_args);
+        match &spec.certs_dir {
+            Some(dir) => cmd.arg("--certs-dir").arg(dir),
+            None => cmd.arg("--insecure"),
+        };
         // A restarted node has an identity and ignores both flags, so the
         // same command line serves for the first start and every restart.
         if index == 1 {
@@ -224,7 +257,7 @@ impl LocalCluster {
     async fn wait_for_leader(&mut self, seed: &str, deadline: Instant) -> anyhow::Result<()> {
         loop {
             self.check_alive()?;
-            if let Ok(status) = probe(seed).status().await
+            if let Ok(status) = probe(seed, &self.transport).status().await
                 && status.leader.is_some()
             {
                 return Ok(());
@@ -244,7 +277,7 @@ impl LocalCluster {
     ) -> anyhow::Result<()> {
         loop {
             self.check_alive()?;
-            if let Ok(status) = probe(seed).status().await {
+            if let Ok(status) = probe(seed, &self.transport).status().await {
                 let members = status.voters.len() + status.learners.len();
                 if status.map.nodes.len() >= count && members >= count && status.leader.is_some() {
                     // Each node itself must answer with a leader known, so
@@ -252,7 +285,7 @@ impl LocalCluster {
                     // ready.
                     let mut all_serving = true;
                     for node in &self.nodes {
-                        let serving = probe(&node.addr)
+                        let serving = probe(&node.addr, &self.transport)
                             .status()
                             .await
                             .is_ok_and(|s| s.leader.is_some());
@@ -330,9 +363,10 @@ fn log_file(dir: &Path, index: u8) -> anyhow::Result<std::fs::File> {
 
 /// A short-fused client for startup probes: a node that does not answer in
 /// 2 s is polled again rather than waited on.
-pub fn probe(addr: &str) -> Client {
+pub fn probe(addr: &str, transport: &Transport) -> Client {
     Client::new(ClientConfig {
         endpoints: vec![addr.to_owned()],
+        transport: transport.clone(),
         connect_timeout: Duration::from_millis(500),
         request_timeout: Duration::from_secs(2),
         ..ClientConfig::default()

@@ -9,9 +9,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use levee_node::client::{Client, ClientConfig, WriteOutcome};
 use levee_node::storage::Version;
+use levee_node::tls::{Credentials, Transport};
 
 mod admin;
 mod bench;
+mod cert;
 mod local;
 mod status;
 
@@ -49,6 +51,23 @@ struct Cli {
         global = true
     )]
     connect_timeout_ms: u64,
+    /// Directory with ca.crt and this client's pair (client.USER.crt and
+    /// .key, from `levee cert`): talk mutual TLS. For `levee cert`, where
+    /// certificates are written; for `levee local`, the nodes' too.
+    #[arg(
+        long,
+        env = "LEVEE_CERTS_DIR",
+        value_name = "DIR",
+        global = true,
+        conflicts_with = "insecure"
+    )]
+    certs_dir: Option<PathBuf>,
+    /// Talk plaintext, to a cluster started with --insecure.
+    #[arg(long, env = "LEVEE_INSECURE", global = true)]
+    insecure: bool,
+    /// Whose client certificate to present (client.USER.crt).
+    #[arg(long, env = "LEVEE_USER", default_value = "root", global = true)]
+    user: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -94,6 +113,14 @@ enum Command {
     /// Operator changes: drain a node, change recovery settings, noout.
     #[command(subcommand)]
     Admin(admin::Admin),
+    /// Certificates: create the CA, node and client pairs; list; rotate.
+    Cert {
+        /// The CA's key (default: CERTS_DIR/ca.key); keep it off the nodes.
+        #[arg(long, env = "LEVEE_CA_KEY", value_name = "FILE")]
+        ca_key: Option<PathBuf>,
+        #[command(subcommand)]
+        command: cert::Cert,
+    },
     /// Run a local cluster of levee-node processes on 127.0.0.x until
     /// Ctrl-C; a second run on the same directory restarts it with its data.
     Local(local::Args),
@@ -120,9 +147,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Every command but bench and sim (another process) is one request:
     // one thread.
-    match &cli.command {
-        Command::Bench(args) => return bench::forward(None, args),
-        Command::Sim(args) => return bench::forward(Some("sim"), args),
+    match cli.command {
+        Command::Bench(ref args) => return bench::forward(None, args),
+        Command::Sim(ref args) => return bench::forward(Some("sim"), args),
+        Command::Cert { ca_key, command } => {
+            return match cert::run(command, cli.certs_dir.as_deref(), ca_key, cli.output) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("levee: {e:#}");
+                    ExitCode::from(1)
+                }
+            };
+        }
         _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -150,11 +186,39 @@ enum Outcome {
     NotFound,
 }
 
+/// How this client talks to the cluster: mutual TLS with its certificate,
+/// or plaintext only when asked for by name.
+fn transport(cli: &Cli) -> anyhow::Result<Transport> {
+    match (&cli.certs_dir, cli.insecure) {
+        (Some(dir), _) => {
+            let credentials = Credentials::client(dir, &cli.user).with_context(|| {
+                format!(
+                    "cannot load client {:?}'s certificate from {} (create it with `levee cert create-client {}`)",
+                    cli.user,
+                    dir.display(),
+                    cli.user
+                )
+            })?;
+            Ok(Transport::Tls(credentials))
+        }
+        (None, true) => Ok(Transport::Plain),
+        (None, false) => anyhow::bail!(
+            "no certificates: pass --certs-dir DIR (or LEVEE_CERTS_DIR; it holds ca.crt and client.{}.crt/.key from `levee cert`), or --insecure (LEVEE_INSECURE=1) for a cluster started with --insecure",
+            cli.user
+        ),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    if let Command::Local(args) = cli.command {
+        local::run(args, cli.certs_dir).await?;
+        return Ok(Outcome::Done);
+    }
     let client = Client::new(ClientConfig {
         endpoints: cli.endpoints.clone(),
         connect_timeout: Duration::from_millis(cli.connect_timeout_ms),
         request_timeout: Duration::from_millis(cli.timeout_ms),
+        transport: transport(&cli)?,
         ..ClientConfig::default()
     });
     match cli.command {
@@ -216,12 +280,8 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             admin::run(&client, admin, cli.output).await?;
             Ok(Outcome::Done)
         }
-        Command::Local(args) => {
-            local::run(args).await?;
-            Ok(Outcome::Done)
-        }
-        Command::Bench(_) | Command::Sim(_) => {
-            anyhow::bail!("levee bench and levee sim run in their own process (levee-bench)")
+        Command::Local(_) | Command::Bench(_) | Command::Sim(_) | Command::Cert { .. } => {
+            anyhow::bail!("handled before a client is made")
         }
         Command::Delete { key } => {
             let outcome = client.delete(key.as_bytes()).await?;

@@ -172,6 +172,10 @@ fn health(status: &ClusterStatus) -> String {
     if under > 0 {
         problems.push(format!("{under} partitions under-replicated"));
     }
+    let expiring: Vec<u64> = expiring_certs(status).iter().map(|(id, _)| *id).collect();
+    if !expiring.is_empty() {
+        problems.push(format!("certificates expiring: nodes {expiring:?}"));
+    }
     let quarantined = map.quarantine.active(levee_node::hlc::wall_ms()).count();
     if quarantined > 0 {
         problems.push(format!(
@@ -224,7 +228,44 @@ fn to_text(status: &ClusterStatus) -> String {
     }
     out.push_str(&recovery_text(status));
     out.push_str(&quarantine_text(status));
+    out.push_str(&cert_text(status));
     out.push_str(&format!("health: {}\n", health(status)));
+    out
+}
+
+/// Nodes whose certificate (or CA) expires within their warning window,
+/// with when, from the heartbeats the leader holds.
+fn expiring_certs(status: &ClusterStatus) -> Vec<(u64, u64)> {
+    let Some(recovery) = &status.recovery else {
+        return Vec::new();
+    };
+    recovery
+        .reports
+        .iter()
+        .filter_map(|(id, report)| {
+            let cert = report.cert.as_ref()?;
+            cert.warn.then_some((*id, cert.not_after_ms))
+        })
+        .collect()
+}
+
+/// One line per node whose certificate needs renewing; empty when none.
+fn cert_text(status: &ClusterStatus) -> String {
+    let now = levee_node::hlc::wall_ms();
+    let mut out = String::new();
+    for (id, not_after_ms) in expiring_certs(status) {
+        let at = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(not_after_ms),
+        );
+        let when = if not_after_ms <= now {
+            "EXPIRED".to_owned()
+        } else {
+            format!("expires in {}", duration(not_after_ms - now))
+        };
+        out.push_str(&format!(
+            "node {id}: certificate {when} ({at}); renew it with `levee cert rotate --certs-dir DIR` on that node, no restart needed\n"
+        ));
+    }
     out
 }
 
@@ -287,6 +328,14 @@ fn to_json(status: &ClusterStatus) -> serde_json::Value {
                 "state_since_ms": node.since_ms,
                 "silence_ms": recovery.and_then(|r| r.silence_ms.get(&node.id)),
                 "suspect": recovery.map(|r| r.suspects.contains(&node.id)),
+                "cert_not_after_ms": recovery
+                    .and_then(|r| r.reports.get(&node.id))
+                    .and_then(|rep| rep.cert.as_ref())
+                    .map(|c| c.not_after_ms),
+                "cert_expiring": recovery
+                    .and_then(|r| r.reports.get(&node.id))
+                    .and_then(|rep| rep.cert.as_ref())
+                    .map(|c| c.warn),
             })
         })
         .collect();

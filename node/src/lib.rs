@@ -23,4 +23,5 @@ pub mod recovery;
 pub mod server;
 pub mod startup;
 pub mod storage;
+pub mod tls;
 pub mod token_bucket;

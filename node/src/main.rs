@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use clap::Parser;
@@ -16,6 +16,7 @@ use levee_node::raft::Cluster;
 use levee_node::server::admin::{self, Health};
 use levee_node::server::{Server, ServerOptions};
 use levee_node::startup::{self, Phase, Startup};
+use levee_node::tls::{Credentials, Transport};
 use tokio_util::sync::CancellationToken;
 
 /// A levee storage node.
@@ -69,8 +70,11 @@ fn try_main() -> anyhow::Result<()> {
 fn init_logging(config: &Config) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .with_context(|| format!("invalid log filter {:?}", config.log))?;
+    // Colours only on a terminal: a log file or a collector gets plain
+    // text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Text => builder.init(),
@@ -98,6 +102,19 @@ async fn run(
     } else {
         config.admission()
     }));
+    let tls = match config.security()? {
+        Some(dir) => Some(
+            Credentials::node(dir)
+                .with_context(|| format!("cannot load the certificates in {}", dir.display()))?,
+        ),
+        None => {
+            tracing::warn!(
+                "--insecure: plaintext on every port, no authentication; anyone who can reach this node can read, write and send it cluster messages"
+            );
+            None
+        }
+    };
+    let transport = tls.clone().map_or(Transport::Plain, Transport::Tls);
 
     // Liveness first: the admin port answers before storage is open.
     let admin_listener = tokio::net::TcpListener::bind(&config.admin)
@@ -108,11 +125,21 @@ async fn run(
     let admin_shutdown = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
-        health.clone(),
-        admission.clone(),
-        startup.clone(),
+        admin::AdminState {
+            health: health.clone(),
+            admission: admission.clone(),
+            startup: startup.clone(),
+            tls: tls.clone(),
+        },
         admin_shutdown.clone(),
     ));
+    if let Some(tls) = &tls {
+        tokio::spawn(levee_node::tls::watch(
+            tls.clone(),
+            Duration::from_secs(config.cert_warn_before_days * 86_400),
+            shutdown.clone(),
+        ));
+    }
     startup.mark(Phase::AdminListening);
     if let Some(gate) = storage_gate {
         startup::wait_at_gate(&gate)
@@ -120,11 +147,15 @@ async fn run(
             .with_context(|| format!("cannot open the storage gate {}", gate.display()))?;
     }
 
-    let node = open_node(&config, &admission).await?;
+    let node = open_node(&config, &admission, transport.clone()).await?;
     startup.mark(Phase::StorageOpen);
     startup.attach_storage(node.storage().clone());
 
-    let server = Server::bind(&config.listen, node.clone(), ServerOptions::from(&config))
+    let options = ServerOptions {
+        tls: tls.clone(),
+        ..ServerOptions::from(&config)
+    };
+    let server = Server::bind(&config.listen, node.clone(), options)
         .await
         .with_context(|| format!("cannot bind the protocol address {}", config.listen))?;
     let listen_addr = server.local_addr()?;
@@ -141,7 +172,7 @@ async fn run(
         .with_context(|| format!("cannot open cluster metadata in {}", meta_dir.display()))?;
     // A restarted node loads its persisted map here and does not wait for
     // an election: Raft runs in the background from here on.
-    let cluster = Cluster::start(meta, config.cluster(), shutdown.clone())
+    let cluster = Cluster::start(meta, config.cluster(&transport), shutdown.clone())
         .await
         .context("cannot start cluster membership")?;
     node.set_cluster(cluster.clone());
@@ -203,11 +234,15 @@ async fn run(
 /// every segment header and the log written since its last open), so it
 /// runs off the async threads and the admin port keeps answering
 /// meanwhile, even on a one-core runtime.
-async fn open_node(config: &Config, admission: &Arc<Admission>) -> anyhow::Result<Arc<Node>> {
+async fn open_node(
+    config: &Config,
+    admission: &Arc<Admission>,
+    transport: Transport,
+) -> anyhow::Result<Arc<Node>> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let (opening, admission) = (config.clone(), admission.clone());
-    let node = tokio::task::spawn_blocking(move || Node::open_with(&opening, admission))
+    let node = tokio::task::spawn_blocking(move || Node::open_with(&opening, admission, transport))
         .await
         .context("storage open was cancelled")?
         .with_context(|| format!("cannot open storage in {}", config.data_dir.display()))?;

@@ -4,18 +4,20 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod cluster;
 pub mod raw;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use levee_node::client::{Client, ClientConfig};
+use levee_node::client::{Client, ClientConfig, admin_http};
+use levee_node::tls::{Credentials, Transport};
 
 /// How long a node gets to become ready.
 pub const START_DEADLINE: Duration = Duration::from_secs(30);
@@ -86,37 +88,32 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Op
     }
 }
 
-/// `GET path` on an HTTP endpoint: the whole response, or `None` if it
-/// cannot be reached within a few seconds.
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
-}
-
-/// `GET path` on an HTTP endpoint: the status code, or `None` if it cannot
-/// be reached.
-pub fn http_status(addr: &str, path: &str) -> Option<u16> {
-    http_get(addr, path)?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
+/// `GET path` on an admin port, plain HTTP when `tls` is `None`: the
+/// answer, or `None` if it cannot be had within a few seconds.
+pub fn admin_get(
+    addr: &str,
+    path: &str,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Option<admin_http::Answer> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(admin_http::get(addr, path, tls, Duration::from_secs(3)))
         .ok()
 }
 
-/// The body of an HTTP GET on the admin port, if it answers 200.
+/// `GET path` on an admin port of the suite (HTTPS as client "root"): the
+/// status code, or `None` if it cannot be reached.
+pub fn http_status(addr: &str, path: &str) -> Option<u16> {
+    admin_get(addr, path, certs::client_transport().admin_tls()).map(|a| a.status)
+}
+
+/// The body of a GET on an admin port of the suite, if it answers 200.
 pub fn http_body(addr: &str, path: &str) -> Option<String> {
-    let response = http_get(addr, path)?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    (head.split_whitespace().nth(1)? == "200").then(|| body.to_owned())
+    admin_get(addr, path, certs::client_transport().admin_tls())
+        .filter(|a| a.status == 200)
+        .map(|a| a.body)
 }
 
 /// A counter or gauge from Prometheus text (the sum over its label sets).
@@ -144,6 +141,9 @@ pub struct TestNode {
     /// Data directory (kept across restarts).
     pub data_dir: PathBuf,
     extra: Vec<String>,
+    /// How clients reach it: TLS as client "root" unless started
+    /// `--insecure`.
+    pub transport: Transport,
     /// `FAILPOINTS` for the process (node/src/failpoint.rs), if any.
     failpoints: Option<String>,
     log: PathBuf,
@@ -192,12 +192,25 @@ impl TestNode {
     }
 
     fn unstarted(dir: &Path, name: &str, extra: &[&str]) -> Self {
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let transport = if extra.iter().any(|a| a == "--insecure") {
+            Transport::Plain
+        } else if let Some(at) = extra.iter().position(|a| a == "--certs-dir") {
+            let own = Path::new(extra.get(at + 1).expect("--certs-dir DIR"));
+            Transport::Tls(Credentials::client(own, "root").expect("the node's client root"))
+        } else {
+            // The suite's default: mutual TLS with the run's CA.
+            extra.push("--certs-dir".into());
+            extra.push(certs::certs_dir().display().to_string());
+            certs::client_transport()
+        };
         Self {
             child: None,
             addr: free_addr(),
             admin: free_addr(),
             data_dir: dir.join(name),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra,
+            transport,
             failpoints: None,
             log: dir.join(format!("{name}.log")),
         }
@@ -233,6 +246,8 @@ impl TestNode {
             .args(&self.extra)
             .args(more)
             .env_remove("LEVEE_CONFIG")
+            .env_remove("LEVEE_CERTS_DIR")
+            .env_remove("LEVEE_INSECURE")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -243,6 +258,7 @@ impl TestNode {
     /// Waits until `/health/ready` answers 200.
     pub fn wait_ready(&mut self) {
         let admin = self.admin.clone();
+        let tls = self.transport.admin_tls();
         let log = self.log.clone();
         let child = self.child.as_mut().expect("node is running");
         wait_for("node ready", START_DEADLINE, || {
@@ -252,7 +268,8 @@ impl TestNode {
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
-            (http_status(&admin, "/health/ready") == Some(200)).then_some(())
+            let answer = admin_get(&admin, "/health/ready", tls.clone());
+            (answer.is_some_and(|a| a.status == 200)).then_some(())
         });
     }
 
@@ -327,13 +344,40 @@ impl TestNode {
     pub fn client(&self) -> Client {
         Client::new(ClientConfig {
             endpoints: vec![self.addr.clone()],
+            transport: self.transport.clone(),
             ..ClientConfig::default()
         })
     }
 
+    /// `GET path` on this node's admin port, as client "root".
+    pub fn admin_get(&self, path: &str) -> Option<admin_http::Answer> {
+        admin_get(&self.admin, path, self.transport.admin_tls())
+    }
+
     /// Runs the `levee` CLI against this node.
     pub fn cli(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut child = Command::new(bin("levee"))
+        let mut command = Command::new(bin("levee"));
+        command
+            .env_remove("LEVEE_CERTS_DIR")
+            .env_remove("LEVEE_INSECURE");
+        // The CLI talks to this node the way it was started, unless the
+        // test says otherwise.
+        let chosen = args
+            .iter()
+            .any(|a| *a == "--insecure" || *a == "--certs-dir");
+        if !chosen {
+            match &self.transport {
+                Transport::Plain => {
+                    command.env("LEVEE_INSECURE", "true");
+                }
+                Transport::Tls(_) => {
+                    let at = self.extra.iter().position(|a| a == "--certs-dir");
+                    let dir = at.and_then(|i| self.extra.get(i + 1)).expect("certs dir");
+                    command.env("LEVEE_CERTS_DIR", dir);
+                }
+            }
+        }
+        let mut child = command
             .args(["--endpoints", &self.addr])
             .args(args)
             .env_remove("LEVEE_ENDPOINTS")

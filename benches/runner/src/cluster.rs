@@ -16,6 +16,8 @@ use super::recovery;
 use super::restarts;
 use super::scenario::{Fault, FaultAction, Scenario};
 use levee_cli::local_cluster::{ClusterSpec, LocalCluster, node_binary, probe};
+use levee_node::tls::issue::{self, Validity};
+use levee_node::tls::{Credentials, Transport};
 
 /// Time a restarted or resumed node gets to serve again before the runner
 /// stops watching for it (the event is then missing from the report).
@@ -29,7 +31,7 @@ pub enum Target {
     /// Processes this run started.
     Local(LocalCluster),
     /// A cluster someone else runs.
-    Remote(Vec<String>),
+    Remote(Vec<String>, Transport),
     /// The docker compose cluster: faults through `docker/cluster.sh`.
     Docker {
         /// Protocol addresses, node i first at index i − 1.
@@ -38,6 +40,8 @@ pub enum Target {
         admin: Vec<String>,
         /// The script that does the faults.
         script: std::path::PathBuf,
+        /// How the run's clients reach it.
+        transport: Transport,
     },
 }
 
@@ -46,6 +50,15 @@ impl Target {
     /// `dir`, or takes its endpoints.
     pub async fn start(scenario: &Scenario, dir: &Path) -> anyhow::Result<Self> {
         let c = &scenario.cluster;
+        // An existing cluster with certificates: the run connects as
+        // client "root" with the ones in `certs_dir`.
+        let transport = match &c.certs_dir {
+            Some(certs) if c.nodes.is_none() => Transport::Tls(
+                Credentials::client(Path::new(certs), "root")
+                    .with_context(|| format!("cluster.certs_dir {certs}"))?,
+            ),
+            _ => Transport::Plain,
+        };
         if let Some(script) = &c.docker {
             let admin = if c.admin_endpoints.is_empty() {
                 c.endpoints.iter().map(|a| admin_of(a)).collect()
@@ -56,10 +69,11 @@ impl Target {
                 endpoints: c.endpoints.clone(),
                 admin,
                 script: script.into(),
+                transport,
             });
         }
         if !c.endpoints.is_empty() {
-            return Ok(Self::Remote(c.endpoints.clone()));
+            return Ok(Self::Remote(c.endpoints.clone(), transport));
         }
         let nodes = c.nodes.context("cluster.nodes is missing")?;
         let mut extra_args = c.node_flags.clone();
@@ -77,16 +91,29 @@ impl Target {
                 None => free_port(nodes)?,
             },
             extra_args,
+            certs_dir: if c.tls {
+                Some(issue_certs(&dir.join("certs"), nodes)?)
+            } else {
+                None
+            },
         };
         let cluster = LocalCluster::start(spec, Duration::from_secs(c.ready_timeout_s)).await?;
         Ok(Self::Local(cluster))
+    }
+
+    /// How the run's clients reach the cluster.
+    pub fn transport(&self) -> Transport {
+        match self {
+            Self::Local(c) => c.transport().clone(),
+            Self::Remote(_, transport) | Self::Docker { transport, .. } => transport.clone(),
+        }
     }
 
     /// Every node's protocol address.
     pub fn endpoints(&self) -> Vec<String> {
         match self {
             Self::Local(c) => c.spec().endpoints(),
-            Self::Remote(e) => e.clone(),
+            Self::Remote(e, _) => e.clone(),
             Self::Docker { endpoints, .. } => endpoints.clone(),
         }
     }
@@ -97,7 +124,7 @@ impl Target {
     pub fn admin_endpoints(&self) -> Vec<String> {
         match self {
             Self::Local(c) => (1..=c.spec().nodes).map(|i| c.spec().admin(i)).collect(),
-            Self::Remote(e) => e.iter().map(|a| admin_of(a)).collect(),
+            Self::Remote(e, _) => e.iter().map(|a| admin_of(a)).collect(),
             Self::Docker { admin, .. } => admin.clone(),
         }
     }
@@ -106,7 +133,7 @@ impl Target {
     fn addr(&self, index: u8) -> Option<String> {
         match self {
             Self::Local(c) => Some(c.spec().addr(index)),
-            Self::Remote(_) | Self::Docker { .. } => None,
+            Self::Remote(..) | Self::Docker { .. } => None,
         }
     }
 
@@ -133,7 +160,7 @@ impl Target {
     pub async fn stop(&mut self) -> Vec<String> {
         match self {
             Self::Local(c) => c.stop_all(STOP_GRACE).await,
-            Self::Remote(_) | Self::Docker { .. } => Vec::new(),
+            Self::Remote(..) | Self::Docker { .. } => Vec::new(),
         }
     }
 }
@@ -263,7 +290,14 @@ pub async fn run_faults(
             && comes_back
             && let Some(addr) = target.addr(fault.node)
         {
-            tokio::spawn(watch_serving(addr, fault.node, start, events.clone()));
+            let transport = target.transport();
+            tokio::spawn(watch_serving(
+                addr,
+                transport,
+                fault.node,
+                start,
+                events.clone(),
+            ));
         }
         if result.is_ok()
             && fault.action == FaultAction::Restart
@@ -271,6 +305,7 @@ pub async fn run_faults(
         {
             watchers.push(tokio::spawn(restarts::watch(
                 admin.clone(),
+                target.transport(),
                 fault.node,
                 t_s,
                 unix,
@@ -281,11 +316,29 @@ pub async fn run_faults(
     (target, watchers)
 }
 
+/// A CA, one node pair valid for 127.0.0.1..=nodes and the client "root",
+/// for a local cluster with `tls = true`: what `levee cert` makes.
+fn issue_certs(dir: &Path, nodes: u8) -> anyhow::Result<std::path::PathBuf> {
+    let year = Validity::for_lifetime(Duration::from_secs(365 * 86_400));
+    let ca_key = dir.join(issue::CA_KEY);
+    issue::create_ca(dir, &ca_key, year, true)?;
+    let hosts: Vec<String> = (1..=nodes).map(|i| format!("127.0.0.{i}")).collect();
+    issue::create_node(dir, &ca_key, &hosts, year)?;
+    issue::create_client(dir, &ca_key, "root", year)?;
+    Ok(dir.to_path_buf())
+}
+
 /// Polls a node until it answers with a leader known, then records it.
-async fn watch_serving(addr: String, node: u8, start: Instant, events: Events) {
+async fn watch_serving(
+    addr: String,
+    transport: Transport,
+    node: u8,
+    start: Instant,
+    events: Events,
+) {
     let deadline = Instant::now() + SERVING_DEADLINE;
     while Instant::now() < deadline {
-        let client = probe(&addr);
+        let client = probe(&addr, &transport);
         if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(3), client.status()).await
             && status.leader.is_some()
         {

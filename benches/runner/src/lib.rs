@@ -221,10 +221,11 @@ async fn measure(
 ) -> anyhow::Result<BenchResult> {
     let endpoints = target.endpoints();
     let workload = &scenario.workload;
-    let clients = load::clients(&endpoints, workload);
+    let transport = target.transport();
+    let clients = load::clients(&endpoints, &transport, workload);
     if scenario.preload.keys > 0 {
         eprintln!("levee bench: preloading {} keys", scenario.preload.keys);
-        let writers = load::preload_clients(&endpoints, workload);
+        let writers = load::preload_clients(&endpoints, &transport, workload);
         load::preload(&writers, &scenario.preload, workload.seed).await?;
         tokio::time::sleep(SETTLE).await;
     }
@@ -258,13 +259,13 @@ async fn measure(
         workload.duration_s
     );
     let admin = target.admin_endpoints();
-    let before = server_figures::snapshot(&admin, &endpoints).await;
+    let before = server_figures::snapshot(&admin, &endpoints, &transport).await;
 
     let start = Instant::now();
     let events: Events = Default::default();
     // The fault task borrows nothing: it owns the target for the run and
     // hands it back, so the processes are stopped in one place after.
-    let placeholder = Target::Remote(Vec::new());
+    let placeholder = Target::Remote(Vec::new(), levee_node::tls::Transport::Plain);
     let owned = std::mem::replace(target, placeholder);
     let restarts: restarts::Restarts = Default::default();
     let faults = tokio::spawn(cluster::run_faults(
@@ -274,7 +275,15 @@ async fn measure(
         events.clone(),
         restarts.clone(),
     ));
-    let timeline = load::run(clients, endpoints.clone(), workload, profile, start).await;
+    let timeline = load::run(
+        clients,
+        endpoints.clone(),
+        transport.clone(),
+        workload,
+        profile,
+        start,
+    )
+    .await;
     match faults.await {
         Ok((back, watchers)) => {
             *target = back;
@@ -284,7 +293,7 @@ async fn measure(
         }
         Err(e) => bail!("the fault task failed: {e}"),
     }
-    let after = server_figures::snapshot(&admin, &endpoints).await;
+    let after = server_figures::snapshot(&admin, &endpoints, &transport).await;
     server_figures::keep(cluster_dir, &before, "metrics-before.txt");
     server_figures::keep(cluster_dir, &after, "metrics-after.txt");
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
 use levee_node::client::{Client, ClientError};
+use levee_node::tls::Transport;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use tokio::sync::{Semaphore, mpsc};
@@ -50,9 +51,17 @@ const CALIBRATION_WARMUP: Duration = Duration::from_secs(1);
 
 /// The client instances of a run: `connections` of them, each with every
 /// endpoint, so requests spread over independent connection pools.
-pub fn clients(endpoints: &[String], workload: &Workload) -> Vec<Arc<Client>> {
+pub fn clients(
+    endpoints: &[String],
+    transport: &Transport,
+    workload: &Workload,
+) -> Vec<Arc<Client>> {
     (0..workload.connections)
-        .map(|i| Arc::new(Client::new(client_config(workload, endpoints, i))))
+        .map(|i| {
+            let mut config = client_config(workload, endpoints, i);
+            config.transport = transport.clone();
+            Arc::new(Client::new(config))
+        })
         .collect()
 }
 
@@ -61,11 +70,16 @@ pub fn clients(endpoints: &[String], workload: &Workload) -> Vec<Arc<Client>> {
 /// refusals while the nodes' admission limits settle; a throttle that
 /// learned from them would refuse most of the remaining keys locally, and
 /// the run's own clients start with a clean slate.
-pub fn preload_clients(endpoints: &[String], workload: &Workload) -> Vec<Arc<Client>> {
+pub fn preload_clients(
+    endpoints: &[String],
+    transport: &Transport,
+    workload: &Workload,
+) -> Vec<Arc<Client>> {
     (0..workload.connections)
         .map(|i| {
             let mut config = client_config(workload, endpoints, i);
             config.throttle_k = 0.0;
+            config.transport = transport.clone();
             Arc::new(Client::new(config))
         })
         .collect()
@@ -240,6 +254,7 @@ struct Record {
 pub async fn run(
     clients: Vec<Arc<Client>>,
     endpoints: Vec<String>,
+    transport: Transport,
     workload: &Workload,
     profile: Profile,
     start: Instant,
@@ -270,6 +285,7 @@ pub async fn run(
     ));
     tokio::spawn(sampler::sample(
         endpoints,
+        transport,
         start,
         start + duration,
         samples_tx,

@@ -19,6 +19,7 @@ use super::phases::{PhaseKind, PhaseSpan, PhaseSummary, summarise};
 use super::prometheus::Scrape;
 use super::server_figures::http_get_within;
 use super::timeline::Bucket;
+use levee_node::tls::Transport;
 
 /// How long after the restart the runner keeps polling.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -125,6 +126,7 @@ impl Startup {
 /// served a first request (or [`DEADLINE`] passes), then records it.
 pub async fn watch(
     admin: String,
+    transport: Transport,
     node: u8,
     restart_t_s: f64,
     restart_unix: SystemTime,
@@ -137,7 +139,7 @@ pub async fn watch(
     let mut last = Startup::default();
     let mut problem = "never answered /metrics".to_owned();
     while Instant::now() < deadline {
-        match http_get_within(&admin, "/metrics", POLL_TIMEOUT).await {
+        match http_get_within(&admin, "/metrics", POLL_TIMEOUT, &transport).await {
             Ok(text) => {
                 last = Startup::of(&Scrape::parse(&text));
                 if last.first_served_s.is_some() {

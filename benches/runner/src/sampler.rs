@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use levee_node::client::{Client, ClientConfig};
 use levee_node::cluster::status::ClusterStatus;
+use levee_node::tls::Transport;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -21,6 +22,7 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// forever.
 pub async fn sample(
     endpoints: Vec<String>,
+    transport: Transport,
     start: Instant,
     end: Instant,
     samples: mpsc::Sender<(Duration, Option<ClusterSample>)>,
@@ -35,6 +37,7 @@ pub async fn sample(
             endpoints: e,
             connect_timeout: Duration::from_millis(500),
             request_timeout: Duration::from_millis(800),
+            transport: transport.clone(),
             ..ClientConfig::default()
         })
     };

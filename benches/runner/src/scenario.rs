@@ -99,6 +99,13 @@ pub struct ClusterConfig {
     /// Time allowed for the cluster to form (s).
     #[serde(default = "default_ready_timeout_s")]
     pub ready_timeout_s: u64,
+    /// Local cluster: start it with mutual TLS (a CA and certificates made
+    /// for the run under its directory); the run's clients use them.
+    #[serde(default)]
+    pub tls: bool,
+    /// An existing (or docker) cluster with certificates: the directory
+    /// with ca.crt and client.root.crt/.key.
+    pub certs_dir: Option<String>,
     /// CPUs the node processes run on (`taskset -c` list, e.g. `"0"`);
     /// give `workload.cpus` too, so the load generator runs elsewhere.
     /// Default: not pinned (nodes and generator share every CPU).

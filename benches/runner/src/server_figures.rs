@@ -12,18 +12,15 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::prometheus::{Histogram, Scrape};
 use levee_cli::local_cluster::probe;
+use levee_node::client::admin_http;
+use levee_node::tls::Transport;
 
 /// Time allowed for one node's `/metrics` or status. A node too busy to
 /// answer in 3 s is reported as not answering.
 const ASK_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Largest `/metrics` body read (a node's is about 15 KiB).
-const MAX_BODY: u64 = 4 * 1024 * 1024;
 
 /// The histogram of refusal times (node/src/metrics.rs).
 const REFUSAL: &str = "levee_refusal_duration_seconds";
@@ -64,11 +61,11 @@ pub type Snapshot = Vec<NodeSnapshot>;
 
 /// Asks every node, all at once, for its metrics (`admin[i]`) and its
 /// status (`endpoints[i]`).
-pub async fn snapshot(admin: &[String], endpoints: &[String]) -> Snapshot {
+pub async fn snapshot(admin: &[String], endpoints: &[String], transport: &Transport) -> Snapshot {
     let asks: Vec<_> = admin
         .iter()
         .zip(endpoints)
-        .map(|(admin, addr)| tokio::spawn(ask(admin.clone(), addr.clone())))
+        .map(|(admin, addr)| tokio::spawn(ask(admin.clone(), addr.clone(), transport.clone())))
         .collect();
     let mut out = Vec::with_capacity(asks.len());
     for ask in asks {
@@ -84,12 +81,12 @@ pub async fn snapshot(admin: &[String], endpoints: &[String]) -> Snapshot {
 }
 
 /// One node's metrics and status.
-async fn ask(admin: String, addr: String) -> NodeSnapshot {
-    let (metrics, text) = match http_get(&admin, "/metrics").await {
+async fn ask(admin: String, addr: String, transport: Transport) -> NodeSnapshot {
+    let (metrics, text) = match http_get_within(&admin, "/metrics", ASK_TIMEOUT, &transport).await {
         Ok(text) => (Ok(Scrape::parse(&text)), Some(text)),
         Err(e) => (Err(format!("{admin}: {e:#}")), None),
     };
-    let status = tokio::time::timeout(ASK_TIMEOUT, probe(&addr).status()).await;
+    let status = tokio::time::timeout(ASK_TIMEOUT, probe(&addr, &transport).status()).await;
     let (term, addrs, map) = match status {
         Ok(Ok(s)) => {
             let nodes = s.map.nodes.values();
@@ -133,43 +130,22 @@ pub fn keep(dir: &std::path::Path, snapshot: &Snapshot, suffix: &str) {
     }
 }
 
-/// `GET path` over HTTP/1.0 (the server closes the connection after the
-/// answer, so the body is everything after the headers).
-async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
-    http_get_within(addr, path, ASK_TIMEOUT).await
-}
-
-/// `GET path` from `addr`, given up after `within`.
+/// `GET path` from the admin port at `addr` (HTTPS with the run's client
+/// certificate when the cluster has certificates), given up after
+/// `within`; the body if the answer is 200.
 pub(super) async fn http_get_within(
     addr: &str,
     path: &str,
     within: Duration,
+    transport: &Transport,
 ) -> anyhow::Result<String> {
-    let fetch = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut answer = Vec::new();
-        stream.take(MAX_BODY).read_to_end(&mut answer).await?;
-        anyhow::Ok(answer)
-    };
-    let answer = tokio::time::timeout(within, fetch)
+    let answer = admin_http::get(addr, path, transport.admin_tls(), within)
         .await
-        .with_context(|| format!("no answer within {within:?}"))??;
-    http_body(&answer).map(str::to_owned)
-}
-
-/// The body of an HTTP answer, if its status is 200.
-fn http_body(answer: &[u8]) -> anyhow::Result<&str> {
-    let text = std::str::from_utf8(answer).context("the answer is not UTF-8")?;
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("the answer has no end of headers")?;
-    let status = head.lines().next().unwrap_or_default();
-    match status.split_whitespace().nth(1) {
-        Some("200") => Ok(body),
-        _ => bail!("answered {status:?}"),
+        .with_context(|| format!("GET {path}"))?;
+    if answer.status != 200 {
+        bail!("answered {}", answer.status);
     }
+    Ok(answer.body)
 }
 
 /// The server-side figures of a run.
@@ -358,14 +334,5 @@ mod tests {
         assert!(f.problems[0].starts_with("node 2"), "{:?}", f.problems);
         assert_eq!(f.elections, Some(0));
         assert_eq!(f.nodes_not_up.map(|m| m.len()), Some(0));
-    }
-
-    #[test]
-    fn only_a_200_answer_has_a_body() {
-        let ok = b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nlevee_x 1\n";
-        assert_eq!(http_body(ok).unwrap(), "levee_x 1\n");
-        let missing = b"HTTP/1.0 404 Not Found\r\n\r\n";
-        assert!(http_body(missing).is_err());
-        assert!(http_body(b"garbage").is_err());
     }
 }

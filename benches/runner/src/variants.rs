@@ -81,6 +81,8 @@ pub struct Variant {
     pub max_attempts: Option<u32>,
     /// Replaces `workload.attempt_timeout_ms`.
     pub attempt_timeout_ms: Option<u64>,
+    /// Replaces `cluster.tls`: the cluster with mutual TLS or plaintext.
+    pub tls: Option<bool>,
 }
 
 impl Scenario {
@@ -95,6 +97,7 @@ impl Scenario {
         w.retry = variant.retry.unwrap_or(w.retry);
         w.max_attempts = variant.max_attempts.or(w.max_attempts);
         w.attempt_timeout_ms = variant.attempt_timeout_ms.or(w.attempt_timeout_ms);
+        s.cluster.tls = variant.tls.unwrap_or(s.cluster.tls);
         s.variants.clear();
         s
     }
@@ -116,6 +119,12 @@ impl Scenario {
             if !v.node_flags.is_empty() && !self.is_local() {
                 bail!(
                     "variants[{i}] ({}): node_flags configure local processes; an existing cluster (endpoints) keeps its own settings",
+                    v.name
+                );
+            }
+            if v.tls.is_some() && !self.is_local() {
+                bail!(
+                    "variants[{i}] ({}): tls configures local processes; an existing cluster keeps its own",
                     v.name
                 );
             }

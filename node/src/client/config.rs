@@ -1,6 +1,7 @@
 //! The client's settings: one struct, every default defined once, each
 //! field saying what breaks if it is too small or too large.
 
+use crate::tls::Transport;
 use std::time::Duration;
 
 /// Client settings; every field has a default, defined once in
@@ -81,6 +82,8 @@ pub struct ClientConfig {
     /// Largest response frame accepted (default 64 MiB, above any value a
     /// node accepts by default).
     pub max_frame_bytes: u32,
+    /// Plaintext, or mutual TLS with a client's (or a node's) pair.
+    pub transport: Transport,
     /// How far ahead of this machine's clock a version seen from the
     /// cluster may be before it is ignored for stamping (ms).
     pub max_clock_drift_ms: u64,
@@ -105,6 +108,7 @@ impl Default for ClientConfig {
             throttle_k: 2.0,
             throttle_window: Duration::from_secs(10),
             max_frame_bytes: 64 * 1024 * 1024,
+            transport: Transport::Plain,
             max_clock_drift_ms: 30_000,
         }
     }

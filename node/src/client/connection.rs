@@ -10,14 +10,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 use super::ClientError;
 use crate::proto::frame;
 use crate::proto::{Request, RequestFrame, Response, ResponseFrame, WireError, codec, handshake};
+use crate::tls::{self, Transport};
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Response, WireError>>>>>;
 
@@ -47,53 +49,44 @@ struct ConnState {
 }
 
 impl Connection {
-    /// Connects and handshakes, both within `connect_timeout`.
+    /// Connects (over TLS when `transport` says so) and handshakes, all
+    /// within `connect_timeout`.
     pub async fn connect(
         addr: &str,
+        transport: &Transport,
         connect_timeout: Duration,
         max_frame_bytes: u32,
     ) -> Result<Self, ClientError> {
         let connect = async {
-            let mut stream =
-                TcpStream::connect(addr)
-                    .await
-                    .map_err(|error| ClientError::Connect {
-                        addr: addr.to_owned(),
-                        error,
-                    })?;
-            let _ = stream.set_nodelay(true);
-            handshake::connect(&mut stream, connect_timeout)
+            let stream = TcpStream::connect(addr)
                 .await
-                .map_err(|error| ClientError::Handshake {
+                .map_err(|error| ClientError::Connect {
                     addr: addr.to_owned(),
                     error,
                 })?;
-            Ok::<_, ClientError>(stream)
+            let _ = stream.set_nodelay(true);
+            match transport {
+                Transport::Plain => finish(addr, stream, connect_timeout, max_frame_bytes).await,
+                Transport::Tls(credentials) => {
+                    let tls_error = |detail: String| ClientError::Tls {
+                        addr: addr.to_owned(),
+                        detail,
+                    };
+                    let name = tls::server_name(addr).map_err(tls_error)?;
+                    let stream = TlsConnector::from(credentials.client_config())
+                        .connect(name, stream)
+                        .await
+                        .map_err(|e| tls_error(e.to_string()))?;
+                    finish(addr, stream, connect_timeout, max_frame_bytes).await
+                }
+            }
         };
-        let stream = tokio::time::timeout(connect_timeout, connect)
+        tokio::time::timeout(connect_timeout, connect)
             .await
             .map_err(|_| ClientError::ConnectTimeout {
                 addr: addr.to_owned(),
                 after: connect_timeout,
-            })??;
-        let (reader, writer) = stream.into_split();
-        let (tx, rx) = mpsc::channel(SEND_QUEUE);
-        let pending: Pending = Arc::default();
-        let state = Arc::new(ConnState::default());
-        tokio::spawn(write_loop(writer, rx, state.clone()));
-        tokio::spawn(read_loop(
-            reader,
-            pending.clone(),
-            state.clone(),
-            max_frame_bytes,
-        ));
-        Ok(Self {
-            addr: addr.to_owned(),
-            tx,
-            pending,
-            next_id: AtomicU64::new(1),
-            state,
-        })
+            })?
     }
 
     /// The address this connection goes to.
@@ -152,6 +145,42 @@ impl Connection {
     }
 }
 
+/// The levee handshake on an open stream, then the reader and writer tasks.
+async fn finish<S>(
+    addr: &str,
+    mut stream: S,
+    connect_timeout: Duration,
+    max_frame_bytes: u32,
+) -> Result<Connection, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    handshake::connect(&mut stream, connect_timeout)
+        .await
+        .map_err(|error| ClientError::Handshake {
+            addr: addr.to_owned(),
+            error,
+        })?;
+    let (reader, writer) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::channel(SEND_QUEUE);
+    let pending: Pending = Arc::default();
+    let state = Arc::new(ConnState::default());
+    tokio::spawn(write_loop(writer, rx, state.clone()));
+    tokio::spawn(read_loop(
+        reader,
+        pending.clone(),
+        state.clone(),
+        max_frame_bytes,
+    ));
+    Ok(Connection {
+        addr: addr.to_owned(),
+        tx,
+        pending,
+        next_id: AtomicU64::new(1),
+        state,
+    })
+}
+
 impl Drop for Connection {
     fn drop(&mut self) {
         self.state.closed.cancel();
@@ -175,8 +204,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn write_loop(
-    writer: tokio::net::tcp::OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    writer: W,
     mut rx: mpsc::Receiver<Vec<u8>>,
     state: Arc<ConnState>,
 ) {
@@ -200,8 +229,8 @@ async fn write_loop(
     let _ = writer.shutdown().await;
 }
 
-async fn read_loop(
-    mut reader: tokio::net::tcp::OwnedReadHalf,
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut reader: R,
     pending: Pending,
     state: Arc<ConnState>,
     max_frame_bytes: u32,

@@ -103,6 +103,7 @@ impl Client {
             let addr = &endpoints[index];
             match Connection::connect(
                 addr,
+                &self.config.transport,
                 self.config.connect_timeout,
                 self.config.max_frame_bytes,
             )

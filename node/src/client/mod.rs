@@ -22,6 +22,7 @@
 //! idea: key operations (`requests.rs`), the cached map they route by
 //! (`map_cache.rs`), and the calls that go to one endpoint (`endpoint.rs`).
 
+pub mod admin_http;
 pub mod backoff;
 pub mod breaker;
 pub mod budget;
@@ -66,6 +67,15 @@ pub enum ClientError {
         addr: String,
         /// Cause.
         error: std::io::Error,
+    },
+    /// The TLS handshake failed: a certificate the other side does not
+    /// trust, one not valid for the address used, or an expired one.
+    #[error("TLS with {addr} failed: {detail}")]
+    Tls {
+        /// Endpoint.
+        addr: String,
+        /// What rustls said.
+        detail: String,
     },
     /// The connection did not open in time.
     #[error("connecting to {addr} timed out after {after:?}")]
@@ -194,7 +204,11 @@ impl Client {
             conn: Mutex::new(None),
             next_endpoint: AtomicUsize::new(0),
             map: std::sync::RwLock::new(None),
-            pool: Pool::new(config.connect_timeout, config.max_frame_bytes),
+            pool: Pool::new(
+                config.connect_timeout,
+                config.max_frame_bytes,
+                config.transport.clone(),
+            ),
             retry: Retry::new(&config, std::time::Instant::now()),
             throttle: std::sync::Mutex::new(throttle::Throttle::new(
                 config.throttle_k,

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::{ClientError, Connection};
 use crate::proto::{NodeRequest, Request, Response};
+use crate::tls::Transport;
 
 /// How long a node whose connect failed is not dialled again. Short: a
 /// connect to a dead node fails fast on a LAN, so retrying a few times a
@@ -28,13 +29,18 @@ pub struct Pool {
     conns: Mutex<HashMap<String, Slot>>,
     connect_timeout: Duration,
     max_frame_bytes: u32,
+    transport: Transport,
 }
 
 impl Default for Pool {
     fn default() -> Self {
         // Nodes talk to nodes: a short connect timeout, and frames as large
         // as any value a node accepts.
-        Self::new(Duration::from_millis(500), 64 * 1024 * 1024)
+        Self::new(
+            Duration::from_millis(500),
+            64 * 1024 * 1024,
+            Transport::Plain,
+        )
     }
 }
 
@@ -45,11 +51,12 @@ enum Slot {
 
 impl Pool {
     /// An empty pool.
-    pub fn new(connect_timeout: Duration, max_frame_bytes: u32) -> Self {
+    pub fn new(connect_timeout: Duration, max_frame_bytes: u32, transport: Transport) -> Self {
         Self {
             conns: Mutex::default(),
             connect_timeout,
             max_frame_bytes,
+            transport,
         }
     }
 
@@ -95,6 +102,7 @@ impl Pool {
         }
         match Connection::connect(
             addr,
+            &self.transport,
             self.connect_timeout.min(timeout),
             self.max_frame_bytes,
         )

@@ -291,8 +291,11 @@ fn keep_most_telling(last: &mut Option<ClientError>, e: ClientError) {
 /// writes too: the retry carries the same version.
 fn fails_over(e: &ClientError) -> bool {
     match e {
+        // A TLS failure is this node's certificate (expired, not valid
+        // for its address): another replica may be fine.
         ClientError::Connect { .. }
         | ClientError::ConnectTimeout { .. }
+        | ClientError::Tls { .. }
         | ClientError::Timeout { .. }
         | ClientError::ConnectionClosed { .. } => true,
         ClientError::Server(e) => e.is_retryable(),

@@ -47,6 +47,7 @@ pub(super) fn verdict(result: &Result<Response, ClientError>) -> Verdict {
             ClientError::Connect { .. }
             | ClientError::ConnectTimeout { .. }
             | ClientError::Handshake { .. }
+            | ClientError::Tls { .. }
             | ClientError::Timeout { .. }
             | ClientError::ConnectionClosed { .. },
         ) => Verdict::Failed,

@@ -48,6 +48,19 @@ pub struct NodeReport {
     pub recovery_bytes_received: u64,
     /// The copies it is receiving.
     pub transfers: Vec<TransferProgress>,
+    /// Its TLS certificate, `None` on an `--insecure` node.
+    pub cert: Option<CertReport>,
+}
+
+/// A node's certificate, as it reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertReport {
+    /// When the earlier of its own and its CA's certificates expires (ms
+    /// since the epoch).
+    pub not_after_ms: u64,
+    /// Whether that is inside the node's warning window
+    /// (`cert_warn_before_days`) or past.
+    pub warn: bool,
 }
 
 /// One incoming copy, as its target reports it.

@@ -23,6 +23,21 @@ pub struct Overrides {
     /// Address others use to reach this node (default: --listen).
     #[arg(long, env = "LEVEE_ADVERTISE", value_name = "HOST:PORT")]
     pub advertise: Option<String>,
+    /// Directory of this node's certificates (ca.crt, node.crt, node.key;
+    /// see `levee cert`): every port speaks mutual TLS.
+    #[arg(
+        long,
+        env = "LEVEE_CERTS_DIR",
+        value_name = "DIR",
+        conflicts_with = "insecure"
+    )]
+    pub certs_dir: Option<PathBuf>,
+    /// Serve plaintext with no authentication (a laptop or a test only).
+    #[arg(long, env = "LEVEE_INSECURE")]
+    pub insecure: bool,
+    /// Days before a certificate expires from which the node warns.
+    #[arg(long, env = "LEVEE_CERT_WARN_BEFORE_DAYS", value_name = "DAYS")]
+    pub cert_warn_before_days: Option<u64>,
     /// Start a new cluster (ignored once the node has an identity).
     #[arg(long, env = "LEVEE_INIT", conflicts_with = "join")]
     pub init: bool,
@@ -179,6 +194,15 @@ impl Config {
         if o.init {
             self.init = true;
         }
+        if let Some(dir) = o.certs_dir {
+            self.certs_dir = Some(dir);
+            self.insecure = false;
+        }
+        if o.insecure {
+            self.insecure = true;
+            self.certs_dir = None;
+        }
+        set(&mut self.cert_warn_before_days, o.cert_warn_before_days);
         set(&mut self.join, o.join);
         set(&mut self.zone, o.zone);
         set(&mut self.capacity, o.capacity);

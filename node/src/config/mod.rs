@@ -199,6 +199,18 @@ pub struct Config {
     /// node's own background senders slow down in proportion to
     /// foreground pressure.
     pub admission_background_share: f64,
+    /// Directory of this node's certificates (`ca.crt`, `node.crt`,
+    /// `node.key`, made by `levee cert`): every port speaks mutual TLS.
+    /// Either this or `insecure` must be set.
+    pub certs_dir: Option<PathBuf>,
+    /// Serve and call plaintext, with no authentication: anyone who can
+    /// reach a port can read, write and send Raft messages. For a laptop
+    /// or a test only; it has to be asked for by name.
+    pub insecure: bool,
+    /// Days before a certificate expires from which the node warns (log,
+    /// `levee status`, health `degraded`). 30 days leaves several chances
+    /// to renew on a monthly schedule.
+    pub cert_warn_before_days: u64,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or
@@ -214,6 +226,9 @@ impl Default for Config {
         let admission = crate::admission::AdmissionConfig::default();
         Self {
             data_dir: PathBuf::from("levee-data"),
+            certs_dir: None,
+            insecure: false,
+            cert_warn_before_days: 30,
             listen: "127.0.0.1:7400".into(),
             admin: "127.0.0.1:7401".into(),
             advertise: String::new(),

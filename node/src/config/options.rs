@@ -2,12 +2,13 @@
 //! storage, cluster and admission settings, and the node's addresses and
 //! directories, each in the form its module takes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{Config, ConfigError};
 use crate::proto::Limits;
 use crate::storage::StorageConfig;
+use crate::tls::Transport;
 
 impl Config {
     /// The protocol limits.
@@ -44,8 +45,24 @@ impl Config {
         self.data_dir.join("meta")
     }
 
-    /// The cluster settings.
-    pub fn cluster(&self) -> crate::raft::ClusterOptions {
+    /// The certificates directory, `None` for an explicit `insecure`, or
+    /// an error when the configuration says neither: plaintext is never
+    /// what a node falls back to.
+    pub fn security(&self) -> Result<Option<&Path>, ConfigError> {
+        match (&self.certs_dir, self.insecure) {
+            (Some(dir), false) => Ok(Some(dir)),
+            (None, true) => Ok(None),
+            (Some(_), true) => Err(ConfigError::Invalid(
+                "certs_dir and insecure are both set; choose one".into(),
+            )),
+            (None, false) => Err(ConfigError::Invalid(
+                "no certificates: pass --certs-dir DIR (create them with `levee cert create-ca` and `levee cert create-node`), or --insecure to serve plaintext with no authentication".into(),
+            )),
+        }
+    }
+
+    /// The cluster settings; the others are reached over `transport`.
+    pub fn cluster(&self, transport: &Transport) -> crate::raft::ClusterOptions {
         use crate::cluster::map::Settings;
         use crate::raft::{Bootstrap, ClusterOptions};
         ClusterOptions {
@@ -64,6 +81,7 @@ impl Config {
             election_timeout: Duration::from_millis(self.raft_election_timeout_ms),
             join_timeout: Duration::from_millis(self.join_timeout_ms),
             recovery: self.recovery_settings().unwrap_or_default(),
+            transport: transport.clone(),
         }
     }
 

@@ -59,6 +59,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("layout", layout),
     ("identity", identity),
     ("config", config),
+    ("cert", cert),
+    ("admin_answer", admin_answer),
 ];
 
 /// The node's frame body timeout; an in-memory reader never makes it fire.
@@ -499,7 +501,12 @@ pub fn config(data: &[u8]) {
         return;
     };
     if config.check().is_ok() {
-        let _ = (config.limits(), config.storage(), config.cluster());
+        let _ = (
+            config.limits(),
+            config.storage(),
+            config.cluster(&crate::tls::Transport::Plain),
+            config.security().is_ok(),
+        );
         let _ = (config.admission(), config.admission_after_restart());
     }
     let printed = config.to_toml();
@@ -510,4 +517,56 @@ pub fn config(data: &[u8]) {
         printed,
         "printing a configuration is unstable"
     );
+}
+
+/// A holder's certificate files as a node reads them from its
+/// certificates directory (`tls::check_pair`, what loading and reloading
+/// run): the input is three length-prefixed parts (u16 big-endian
+/// lengths), the CA certificate, the holder's certificate and its key,
+/// and its first byte picks the role asked for.
+///
+/// Checks: a pair that loads carries the role asked for and has not
+/// expired.
+pub fn cert(data: &[u8]) {
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let role = if pick & 1 == 0 {
+        crate::tls::Role::Node
+    } else {
+        crate::tls::Role::Client
+    };
+    let mut parts = Vec::with_capacity(3);
+    let mut rest = rest;
+    for _ in 0..2 {
+        let Some((len, tail)) = rest.split_first_chunk::<2>() else {
+            return;
+        };
+        let len = usize::from(u16::from_be_bytes(*len)).min(tail.len());
+        let (part, tail) = tail.split_at(len);
+        parts.push(part);
+        rest = tail;
+    }
+    parts.push(rest);
+    let now = std::time::SystemTime::now();
+    if let Ok((loaded_role, not_after)) =
+        crate::tls::check_pair(role, parts[0], parts[1], parts[2], now)
+    {
+        assert_eq!(loaded_role, Some(role), "a pair loads only with its role");
+        assert!(not_after > now, "an expired pair never loads");
+    }
+}
+
+/// An admin port's answer as `client::admin_http` reads it (what the bench
+/// runner and tools read from `/metrics` and health).
+///
+/// Checks: an answer's body is the end of what was received.
+pub fn admin_answer(data: &[u8]) {
+    if let Some(answer) = crate::client::admin_http::parse(data) {
+        let text = String::from_utf8_lossy(data);
+        assert!(
+            text.ends_with(&answer.body),
+            "the body is what follows the headers"
+        );
+    }
 }

@@ -24,7 +24,9 @@ use super::{FRAME_TIMEOUT, block_on};
 use crate::cluster::map::{
     ClusterMap, Command, CommandResult, Move, NodeSpec, NodeState, Settings,
 };
-use crate::cluster::status::{ClusterStatus, NodeReport, RecoveryStatus, TransferProgress};
+use crate::cluster::status::{
+    CertReport, ClusterStatus, NodeReport, RecoveryStatus, TransferProgress,
+};
 use crate::config::Config;
 use crate::hlc;
 use crate::partition::partition_of;
@@ -326,6 +328,10 @@ fn request_seeds(
             keys: 18_230,
             bytes: 9 << 20,
         }],
+        cert: Some(CertReport {
+            not_after_ms: NOW_MS + 86_400_000 * 20,
+            warn: true,
+        }),
     };
     let client = |request| Request::Client(request);
     let node = |request| Request::Node(request);
@@ -824,5 +830,59 @@ fn file_seeds(seeds: &mut Seeds) -> anyhow::Result<()> {
         Config::default().to_toml().into_bytes(),
     );
     seeds.add("config", "empty", Vec::new());
+    cert_seeds(seeds)?;
+    seeds.add(
+        "admin_answer",
+        "metrics",
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: 21\r\n\r\nlevee_requests_total 7\n".to_vec(),
+    );
+    seeds.add(
+        "admin_answer",
+        "forbidden",
+        b"HTTP/1.1 403 Forbidden\r\ncontent-length: 20\r\n\r\nclient certificate\n".to_vec(),
+    );
     Ok(())
+}
+
+/// A CA, a node pair and a client pair made by `levee cert`'s own code,
+/// as the `cert` target takes them (role byte, then length-prefixed CA and
+/// certificate, then the key); and a mismatched pair.
+fn cert_seeds(seeds: &mut Seeds) -> anyhow::Result<()> {
+    use crate::tls::issue::{self, Validity};
+    let dir = tempfile_dir()?;
+    let year = Validity::for_lifetime(std::time::Duration::from_secs(365 * 86_400));
+    let ca_key = dir.join(issue::CA_KEY);
+    issue::create_ca(&dir, &ca_key, year, true)?;
+    issue::create_node(&dir, &ca_key, &["127.0.0.1".into(), "n1".into()], year)?;
+    issue::create_client(&dir, &ca_key, "root", year)?;
+    let read = |name: &str| std::fs::read(dir.join(name));
+    let ca = read(issue::CA_CERT)?;
+    let pack = |role: u8, cert: &[u8], key: &[u8]| -> anyhow::Result<Vec<u8>> {
+        let mut out = vec![role];
+        for part in [&ca[..], cert] {
+            out.extend_from_slice(&u16::try_from(part.len())?.to_be_bytes());
+            out.extend_from_slice(part);
+        }
+        out.extend_from_slice(key);
+        Ok(out)
+    };
+    let (node_crt, node_key) = (read(issue::NODE_CERT)?, read(issue::NODE_KEY)?);
+    let (client_crt, client_key) = (read("client.root.crt")?, read("client.root.key")?);
+    seeds.add("cert", "node", pack(0, &node_crt, &node_key)?);
+    seeds.add("cert", "client", pack(1, &client_crt, &client_key)?);
+    seeds.add("cert", "mismatched", pack(0, &node_crt, &client_key)?);
+    seeds.add("cert", "wrong-role", pack(1, &node_crt, &node_key)?);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// A fresh directory under the system's temporary directory.
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "levee-fuzz-seeds-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }

@@ -12,14 +12,17 @@ pub mod send_budget;
 pub mod transfers;
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use crate::admission::Admission;
 use crate::client::pool::Pool;
+use crate::cluster::status::CertReport;
 use crate::config::Config;
 use crate::hlc::Clock;
 use crate::raft::Cluster;
 use crate::storage::hints::HintStore;
 use crate::storage::{Storage, StorageError};
+use crate::tls::Transport;
 
 pub use self::send_budget::SendBudget;
 pub use self::transfers::Transfers;
@@ -42,6 +45,10 @@ pub struct Node {
     send_budget: SendBudget,
     /// Copies this node is receiving, read by the heartbeat.
     transfers: Transfers,
+    /// How this node reaches others, and its certificates.
+    transport: Transport,
+    /// How far ahead of a certificate's expiry the node warns.
+    cert_warn_before: Duration,
 }
 
 impl Node {
@@ -52,14 +59,24 @@ impl Node {
 
     /// Opens the node's storage, with an admission controller made earlier
     /// (the admin endpoint serves its metrics before storage is open).
-    pub fn open_with(config: &Config, admission: Arc<Admission>) -> Result<Self, StorageError> {
-        Self::with_admission(Storage::open(&config.storage())?, config, admission)
+    /// Other nodes are reached over `transport`.
+    pub fn open_with(
+        config: &Config,
+        admission: Arc<Admission>,
+        transport: Transport,
+    ) -> Result<Self, StorageError> {
+        Self::with_admission(
+            Storage::open(&config.storage())?,
+            config,
+            admission,
+            transport,
+        )
     }
 
     /// A node over already-open storage.
     pub fn new(storage: Storage, config: &Config) -> Result<Self, StorageError> {
         let admission = Arc::new(Admission::new(config.admission()));
-        Self::with_admission(storage, config, admission)
+        Self::with_admission(storage, config, admission, Transport::Plain)
     }
 
     /// A node over already-open storage with the given admission controller.
@@ -67,17 +84,41 @@ impl Node {
         storage: Storage,
         config: &Config,
         admission: Arc<Admission>,
+        transport: Transport,
     ) -> Result<Self, StorageError> {
         let hints = HintStore::open(&storage, config.hint_max_bytes_per_node)?;
         Ok(Self {
             storage,
             clock: Clock::new(config.max_clock_drift_ms),
             hints,
-            peers: Pool::default(),
+            // Nodes talk to nodes: a short connect timeout, and frames as
+            // large as any value a node accepts.
+            peers: Pool::new(
+                Duration::from_millis(500),
+                64 * 1024 * 1024,
+                transport.clone(),
+            ),
+            transport,
+            cert_warn_before: Duration::from_secs(config.cert_warn_before_days * 86_400),
             admission,
             cluster: OnceLock::new(),
             send_budget: SendBudget::default(),
             transfers: Transfers::default(),
+        })
+    }
+
+    /// This node's certificate for its heartbeat, `None` when insecure.
+    pub fn cert_report(&self, now: std::time::SystemTime) -> Option<CertReport> {
+        let Transport::Tls(credentials) = &self.transport else {
+            return None;
+        };
+        let not_after = credentials.not_after().min(credentials.ca_not_after());
+        let expiry = crate::tls::Expiry::of(not_after, now, self.cert_warn_before);
+        Some(CertReport {
+            not_after_ms: not_after
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            warn: expiry != crate::tls::Expiry::Fine,
         })
     }
 

@@ -492,6 +492,14 @@ pub enum WireError {
         /// Milliseconds until the quarantine expires.
         remaining_ms: u64,
     },
+    /// The caller's certificate does not allow this request (a node-only
+    /// message from a client certificate, say). Not retried: another node
+    /// answers the same.
+    #[error("permission denied: {detail}")]
+    PermissionDenied {
+        /// What was refused and what would allow it.
+        detail: String,
+    },
 }
 
 /// `1h 5m`, `12m 30s`, `45s`: a duration as an operator reads it.

@@ -32,6 +32,7 @@ use crate::cluster::map::{self, ClusterMap, Command, CommandResult, NodeSpec, Se
 use crate::cluster::status::{self, ClusterStatus, NodeReport};
 use crate::cluster::{NodeId, voters};
 use crate::proto::{NodeRequest, RaftRpc, Request, Response, WireError, codec};
+use crate::tls::Transport;
 
 /// How a node without an identity enters a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +69,8 @@ pub struct ClusterOptions {
     pub join_timeout: Duration,
     /// For a new cluster: its recovery settings.
     pub recovery: map::RecoverySettings,
+    /// How this node reaches the others (Raft RPCs, joins, proposals).
+    pub transport: Transport,
 }
 
 /// Cluster failures at startup.
@@ -108,6 +111,8 @@ type Reports = BTreeMap<NodeId, (tokio::time::Instant, NodeReport)>;
 /// The running cluster membership of this node.
 pub struct Cluster {
     identity: Identity,
+    /// How proposals reach the leader.
+    transport: Transport,
     raft: Raft,
     map: watch::Receiver<Arc<ClusterMap>>,
     /// Reports received as leader (cleared on no path: stale ones simply
@@ -157,8 +162,13 @@ impl Cluster {
                 }
                 Bootstrap::Join(seeds) => {
                     let token = identity::join_token(&db).await?;
-                    let identity =
-                        join(seeds, &spec(&options, token), options.join_timeout).await?;
+                    let identity = join(
+                        seeds,
+                        &spec(&options, token),
+                        options.join_timeout,
+                        &options.transport,
+                    )
+                    .await?;
                     identity::save(&db, identity).await?;
                     tracing::info!(
                         node_id = identity.node_id,
@@ -178,7 +188,7 @@ impl Cluster {
         let raft = Raft::new(
             identity.node_id,
             config,
-            network::Network::new(identity.cluster_id),
+            network::Network::new(identity.cluster_id, options.transport.clone()),
             log_store,
             state_machine,
         )
@@ -186,6 +196,7 @@ impl Cluster {
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let cluster = Arc::new(Self {
             identity,
+            transport: options.transport.clone(),
             raft,
             map,
             reports: Default::default(),
@@ -497,9 +508,14 @@ impl Cluster {
                 return Err(unavailable("no Raft leader is known; retry shortly".into()));
             };
             let config = ClientConfig::default();
-            let conn = Connection::connect(&addr, config.connect_timeout, config.max_frame_bytes)
-                .await
-                .map_err(|e| unavailable(format!("cannot reach leader {leader} at {addr}: {e}")))?;
+            let conn = Connection::connect(
+                &addr,
+                &self.transport,
+                config.connect_timeout,
+                config.max_frame_bytes,
+            )
+            .await
+            .map_err(|e| unavailable(format!("cannot reach leader {leader} at {addr}: {e}")))?;
             match conn
                 .request(Request::Node(NodeRequest::Propose(command)), timeout)
                 .await
@@ -657,9 +673,13 @@ async fn join(
     seeds: &[String],
     spec: &NodeSpec,
     timeout: Duration,
+    transport: &Transport,
 ) -> Result<Identity, ClusterError> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let client = ClientConfig::default();
+    let client = ClientConfig {
+        transport: transport.clone(),
+        ..ClientConfig::default()
+    };
     let mut targets: Vec<String> = seeds.to_vec();
     let mut last = String::from("no seed given");
     let mut attempt = 0u32;
@@ -713,9 +733,14 @@ async fn ask_to_join(
     spec: &NodeSpec,
     config: &ClientConfig,
 ) -> Result<Identity, WireOrClient> {
-    let conn = Connection::connect(addr, config.connect_timeout, config.max_frame_bytes)
-        .await
-        .map_err(WireOrClient::Client)?;
+    let conn = Connection::connect(
+        addr,
+        &config.transport,
+        config.connect_timeout,
+        config.max_frame_bytes,
+    )
+    .await
+    .map_err(WireOrClient::Client)?;
     match conn
         .request(
             Request::Node(NodeRequest::Join(spec.clone())),

@@ -6,6 +6,7 @@
 //! a wiped node at an old address), is reported to openraft as
 //! `Unreachable`, which backs off instead of retrying hot.
 
+use crate::tls::Transport;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,12 +69,16 @@ const MAX_FRAME: u32 = 16 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct Network {
     cluster_id: u64,
+    transport: Transport,
 }
 
 impl Network {
-    /// A network for members of `cluster_id`.
-    pub fn new(cluster_id: u64) -> Self {
-        Self { cluster_id }
+    /// A network for members of `cluster_id`, reached over `transport`.
+    pub fn new(cluster_id: u64, transport: Transport) -> Self {
+        Self {
+            cluster_id,
+            transport,
+        }
     }
 }
 
@@ -85,6 +90,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             cluster_id: self.cluster_id,
             target,
             addr: node.addr.clone(),
+            transport: self.transport.clone(),
             conn: None,
         }
     }
@@ -95,6 +101,7 @@ pub struct PeerClient {
     cluster_id: u64,
     target: NodeId,
     addr: String,
+    transport: Transport,
     conn: Option<Arc<Connection>>,
 }
 
@@ -124,7 +131,8 @@ impl PeerClient {
         {
             return Ok(conn.clone());
         }
-        let conn = Arc::new(Connection::connect(&self.addr, CONNECT_TIMEOUT, MAX_FRAME).await?);
+        let conn = Connection::connect(&self.addr, &self.transport, CONNECT_TIMEOUT, MAX_FRAME);
+        let conn = Arc::new(conn.await?);
         self.conn = Some(conn.clone());
         Ok(conn)
     }

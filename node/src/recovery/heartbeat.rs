@@ -34,6 +34,7 @@ pub fn report(node: &Node, cluster: &Cluster) -> NodeReport {
         recovery_bytes_sent: metrics.recovery_bytes_sent(),
         recovery_bytes_received: metrics.recovery_bytes_received(),
         transfers: node.transfers().progress(),
+        cert: node.cert_report(std::time::SystemTime::now()),
     }
 }
 

@@ -15,20 +15,35 @@
 //! server, so it answers while the protocol side sheds, and it is bound
 //! before storage is opened, so liveness and the startup gauges answer
 //! while a restarting node is still opening its data.
+//!
+//! With certificates the port serves HTTPS only: the health endpoints
+//! answer anyone (orchestrators probe them without a certificate), every
+//! other path needs a client certificate of the cluster's CA (403
+//! without). TLS handshakes run off the accept loop, a bounded number at
+//! once, each within a timeout, so a slow or silent peer holds nothing.
+//! `/metrics` also shows `levee_cert_expiry_seconds{role}`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::net::TcpListener;
+use axum::serve::{IncomingStream, Listener};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
 use crate::startup::Startup;
+use crate::tls::Credentials;
 
 /// What the health endpoints report.
 #[derive(Debug, Default)]
@@ -50,23 +65,73 @@ impl Health {
 
 /// What the admin routes read.
 #[derive(Clone)]
-struct AdminState {
-    health: Arc<Health>,
-    admission: Arc<Admission>,
-    startup: Arc<Startup>,
+pub struct AdminState {
+    /// Liveness and readiness.
+    pub health: Arc<Health>,
+    /// Admission control and the node's counters.
+    pub admission: Arc<Admission>,
+    /// The startup timeline.
+    pub startup: Arc<Startup>,
+    /// The node's certificates, whose expiry `/metrics` shows.
+    pub tls: Option<Arc<Credentials>>,
+}
+
+/// Who is calling, as the connection's TLS says.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// Whether it presented a certificate of the cluster's CA (always on a
+    /// plaintext, `--insecure` port, where nothing is checked).
+    pub certified: bool,
 }
 
 /// The admin routes.
-pub fn router(health: Arc<Health>, admission: Arc<Admission>, startup: Arc<Startup>) -> Router {
+pub fn router(state: AdminState) -> Router {
+    let guarded = Router::new()
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn(require_certificate));
     Router::new()
         .route("/health/live", get(|| async { "live\n" }))
         .route("/health/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .with_state(AdminState {
-            health,
-            admission,
-            startup,
-        })
+        .merge(guarded)
+        .fallback(not_found)
+        .layer(middleware::from_fn(require_certificate_for_unknown))
+        .with_state(state)
+}
+
+async fn not_found() -> (StatusCode, &'static str) {
+    (StatusCode::NOT_FOUND, "not found\n")
+}
+
+const NEED_CERT: &str =
+    "a client certificate of this cluster's CA is required (levee cert create-client)\n";
+
+async fn require_certificate(
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if caller.certified {
+        next.run(request).await
+    } else {
+        (StatusCode::FORBIDDEN, NEED_CERT).into_response()
+    }
+}
+
+/// Without a certificate, only the health paths exist: an unknown path
+/// answers 403 too, so an anonymous peer learns nothing about the rest.
+async fn require_certificate_for_unknown(
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let open = matches!(request.uri().path(), "/health/live" | "/health/ready");
+    if caller.certified || open {
+        next.run(request).await
+    } else {
+        (StatusCode::FORBIDDEN, NEED_CERT).into_response()
+    }
 }
 
 async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
@@ -81,22 +146,168 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     let gauges = state.admission.gauges();
     let mut text = state.admission.metrics().render(&gauges);
     text.push_str(&state.startup.render());
+    if let Some(tls) = &state.tls {
+        text.push_str(&render_expiry(tls, SystemTime::now()));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
-/// Serves the admin routes until `shutdown`.
-pub async fn serve(
-    listener: TcpListener,
-    health: Arc<Health>,
-    admission: Arc<Admission>,
-    startup: Arc<Startup>,
-    shutdown: CancellationToken,
-) {
-    let app = router(health, admission, startup);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-    {
+/// `levee_cert_expiry_seconds{role}`: seconds until the node's and the
+/// CA's certificates expire, negative once they have.
+fn render_expiry(tls: &Credentials, now: SystemTime) -> String {
+    let left = |t: SystemTime| match t.duration_since(now) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    };
+    format!(
+        "# HELP levee_cert_expiry_seconds Seconds until the certificate expires (negative: expired).\n\
+         # TYPE levee_cert_expiry_seconds gauge\n\
+         levee_cert_expiry_seconds{{role=\"node\"}} {}\n\
+         levee_cert_expiry_seconds{{role=\"ca\"}} {}\n",
+        left(tls.not_after()),
+        left(tls.ca_not_after())
+    )
+}
+
+/// Serves the admin routes until `shutdown`: HTTPS with `state.tls`,
+/// plaintext without.
+pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) {
+    let result = match state.tls.clone() {
+        None => {
+            let app = router(state).into_make_service_with_connect_info::<Caller>();
+            axum::serve(PlainListener(listener), app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+        Some(credentials) => {
+            let app = router(state).into_make_service_with_connect_info::<Caller>();
+            let listener = TlsListener::start(listener, credentials, shutdown.clone());
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+    };
+    if let Err(e) = result {
         tracing::error!(error = %e, "admin server failed");
+    }
+}
+
+/// The plaintext port: every caller counts as certified, since nothing
+/// is checked there (`--insecure`).
+struct PlainListener(TcpListener);
+
+impl Listener for PlainListener {
+    type Io = TcpStream;
+    type Addr = Caller;
+
+    async fn accept(&mut self) -> (TcpStream, Caller) {
+        let (stream, addr) = Listener::accept(&mut self.0).await;
+        (
+            stream,
+            Caller {
+                addr,
+                certified: true,
+            },
+        )
+    }
+
+    fn local_addr(&self) -> std::io::Result<Caller> {
+        Ok(Caller {
+            addr: self.0.local_addr()?,
+            certified: true,
+        })
+    }
+}
+
+/// TLS handshakes in progress at once on the admin port.
+const ADMIN_HANDSHAKES: usize = 32;
+/// Time a peer gets to finish its TLS handshake on the admin port.
+const ADMIN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The HTTPS port: a task accepts and runs the TLS handshakes (bounded,
+/// each with a timeout); axum takes finished ones from a bounded queue.
+struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, Caller)>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    fn start(listener: TcpListener, tls: Arc<Credentials>, shutdown: CancellationToken) -> Self {
+        let local = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (tx, ready) = mpsc::channel(ADMIN_HANDSHAKES);
+        tokio::spawn(async move {
+            let handshakes = Arc::new(Semaphore::new(ADMIN_HANDSHAKES));
+            loop {
+                let accepted = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    accepted = listener.accept() => accepted,
+                };
+                let (stream, addr) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "admin accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                // At the cap the newcomer is closed: a flood of silent
+                // sockets cannot queue without bound.
+                let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                    continue;
+                };
+                let acceptor = TlsAcceptor::from(tls.admin_config());
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let handshake =
+                        tokio::time::timeout(ADMIN_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            let certified = stream.get_ref().1.peer_certificates().is_some();
+                            drop(permit);
+                            let _ = tx.send((stream, Caller { addr, certified })).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%addr, error = %e, "admin TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%addr, "admin TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Self { ready, local }
+    }
+}
+
+impl Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = Caller;
+
+    async fn accept(&mut self) -> (Self::Io, Caller) {
+        match self.ready.recv().await {
+            Some(accepted) => accepted,
+            // The accept task ended (shutdown): wait for axum to stop.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Caller> {
+        Ok(Caller {
+            addr: self.local,
+            certified: false,
+        })
+    }
+}
+
+impl axum::extract::connect_info::Connected<IncomingStream<'_, PlainListener>> for Caller {
+    fn connect_info(stream: IncomingStream<'_, PlainListener>) -> Self {
+        *stream.remote_addr()
+    }
+}
+
+impl axum::extract::connect_info::Connected<IncomingStream<'_, TlsListener>> for Caller {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        *stream.remote_addr()
     }
 }

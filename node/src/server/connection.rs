@@ -8,18 +8,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::{Duration, Instant};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use super::authority::Authority;
 use super::contain::{self, Containment};
-use super::slow_peers::HandshakeSlot;
+use super::slow_peers::{HandshakeSlot, Refusals};
 use super::{Node, ServerOptions, handler};
 use crate::admission::Admit;
 use crate::metrics::Outcome;
 use crate::proto::frame::{self, FrameError};
 use crate::proto::op::Op;
 use crate::proto::{RequestFrame, ResponseFrame, WireError, codec, handshake};
+use crate::tls;
 
 /// What every connection of a server shares.
 pub struct Context {
@@ -29,17 +33,111 @@ pub struct Context {
     pub options: Arc<ServerOptions>,
     /// Panic containment and the quarantine check.
     pub containment: Arc<Containment>,
+    /// Connections that failed to open (a TLS handshake refused, a
+    /// plaintext or foreign peer), logged at most once a second.
+    pub failed_opens: Arc<std::sync::Mutex<Refusals>>,
 }
 
 /// Serves a connection until the peer leaves, the stream becomes
 /// untrustworthy, or shutdown; in-flight requests finish before it returns.
-/// The handshake runs in `handshake_slot`, which the accept loop may take back
-/// for a newer connection.
-pub async fn serve<S>(
-    mut stream: S,
+/// The TLS and levee handshakes run in `handshake_slot`, which the accept
+/// loop may take back for a newer connection, and within the handshake
+/// timeout together.
+pub async fn serve(
+    stream: TcpStream,
     peer: SocketAddr,
     context: Context,
     handshake_slot: HandshakeSlot,
+    shutdown: CancellationToken,
+) {
+    let timeout = context.options.handshake_timeout;
+    let Some(credentials) = context.options.tls.clone() else {
+        let mut stream = stream;
+        let opened = handshake_slot
+            .hold(handshake::accept(&mut stream, timeout))
+            .await;
+        let opened = opened.map(|r| r.map_err(OpenError::Levee));
+        if opened_or_logged(peer, opened, &context.failed_opens) {
+            serve_open(stream, peer, context, Authority::Insecure, shutdown).await;
+        }
+        return;
+    };
+    // The configuration as of now: a renewed certificate serves new
+    // connections, and this one keeps the pair it started with.
+    let acceptor = TlsAcceptor::from(credentials.server_config());
+    let open = async {
+        let mut stream = acceptor.accept(stream).await.map_err(OpenError::Tls)?;
+        let identity = tls::peer_identity(stream.get_ref().1.peer_certificates());
+        handshake::accept(&mut stream, timeout)
+            .await
+            .map_err(OpenError::Levee)?;
+        Ok((stream, identity))
+    };
+    let open = async {
+        tokio::time::timeout(timeout, open)
+            .await
+            .unwrap_or(Err(OpenError::Levee(handshake::HandshakeError::Timeout(
+                timeout,
+            ))))
+    };
+    let opened = handshake_slot.hold(open).await;
+    let (stream, identity) = match opened {
+        Some(Ok(opened)) => opened,
+        other => {
+            opened_or_logged(peer, other.map(|r| r.map(|_| ())), &context.failed_opens);
+            return;
+        }
+    };
+    serve_open(stream, peer, context, Authority::of(identity), shutdown).await;
+}
+
+/// Why a connection did not open.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    #[error("{0}")]
+    Levee(handshake::HandshakeError),
+}
+
+/// Logs a failed or ended opening; whether the connection opened.
+fn opened_or_logged(
+    peer: SocketAddr,
+    opened: Option<Result<(), OpenError>>,
+    failed: &std::sync::Mutex<Refusals>,
+) -> bool {
+    match opened {
+        Some(Ok(())) => true,
+        Some(Err(e)) => {
+            // An expired or foreign certificate, or a plaintext client,
+            // lands here: worth a warning, but a scan of the port must not
+            // flood the log, so one line a second with the count.
+            let due = failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .refused(std::time::Instant::now());
+            match due {
+                Some(count) => {
+                    tracing::warn!(%peer, error = %e, count, "connection not opened; closing (`count`: failed openings since the last such line)")
+                }
+                None => tracing::debug!(%peer, error = %e, "connection not opened; closing"),
+            }
+            false
+        }
+        None => {
+            tracing::debug!(%peer, "handshake ended for a newer connection; closing");
+            false
+        }
+    }
+}
+
+/// Serves an opened connection, each request checked against what the
+/// caller's certificate allows.
+async fn serve_open<S>(
+    stream: S,
+    peer: SocketAddr,
+    context: Context,
+    authority: Authority,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -48,21 +146,8 @@ pub async fn serve<S>(
         node,
         options,
         containment,
+        ..
     } = context;
-    match handshake_slot
-        .hold(handshake::accept(&mut stream, options.handshake_timeout))
-        .await
-    {
-        Some(Ok(())) => {}
-        Some(Err(e)) => {
-            tracing::warn!(%peer, error = %e, "handshake failed; closing connection");
-            return;
-        }
-        None => {
-            tracing::debug!(%peer, "handshake ended for a newer connection; closing");
-            return;
-        }
-    }
     let (mut reader, writer) = tokio::io::split(stream);
     let inflight = options.max_inflight_per_connection;
     // Bounded: at most one queued response per in-flight request, plus
@@ -103,12 +188,15 @@ pub async fn serve<S>(
         // limits reject, or one whose shape is quarantined (it crashed
         // handlers, and running it again would crash this one).
         let op = Op::of(&request.request);
-        let refused = options.limits.validate(&request).and_then(|()| {
-            let shape = contain::shape_of(op, &request.request, || {
-                codec::request_body(&payload, &request)
+        let refused = authority
+            .permits(&request.request)
+            .and_then(|()| options.limits.validate(&request))
+            .and_then(|()| {
+                let shape = contain::shape_of(op, &request.request, || {
+                    codec::request_body(&payload, &request)
+                });
+                containment.refuse(&node, op, &shape).map(|()| shape)
             });
-            containment.refuse(&node, op, &shape).map(|()| shape)
-        });
         let shape = match refused {
             Ok(shape) => shape,
             Err(e) => {

@@ -8,6 +8,7 @@
 //! return so the caller can flush storage.
 
 pub mod admin;
+mod authority;
 mod connection;
 pub mod contain;
 mod handler;
@@ -25,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::node::Node;
 use crate::proto::Limits;
+use crate::tls::Credentials;
 
 /// Connection-handling settings.
 #[derive(Debug, Clone)]
@@ -44,6 +46,8 @@ pub struct ServerOptions {
     pub frame_timeout: Duration,
     /// Time in-flight work gets at shutdown.
     pub shutdown_grace: Duration,
+    /// Mutual TLS with these credentials, or plaintext (`--insecure`).
+    pub tls: Option<Arc<Credentials>>,
 }
 
 impl From<&Config> for ServerOptions {
@@ -56,6 +60,7 @@ impl From<&Config> for ServerOptions {
             handshake_timeout: Duration::from_millis(c.handshake_timeout_ms),
             frame_timeout: Duration::from_millis(c.frame_timeout_ms),
             shutdown_grace: c.shutdown_grace(),
+            tls: None,
         }
     }
 }
@@ -72,6 +77,7 @@ pub struct Server {
     node: Arc<Node>,
     options: Arc<ServerOptions>,
     containment: Arc<contain::Containment>,
+    failed_opens: Arc<std::sync::Mutex<slow_peers::Refusals>>,
 }
 
 impl Server {
@@ -88,6 +94,7 @@ impl Server {
             node,
             options: Arc::new(options),
             containment: Arc::default(),
+            failed_opens: Arc::default(),
         })
     }
 
@@ -135,6 +142,7 @@ impl Server {
                 node: self.node.clone(),
                 options: self.options.clone(),
                 containment: self.containment.clone(),
+                failed_opens: self.failed_opens.clone(),
             };
             let shutdown = shutdown.clone();
             connections.spawn(async move {

@@ -49,6 +49,7 @@ pub fn classify(error: &ClientError) -> ErrorKind {
         ClientError::Connect { .. }
         | ClientError::ConnectTimeout { .. }
         | ClientError::Handshake { .. }
+        | ClientError::Tls { .. }
         | ClientError::NoEndpoints
         | ClientError::ConnectionClosed { reason: None, .. } => ErrorKind::Unavailable,
         ClientError::ConnectionClosed {
