@@ -116,7 +116,7 @@ enum Command {
     /// Certificates: create the CA, node and client pairs; list; rotate.
     Cert {
         /// The CA's key (default: CERTS_DIR/ca.key); keep it off the nodes.
-        #[arg(long, env = "LEVEE_CA_KEY", value_name = "FILE")]
+        #[arg(long, env = "LEVEE_CA_KEY", value_name = "FILE", global = true)]
         ca_key: Option<PathBuf>,
         #[command(subcommand)]
         command: cert::Cert,
