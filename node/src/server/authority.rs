@@ -4,6 +4,7 @@
 //! the cluster's CA with a levee role. Pure, so it is tested without a
 //! socket.
 
+use crate::cluster::NodeId;
 use crate::proto::op::Op;
 use crate::proto::{NodeRequest, Request, WireError};
 use crate::tls::{PeerIdentity, Role};
@@ -28,8 +29,14 @@ impl Authority {
         }
     }
 
-    /// Whether `request` may run, or why not.
-    pub fn permits(&self, request: &Request) -> Result<(), WireError> {
+    /// Whether `request` may run, or why not. `addr_of` gives a member's
+    /// protocol address from the map the node holds (asked only for a
+    /// heartbeat, to check who it claims to come from).
+    pub fn permits(
+        &self,
+        request: &Request,
+        addr_of: impl FnOnce(NodeId) -> Option<String>,
+    ) -> Result<(), WireError> {
         let denied = |detail: String| Err(WireError::PermissionDenied { detail });
         match (self, request) {
             (Authority::Insecure, _) => Ok(()),
@@ -56,6 +63,18 @@ impl Authority {
                         spec.addr, who.hosts
                     ));
                 }
+                // Likewise a heartbeat speaks for the member whose address
+                // the certificate names, so one node cannot keep another
+                // looking alive (or report load for it).
+                if let NodeRequest::Heartbeat(report) = message
+                    && let Some(addr) = addr_of(report.node)
+                    && !names_host(who, &addr)
+                {
+                    return denied(format!(
+                        "heartbeat for node {} ({addr}) refused: the node certificate is valid for {:?} only",
+                        report.node, who.hosts
+                    ));
+                }
                 Ok(())
             }
         }
@@ -73,6 +92,7 @@ fn names_host(who: &PeerIdentity, addr: &str) -> bool {
 mod tests {
     use super::*;
     use crate::cluster::map::NodeSpec;
+    use crate::cluster::status::NodeReport;
     use crate::proto::ClientRequest;
 
     fn who(role: Role, hosts: &[&str]) -> Authority {
@@ -93,6 +113,10 @@ mod tests {
         }))
     }
 
+    fn none(_: NodeId) -> Option<String> {
+        None
+    }
+
     fn denied(r: Result<(), WireError>) -> String {
         match r {
             Err(WireError::PermissionDenied { detail }) => detail,
@@ -103,8 +127,12 @@ mod tests {
     #[test]
     fn a_client_certificate_gets_client_operations_only() {
         let alice = who(Role::Client, &[]);
-        assert!(alice.permits(&Request::Client(ClientRequest::Ping)).is_ok());
-        let detail = denied(alice.permits(&join("127.0.0.1:7000")));
+        assert!(
+            alice
+                .permits(&Request::Client(ClientRequest::Ping), none)
+                .is_ok()
+        );
+        let detail = denied(alice.permits(&join("127.0.0.1:7000"), none));
         assert!(
             detail.contains("node-only") && detail.contains("alice"),
             "{detail}"
@@ -114,17 +142,40 @@ mod tests {
     #[test]
     fn a_node_certificate_gets_everything_under_its_own_names() {
         let node = who(Role::Node, &["127.0.0.1", "Node1"]);
-        assert!(node.permits(&Request::Client(ClientRequest::Ping)).is_ok());
-        assert!(node.permits(&join("127.0.0.1:7000")).is_ok());
-        assert!(node.permits(&join("node1:7000")).is_ok());
-        let detail = denied(node.permits(&join("127.0.0.2:7000")));
+        assert!(
+            node.permits(&Request::Client(ClientRequest::Ping), none)
+                .is_ok()
+        );
+        assert!(node.permits(&join("127.0.0.1:7000"), none).is_ok());
+        assert!(node.permits(&join("node1:7000"), none).is_ok());
+        let detail = denied(node.permits(&join("127.0.0.2:7000"), none));
         assert!(detail.contains("127.0.0.2:7000"), "{detail}");
+    }
+
+    #[test]
+    fn a_heartbeat_speaks_only_for_the_member_the_certificate_names() {
+        let node = who(Role::Node, &["127.0.0.2"]);
+        let beat = |id| {
+            Request::Node(NodeRequest::Heartbeat(NodeReport {
+                node: id,
+                ..NodeReport::default()
+            }))
+        };
+        let addr_of = |id: NodeId| Some(format!("127.0.0.{id}:7400"));
+        assert!(node.permits(&beat(2), addr_of).is_ok());
+        let detail = denied(node.permits(&beat(3), addr_of));
+        assert!(
+            detail.contains("node 3") && detail.contains("127.0.0.3:7400"),
+            "{detail}"
+        );
+        // A member the map does not know yet: nothing to check against.
+        assert!(node.permits(&beat(9), none).is_ok());
     }
 
     #[test]
     fn a_certificate_without_a_role_gets_nothing_and_insecure_gets_all() {
         let ping = Request::Client(ClientRequest::Ping);
-        assert!(Authority::of(None).permits(&ping).is_err());
-        assert!(Authority::Insecure.permits(&join("x:1")).is_ok());
+        assert!(Authority::of(None).permits(&ping, none).is_err());
+        assert!(Authority::Insecure.permits(&join("x:1"), none).is_ok());
     }
 }

@@ -188,8 +188,12 @@ async fn serve_open<S>(
         // limits reject, or one whose shape is quarantined (it crashed
         // handlers, and running it again would crash this one).
         let op = Op::of(&request.request);
+        let addr_of = |id| {
+            let cluster = node.cluster()?;
+            Some(cluster.map().nodes.get(&id)?.spec.addr.clone())
+        };
         let refused = authority
-            .permits(&request.request)
+            .permits(&request.request, addr_of)
             .and_then(|()| options.limits.validate(&request))
             .and_then(|()| {
                 let shape = contain::shape_of(op, &request.request, || {
