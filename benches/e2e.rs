@@ -99,11 +99,8 @@ impl Tls {
     /// A CA, a node pair for 127.0.0.1 and the client "root" in `dir`.
     fn issue(dir: &std::path::Path) -> Self {
         let year = Validity::for_lifetime(Duration::from_secs(365 * 86_400));
-        let ca_key = dir.join(issue::CA_KEY);
-        issue::create_ca(dir, &ca_key, year, true).expect("cannot create the CA");
-        issue::create_node(dir, &ca_key, &["127.0.0.1".into()], year)
-            .expect("cannot create the node pair");
-        issue::create_client(dir, &ca_key, "root", year).expect("cannot create the client pair");
+        issue::create_cluster(dir, &["127.0.0.1".into()], year)
+            .expect("cannot create the certificates");
         Self {
             node: Credentials::node(dir).expect("cannot load the node pair"),
             client: Transport::Tls(

@@ -63,7 +63,14 @@ struct Cli {
     )]
     certs_dir: Option<PathBuf>,
     /// Talk plaintext, to a cluster started with --insecure.
-    #[arg(long, env = "LEVEE_INSECURE", global = true)]
+    // Falsey parsing so `LEVEE_INSECURE=1` (or `yes`, `on`) works, as
+    // the README and `levee local` print it.
+    #[arg(
+        long,
+        env = "LEVEE_INSECURE",
+        global = true,
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
     insecure: bool,
     /// Whose client certificate to present (client.USER.crt).
     #[arg(long, env = "LEVEE_USER", default_value = "root", global = true)]

@@ -30,12 +30,9 @@ pub fn certs_dir() -> &'static Path {
 /// Issues a CA, the node pair and the client "root" into `dir`.
 pub fn issue_into(dir: &Path) {
     let year = Validity::for_lifetime(Duration::from_secs(365 * 86_400));
-    let ca_key = dir.join(issue::CA_KEY);
-    issue::create_ca(dir, &ca_key, year, true).expect("create the CA");
     let mut hosts: Vec<String> = (1..=254).map(|i| format!("127.0.0.{i}")).collect();
     hosts.push("localhost".into());
-    issue::create_node(dir, &ca_key, &hosts, year).expect("create the node pair");
-    issue::create_client(dir, &ca_key, "root", year).expect("create client root");
+    issue::create_cluster(dir, &hosts, year).expect("create the test run's certificates");
 }
 
 /// The client "root": what tests connect as.

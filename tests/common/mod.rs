@@ -368,7 +368,7 @@ impl TestNode {
         if !chosen {
             match &self.transport {
                 Transport::Plain => {
-                    command.env("LEVEE_INSECURE", "true");
+                    command.env("LEVEE_INSECURE", "1");
                 }
                 Transport::Tls(_) => {
                     let at = self.extra.iter().position(|a| a == "--certs-dir");

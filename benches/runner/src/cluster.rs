@@ -320,11 +320,8 @@ pub async fn run_faults(
 /// for a local cluster with `tls = true`: what `levee cert` makes.
 fn issue_certs(dir: &Path, nodes: u8) -> anyhow::Result<std::path::PathBuf> {
     let year = Validity::for_lifetime(Duration::from_secs(365 * 86_400));
-    let ca_key = dir.join(issue::CA_KEY);
-    issue::create_ca(dir, &ca_key, year, true)?;
     let hosts: Vec<String> = (1..=nodes).map(|i| format!("127.0.0.{i}")).collect();
-    issue::create_node(dir, &ca_key, &hosts, year)?;
-    issue::create_client(dir, &ca_key, "root", year)?;
+    issue::create_cluster(dir, &hosts, year)?;
     Ok(dir.to_path_buf())
 }
 

@@ -33,7 +33,7 @@ pub struct Overrides {
     )]
     pub certs_dir: Option<PathBuf>,
     /// Serve plaintext with no authentication (a laptop or a test only).
-    #[arg(long, env = "LEVEE_INSECURE")]
+    #[arg(long, env = "LEVEE_INSECURE", value_parser = clap::builder::FalseyValueParser::new())]
     pub insecure: bool,
     /// Days before a certificate expires from which the node warns.
     #[arg(long, env = "LEVEE_CERT_WARN_BEFORE_DAYS", value_name = "DAYS")]

@@ -851,10 +851,7 @@ fn cert_seeds(seeds: &mut Seeds) -> anyhow::Result<()> {
     use crate::tls::issue::{self, Validity};
     let dir = tempfile_dir()?;
     let year = Validity::for_lifetime(std::time::Duration::from_secs(365 * 86_400));
-    let ca_key = dir.join(issue::CA_KEY);
-    issue::create_ca(&dir, &ca_key, year, true)?;
-    issue::create_node(&dir, &ca_key, &["127.0.0.1".into(), "n1".into()], year)?;
-    issue::create_client(&dir, &ca_key, "root", year)?;
+    issue::create_cluster(&dir, &["127.0.0.1".into(), "n1".into()], year)?;
     let read = |name: &str| std::fs::read(dir.join(name));
     let ca = read(issue::CA_CERT)?;
     let pack = |role: u8, cert: &[u8], key: &[u8]| -> anyhow::Result<Vec<u8>> {

@@ -88,15 +88,12 @@ pub struct Caller {
 
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
-    let guarded = Router::new()
-        .route("/metrics", get(metrics))
-        .route_layer(middleware::from_fn(require_certificate));
     Router::new()
         .route("/health/live", get(|| async { "live\n" }))
         .route("/health/ready", get(ready))
-        .merge(guarded)
+        .route("/metrics", get(metrics))
         .fallback(not_found)
-        .layer(middleware::from_fn(require_certificate_for_unknown))
+        .layer(middleware::from_fn(require_certificate))
         .with_state(state)
 }
 
@@ -107,21 +104,10 @@ async fn not_found() -> (StatusCode, &'static str) {
 const NEED_CERT: &str =
     "a client certificate of this cluster's CA is required (levee cert create-client)\n";
 
+/// Without a certificate only the health paths exist: every other path,
+/// unknown ones too, answers 403, so an anonymous peer learns nothing
+/// about the rest.
 async fn require_certificate(
-    ConnectInfo(caller): ConnectInfo<Caller>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if caller.certified {
-        next.run(request).await
-    } else {
-        (StatusCode::FORBIDDEN, NEED_CERT).into_response()
-    }
-}
-
-/// Without a certificate, only the health paths exist: an unknown path
-/// answers 403 too, so an anonymous peer learns nothing about the rest.
-async fn require_certificate_for_unknown(
     ConnectInfo(caller): ConnectInfo<Caller>,
     request: Request,
     next: Next,

@@ -83,8 +83,7 @@ impl Authority {
 
 /// Whether the certificate lists the host part of `addr`.
 fn names_host(who: &PeerIdentity, addr: &str) -> bool {
-    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = crate::tls::host_of(addr);
     who.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
 }
 

@@ -167,6 +167,18 @@ pub fn create_client(
     )
 }
 
+/// A whole small cluster's certificates in one directory: the CA (its key
+/// beside it, replaced if there), one node pair valid for `hosts`, and the
+/// client "root". What test runs, benchmark runs and the fuzz seeds use;
+/// an operator runs the three `levee cert` commands instead.
+pub fn create_cluster(dir: &Path, hosts: &[String], validity: Validity) -> Result<(), TlsError> {
+    let ca_key = dir.join(CA_KEY);
+    create_ca(dir, &ca_key, validity, true)?;
+    create_node(dir, &ca_key, hosts, validity)?;
+    create_client(dir, &ca_key, "root", validity)?;
+    Ok(())
+}
+
 /// Re-issues the node pair in `DIR` in place, for the same hosts, with a
 /// new key. A node watching the directory picks it up without a restart.
 pub fn rotate_node(dir: &Path, ca_key: &Path, validity: Validity) -> Result<CertInfo, TlsError> {
@@ -225,7 +237,7 @@ fn issue(
     let cert = params.signed_by(&key, &ca, &ca_key).map_err(issue_error)?;
     let cert_path = dir.join(cert_file);
     // Key first: until the certificate lands the two do not match, and a
-    // watching node keeps its old pair (see `load::Loaded::read`).
+    // watching node keeps its old pair (see `load::Loaded::from_pem`).
     write_atomic(&dir.join(key_file), key.serialize_pem().as_bytes(), true)?;
     write_atomic(&cert_path, cert.pem().as_bytes(), false)?;
     load::describe(&cert_path)

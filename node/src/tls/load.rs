@@ -165,15 +165,15 @@ impl PairFiles {
         }
     }
 
-    /// A hash of the three files' contents: what tells a change.
-    pub fn fingerprint(&self) -> Result<u64, TlsError> {
-        let mut all = Vec::new();
-        for path in [&self.ca, &self.cert, &self.key] {
-            let bytes = read(path)?;
-            all.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-            all.extend_from_slice(&bytes);
-        }
-        Ok(xxhash_rust::xxh3::xxh3_64(&all))
+    /// The three files' bytes, read once: what is hashed to tell a
+    /// change and what a new pair is built from, so both see the same
+    /// files.
+    pub fn read(&self) -> Result<PairPem, TlsError> {
+        Ok(PairPem {
+            ca: read(&self.ca)?,
+            cert: read(&self.cert)?,
+            key: read(&self.key)?,
+        })
     }
 }
 
@@ -185,6 +185,18 @@ pub struct PairPem {
     pub cert: Vec<u8>,
     /// The holder's key file.
     pub key: Vec<u8>,
+}
+
+impl PairPem {
+    /// A hash of the three files' contents: what tells a change.
+    pub fn fingerprint(&self) -> u64 {
+        let mut all = Vec::new();
+        for bytes in [&self.ca, &self.cert, &self.key] {
+            all.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            all.extend_from_slice(bytes);
+        }
+        xxhash_rust::xxh3::xxh3_64(&all)
+    }
 }
 
 /// A pair and the CA, checked, with the configurations built from them.
@@ -199,23 +211,11 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    pub fn read(files: &PairFiles, now: SystemTime) -> Result<Self, TlsError> {
-        let fingerprint = files.fingerprint()?;
-        let pems = PairPem {
-            ca: read(&files.ca)?,
-            cert: read(&files.cert)?,
-            key: read(&files.key)?,
-        };
-        let mut loaded = Self::from_pem(files, &pems, now)?;
-        loaded.fingerprint = fingerprint;
-        Ok(loaded)
-    }
-
-    /// Checks the three files' bytes and builds the configurations; what
-    /// [`Loaded::read`] does once the files are read (and what the `cert`
-    /// fuzz target feeds).
+    /// Checks the three files' bytes and builds the configurations (what
+    /// loading, reloading and the `cert` fuzz target run); `files` names
+    /// the files in errors.
     pub fn from_pem(files: &PairFiles, pems: &PairPem, now: SystemTime) -> Result<Self, TlsError> {
-        let fingerprint = 0;
+        let fingerprint = pems.fingerprint();
         let (ca_chain, ca) = chain_of(&pems.ca, &files.ca)?;
         if !ca.is_ca {
             return Err(invalid(&files.ca, "is not a CA certificate"));

@@ -201,7 +201,7 @@ impl Credentials {
     }
 
     fn open(files: load::PairFiles, now: SystemTime) -> Result<Arc<Self>, TlsError> {
-        let loaded = load::Loaded::read(&files, now)?;
+        let loaded = load::Loaded::from_pem(&files, &files.read()?, now)?;
         Ok(Arc::new(Self {
             files,
             state: Mutex::new(State {
@@ -266,11 +266,11 @@ impl Credentials {
 
     fn reload_locked(&self, state: &mut State, now: SystemTime) -> Result<bool, TlsError> {
         state.checked = Instant::now();
-        let fingerprint = self.files.fingerprint()?;
-        if fingerprint == state.loaded.fingerprint {
+        let pems = self.files.read()?;
+        if pems.fingerprint() == state.loaded.fingerprint {
             return Ok(false);
         }
-        let loaded = load::Loaded::read(&self.files, now)?;
+        let loaded = load::Loaded::from_pem(&self.files, &pems, now)?;
         tracing::info!(
             cert = %self.files.cert.display(),
             not_after = %humantime::format_rfc3339_seconds(loaded.own.not_after),
@@ -340,16 +340,20 @@ pub async fn watch(
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        // Reloads if due and logs a failed reload once.
-        let _ = credentials.current();
+        // Reloads if due (logging a failed reload once), then looks at
+        // the pair in use.
+        let loaded = credentials.current();
         let now = SystemTime::now();
-        let worst = [
-            (credentials.cert_path().to_owned(), credentials.not_after()),
-            (credentials.files.ca.clone(), credentials.ca_not_after()),
-        ]
-        .into_iter()
-        .map(|(path, at)| (path, at, Expiry::of(at, now, warn_before)))
-        .find(|(_, _, e)| *e != Expiry::Fine);
+        let worst = [&loaded.own, &loaded.ca]
+            .into_iter()
+            .map(|c| {
+                (
+                    &c.path,
+                    c.not_after,
+                    Expiry::of(c.not_after, now, warn_before),
+                )
+            })
+            .find(|(_, _, e)| *e != Expiry::Fine);
         let Some((path, at, expiry)) = worst else {
             last_warning = None;
             continue;
@@ -413,14 +417,20 @@ pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The rustls server name for a `HOST:PORT` address: an IP address or a
-/// DNS name, checked against the node certificate's alternative names.
-pub fn server_name(addr: &str) -> Result<rustls::pki_types::ServerName<'static>, String> {
+/// The host part of `HOST:PORT` (`[v6]:PORT` without its brackets), or
+/// the whole address when it has no port.
+pub fn host_of(addr: &str) -> &str {
     let host = match addr.rsplit_once(':') {
         Some((host, port)) if port.parse::<u16>().is_ok() => host,
         _ => addr,
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// The rustls server name for a `HOST:PORT` address: an IP address or a
+/// DNS name, checked against the node certificate's alternative names.
+pub fn server_name(addr: &str) -> Result<rustls::pki_types::ServerName<'static>, String> {
+    let host = host_of(addr);
     rustls::pki_types::ServerName::try_from(host.to_owned())
         .map_err(|e| format!("{host:?} is not a host name or address: {e}"))
 }
