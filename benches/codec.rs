@@ -44,6 +44,7 @@ fn put_request(value: Vec<u8>) -> RequestFrame {
 fn get_response(value: Vec<u8>) -> ResponseFrame {
     ResponseFrame {
         id: 42,
+        pressure: 40,
         result: Ok(Response::Get(Some(Found {
             version: VERSION,
             value: Some(value),

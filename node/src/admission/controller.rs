@@ -128,6 +128,16 @@ impl Admission {
         (busy as f64 / self.limit().max(1) as f64).min(1.0)
     }
 
+    /// Foreground requests executing and waiting as a percentage of the
+    /// limit, saturating at 255: the `pressure` every answer carries to
+    /// clients. Unlike [`Admission::pressure`] it goes past 100, so a
+    /// client can tell a node at its limit from one queueing behind it.
+    pub fn load_percent(&self) -> u8 {
+        let busy = self.inflight[Class::Foreground.index()].load(Ordering::Relaxed)
+            + self.queued.load(Ordering::Relaxed);
+        load_percent(busy, self.limit())
+    }
+
     /// The current values for `/metrics`.
     pub fn gauges(&self) -> Gauges {
         Gauges {
@@ -411,11 +421,27 @@ impl Drop for Permit {
     }
 }
 
+/// `busy` as a percentage of `limit`, saturating at 255.
+fn load_percent(busy: usize, limit: usize) -> u8 {
+    let percent = busy.saturating_mul(100) / limit.max(1);
+    u8::try_from(percent).unwrap_or(u8::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::admission::LimitConfig;
     use std::time::Duration;
+
+    #[test]
+    fn load_percent_passes_the_limit_and_saturates() {
+        assert_eq!(load_percent(0, 10), 0);
+        assert_eq!(load_percent(5, 10), 50);
+        assert_eq!(load_percent(10, 10), 100);
+        assert_eq!(load_percent(15, 10), 150);
+        assert_eq!(load_percent(1000, 10), 255);
+        assert_eq!(load_percent(3, 0), 255, "a zero limit is treated as one");
+    }
 
     fn small() -> Arc<Admission> {
         Arc::new(Admission::new(AdmissionConfig {

@@ -87,6 +87,23 @@ pub struct ClientConfig {
     /// How far ahead of this machine's clock a version seen from the
     /// cluster may be before it is ignored for stamping (ms).
     pub max_clock_drift_ms: u64,
+    /// Which replica of a key a request goes to first (default
+    /// [`Routing::LoadAware`]).
+    pub routing: Routing,
+}
+
+/// How a client picks the replica a key operation goes to first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Routing {
+    /// By each node's score: its latency and pressure as this client has
+    /// seen them, with a cubic penalty on queueing (C3), and two random
+    /// replicas compared so that clients do not herd onto one node. A
+    /// slow node loses its share; a lost node's load spreads by headroom.
+    #[default]
+    LoadAware,
+    /// The first Up replica in placement order, the rest after it: what
+    /// levee did before load-aware routing, kept for comparison.
+    PlacementOrder,
 }
 
 impl Default for ClientConfig {
@@ -110,6 +127,7 @@ impl Default for ClientConfig {
             max_frame_bytes: 64 * 1024 * 1024,
             transport: Transport::Plain,
             max_clock_drift_ms: 30_000,
+            routing: Routing::LoadAware,
         }
     }
 }

@@ -6,7 +6,7 @@
 //! travels to the server as the request's deadline.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +46,8 @@ struct ConnState {
     /// The last connection-level error the server sent, reported to
     /// requests that were cut off by the close that follows it.
     reason: Mutex<Option<WireError>>,
+    /// The pressure the node reported with its latest answer.
+    pressure: AtomicU8,
 }
 
 impl Connection {
@@ -97,6 +99,12 @@ impl Connection {
     /// Whether the connection has failed or been closed by the server.
     pub fn is_closed(&self) -> bool {
         self.state.closed.is_cancelled() || self.tx.is_closed()
+    }
+
+    /// The node's pressure as its latest answer on this connection said
+    /// (see [`ResponseFrame::pressure`]); 0 before any answer.
+    pub fn pressure(&self) -> u8 {
+        self.state.pressure.load(Ordering::Relaxed)
     }
 
     /// Sends a request and waits up to `timeout` for its response.
@@ -248,7 +256,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
             // Stop promptly once the last handle is gone.
             _ = state.closed.cancelled() => break,
         };
-        let ResponseFrame { id, result } = match codec::decode_response(&payload) {
+        let ResponseFrame {
+            id,
+            pressure,
+            result,
+        } = match codec::decode_response(&payload) {
             Ok(frame) => frame,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable response; closing connection");
@@ -256,6 +268,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 break;
             }
         };
+        if id != 0 {
+            state.pressure.store(pressure, Ordering::Relaxed);
+        }
         if id == 0 {
             if let Err(e) = result {
                 tracing::warn!(error = %e, "server reported a connection error");

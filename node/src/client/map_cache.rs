@@ -54,8 +54,9 @@ impl Client {
     }
 }
 
-/// The addresses of a key's replicas, Up ones first, in placement order.
-pub(super) fn replica_addrs(map: &ClusterMap, key: &[u8]) -> Vec<String> {
+/// The addresses of a key's replicas, Up ones first, in placement order,
+/// and how many are Up.
+pub(super) fn replica_addrs(map: &ClusterMap, key: &[u8]) -> (Vec<String>, usize) {
     let partition = partition_of(key, map.partitions.max(1));
     let mut replicas: Vec<_> = map
         .assignment
@@ -66,5 +67,9 @@ pub(super) fn replica_addrs(map: &ClusterMap, key: &[u8]) -> Vec<String> {
         .filter_map(|id| map.nodes.get(id))
         .collect();
     replicas.sort_by_key(|n| n.state != NodeState::Up);
-    replicas.into_iter().map(|n| n.spec.addr.clone()).collect()
+    let up = replicas.iter().filter(|n| n.state == NodeState::Up).count();
+    (
+        replicas.into_iter().map(|n| n.spec.addr.clone()).collect(),
+        up,
+    )
 }

@@ -29,6 +29,7 @@ pub mod budget;
 mod config;
 mod connection;
 mod endpoint;
+pub mod load;
 mod map_cache;
 pub mod pool;
 mod requests;
@@ -36,7 +37,7 @@ mod retry;
 pub mod throttle;
 
 pub use breaker::BreakerState;
-pub use config::ClientConfig;
+pub use config::{ClientConfig, Routing};
 pub use connection::Connection;
 
 use self::pool::Pool;

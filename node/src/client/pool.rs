@@ -6,6 +6,11 @@
 //! again for a short while: requests to it fail at once (a client moves to
 //! the next replica, a coordinator writes a hint) instead of each paying a
 //! connect timeout.
+//!
+//! The pool also keeps the load board ([`super::load`]): every attempt
+//! through it is counted out and back with its latency and the pressure
+//! the node reported, so [`Pool::rank`] can order a key's replicas by how
+//! loaded each looks, for a client and for a coordinator alike.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,8 +18,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::load::{LoadBoard, LoadConfig, Outcome};
 use super::{ClientError, Connection};
-use crate::proto::{NodeRequest, Request, Response};
+use crate::proto::{NodeRequest, Request, Response, WireError};
 use crate::tls::Transport;
 
 /// How long a node whose connect failed is not dialled again. Short: a
@@ -30,6 +36,7 @@ pub struct Pool {
     connect_timeout: Duration,
     max_frame_bytes: u32,
     transport: Transport,
+    loads: Mutex<LoadBoard>,
 }
 
 impl Default for Pool {
@@ -57,7 +64,16 @@ impl Pool {
             connect_timeout,
             max_frame_bytes,
             transport,
+            loads: Mutex::new(LoadBoard::new(LoadConfig::default())),
         }
+    }
+
+    /// Orders `addrs` best first by what this pool has seen of each node
+    /// (latency, requests still out, reported pressure): two drawn at
+    /// random, the better first, then the rest by score.
+    pub fn rank(&self, addrs: &mut [String]) {
+        let now = std::time::Instant::now();
+        lock(&self.loads).rank(addrs, rand::random::<u64>(), now);
     }
 
     /// Sends a node-to-node request to `addr` and waits up to `timeout`.
@@ -77,11 +93,30 @@ impl Pool {
         request: Request,
         timeout: Duration,
     ) -> Result<Response, ClientError> {
-        let conn = self.connection(addr, timeout).await?;
+        let started = std::time::Instant::now();
+        lock(&self.loads).started(addr);
+        let mut tally = Tally {
+            loads: &self.loads,
+            addr,
+            outcome: None,
+        };
+        let conn = match self.connection(addr, timeout).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tally.outcome = Some(Outcome::Failed {
+                    after: started.elapsed(),
+                });
+                return Err(e);
+            }
+        };
+        // Timed from here: opening a connection (a TLS handshake) says
+        // nothing of how loaded the node is.
+        let sent = std::time::Instant::now();
         let result = conn.request(request, timeout).await;
         if result.is_err() && conn.is_closed() {
             self.lock().remove(addr);
         }
+        tally.outcome = Some(outcome(&result, sent.elapsed(), conn.pressure()));
         result
     }
 
@@ -125,6 +160,44 @@ impl Pool {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
-        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.conns)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What an attempt says about its node's load.
+fn outcome(result: &Result<Response, ClientError>, latency: Duration, pressure: u8) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Answered { latency, pressure },
+        Err(ClientError::Server(WireError::Overloaded { .. })) => Outcome::Refused { pressure },
+        // Not serving: as bad as no answer.
+        Err(ClientError::Server(WireError::ShuttingDown | WireError::Unavailable { .. })) => {
+            Outcome::Failed { after: latency }
+        }
+        // Any other answer came from a working node, in this long.
+        Err(ClientError::Server(_)) => Outcome::Answered { latency, pressure },
+        Err(_) => Outcome::Failed { after: latency },
+    }
+}
+
+/// Counts an attempt back in however it ends. One dropped before its
+/// outcome (the caller stopped waiting: a hedged read answered by
+/// others) is no longer out, and says nothing of the node.
+struct Tally<'a> {
+    loads: &'a Mutex<LoadBoard>,
+    addr: &'a str,
+    outcome: Option<Outcome>,
+}
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        let mut loads = lock(self.loads);
+        match self.outcome {
+            Some(outcome) => loads.finished(self.addr, outcome, std::time::Instant::now()),
+            None => loads.abandoned(self.addr),
+        }
     }
 }

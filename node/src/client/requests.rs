@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use super::map_cache::replica_addrs;
 use super::retry::{self, Route};
-use super::{Client, ClientError, Value, WriteOutcome, throttle, unexpected};
+use super::{Client, ClientError, Routing, Value, WriteOutcome, throttle, unexpected};
 use crate::cluster::map::ClusterMap;
 use crate::proto::{ClientRequest, Request, Response, WireError};
 use crate::storage::Version;
@@ -177,7 +177,7 @@ impl Client {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             let addrs = match self
                 .retry
-                .route(&replica_addrs(map, key), now, now + remaining)
+                .route(&self.replica_order(map, key), now, now + remaining)
             {
                 Route::Try(addrs) => addrs,
                 Route::WaitUntil(at) => {
@@ -273,6 +273,22 @@ impl Client {
             addr: "every replica".into(),
             after: self.config.request_timeout,
         }))
+    }
+}
+
+impl Client {
+    /// The replicas of `key` in the order this round tries them: the Up
+    /// ones first, ranked by load (or in placement order, when the client
+    /// is set to it), then the others. Each round ranks again, so a
+    /// replica that just failed or slowed down has already lost its place.
+    fn replica_order(&self, map: &ClusterMap, key: &[u8]) -> Vec<String> {
+        let (mut addrs, up) = replica_addrs(map, key);
+        if self.config.routing == Routing::LoadAware
+            && let Some(up) = addrs.get_mut(..up)
+        {
+            self.pool.rank(up);
+        }
+        addrs
     }
 }
 

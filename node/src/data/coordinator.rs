@@ -278,15 +278,33 @@ async fn store_hint(node: &Node, target: NodeId, hint: &Hint, why: &str) {
 }
 
 /// The order a read asks replicas in: this node first (no network) if
-/// its copy is open, then the other up replicas, then this node if its
-/// copy is still opening, then the down ones.
-fn read_order(replicas: &mut [Replica], me: NodeId, local_open: bool) {
-    replicas.sort_by_key(|r| match (r.id == me, r.up) {
+/// its copy is open, then the other up replicas, least loaded first (by
+/// `rank`, which orders addresses), then this node if its copy is still
+/// opening, then the down ones.
+fn read_order(
+    replicas: &mut [Replica],
+    me: NodeId,
+    local_open: bool,
+    rank: impl FnOnce(&mut [String]),
+) {
+    let class = |r: &Replica| match (r.id == me, r.up) {
         (true, _) if local_open => 0,
         (false, true) => 1,
         (true, _) => 2,
         (false, false) => 3,
-    });
+    };
+    replicas.sort_by_key(class);
+    let Some(start) = replicas.iter().position(|r| class(r) == 1) else {
+        return;
+    };
+    let count = replicas[start..]
+        .iter()
+        .take_while(|r| class(r) == 1)
+        .count();
+    let others = &mut replicas[start..start + count];
+    let mut addrs: Vec<String> = others.iter().map(|r| r.addr.clone()).collect();
+    rank(&mut addrs);
+    others.sort_by_key(|r| addrs.iter().position(|a| *a == r.addr));
 }
 
 /// Why a replica gave no answer to a read.
@@ -322,7 +340,9 @@ pub async fn read(
     // open yet, ask the others first and open it in the background, so
     // that no read waits for an open it does not need.
     let local_open = node.storage().is_open_else_start(partition);
-    read_order(&mut replicas, me, local_open);
+    read_order(&mut replicas, me, local_open, |addrs| {
+        node.peers().rank(addrs)
+    });
     let mut quorum = Quorum::new(usize::from(map.settings.read_quorum), replicas.len());
     let key = Arc::new(key);
     let (tx, mut rx) = mpsc::channel::<ReadAnswer>(replicas.len().max(1));
@@ -347,7 +367,8 @@ pub async fn read(
     }
     let mut answers: Vec<(usize, Option<Found>)> = Vec::new();
     let mut first_error = String::new();
-    let mut hedge_at = Instant::now() + READ_HEDGE_AFTER;
+    let hedge_after = node.hedge_delay();
+    let mut hedge_at = Instant::now() + hedge_after;
     loop {
         // A replica that is alive in the map but frozen or partitioned
         // answers nothing, and waiting for it would spend the whole
@@ -363,7 +384,7 @@ pub async fn read(
                 first_error.clear();
                 launch(next);
                 next += 1;
-                hedge_at = Instant::now() + READ_HEDGE_AFTER;
+                hedge_at = Instant::now() + hedge_after;
                 continue;
             }
             break;
@@ -449,12 +470,16 @@ async fn read_one(
         partition,
         key: key.to_vec(),
     };
+    let sent = Instant::now();
     match node
         .peers()
         .request(&replica.addr, request, remaining(deadline))
         .await
     {
-        Ok(Response::Get(found)) => Ok(found),
+        Ok(Response::Get(found)) => {
+            node.record_replica_read(sent.elapsed());
+            Ok(found)
+        }
         Ok(other) => Err(ReadFailure::Failed(format!(
             "{} answered {other:?}",
             replica.addr
@@ -508,12 +533,6 @@ fn repair(
 /// Time a background read repair gets.
 const REPAIR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// How long a read waits for its quorum before asking one more replica.
-/// Far above a healthy replica's answer (sub-millisecond to a few ms), so
-/// it costs nothing in normal times and at most one extra read per slow
-/// read under load; short enough to fit well inside a client's attempt.
-const READ_HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -532,15 +551,38 @@ mod tests {
             up,
         };
         let ids = |r: &[Replica]| r.iter().map(|r| r.id).collect::<Vec<_>>();
+        let keep = |_: &mut [String]| {};
         let mut replicas = vec![replica(1, false), replica(2, true), replica(3, true)];
-        read_order(&mut replicas, 3, true);
+        read_order(&mut replicas, 3, true, keep);
         assert_eq!(ids(&replicas), [3, 2, 1], "local, up, down");
-        read_order(&mut replicas, 3, false);
+        read_order(&mut replicas, 3, false, keep);
         assert_eq!(
             ids(&replicas),
             [2, 3, 1],
             "up others before a local copy still opening"
         );
+    }
+
+    #[test]
+    fn the_other_up_replicas_are_asked_least_loaded_first() {
+        let replica = |id: NodeId, up: bool| Replica {
+            id,
+            addr: format!("n{id}"),
+            up,
+        };
+        let ids = |r: &[Replica]| r.iter().map(|r| r.id).collect::<Vec<_>>();
+        // The ranking (the peer pool's load board) says n4 is the least
+        // loaded, then n2: only the up others are reordered, and the
+        // local copy still goes first.
+        let rank = |addrs: &mut [String]| addrs.sort_by_key(|a| a != "n4");
+        let mut replicas = vec![
+            replica(1, false),
+            replica(2, true),
+            replica(3, true),
+            replica(4, true),
+        ];
+        read_order(&mut replicas, 3, true, rank);
+        assert_eq!(ids(&replicas), [3, 4, 2, 1]);
     }
 
     #[test]

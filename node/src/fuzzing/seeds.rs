@@ -699,7 +699,11 @@ fn response_seeds(seeds: &mut Seeds, map: &ClusterMap, entries: &[Entry]) -> any
         results.push((name, Ok(Response::Raft(answer.clone()))));
     }
     for (id, (name, result)) in (1u64..).zip(results) {
-        let frame = codec::encode(&ResponseFrame { id, result })?;
+        let frame = codec::encode(&ResponseFrame {
+            id,
+            pressure: (id % 256) as u8,
+            result,
+        })?;
         seeds.add("response", name, frame[4..].to_vec());
     }
     for (name, selector, answer) in answers {

@@ -11,10 +11,11 @@
 pub mod send_budget;
 pub mod transfers;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::admission::Admission;
+use crate::client::load::HedgeDelay;
 use crate::client::pool::Pool;
 use crate::cluster::status::CertReport;
 use crate::config::Config;
@@ -49,6 +50,9 @@ pub struct Node {
     transport: Transport,
     /// How far ahead of a certificate's expiry the node warns.
     cert_warn_before: Duration,
+    /// When a coordinated read asks one more replica: the p95 of this
+    /// node's recent replica reads.
+    hedge: Mutex<HedgeDelay>,
 }
 
 impl Node {
@@ -104,7 +108,22 @@ impl Node {
             cluster: OnceLock::new(),
             send_budget: SendBudget::default(),
             transfers: Transfers::default(),
+            hedge: Mutex::default(),
         })
+    }
+
+    /// How long a coordinated read waits for a replica before asking one
+    /// more (the p95 of recent replica reads, 200 ms until measured).
+    pub fn hedge_delay(&self) -> Duration {
+        self.hedge.lock().unwrap_or_else(|e| e.into_inner()).delay()
+    }
+
+    /// A replica read to another node answered after `latency`.
+    pub fn record_replica_read(&self, latency: Duration) {
+        self.hedge
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(latency);
     }
 
     /// This node's certificate for its heartbeat, `None` when insecure.

@@ -269,6 +269,12 @@ pub struct ResponseFrame {
     /// The id of the request answered, or 0 for an error about the
     /// connection itself (the connection closes after it).
     pub id: u64,
+    /// How busy the answering node is: its foreground requests, executing
+    /// and waiting, as a percentage of its concurrency limit (100 = at the
+    /// limit, above = queueing), saturating at 255. Clients rank replicas
+    /// by it (with their own latency figures), so load moves away from a
+    /// node before it has to shed; 0 when the node does not say.
+    pub pressure: u8,
     /// The answer.
     pub result: Result<Response, WireError>,
 }

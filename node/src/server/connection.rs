@@ -22,7 +22,7 @@ use crate::admission::Admit;
 use crate::metrics::Outcome;
 use crate::proto::frame::{self, FrameError};
 use crate::proto::op::Op;
-use crate::proto::{RequestFrame, ResponseFrame, WireError, codec, handshake};
+use crate::proto::{RequestFrame, Response, ResponseFrame, WireError, codec, handshake};
 use crate::tls;
 
 /// What every connection of a server shares.
@@ -180,7 +180,7 @@ async fn serve_open<S>(
                 // error goes to the request id if one can be read.
                 let id = codec::peek_request_id(&payload).unwrap_or(0);
                 tracing::warn!(%peer, id, error = %e, "undecodable request");
-                send(&tx, ResponseFrame { id, result: Err(e) }).await;
+                answer(&tx, &node, id, Err(e)).await;
                 continue;
             }
         };
@@ -206,14 +206,14 @@ async fn serve_open<S>(
             Err(e) => {
                 tracing::debug!(%peer, id = request.id, error = %e, "request refused");
                 let id = request.id;
-                send(&tx, ResponseFrame { id, result: Err(e) }).await;
+                answer(&tx, &node, id, Err(e)).await;
                 continue;
             }
         };
         // Backpressure: with every slot taken, stop reading this peer.
         let permit = tokio::select! {
             _ = shutdown.cancelled() => {
-                send(&tx, ResponseFrame { id: request.id, result: Err(WireError::ShuttingDown) }).await;
+                answer(&tx, &node, request.id, Err(WireError::ShuttingDown)).await;
                 break;
             }
             permit = permits.clone().acquire_owned() => match permit {
@@ -239,7 +239,12 @@ async fn serve_open<S>(
             } => {
                 drop(permit);
                 let result = Err(WireError::Overloaded { retry_after_ms });
-                let encoded = codec::encode(&ResponseFrame { id, result });
+                let pressure = admission.load_percent();
+                let encoded = codec::encode(&ResponseFrame {
+                    id,
+                    pressure,
+                    result,
+                });
                 // Refusal time: receipt to an encoded answer. Waiting for
                 // room in the writer queue afterwards is this client's own
                 // backpressure (it is not reading), not the node's cost.
@@ -277,7 +282,9 @@ async fn serve_open<S>(
                 }
                 Err(e) => Err(e),
             };
-            send(&tx, ResponseFrame { id, result }).await;
+            // After the slot is freed: the pressure is what the node has
+            // on its hands as this answer leaves.
+            answer(&tx, &node, id, result).await;
             drop(permit);
         });
     }
@@ -308,7 +315,28 @@ async fn reply_to_broken_stream(tx: &mpsc::Sender<Vec<u8>>, peer: SocketAddr, e:
         tx,
         ResponseFrame {
             id: 0,
+            pressure: 0,
             result: Err(error),
+        },
+    )
+    .await;
+}
+
+/// Queues the answer to request `id` for the writer, with the node's
+/// pressure as it leaves (clients rank replicas by it).
+async fn answer(
+    tx: &mpsc::Sender<Vec<u8>>,
+    node: &Node,
+    id: u64,
+    result: Result<Response, WireError>,
+) {
+    let pressure = node.admission().load_percent();
+    send(
+        tx,
+        ResponseFrame {
+            id,
+            pressure,
+            result,
         },
     )
     .await;
