@@ -1,5 +1,6 @@
 //! The operator's tools shared by the `levee` binary and the benchmark
 //! runner (`levee-bench`, a crate above this one): a local cluster of
-//! `levee-node` processes.
+//! `levee-node` processes, each optionally held to a CPU quota.
 
+pub mod cpu_quota;
 pub mod local_cluster;

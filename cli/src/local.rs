@@ -53,6 +53,7 @@ pub async fn run(args: Args, certs_dir: Option<PathBuf>) -> anyhow::Result<()> {
         port: args.port,
         extra_args: Vec::new(),
         certs_dir: certs_dir.clone(),
+        cpu_quota: None,
     };
     let mut cluster =
         LocalCluster::start(spec, Duration::from_secs(args.ready_timeout_secs)).await?;

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use levee_node::client::{Client, ClientConfig};
+
+use crate::cpu_quota::CpuQuota;
 use levee_node::tls::{Credentials, Transport};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -36,6 +38,10 @@ pub struct ClusterSpec {
     /// Certificates for every node and the client "root" (`levee cert`):
     /// the cluster speaks mutual TLS. `None` starts it `--insecure`.
     pub certs_dir: Option<PathBuf>,
+    /// CPUs each node may use (a cgroup quota each, see
+    /// [`crate::cpu_quota`]), as if each had its own machine; `None`
+    /// leaves them sharing this machine's.
+    pub cpu_quota: Option<f64>,
 }
 
 impl ClusterSpec {
@@ -101,6 +107,9 @@ pub struct LocalCluster {
     spec: ClusterSpec,
     nodes: Vec<LocalNode>,
     transport: Transport,
+    /// Declared after `nodes`, so its groups are removed after the
+    /// processes in them are killed.
+    quota: Option<CpuQuota>,
 }
 
 impl LocalCluster {
@@ -111,10 +120,15 @@ impl LocalCluster {
             .with_context(|| format!("cannot create {}", spec.data_dir.display()))?;
         let deadline = Instant::now() + ready_timeout;
         let transport = spec.transport()?;
+        let quota = spec
+            .cpu_quota
+            .map(|cpus| CpuQuota::create(spec.nodes, cpus))
+            .transpose()?;
         let mut cluster = Self {
             spec,
             nodes: Vec::new(),
             transport,
+            quota,
         };
         let seed = cluster.spec.addr(1);
         for index in 1..=cluster.spec.nodes {
@@ -174,12 +188,19 @@ impl LocalCluster {
             cmd.args(["--join", &spec.addr(1)]);
         }
         let log = log_file(&spec.data_dir, index)?;
-        cmd.env_remove("LEVEE_CONFIG")
+        let child = cmd
+            .env_remove("LEVEE_CONFIG")
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("cannot start {}", spec.binary.display()))
+            .with_context(|| format!("cannot start {}", spec.binary.display()))?;
+        // Into its CPU quota at once (a restarted node too); if that
+        // fails, the child is dropped, and so killed.
+        if let (Some(quota), Some(pid)) = (&self.quota, child.id()) {
+            quota.place(index, pid)?;
+        }
+        Ok(child)
     }
 
     fn node_mut(&mut self, index: u8) -> anyhow::Result<&mut LocalNode> {

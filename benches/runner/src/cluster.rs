@@ -1,6 +1,7 @@
 //! Where the load goes: local `levee-node` processes the runner starts
-//! (and signals, on the fault schedule), or an existing cluster given by
-//! its endpoints (no fault actions yet; the docker cluster will add them).
+//! (and signals, on the fault schedule `fault_run.rs` keeps), an existing
+//! cluster given by its endpoints (no fault actions), or the docker
+//! compose cluster (faults through `docker.rs`); and the events of a run.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -10,18 +11,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use nix::sys::signal::Signal;
 use serde::Serialize;
-use tokio::time::Instant;
 
 use super::recovery;
-use super::restarts;
 use super::scenario::{Fault, FaultAction, Scenario};
-use levee_cli::local_cluster::{ClusterSpec, LocalCluster, node_binary, probe};
+use levee_cli::local_cluster::{ClusterSpec, LocalCluster, node_binary};
 use levee_node::tls::issue::{self, Validity};
 use levee_node::tls::{Credentials, Transport};
-
-/// Time a restarted or resumed node gets to serve again before the runner
-/// stops watching for it (the event is then missing from the report).
-const SERVING_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Time each node gets to drain and flush on SIGTERM at the end.
 const STOP_GRACE: Duration = Duration::from_secs(30);
@@ -96,6 +91,7 @@ impl Target {
             } else {
                 None
             },
+            cpu_quota: c.cpu_quota,
         };
         let cluster = LocalCluster::start(spec, Duration::from_secs(c.ready_timeout_s)).await?;
         Ok(Self::Local(cluster))
@@ -130,14 +126,25 @@ impl Target {
     }
 
     /// The protocol address of local node `index`.
-    fn addr(&self, index: u8) -> Option<String> {
+    pub(crate) fn addr(&self, index: u8) -> Option<String> {
         match self {
             Self::Local(c) => Some(c.spec().addr(index)),
             Self::Remote(..) | Self::Docker { .. } => None,
         }
     }
 
-    /// Performs one fault action.
+    /// Sends `signal` to local node `node` (a `slow` fault's duty cycle).
+    pub(crate) fn signal(&mut self, node: u8, signal: Signal) -> anyhow::Result<()> {
+        match self {
+            Self::Local(cluster) => cluster.signal(node, signal),
+            Self::Remote(..) | Self::Docker { .. } => {
+                bail!("signals need local processes; this run targets an existing cluster")
+            }
+        }
+    }
+
+    /// Performs one fault action; for `slow`, the first SIGSTOP of its
+    /// duty cycle (`fault_run.rs` sends the rest).
     pub async fn apply(&mut self, fault: &Fault) -> anyhow::Result<()> {
         if let Self::Docker { script, .. } = self {
             return super::docker::apply(script, fault).await;
@@ -147,7 +154,7 @@ impl Target {
         };
         match fault.action {
             FaultAction::Kill => cluster.kill(fault.node).await,
-            FaultAction::Stop => cluster.signal(fault.node, Signal::SIGSTOP),
+            FaultAction::Stop | FaultAction::Slow => cluster.signal(fault.node, Signal::SIGSTOP),
             FaultAction::Cont => cluster.signal(fault.node, Signal::SIGCONT),
             FaultAction::Restart => cluster.restart(fault.node).await,
             FaultAction::Partition | FaultAction::Heal => {
@@ -248,72 +255,9 @@ impl Event {
 /// two events per fault at most, so the list stays small.
 pub type Events = Arc<Mutex<Vec<Event>>>;
 
-fn push(events: &Events, event: Event) {
+/// Adds an event; a panicked holder of the lock does not lose the rest.
+pub(crate) fn push(events: &Events, event: Event) {
     events.lock().unwrap_or_else(|e| e.into_inner()).push(event);
-}
-
-/// Applies the faults at their times (from `start`), recording each. For
-/// a restart or a resume, a watcher records when the node serves again.
-/// Returns the target when the last fault is done.
-/// After a restart, another watcher times the node's startup into
-/// `restarts`; their handles come back with the target.
-pub async fn run_faults(
-    mut target: Target,
-    faults: Vec<Fault>,
-    start: Instant,
-    events: Events,
-    restarts: restarts::Restarts,
-) -> (Target, Vec<tokio::task::JoinHandle<()>>) {
-    let mut watchers = Vec::new();
-    for fault in faults {
-        tokio::time::sleep_until(start + Duration::from_secs_f64(fault.at_s)).await;
-        let t_s = start.elapsed().as_secs_f64();
-        let unix = std::time::SystemTime::now();
-        let result = target.apply(&fault).await;
-        let (kind, detail) = match &result {
-            Ok(()) => ("fault", format!("{} node {}", fault.action, fault.node)),
-            Err(e) => ("fault_failed", format!("{e:#}")),
-        };
-        eprintln!("levee bench: {t_s:6.1} s  {detail}");
-        push(
-            &events,
-            Event {
-                t_s,
-                kind,
-                action: Some(fault.action),
-                node: fault.node,
-                detail,
-            },
-        );
-        let comes_back = matches!(fault.action, FaultAction::Restart | FaultAction::Cont);
-        if result.is_ok()
-            && comes_back
-            && let Some(addr) = target.addr(fault.node)
-        {
-            let transport = target.transport();
-            tokio::spawn(watch_serving(
-                addr,
-                transport,
-                fault.node,
-                start,
-                events.clone(),
-            ));
-        }
-        if result.is_ok()
-            && fault.action == FaultAction::Restart
-            && let Some(admin) = target.admin_endpoints().get(usize::from(fault.node) - 1)
-        {
-            watchers.push(tokio::spawn(restarts::watch(
-                admin.clone(),
-                target.transport(),
-                fault.node,
-                t_s,
-                unix,
-                restarts.clone(),
-            )));
-        }
-    }
-    (target, watchers)
 }
 
 /// A CA, one node pair valid for 127.0.0.1..=nodes and the client "root",
@@ -323,38 +267,6 @@ fn issue_certs(dir: &Path, nodes: u8) -> anyhow::Result<std::path::PathBuf> {
     let hosts: Vec<String> = (1..=nodes).map(|i| format!("127.0.0.{i}")).collect();
     issue::create_cluster(dir, &hosts, year)?;
     Ok(dir.to_path_buf())
-}
-
-/// Polls a node until it answers with a leader known, then records it.
-async fn watch_serving(
-    addr: String,
-    transport: Transport,
-    node: u8,
-    start: Instant,
-    events: Events,
-) {
-    let deadline = Instant::now() + SERVING_DEADLINE;
-    while Instant::now() < deadline {
-        let client = probe(&addr, &transport);
-        if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(3), client.status()).await
-            && status.leader.is_some()
-        {
-            let t_s = start.elapsed().as_secs_f64();
-            eprintln!("levee bench: {t_s:6.1} s  node {node} serving again");
-            push(
-                &events,
-                Event {
-                    t_s,
-                    kind: "serving",
-                    action: None,
-                    node,
-                    detail: format!("node {node} answers with a leader known"),
-                },
-            );
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::cluster::Event;
+use super::node_figures::{self, NodeFigures};
 use super::phases::PhaseSummary;
 use super::recovery::{self, RecoveryFigures};
 use super::report::{self, BenchResult, Machine, PeakUsed, Totals};
@@ -202,6 +203,16 @@ pub fn tables(c: &Comparison) -> String {
         "\nWhole runs, warm-up included. Refused: answered `Overloaded` after the client's failover; failed: any other error.\n\n## Phases\n"
     );
     out.push_str(&phase_rows(c));
+    let nodes: Vec<(Option<&str>, &[NodeFigures])> = c
+        .variants
+        .iter()
+        .filter_map(|v| Some((Some(v.name.as_str()), v.server.as_ref()?.nodes.as_slice())))
+        .filter(|(_, n)| !n.is_empty())
+        .collect();
+    if !nodes.is_empty() {
+        let _ = writeln!(out, "\n## Nodes\n");
+        out.push_str(&node_figures::table(&nodes));
+    }
     let recovered: Vec<(&str, &RecoveryFigures)> = c
         .variants
         .iter()

@@ -14,9 +14,12 @@ use super::scenario::{Fault, FaultAction};
 /// `start` waits for the container to be healthy).
 const ACTION_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The `cluster.sh` subcommand for a fault action.
-pub fn subcommand(action: FaultAction) -> &'static str {
-    match action {
+/// The `cluster.sh` subcommand for a fault action; `None` for `slow`:
+/// its duty cycle needs a signal every few tens of milliseconds, and each
+/// `docker pause` is a round trip through the docker CLI and daemon of
+/// about that long.
+pub fn subcommand(action: FaultAction) -> Option<&'static str> {
+    Some(match action {
         FaultAction::Kill => "kill",
         // SIGSTOP's container equivalent: frozen, connections stay open.
         FaultAction::Stop => "pause",
@@ -25,12 +28,18 @@ pub fn subcommand(action: FaultAction) -> &'static str {
         FaultAction::Restart => "start",
         FaultAction::Partition => "partition",
         FaultAction::Heal => "heal",
-    }
+        FaultAction::Slow => return None,
+    })
 }
 
 /// Runs `script SUBCOMMAND N` for a fault, within [`ACTION_TIMEOUT`].
 pub async fn apply(script: &PathBuf, fault: &Fault) -> anyhow::Result<()> {
-    let sub = subcommand(fault.action);
+    let Some(sub) = subcommand(fault.action) else {
+        bail!(
+            "{} needs local processes (a SIGSTOP/SIGCONT duty cycle); the docker cluster has no equivalent",
+            fault.action
+        );
+    };
     let mut command = tokio::process::Command::new(script);
     command
         .arg(sub)
@@ -73,7 +82,8 @@ mod tests {
             (FaultAction::Partition, "partition"),
             (FaultAction::Heal, "heal"),
         ] {
-            assert_eq!(subcommand(action), sub);
+            assert_eq!(subcommand(action), Some(sub));
         }
+        assert_eq!(subcommand(FaultAction::Slow), None);
     }
 }

@@ -15,8 +15,11 @@
 //! | `phases/` | pure: before / during / after fault, recovering, or the steps; ratios to the baseline |
 //! | `recovery/` | pure: out and redundant events, recovery times, bytes, rates, the model |
 //! | `prometheus.rs` | pure: the nodes' `/metrics` text, histogram quantiles |
-//! | `server_figures.rs` | the nodes' metrics, terms and map before and after a run |
+//! | `server_figures.rs` | the nodes' metrics, terms and map before and after a run (metrics also at the first fault) |
+//! | `node_figures.rs` | pure: each node's share of the client operations and its foreground p99, before and after the first fault |
 //! | `cluster.rs` | local processes or endpoints; fault actions and events |
+//! | `fault_plan.rs` | pure: the faults as timed steps, a `slow` fault's SIGSTOP/SIGCONT duty cycle |
+//! | `fault_run.rs` | the fault task: the steps at their times, events, metrics at the first fault |
 //! | `restarts.rs` | a restarted node's startup phases, restart → first served, p99 after it rejoins |
 //! | `cpus.rs` | the nodes on some CPUs, the load generator on others |
 //! | `targets.rs` | pure: the scenario's `[[targets]]`, met or missed |
@@ -31,7 +34,10 @@ mod cluster;
 mod compare;
 mod cpus;
 mod docker;
+mod fault_plan;
+mod fault_run;
 mod load;
+mod node_figures;
 mod phases;
 mod plot;
 mod plot_compare;
@@ -268,10 +274,15 @@ async fn measure(
     let placeholder = Target::Remote(Vec::new(), levee_node::tls::Transport::Plain);
     let owned = std::mem::replace(target, placeholder);
     let restarts: restarts::Restarts = Default::default();
-    let faults = tokio::spawn(cluster::run_faults(
+    // The end of the load ends the faults' duty cycles; if this function
+    // is cut short instead (an error, Ctrl-C), the sender drops with it,
+    // which tells the fault task the same.
+    let (run_over, over) = tokio::sync::oneshot::channel();
+    let faults = tokio::spawn(fault_run::run_faults(
         owned,
         scenario.faults.clone(),
-        start,
+        (start, workload.duration_s),
+        over,
         events.clone(),
         restarts.clone(),
     ));
@@ -284,17 +295,22 @@ async fn measure(
         start,
     )
     .await;
-    match faults.await {
-        Ok((back, watchers)) => {
-            *target = back;
-            for w in watchers {
+    let _ = run_over.send(());
+    let at_fault = match faults.await {
+        Ok(done) => {
+            *target = done.target;
+            for w in done.watchers {
                 let _ = w.await;
             }
+            done.at_first_fault
         }
         Err(e) => bail!("the fault task failed: {e}"),
-    }
+    };
     let after = server_figures::snapshot(&admin, &endpoints, &transport).await;
     server_figures::keep(cluster_dir, &before, "metrics-before.txt");
+    if let Some(at) = &at_fault {
+        server_figures::keep(cluster_dir, at, "metrics-at-fault.txt");
+    }
     server_figures::keep(cluster_dir, &after, "metrics-after.txt");
 
     let rows = timeline.rows();
@@ -303,7 +319,7 @@ async fn measure(
     let derived = recovery::derive_events(&rows, &events, &numbers);
     events.extend(derived);
     events.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
-    let spans = if workload.steps.is_empty() {
+    let spans = if scenario.phases_by_fault() {
         let fault_times: Vec<f64> = events
             .iter()
             .filter(|e| e.kind == "fault")
@@ -337,7 +353,9 @@ async fn measure(
         phases,
         variant: None,
         peak,
-        server: Some(server_figures::figures(&before, &after).renumber(&numbers)),
+        server: Some(
+            server_figures::figures(&before, at_fault.as_ref(), &after).renumber(&numbers),
+        ),
         recovery,
         restarts,
         error_messages: timeline.messages(),

@@ -56,9 +56,16 @@ impl Scrape {
     /// The histogram `name` (its `name_bucket` lines), summed over any
     /// labels other than `le`.
     pub fn histogram(&self, name: &str) -> Histogram {
+        self.histogram_where(name, &[])
+    }
+
+    /// The histogram `name` over the series whose labels include `filter`
+    /// (e.g. one request class), summed over the other labels.
+    pub fn histogram_where(&self, name: &str, filter: &[(&str, &str)]) -> Histogram {
         let bucket = format!("{name}_bucket");
         let mut h = Histogram::default();
-        for s in self.samples.iter().filter(|s| s.name == bucket) {
+        let series = self.samples.iter();
+        for s in series.filter(|s| s.name == bucket && matches_labels(s, filter)) {
             if let Some(le) = s.labels.get("le").and_then(|le| parse_number(le)) {
                 h.add_bucket(le, s.value);
             }
@@ -278,6 +285,15 @@ not a sample line
         assert_eq!(h.share_within(50e-6), Some(0.99));
         assert_eq!(h.share_within(42e-6), None, "not a bound");
         assert_eq!(Histogram::default().quantile(0.99), None);
+    }
+
+    #[test]
+    fn a_histogram_can_be_one_series_of_several() {
+        let text = "h_bucket{class=\"foreground\",le=\"0.001\"} 9\nh_bucket{class=\"foreground\",le=\"+Inf\"} 10\nh_bucket{class=\"control\",le=\"0.001\"} 100\nh_bucket{class=\"control\",le=\"+Inf\"} 100\n";
+        let s = Scrape::parse(text);
+        assert_eq!(s.histogram("h").count(), 110.0);
+        let fg = s.histogram_where("h", &[("class", "foreground")]);
+        assert_eq!(fg.buckets, vec![(0.001, 9.0), (f64::INFINITY, 10.0)]);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::cluster::Event;
+use super::node_figures;
 use super::phases::{PhaseKind, PhaseSummary};
 use super::recovery::{self, RecoveryFigures};
 use super::restarts::{self, RestartFigures};
@@ -182,7 +183,8 @@ pub fn num(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".to_owned(), |v| format!("{v:.digits$}"))
 }
 
-fn times(v: Option<f64>) -> String {
+/// A ratio as `×1.23`, `–` when missing.
+pub fn times(v: Option<f64>) -> String {
     v.map_or("–".to_owned(), |v| format!("×{v:.2}"))
 }
 
@@ -214,8 +216,9 @@ pub fn summary(result: &BenchResult) -> String {
     let w = &s.workload;
     let _ = writeln!(
         out,
-        "- client: retry {}, max attempts {}, attempt timeout {}",
+        "- client: retry {}, routing {}, max attempts {}, attempt timeout {}",
         w.retry.name(),
+        w.routing.name(),
         w.max_attempts
             .map_or("default".to_owned(), |n| n.to_string()),
         w.attempt_timeout_ms
@@ -226,6 +229,9 @@ pub fn summary(result: &BenchResult) -> String {
             out,
             "- CPUs: nodes on {nodes}, load generator on {generator}"
         );
+    }
+    if let Some(cpus) = s.cluster.cpu_quota {
+        let _ = writeln!(out, "- CPU quota: {cpus} CPU per node (cgroup)");
     }
     if !s.cluster.node_flags.is_empty() {
         let _ = writeln!(out, "- node flags: `{}`", s.cluster.node_flags.join(" "));
@@ -431,6 +437,10 @@ pub fn server_lines(f: &ServerFigures) -> String {
     );
     for p in &f.problems {
         let _ = writeln!(out, "- not read: {p}");
+    }
+    if !f.nodes.is_empty() {
+        let _ = writeln!(out, "\n### Per node\n");
+        out.push_str(&node_figures::table(&[(None, &f.nodes)]));
     }
     out
 }

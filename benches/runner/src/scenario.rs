@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::schedule::{Profile, RateProfile, StepProfile};
 use super::targets::TargetSpec;
-use super::variants::{RetryPolicy, Variant};
+use super::variants::{RetryPolicy, RoutingPolicy, Variant};
 
 mod validate;
 
@@ -110,6 +110,12 @@ pub struct ClusterConfig {
     /// give `workload.cpus` too, so the load generator runs elsewhere.
     /// Default: not pinned (nodes and generator share every CPU).
     pub cpus: Option<String>,
+    /// CPUs each local node may use (a cgroup CPU quota each, e.g. `0.3`):
+    /// every node gets its own capacity, as on its own machine, so load
+    /// moved onto a node past its quota queues there instead of taking
+    /// CPU a lost node freed. Needs root (or a delegated cgroup). Default:
+    /// none.
+    pub cpu_quota: Option<f64>,
 }
 
 fn default_ready_timeout_s() -> u64 {
@@ -252,6 +258,12 @@ pub struct Workload {
     /// once up to `max_attempts`), to show what the budget saves.
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// Which replica the client asks first: `load_aware` (the library's
+    /// default: by each node's observed latency and pressure) or
+    /// `placement` (the first Up replica in placement order), to show
+    /// what load-aware routing saves when a node is slow or lost.
+    #[serde(default)]
+    pub routing: RoutingPolicy,
     /// Attempts per request, the first included (default: the client's,
     /// 3).
     pub max_attempts: Option<u32>,
@@ -362,6 +374,16 @@ pub struct Fault {
     pub action: FaultAction,
     /// Which node (1-based: node i runs on 127.0.0.i).
     pub node: u8,
+    /// `slow` only: how long the node is stopped in each period (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_ms: Option<u64>,
+    /// `slow` only: the length of one stop-and-run cycle (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_ms: Option<u64>,
+    /// `slow` only: how long the node is slowed (s); default: to the end
+    /// of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_s: Option<f64>,
 }
 
 /// A fault action on a local node process.
@@ -380,6 +402,10 @@ pub enum FaultAction {
     Partition,
     /// Reconnect a partitioned node (docker only).
     Heal,
+    /// A SIGSTOP/SIGCONT duty cycle (`stop_ms` of every `period_ms`, for
+    /// `for_s`): the node still answers and heartbeats, only slowly — a
+    /// sick node rather than a dead one (local processes only).
+    Slow,
 }
 
 impl std::fmt::Display for FaultAction {
@@ -391,6 +417,7 @@ impl std::fmt::Display for FaultAction {
             Self::Restart => "restart",
             Self::Partition => "partition",
             Self::Heal => "heal",
+            Self::Slow => "slow",
         })
     }
 }
@@ -470,10 +497,18 @@ impl Scenario {
         }
     }
 
+    /// Whether the run is cut into phases at its faults (else into its
+    /// steps): a scenario with faults has at most one step, a constant
+    /// load at a multiple of the peak.
+    pub fn phases_by_fault(&self) -> bool {
+        self.workload.steps.is_empty() || !self.faults.is_empty()
+    }
+
     /// Checks everything a run would otherwise trip over halfway.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.validate_cluster()?;
         self.validate_cpus()?;
+        self.validate_cpu_quota()?;
         // Steps first: they set the duration the workload checks.
         self.validate_steps()?;
         self.validate_workload()?;
@@ -505,6 +540,21 @@ pub(super) mod tests {
         rate = 10
         duration_s = 10
         keys = 10
+    "#;
+
+    /// Two nodes of the docker cluster, node 2 partitioned at 3 s.
+    pub(crate) const DOCKER: &str = r#"
+        [cluster]
+        endpoints = ["127.0.0.1:7410", "127.0.0.1:7411"]
+        docker = "docker/cluster.sh"
+        [workload]
+        rate = 10
+        duration_s = 10
+        keys = 10
+        [[faults]]
+        at_s = 3
+        action = "partition"
+        node = 2
     "#;
 
     #[test]
@@ -542,21 +592,8 @@ pub(super) mod tests {
         let local = format!("{MINIMAL}\n[[faults]]\nat_s = 3\naction = \"partition\"\nnode = 2\n");
         let err = format!("{:#}", Scenario::parse(&local).unwrap_err());
         assert!(err.contains("docker"), "{err}");
-        let docker = r#"
-            [cluster]
-            endpoints = ["127.0.0.1:7410", "127.0.0.1:7411"]
-            docker = "docker/cluster.sh"
-            [workload]
-            rate = 10
-            duration_s = 10
-            keys = 10
-            [[faults]]
-            at_s = 3
-            action = "partition"
-            node = 2
-        "#;
-        assert!(Scenario::parse(docker).is_ok());
-        let beyond = docker.replace("node = 2", "node = 3");
+        assert!(Scenario::parse(DOCKER).is_ok());
+        let beyond = DOCKER.replace("node = 2", "node = 3");
         assert!(Scenario::parse(&beyond).is_err());
     }
 
@@ -573,6 +610,8 @@ pub(super) mod tests {
             "overload",
             "retry-storm",
             "docker-node-loss",
+            "slow-node",
+            "zone-loss-under-load",
         ] {
             let s = Scenario::load(&dir.join(format!("{name}.toml"))).unwrap();
             assert_eq!(s.name, name);

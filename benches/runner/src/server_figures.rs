@@ -1,8 +1,9 @@
 //! What the nodes themselves say about a run: their `/metrics` (refusal
 //! times, shed and deadline-drop counts) and their Raft terms and map,
 //! read once before the measured run and once at its end, before the
-//! cluster stops. The figures are the differences, so the preload and the
-//! calibration do not count.
+//! cluster stops (and the metrics once more at the first fault, for the
+//! per-node figures of `node_figures.rs`). The figures are the
+//! differences, so the preload and the calibration do not count.
 //!
 //! Fetching is here ([`snapshot`]); turning two snapshots into figures
 //! ([`figures`]) is pure.
@@ -13,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
+use super::node_figures::{self, NodeFigures};
 use super::prometheus::{Histogram, Scrape};
 use levee_cli::local_cluster::probe;
 use levee_node::client::admin_http;
@@ -80,12 +82,52 @@ pub async fn snapshot(admin: &[String], endpoints: &[String], transport: &Transp
     out
 }
 
-/// One node's metrics and status.
-async fn ask(admin: String, addr: String, transport: Transport) -> NodeSnapshot {
-    let (metrics, text) = match http_get_within(&admin, "/metrics", ASK_TIMEOUT, &transport).await {
+/// Asks every node, all at once, for its metrics only, each within
+/// `within`: a mid-run snapshot that must not hold up what waits for it.
+pub async fn metrics_snapshot(
+    admin: &[String],
+    transport: &Transport,
+    within: Duration,
+) -> Snapshot {
+    let asks: Vec<_> = admin
+        .iter()
+        .map(|admin| {
+            let (admin, transport) = (admin.clone(), transport.clone());
+            tokio::spawn(async move { metrics_of(&admin, within, &transport).await })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(asks.len());
+    for ask in asks {
+        let (metrics, text) = ask
+            .await
+            .unwrap_or_else(|e| (Err(format!("the request task failed: {e}")), None));
+        out.push(NodeSnapshot {
+            metrics,
+            text,
+            term: None,
+            addrs: BTreeMap::new(),
+            map: None,
+        });
+    }
+    out
+}
+
+/// One node's metrics, parsed, and their text; or why they could not be
+/// read within `within`.
+async fn metrics_of(
+    admin: &str,
+    within: Duration,
+    transport: &Transport,
+) -> (Result<Scrape, String>, Option<String>) {
+    match http_get_within(admin, "/metrics", within, transport).await {
         Ok(text) => (Ok(Scrape::parse(&text)), Some(text)),
         Err(e) => (Err(format!("{admin}: {e:#}")), None),
-    };
+    }
+}
+
+/// One node's metrics and status.
+async fn ask(admin: String, addr: String, transport: Transport) -> NodeSnapshot {
+    let (metrics, text) = metrics_of(&admin, ASK_TIMEOUT, &transport).await;
     let status = tokio::time::timeout(ASK_TIMEOUT, probe(&addr, &transport).status()).await;
     let (term, addrs, map) = match status {
         Ok(Ok(s)) => {
@@ -182,6 +224,10 @@ pub struct ServerFigures {
     /// newest map any node gave; by map id until [`ServerFigures::renumber`]
     /// gives them the runner's node numbers.
     pub nodes_not_up: Option<BTreeMap<u64, String>>,
+    /// Per node (the runner's numbers): its share of the client
+    /// operations and its foreground p99, before and after the first
+    /// fault.
+    pub nodes: Vec<NodeFigures>,
     /// Nodes whose metrics could not be read, and why: their figures are
     /// missing from the sums.
     pub problems: Vec<String>,
@@ -201,10 +247,19 @@ impl ServerFigures {
     }
 }
 
-/// The figures of a run from the snapshots before and after it (the same
-/// nodes in the same order).
-pub fn figures(before: &Snapshot, after: &Snapshot) -> ServerFigures {
-    let mut f = ServerFigures::default();
+/// The figures of a run from the snapshots before it, at its first fault
+/// (if it had one) and after it (the same nodes in the same order).
+pub fn figures(before: &Snapshot, at_fault: Option<&Snapshot>, after: &Snapshot) -> ServerFigures {
+    let mut f = ServerFigures {
+        nodes: node_figures::of(before, at_fault, after),
+        ..ServerFigures::default()
+    };
+    for (i, node) in at_fault.into_iter().flatten().enumerate() {
+        if let Err(e) = &node.metrics {
+            f.problems
+                .push(format!("node {} at the first fault: {e}", i + 1));
+        }
+    }
     let mut refusals = Histogram::default();
     for (i, (b, a)) in before.iter().zip(after).enumerate() {
         let (b, a) = match (&b.metrics, &a.metrics) {
@@ -290,7 +345,7 @@ mod tests {
             node(&metrics(1090, 110, 1250, 6), 4, &up, 7),
             node(&metrics(990, 0, 1000, 0), 4, &[(1, "up"), (2, "down")], 9),
         ];
-        let f = figures(&before, &after);
+        let f = figures(&before, None, &after);
         // The run: 990 + 990 fast, 10 slow.
         assert_eq!(f.refusals_timed, 1990);
         let within = f.refusals_within_50us.unwrap();
@@ -329,7 +384,7 @@ mod tests {
             addrs: BTreeMap::new(),
             map: None,
         };
-        let f = figures(&vec![ok.clone(), ok.clone()], &vec![ok, silent]);
+        let f = figures(&vec![ok.clone(), ok.clone()], None, &vec![ok, silent]);
         assert_eq!(f.problems.len(), 1);
         assert!(f.problems[0].starts_with("node 2"), "{:?}", f.problems);
         assert_eq!(f.elections, Some(0));

@@ -3,11 +3,13 @@
 //! reports say for each whether this run met it. Written in the scenario
 //! so a target cannot be quietly loosened after a run missed it. Pure.
 
+use std::collections::BTreeSet;
+
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use super::phases::{PhaseKind, PhaseSummary};
-use super::recovery::RecoveryFigures;
+use super::recovery::{self, RecoveryFigures};
 use super::report::BenchResult;
 use super::restarts;
 use super::scenario::Scenario;
@@ -68,6 +70,18 @@ pub enum Metric {
     /// The worst restart's client p99 over the 10 s after the node was
     /// ready, over the baseline's.
     P99AfterRejoinVsBaseline,
+    /// The share (0..1) of the client operations coordinated by the nodes
+    /// the faults name, from the first fault to the end: how much load
+    /// the clients still sent to a slow node.
+    FaultedNodeShare,
+    /// The largest ratio, over the nodes no fault names and readable at
+    /// the end, of a node's own foreground p99 after the first fault over
+    /// its p99 before it: whether the load a lost node left hurt the
+    /// survivors.
+    SurvivorP99VsBeforeMax,
+    /// Nodes marked Down after the first fault that no fault named: nodes
+    /// the cluster wrongly declared dead (overloaded, not gone).
+    NodesMarkedDownUnfaulted,
 }
 
 impl Metric {
@@ -85,19 +99,24 @@ impl Metric {
     /// The figure for humans.
     fn show(self, v: f64) -> String {
         match self {
-            Self::GoodputVsPeak | Self::SuccessRatio => format!("{:.1}%", v * 100.0),
+            Self::GoodputVsPeak | Self::SuccessRatio | Self::FaultedNodeShare => {
+                format!("{:.1}%", v * 100.0)
+            }
             Self::P99VsBaseline
             | Self::AttemptsPerRequest
             | Self::RecoveryRateVsLimit
             | Self::RedundancyTimeVsModel
             | Self::P99RecoveringVsBaseline
-            | Self::P99AfterRejoinVsBaseline => format!("×{v:.2}"),
+            | Self::P99AfterRejoinVsBaseline
+            | Self::SurvivorP99VsBeforeMax => format!("×{v:.2}"),
             Self::RestartToFirstServedS => format!("{v:.3} s"),
             Self::RefusalP99Us => format!("{v:.1} µs"),
             Self::RecoveryBytes => format!("{:.1} MiB", v / f64::from(1u32 << 20)),
-            Self::Elections | Self::NodesNotUp | Self::FailedOps | Self::NodesMarkedOut => {
-                format!("{v:.0}")
-            }
+            Self::Elections
+            | Self::NodesNotUp
+            | Self::FailedOps
+            | Self::NodesMarkedOut
+            | Self::NodesMarkedDownUnfaulted => format!("{v:.0}"),
         }
     }
 
@@ -118,6 +137,9 @@ impl Metric {
             Self::RecoveryBytes => "bytes copied for recovery",
             Self::RestartToFirstServedS => "restart → first request served",
             Self::P99AfterRejoinVsBaseline => "p99 in the 10 s after rejoin / baseline p99",
+            Self::FaultedNodeShare => "faulted nodes' share of client operations after the fault",
+            Self::SurvivorP99VsBeforeMax => "worst survivor's server p99 after / before the fault",
+            Self::NodesMarkedDownUnfaulted => "nodes marked down that no fault touched",
         }
     }
 }
@@ -156,6 +178,9 @@ impl TargetSpec {
         if let Some(v) = recovery_value(self.metric, result.recovery.as_ref()) {
             return v;
         }
+        if let Some(v) = node_value(self.metric, result) {
+            return v;
+        }
         let server = result.server.as_ref()?;
         match self.metric {
             Metric::RefusalP99Us => server.refusal_p99_us,
@@ -177,6 +202,45 @@ fn recovery_value(metric: Metric, f: Option<&RecoveryFigures>) -> Option<Option<
         Metric::P99RecoveringVsBaseline => pick(|f| f.p99_recovering_vs_baseline),
         Metric::NodesMarkedOut => pick(|f| Some(f.nodes_out.len() as f64)),
         Metric::RecoveryBytes => pick(|f| Some(f.bytes_copied as f64)),
+        _ => None,
+    }
+}
+
+/// A figure of the nodes against the faults: `None` when the metric is
+/// not one, `Some(None)` when the run has no such figure (no fault, or a
+/// node's metrics missing).
+fn node_value(metric: Metric, result: &BenchResult) -> Option<Option<f64>> {
+    let faulted: BTreeSet<u8> = result.scenario.faults.iter().map(|f| f.node).collect();
+    let had_fault = result.events.iter().any(|e| e.kind == "fault");
+    let nodes = result.server.as_ref().map_or(&[][..], |s| &s.nodes[..]);
+    match metric {
+        Metric::FaultedNodeShare => Some(if faulted.is_empty() {
+            None
+        } else {
+            // One faulted node without a figure leaves the sum unknown.
+            faulted
+                .iter()
+                .map(|f| nodes.iter().find(|n| n.node == *f)?.share_after)
+                .sum::<Option<f64>>()
+        }),
+        Metric::SurvivorP99VsBeforeMax => Some(
+            nodes
+                .iter()
+                .filter(|n| !faulted.contains(&n.node))
+                .filter_map(|n| n.p99_after_vs_before)
+                .reduce(f64::max),
+        ),
+        // The Down events are derived from the samples after the first
+        // fault only: without one, nobody looked.
+        Metric::NodesMarkedDownUnfaulted => Some(had_fault.then(|| {
+            let down: BTreeSet<u8> = result
+                .events
+                .iter()
+                .filter(|e| e.kind == recovery::DOWN && !faulted.contains(&e.node))
+                .map(|e| e.node)
+                .collect();
+            down.len() as f64
+        })),
         _ => None,
     }
 }
@@ -286,7 +350,7 @@ pub fn table(verdicts: &[Verdict]) -> String {
 impl Scenario {
     /// The labels the phases of a run of this scenario will have.
     fn phase_labels(&self) -> Vec<String> {
-        if self.workload.steps.is_empty() {
+        if self.phases_by_fault() {
             [
                 PhaseKind::Steady,
                 PhaseKind::BeforeFault,
@@ -522,5 +586,77 @@ mod tests {
         let calm = evaluate(&s.targets, &[result("on", 50, Some(0))]);
         assert_eq!(calm[2].met, Some(true));
         assert_eq!(calm[0].met, None);
+    }
+
+    #[test]
+    fn node_targets_tell_faulted_nodes_from_survivors() {
+        use super::super::cluster::Event;
+        use super::super::node_figures::NodeFigures;
+        use super::super::scenario::{Fault, FaultAction};
+        let s = parse(
+            "[[targets]]\nmetric = \"faulted_node_share\"\nmax = 0.1\n[[targets]]\nmetric = \"survivor_p99_vs_before_max\"\nmax = 2\n[[targets]]\nmetric = \"nodes_marked_down_unfaulted\"\nmax = 0\n",
+        )
+        .unwrap();
+        let shown = |run: &BenchResult| -> Vec<_> {
+            evaluate(&s.targets, std::slice::from_ref(run))
+                .into_iter()
+                .map(|v| (v.shown, v.met))
+                .collect()
+        };
+        let mut run = result("on", 50, Some(0));
+        let none = ("no figure".to_owned(), None);
+        assert_eq!(shown(&run), [none.clone(), none.clone(), none.clone()]);
+
+        let node = |node, share_after, ratio| NodeFigures {
+            node,
+            share_after,
+            p99_after_vs_before: ratio,
+            ..NodeFigures::default()
+        };
+        let event = |kind, node| Event {
+            t_s: 20.0,
+            kind,
+            action: (kind == "fault").then_some(FaultAction::Kill),
+            node,
+            detail: String::new(),
+        };
+        run.scenario.faults = [2, 5]
+            .map(|node| Fault {
+                at_s: 20.0,
+                action: FaultAction::Kill,
+                node,
+                stop_ms: None,
+                period_ms: None,
+                for_s: None,
+            })
+            .to_vec();
+        run.events = vec![
+            event("fault", 2),
+            event("fault", 5),
+            event("down", 2),
+            event("down", 5),
+        ];
+        run.server.as_mut().unwrap().nodes = vec![
+            node(1, Some(0.5), Some(1.4)),
+            node(2, Some(0.02), Some(40.0)),
+            node(3, Some(0.45), Some(2.5)),
+            node(4, Some(0.0), None),
+            node(5, Some(0.03), None),
+        ];
+        assert_eq!(
+            shown(&run),
+            [
+                ("5.0%".to_owned(), Some(true)),
+                ("×2.50".to_owned(), Some(false)),
+                ("0".to_owned(), Some(true)),
+            ]
+        );
+        // Node 3 marked down too (overloaded); node 5 unreadable at the
+        // end, so the faulted nodes' share is unknown.
+        run.events.push(event("down", 3));
+        run.server.as_mut().unwrap().nodes[4].share_after = None;
+        let got = shown(&run);
+        assert_eq!(got[0], none);
+        assert_eq!(got[2], ("1".to_owned(), Some(false)));
     }
 }

@@ -1,8 +1,9 @@
 //! Settings compared in one run. A scenario's `[[variants]]` each name a
-//! few changes (node flags appended, the client's retry policy); the
-//! runner runs the whole scenario once per variant, one after another,
-//! each on a fresh cluster, so the variants differ in those settings and
-//! in nothing else (same machine, same minutes, same seeded load).
+//! few changes (node flags appended, the client's retry policy and
+//! routing); the runner runs the whole scenario once per variant, one
+//! after another, each on a fresh cluster, so the variants differ in those
+//! settings and in nothing else (same machine, same minutes, same seeded
+//! load).
 //!
 //! Also here: the client settings of the load generator, since that is
 //! what a variant's client half changes.
@@ -10,7 +11,7 @@
 use std::time::Duration;
 
 use anyhow::bail;
-use levee_node::client::ClientConfig;
+use levee_node::client::{ClientConfig, Routing};
 use serde::{Deserialize, Serialize};
 
 use super::scenario::{Scenario, Workload};
@@ -61,6 +62,37 @@ impl RetryPolicy {
     }
 }
 
+/// Which replica of a key the load generator's clients ask first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoutingPolicy {
+    /// The client library's default: by each node's latency and pressure
+    /// as the client has seen them, so a slow node loses its share.
+    #[default]
+    LoadAware,
+    /// The first Up replica in placement order: what levee did before
+    /// load-aware routing, kept to measure what it saves.
+    Placement,
+}
+
+impl RoutingPolicy {
+    /// Lower-case name, as in the scenario file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::LoadAware => "load_aware",
+            Self::Placement => "placement",
+        }
+    }
+
+    /// The client's routing for this policy.
+    pub fn routing(self) -> Routing {
+        match self {
+            Self::LoadAware => Routing::LoadAware,
+            Self::Placement => Routing::PlacementOrder,
+        }
+    }
+}
+
 /// One setting of the scenario to compare.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +109,8 @@ pub struct Variant {
     pub node_flags: Vec<String>,
     /// Replaces `workload.retry`.
     pub retry: Option<RetryPolicy>,
+    /// Replaces `workload.routing`.
+    pub routing: Option<RoutingPolicy>,
     /// Replaces `workload.max_attempts`.
     pub max_attempts: Option<u32>,
     /// Replaces `workload.attempt_timeout_ms`.
@@ -95,6 +129,7 @@ impl Scenario {
             .extend(variant.node_flags.iter().cloned());
         let w = &mut s.workload;
         w.retry = variant.retry.unwrap_or(w.retry);
+        w.routing = variant.routing.unwrap_or(w.routing);
         w.max_attempts = variant.max_attempts.or(w.max_attempts);
         w.attempt_timeout_ms = variant.attempt_timeout_ms.or(w.attempt_timeout_ms);
         s.cluster.tls = variant.tls.unwrap_or(s.cluster.tls);
@@ -141,7 +176,8 @@ impl Scenario {
 
 /// The settings of load-generator client number `index`: all endpoints,
 /// starting at a different one per instance so the map fetches do not all
-/// land on node 1; the workload's timeouts, attempts and retry policy.
+/// land on node 1; the workload's timeouts, attempts, retry policy and
+/// routing.
 pub fn client_config(workload: &Workload, endpoints: &[String], index: usize) -> ClientConfig {
     let timeout = Duration::from_millis(workload.request_timeout_ms);
     let mut endpoints = endpoints.to_vec();
@@ -160,6 +196,7 @@ pub fn client_config(workload: &Workload, endpoints: &[String], index: usize) ->
             .attempt_timeout_ms
             .map_or(defaults.attempt_timeout, Duration::from_millis),
         max_attempts: workload.max_attempts.unwrap_or(defaults.max_attempts),
+        routing: workload.routing.routing(),
         ..defaults
     };
     workload.retry.apply(&mut config);
@@ -196,6 +233,7 @@ mod tests {
             name = "off"
             node_flags = ["--admission", "off"]
             retry = "naive"
+            routing = "placement"
             attempt_timeout_ms = 200
             "#,
         )
@@ -203,6 +241,7 @@ mod tests {
         let on = s.for_variant(&s.variants[0]);
         assert_eq!(on.cluster.node_flags, ["--raft-heartbeat-ms", "100"]);
         assert_eq!(on.workload.retry, RetryPolicy::Budget);
+        assert_eq!(on.workload.routing, RoutingPolicy::LoadAware);
         assert!(on.variants.is_empty());
         let off = s.for_variant(&s.variants[1]);
         assert_eq!(
@@ -210,6 +249,7 @@ mod tests {
             ["--raft-heartbeat-ms", "100", "--admission", "off"]
         );
         assert_eq!(off.workload.retry, RetryPolicy::Naive);
+        assert_eq!(off.workload.routing, RoutingPolicy::Placement);
         assert_eq!(off.workload.max_attempts, Some(4), "kept from the workload");
         assert_eq!(off.workload.attempt_timeout_ms, Some(200));
     }
@@ -223,8 +263,10 @@ mod tests {
             let text = format!("[[variants]]\nname = {bad:?}\n");
             assert!(with(&text).is_err(), "{bad:?} accepted");
         }
-        let unknown = "[[variants]]\nname = \"a\"\nretry = \"sometimes\"\n";
-        assert!(with(unknown).is_err());
+        for unknown in ["retry = \"sometimes\"", "routing = \"random\""] {
+            let text = format!("[[variants]]\nname = \"a\"\n{unknown}\n");
+            assert!(with(&text).is_err(), "{unknown} accepted");
+        }
     }
 
     #[test]
@@ -253,10 +295,13 @@ mod tests {
             budget.attempt_timeout,
             ClientConfig::default().attempt_timeout
         );
+        assert_eq!(budget.routing, Routing::LoadAware);
 
         w.retry = RetryPolicy::Naive;
+        w.routing = RoutingPolicy::Placement;
         w.attempt_timeout_ms = Some(250);
         let naive = client_config(&w, &endpoints, 0);
+        assert_eq!(naive.routing, Routing::PlacementOrder);
         assert_eq!(naive.attempt_timeout, Duration::from_millis(250));
         assert_eq!(naive.breaker_failures, u32::MAX);
         assert_eq!(naive.backoff_cap, Duration::ZERO);

@@ -4,7 +4,7 @@
 
 use anyhow::bail;
 
-use super::{FaultAction, KeyDistribution, Peak, Scenario, ValueSize};
+use super::{Fault, FaultAction, KeyDistribution, Peak, Scenario, ValueSize};
 use crate::cpus::is_cpu_list;
 
 impl Scenario {
@@ -56,6 +56,19 @@ impl Scenario {
     /// Pinning needs both lists, local processes, and no restarts: a
     /// restarted node is started by the runner, which by then runs on the
     /// generator's CPUs.
+    pub(super) fn validate_cpu_quota(&self) -> anyhow::Result<()> {
+        let Some(cpus) = self.cluster.cpu_quota else {
+            return Ok(());
+        };
+        if levee_cli::cpu_quota::quota_us(cpus).is_none() {
+            bail!("cluster.cpu_quota is {cpus}; give the CPUs each node may use, such as 0.3");
+        }
+        if self.cluster.nodes.is_none() {
+            bail!("cluster.cpu_quota needs local nodes (cluster.nodes), not an existing cluster");
+        }
+        Ok(())
+    }
+
     pub(super) fn validate_cpus(&self) -> anyhow::Result<()> {
         match (&self.cluster.cpus, &self.workload.cpus) {
             (None, None) => return Ok(()),
@@ -193,9 +206,12 @@ impl Scenario {
                 w.warmup_s
             );
         }
-        if !self.faults.is_empty() {
+        // One step is a constant load at a multiple of a measured peak,
+        // which faults can cut into phases; with several, the phases are
+        // the steps.
+        if !self.faults.is_empty() && w.steps.len() > 1 {
             bail!(
-                "faults and steps together are not supported: the phases of a step load are its steps"
+                "faults and several steps together are not supported: the phases of a step load are its steps (one step, e.g. steps = [0.7], may have faults)"
             );
         }
         Ok(())
@@ -243,14 +259,53 @@ impl Scenario {
                     self.workload.duration_s
                 );
             }
+            validate_slow(f, docker)?;
         }
         Ok(())
     }
 }
 
+/// The shortest duty cycle period (ms): signals and timers are
+/// millisecond-grained, so below this the cycle is mostly timer jitter.
+const MIN_PERIOD_MS: u64 = 10;
+
+/// `stop_ms`, `period_ms` and `for_s` belong to `slow`, which needs them
+/// (but `for_s`) consistent and local processes to signal.
+fn validate_slow(f: &Fault, docker: bool) -> anyhow::Result<()> {
+    let at = f.at_s;
+    if f.action != FaultAction::Slow {
+        if f.stop_ms.is_some() || f.period_ms.is_some() || f.for_s.is_some() {
+            bail!(
+                "fault at {at} s: stop_ms, period_ms and for_s go with action = \"slow\", not {}",
+                f.action
+            );
+        }
+        return Ok(());
+    }
+    if docker {
+        bail!(
+            "fault at {at} s: slow is a SIGSTOP/SIGCONT duty cycle on a local process; the docker cluster has no equivalent (use stop and cont)"
+        );
+    }
+    let (Some(stop), Some(period)) = (f.stop_ms, f.period_ms) else {
+        bail!("fault at {at} s: slow needs stop_ms and period_ms (e.g. 50 and 100)");
+    };
+    if period < MIN_PERIOD_MS || stop == 0 || stop >= period {
+        bail!(
+            "fault at {at} s: slow needs 0 < stop_ms < period_ms and period_ms ≥ {MIN_PERIOD_MS} (stop_ms is {stop}, period_ms {period})"
+        );
+    }
+    if f.for_s.is_some_and(|s| !(s.is_finite() && s > 0.0)) {
+        bail!(
+            "fault at {at} s: for_s must be a positive number of seconds (or left out: to the end)"
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{MINIMAL, REMOTE};
+    use super::super::tests::{DOCKER, MINIMAL, REMOTE};
     use super::*;
 
     #[test]
@@ -258,6 +313,23 @@ mod tests {
         let text = format!("{REMOTE}\n[[faults]]\nat_s = 5\naction = \"kill\"\nnode = 1\n");
         let err = Scenario::parse(&text).unwrap_err().to_string();
         assert!(err.contains("faults need local processes"), "{err}");
+    }
+
+    #[test]
+    fn a_cpu_quota_is_a_positive_share_for_local_nodes() {
+        let with =
+            |quota: &str| MINIMAL.replace("[cluster]", &format!("[cluster]\ncpu_quota = {quota}"));
+        assert_eq!(
+            Scenario::parse(&with("0.3")).unwrap().cluster.cpu_quota,
+            Some(0.3)
+        );
+        for bad in ["0", "-1", "5000"] {
+            let err = Scenario::parse(&with(bad)).unwrap_err().to_string();
+            assert!(err.contains("cpu_quota"), "{bad}: {err}");
+        }
+        let remote = REMOTE.replace("[cluster]", "[cluster]\ncpu_quota = 0.3");
+        let err = Scenario::parse(&remote).unwrap_err().to_string();
+        assert!(err.contains("local nodes"), "{err}");
     }
 
     #[test]
@@ -338,7 +410,7 @@ mod tests {
             (
                 "keys = 1000",
                 "keys = 1000\n[[faults]]\nat_s = 1\naction = \"kill\"\nnode = 1",
-                "faults and steps",
+                "faults and several steps",
             ),
         ];
         for (from, to, expected) in cases {
@@ -366,5 +438,59 @@ mod tests {
         let restart = format!("{pinned}\n[[faults]]\nat_s = 1\naction = \"restart\"\nnode = 1\n");
         let err = Scenario::parse(&restart).unwrap_err().to_string();
         assert!(err.contains("restart"), "{err}");
+    }
+
+    fn slow(keys: &str) -> String {
+        format!("{MINIMAL}\n[[faults]]\nat_s = 3\naction = \"slow\"\nnode = 2\n{keys}\n")
+    }
+
+    #[test]
+    fn a_slow_fault_needs_a_consistent_duty_cycle() {
+        let s = Scenario::parse(&slow("stop_ms = 50\nperiod_ms = 100")).unwrap();
+        let f = s.faults[0];
+        assert_eq!(
+            (f.action, f.stop_ms, f.period_ms, f.for_s),
+            (FaultAction::Slow, Some(50), Some(100), None)
+        );
+        assert!(Scenario::parse(&slow("stop_ms = 50\nperiod_ms = 100\nfor_s = 4")).is_ok());
+        for (keys, expected) in [
+            ("stop_ms = 50", "needs stop_ms and period_ms"),
+            ("stop_ms = 100\nperiod_ms = 100", "0 < stop_ms < period_ms"),
+            ("stop_ms = 0\nperiod_ms = 100", "0 < stop_ms < period_ms"),
+            ("stop_ms = 2\nperiod_ms = 5", "period_ms ≥ 10"),
+            ("stop_ms = 50\nperiod_ms = 100\nfor_s = 0", "for_s"),
+            ("stop_ms = 50\nperiod_ms = 100\nduty = 0.5", "duty"),
+        ] {
+            let err = format!("{:#}", Scenario::parse(&slow(keys)).unwrap_err());
+            assert!(err.contains(expected), "{keys}: {err}");
+        }
+    }
+
+    #[test]
+    fn duty_cycle_keys_belong_to_slow_and_slow_to_local_processes() {
+        let kill = slow("stop_ms = 50\nperiod_ms = 100").replace("\"slow\"", "\"kill\"");
+        let err = Scenario::parse(&kill).unwrap_err().to_string();
+        assert!(err.contains("go with action = \"slow\""), "{err}");
+        let docker = DOCKER.replace(
+            "action = \"partition\"",
+            "action = \"slow\"\nstop_ms = 50\nperiod_ms = 100",
+        );
+        let err = Scenario::parse(&docker).unwrap_err().to_string();
+        assert!(err.contains("docker cluster has no equivalent"), "{err}");
+    }
+
+    #[test]
+    fn one_step_with_faults_is_cut_at_its_faults() {
+        let one = STEPS
+            .replace("steps = [0.5, 1, 4]", "steps = [0.7]")
+            .replace("step_s = 10", "step_s = 30");
+        let s = Scenario::parse(&format!(
+            "{one}\n[[faults]]\nat_s = 10\naction = \"kill\"\nnode = 2\n"
+        ))
+        .unwrap();
+        assert!(s.phases_by_fault());
+        assert_eq!(s.workload.duration_s, 30);
+        assert!(!Scenario::parse(STEPS).unwrap().phases_by_fault());
+        assert!(Scenario::parse(MINIMAL).unwrap().phases_by_fault());
     }
 }
