@@ -130,6 +130,13 @@ fn levee_local_runs_a_cluster_and_a_second_run_restarts_it_with_its_data() {
             "{status}"
         );
         assert!(status["leader"].as_u64().is_some());
+        // One numbering: the node `levee local` calls i (on 127.0.0.i)
+        // is node i in the map, so `levee admin drain i` hits it.
+        for node in status["nodes"].as_array().unwrap() {
+            let id = node["id"].as_u64().unwrap();
+            let addr = node["addr"].as_str().unwrap();
+            assert_eq!(addr, format!("127.0.0.{id}:{port}"), "{status}");
+        }
         cluster_id = status["cluster_id"].as_str().unwrap().to_owned();
         assert!(
             levee(endpoint, &["put", "kept", "across runs"])

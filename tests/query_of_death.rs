@@ -140,7 +140,10 @@ fn a_request_that_crashed_two_handlers_is_quarantined_on_every_node_until_cleare
     let status = nodes[0].cli(&["status"], None);
     let shown = String::from_utf8_lossy(&status.stdout);
     assert!(shown.contains("quarantined: put/"), "{shown}");
-    assert!(shown.contains("request shapes quarantined"), "{shown}");
+    assert!(
+        shown.contains("QUARANTINE: 1 request shape quarantined"),
+        "{shown}"
+    );
     let json = nodes[0].cli(&["-o", "json", "status"], None);
     let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(

@@ -448,12 +448,12 @@ fn a_certificate_near_its_end_shows_in_status_and_metrics() {
         || {
             let out = node.cli(&["status"], None);
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            text.contains("certificate expires in").then_some(text)
+            text.contains("CERT_EXPIRING").then_some(text)
         },
     );
     assert!(status.contains("levee cert rotate"), "{status}");
     assert!(
-        status.contains("health: degraded") && status.contains("certificates expiring"),
+        status.contains("health: HEALTH_WARN") && status.contains("CERT_EXPIRING"),
         "{status}"
     );
     let left = metric(

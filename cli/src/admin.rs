@@ -3,7 +3,7 @@
 
 use anyhow::bail;
 use levee_node::client::Client;
-use levee_node::cluster::map::{CommandResult, RECOVERY_KEYS, RecoverySettings};
+use levee_node::cluster::map::{CommandResult, RECOVERY_KEYS, RecoverySettings, SettingValue};
 use levee_node::proto::AdminCommand;
 
 use crate::Output;
@@ -18,8 +18,10 @@ pub enum Admin {
         node: u64,
     },
     /// Change recovery settings at run time, e.g.
-    /// `levee admin set recovery.bytes_per_sec=8388608 down_out_interval=60000`.
-    /// `levee admin set --list` shows the keys and current values.
+    /// `levee admin set recovery.bytes_per_sec=8MiB down_out_interval=10m`
+    /// (durations as 30s, 10m, 1h; sizes as 512KiB, 32MiB; a bare number
+    /// is ms or bytes). `levee admin set --list` shows the keys and
+    /// current values.
     Set {
         /// KEY=VALUE pairs, applied in order.
         #[arg(value_name = "KEY=VALUE", required_unless_present = "list")]
@@ -101,37 +103,39 @@ fn describe(command: &AdminCommand) -> String {
     }
 }
 
-/// Every setting with its current value and meaning.
+/// Every setting with its current value and meaning: as typed (`10m`,
+/// `32 MiB`) in text; as numbers (ms, bytes) and booleans in JSON, under
+/// the same keys `levee admin set` takes.
 fn settings_text(s: &RecoverySettings, output: Output) -> String {
-    let value = |key: &str| -> String {
-        match key {
-            "recovery.bytes_per_sec" => s.bytes_per_sec.to_string(),
-            "recovery.bytes_burst" => s.bytes_burst.to_string(),
-            "recovery.moves_per_sec" => s.moves_per_sec.to_string(),
-            "recovery.moves_burst" => s.moves_burst.to_string(),
-            "recovery.max_moves" => s.max_moves.to_string(),
-            "recovery.max_moves_per_node" => s.max_moves_per_node.to_string(),
-            "recovery.pressure_floor" => s.pressure_floor.to_string(),
-            "suspect_after" => s.suspect_after_ms.to_string(),
-            "down_after" => s.down_after_ms.to_string(),
-            "down_out_interval" => s.down_out_interval_ms.to_string(),
-            "min_in_ratio" => s.min_in_ratio.to_string(),
-            "noout" => if s.noout { "on" } else { "off" }.to_owned(),
-            "zone_guard" => if s.zone_guard { "on" } else { "off" }.to_owned(),
-            _ => "?".to_owned(),
-        }
-    };
     match output {
-        Output::Json => {
-            let object: serde_json::Map<String, serde_json::Value> = RECOVERY_KEYS
-                .iter()
-                .map(|(k, _)| ((*k).to_owned(), serde_json::Value::String(value(k))))
-                .collect();
-            format!("{}\n", serde_json::Value::Object(object))
-        }
-        Output::Text => RECOVERY_KEYS
+        Output::Json => format!("{}\n", settings_json(s)),
+        Output::Text => s
+            .values()
             .iter()
-            .map(|(k, meaning)| format!("{k:<30} {:<12} {meaning}\n", value(k)))
+            .zip(RECOVERY_KEYS)
+            .map(|((key, value), (_, meaning))| {
+                format!("{key:<30} {:<12} {meaning}\n", value.to_string())
+            })
             .collect(),
     }
+}
+
+/// The settings as JSON: durations in ms, sizes in bytes, switches as
+/// booleans, keyed as `levee admin set` takes them.
+pub fn settings_json(s: &RecoverySettings) -> serde_json::Value {
+    let object: serde_json::Map<String, serde_json::Value> = s
+        .values()
+        .into_iter()
+        .map(|(key, value)| {
+            let json = match value {
+                SettingValue::Millis(n) | SettingValue::Bytes(n) | SettingValue::Count(n) => {
+                    serde_json::json!(n)
+                }
+                SettingValue::Number(x) => serde_json::json!(x),
+                SettingValue::Switch(on) => serde_json::json!(on),
+            };
+            (key.to_owned(), json)
+        })
+        .collect();
+    serde_json::Value::Object(object)
 }

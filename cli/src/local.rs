@@ -57,7 +57,8 @@ pub async fn run(args: Args, certs_dir: Option<PathBuf>) -> anyhow::Result<()> {
     };
     let mut cluster =
         LocalCluster::start(spec, Duration::from_secs(args.ready_timeout_secs)).await?;
-    print_ready(cluster.nodes(), &args.data_dir, certs_dir.as_deref());
+    let ids = cluster.ids().await;
+    print_ready(cluster.nodes(), &ids, &args.data_dir, certs_dir.as_deref());
 
     let outcome = wait_for_stop(&mut cluster).await;
     for problem in cluster.stop_all(Duration::from_secs(30)).await {
@@ -67,7 +68,12 @@ pub async fn run(args: Args, certs_dir: Option<PathBuf>) -> anyhow::Result<()> {
     outcome
 }
 
-fn print_ready(nodes: &[LocalNode], dir: &Path, certs_dir: Option<&Path>) {
+fn print_ready(
+    nodes: &[LocalNode],
+    ids: &[(u8, Option<u64>)],
+    dir: &Path,
+    certs_dir: Option<&Path>,
+) {
     let endpoints: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
     let endpoints = endpoints.join(",");
     let scheme = if certs_dir.is_some() { "https" } else { "http" };
@@ -77,8 +83,18 @@ fn print_ready(nodes: &[LocalNode], dir: &Path, certs_dir: Option<&Path>) {
         dir.display()
     );
     for node in nodes {
+        // A directory made before joins were serialised may number its
+        // nodes otherwise: say so, since status and admin use the id.
+        let id = ids
+            .iter()
+            .find(|(i, _)| *i == node.index)
+            .and_then(|(_, id)| *id);
+        let note = match id {
+            Some(id) if id != u64::from(node.index) => format!("  (cluster id {id})"),
+            _ => String::new(),
+        };
         say!(
-            "  node {}  protocol {}  admin {scheme}://{}",
+            "  node {}  protocol {}  admin {scheme}://{}{note}",
             node.index,
             node.addr,
             node.admin

@@ -142,6 +142,14 @@ impl LocalCluster {
             if index == 1 {
                 // The others join through node 1: let it come up first.
                 cluster.wait_for_leader(&seed, deadline).await?;
+            } else {
+                // One join at a time: the cluster numbers nodes in the
+                // order they join, so node i gets id i, and the number
+                // `levee local` prints is the one `levee status` and
+                // `levee admin drain N` use.
+                cluster
+                    .wait_for_map_nodes(&seed, usize::from(index), deadline)
+                    .await?;
             }
         }
         cluster
@@ -276,18 +284,74 @@ impl LocalCluster {
     }
 
     async fn wait_for_leader(&mut self, seed: &str, deadline: Instant) -> anyhow::Result<()> {
+        let transport = self.transport.clone();
+        let elected = || async {
+            probe(seed, &transport)
+                .status()
+                .await
+                .is_ok_and(|s| s.leader.is_some())
+        };
+        self.poll(deadline, Duration::from_millis(100), elected, || {
+            "node 1 did not elect a leader in time".to_owned()
+        })
+        .await
+    }
+
+    async fn wait_for_map_nodes(
+        &mut self,
+        seed: &str,
+        count: usize,
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
+        let transport = self.transport.clone();
+        let joined = || async {
+            probe(seed, &transport)
+                .map()
+                .await
+                .is_ok_and(|map| map.nodes.len() >= count)
+        };
+        self.poll(deadline, Duration::from_millis(50), joined, || {
+            format!("node {count} did not join in time; see its log")
+        })
+        .await
+    }
+
+    /// Polls `done` every `every` until it holds, failing if a node exits
+    /// or `deadline` passes.
+    async fn poll<F: std::future::Future<Output = bool>>(
+        &mut self,
+        deadline: Instant,
+        every: Duration,
+        done: impl Fn() -> F,
+        late: impl FnOnce() -> String,
+    ) -> anyhow::Result<()> {
         loop {
             self.check_alive()?;
-            if let Ok(status) = probe(seed, &self.transport).status().await
-                && status.leader.is_some()
-            {
+            if done().await {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("node 1 did not elect a leader in time");
+                bail!("{}", late());
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(every).await;
         }
+    }
+
+    /// Each node's id in the cluster map, by its index (`None` if the map
+    /// cannot be read or does not list it).
+    pub async fn ids(&self) -> Vec<(u8, Option<u64>)> {
+        let seed = self.spec.addr(1);
+        let map = probe(&seed, &self.transport).map().await.ok();
+        self.nodes
+            .iter()
+            .map(|n| {
+                let id = map
+                    .as_ref()
+                    .and_then(|m| m.node_by_addr(&n.addr))
+                    .map(|info| info.id);
+                (n.index, id)
+            })
+            .collect()
     }
 
     async fn wait_for_members(

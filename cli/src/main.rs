@@ -1,6 +1,6 @@
 //! `levee`: the levee command-line client.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use levee_node::tls::{Credentials, Transport};
 mod admin;
 mod bench;
 mod cert;
+mod health;
 mod local;
 mod status;
 
@@ -22,7 +23,11 @@ Exit codes:
   0  success
   1  error (unreachable node, timeout, refused request, ...)
   2  usage error
-  3  key not found (get)";
+  3  key not found (get, delete)
+levee status --check:
+  0  HEALTH_OK
+  1  HEALTH_WARN
+  2  HEALTH_ERR, or no node answered";
 
 /// Command-line client for levee, a replicated key-value block store.
 #[derive(Debug, Parser)]
@@ -43,7 +48,7 @@ struct Cli {
     /// Per-request timeout in milliseconds.
     #[arg(long, env = "LEVEE_TIMEOUT_MS", default_value_t = 5000, global = true)]
     timeout_ms: u64,
-    /// Connect timeout in milliseconds.
+    /// Connect timeout in milliseconds (never more than --timeout-ms).
     #[arg(
         long,
         env = "LEVEE_CONNECT_TIMEOUT_MS",
@@ -110,13 +115,16 @@ enum Command {
         #[arg(long, value_name = "NODE_ID")]
         from: Option<u64>,
     },
-    /// Delete a key.
+    /// Delete a key; exits 3 if it did not exist (it is deleted either
+    /// way, so running it twice is harmless).
     Delete {
         /// The key.
         key: String,
     },
-    /// Show the cluster: nodes, zones, states, roles, partitions, health.
-    Status,
+    /// Show the cluster: nodes, zones, states, roles, partitions, and
+    /// its health with what to do (--check: the health only, as an exit
+    /// code).
+    Status(status::Args),
     /// Operator changes: drain a node, change recovery settings, noout.
     #[command(subcommand)]
     Admin(admin::Admin),
@@ -138,6 +146,14 @@ enum Command {
     /// node's own detector, checker, placement and budgets on simulated
     /// time; write result.json, summary.md and sim.png.
     Sim(bench::Args),
+    /// Print a shell completion script: `levee completions bash >
+    /// /etc/bash_completion.d/levee` (or zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print levee's man page (roff): `levee man > levee.1; man ./levee.1`.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -155,15 +171,24 @@ fn main() -> ExitCode {
     // Every command but bench and sim (another process) is one request:
     // one thread.
     match cli.command {
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "levee", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            return match clap_mangen::Man::new(command).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(cli.output, &e.into(), 1),
+            };
+        }
         Command::Bench(ref args) => return bench::forward(None, args),
         Command::Sim(ref args) => return bench::forward(Some("sim"), args),
         Command::Cert { ca_key, command } => {
             return match cert::run(command, cli.certs_dir.as_deref(), ca_key, cli.output) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("levee: {e:#}");
-                    ExitCode::from(1)
-                }
+                Err(e) => fail(cli.output, &e, 1),
             };
         }
         _ => {}
@@ -178,19 +203,35 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // `status --check` answers with its exit code: no answer at all is
+    // as bad as HEALTH_ERR.
+    let failed = match &cli.command {
+        Command::Status(args) if args.check => 2,
+        _ => 1,
+    };
+    let output = cli.output;
     match runtime.block_on(run(cli)) {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::NotFound) => ExitCode::from(3),
-        Err(e) => {
-            eprintln!("levee: {e:#}");
-            ExitCode::from(1)
-        }
+        Ok(Outcome::Exit(code)) => ExitCode::from(code),
+        Err(e) => fail(output, &e, failed),
     }
+}
+
+/// Reports an error, as `{"error": "..."}` on stdout too under `-o json`
+/// (a script reading stdout gets JSON whatever happened), and exits.
+fn fail(output: Output, e: &anyhow::Error, code: u8) -> ExitCode {
+    if output == Output::Json {
+        println!("{}", serde_json::json!({"error": format!("{e:#}")}));
+    }
+    eprintln!("levee: {e:#}");
+    ExitCode::from(code)
 }
 
 enum Outcome {
     Done,
     NotFound,
+    Exit(u8),
 }
 
 /// How this client talks to the cluster: mutual TLS with its certificate,
@@ -223,7 +264,8 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     }
     let client = Client::new(ClientConfig {
         endpoints: cli.endpoints.clone(),
-        connect_timeout: Duration::from_millis(cli.connect_timeout_ms),
+        // A connect cannot take longer than the whole request may.
+        connect_timeout: Duration::from_millis(cli.connect_timeout_ms.min(cli.timeout_ms)),
         request_timeout: Duration::from_millis(cli.timeout_ms),
         transport: transport(&cli)?,
         ..ClientConfig::default()
@@ -274,26 +316,55 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     stdout
                         .write_all(&found.value)
                         .context("cannot write to stdout")?;
+                    // On a terminal, end the line so the prompt does not
+                    // follow the value; into a pipe or file, the exact
+                    // bytes.
+                    if stdout.is_terminal() && !found.value.ends_with(b"\n") {
+                        stdout.write_all(b"\n").context("cannot write to stdout")?;
+                    }
                     stdout.flush().context("cannot write to stdout")?;
                 }
             }
             Ok(Outcome::Done)
         }
-        Command::Status => {
-            status::run(client.config().clone(), cli.output).await?;
-            Ok(Outcome::Done)
+        Command::Status(args) => {
+            let health = status::run(client.config().clone(), cli.output, &args).await?;
+            Ok(if args.check {
+                Outcome::Exit(health.status.exit_code())
+            } else {
+                Outcome::Done
+            })
         }
         Command::Admin(admin) => {
             admin::run(&client, admin, cli.output).await?;
             Ok(Outcome::Done)
         }
-        Command::Local(_) | Command::Bench(_) | Command::Sim(_) | Command::Cert { .. } => {
+        Command::Local(_)
+        | Command::Bench(_)
+        | Command::Sim(_)
+        | Command::Cert { .. }
+        | Command::Completions { .. }
+        | Command::Man => {
             anyhow::bail!("handled before a client is made")
         }
         Command::Delete { key } => {
+            // Whether it existed, asked first: a delete writes a tombstone
+            // either way, and its answer cannot tell.
+            let existed = client.get(key.as_bytes()).await?.is_some();
             let outcome = client.delete(key.as_bytes()).await?;
-            report_write(cli.output, "delete", &key, None, outcome);
-            Ok(Outcome::Done)
+            if cli.output == Output::Json {
+                let mut out = write_json("delete", &key, None, &outcome);
+                out["existed"] = existed.into();
+                println!("{out}");
+            } else {
+                report_write(cli.output, "delete", &key, None, outcome);
+            }
+            if existed {
+                Ok(Outcome::Done)
+            } else {
+                eprintln!("levee: key not found: {key} (nothing to delete)");
+                Ok(Outcome::NotFound)
+            }
         }
     }
 }
@@ -326,21 +397,28 @@ fn get_json(key: &str, value: &[u8], version: Version, with_value: bool) -> serd
     out
 }
 
+fn write_json(
+    op: &str,
+    key: &str,
+    bytes: Option<usize>,
+    outcome: &WriteOutcome,
+) -> serde_json::Value {
+    let mut out = serde_json::json!({
+        "op": op,
+        "key": key,
+        "applied": outcome.applied,
+        "version": version_json(outcome.version),
+        "stored_version": version_json(outcome.stored),
+    });
+    if let Some(n) = bytes {
+        out["bytes"] = n.into();
+    }
+    out
+}
+
 fn report_write(output: Output, op: &str, key: &str, bytes: Option<usize>, outcome: WriteOutcome) {
     match output {
-        Output::Json => {
-            let mut out = serde_json::json!({
-                "op": op,
-                "key": key,
-                "applied": outcome.applied,
-                "version": version_json(outcome.version),
-                "stored_version": version_json(outcome.stored),
-            });
-            if let Some(n) = bytes {
-                out["bytes"] = n.into();
-            }
-            println!("{out}");
-        }
+        Output::Json => println!("{}", write_json(op, key, bytes, &outcome)),
         Output::Text if !outcome.applied => {
             eprintln!(
                 "levee: {op} of {key} not applied: the node holds a newer version ({})",

@@ -6,19 +6,33 @@ use levee_node::cluster::map::NodeState;
 use levee_node::cluster::status::ClusterStatus;
 
 use crate::Output;
+use crate::health::{self, Health, MAX_LAG, bytes, duration};
 
-/// Log entries a member may trail the leader by and still count as
-/// keeping up.
-const MAX_LAG: u64 = 64;
+/// `levee status`'s options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print only the health, and exit 0 for HEALTH_OK, 1 for
+    /// HEALTH_WARN, 2 for HEALTH_ERR (or when no node answers), for
+    /// scripts and monitoring.
+    #[arg(long)]
+    pub check: bool,
+}
 
-/// Prints the status; fails if no node answers.
-pub async fn run(config: ClientConfig, output: Output) -> anyhow::Result<()> {
+/// Prints the status; returns the health (so `--check` can exit by it),
+/// or fails if no node answers.
+pub async fn run(config: ClientConfig, output: Output, args: &Args) -> anyhow::Result<Health> {
     let status = fetch(config).await?;
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&to_json(&status))?),
-        Output::Text => print!("{}", to_text(&status)),
+    let health = health::evaluate(&status, levee_node::hlc::wall_ms());
+    match (output, args.check) {
+        (Output::Json, false) => println!(
+            "{}",
+            serde_json::to_string_pretty(&to_json(&status, &health))?
+        ),
+        (Output::Json, true) => println!("{}", serde_json::to_string_pretty(&health)?),
+        (Output::Text, false) => print!("{}", to_text(&status, &health)),
+        (Output::Text, true) => print!("{}", health.to_text(&status)),
     }
-    Ok(())
+    Ok(health)
 }
 
 /// The status from the leader if the answering node knows one (only the
@@ -26,25 +40,6 @@ pub async fn run(config: ClientConfig, output: Output) -> anyhow::Result<()> {
 /// how recovery goes), else from whichever node answered.
 async fn fetch(config: ClientConfig) -> anyhow::Result<ClusterStatus> {
     Ok(Client::new(config).leader_status().await?)
-}
-
-/// "42s", "3m05s", "2h10m".
-fn duration(ms: u64) -> String {
-    let s = ms / 1000;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
-}
-
-fn bytes(n: u64) -> String {
-    const MIB: f64 = 1024.0 * 1024.0;
-    if n as f64 >= MIB {
-        format!("{:.1} MiB", n as f64 / MIB)
-    } else {
-        format!("{:.1} KiB", n as f64 / 1024.0)
-    }
 }
 
 /// A node's state as shown: "down 42s", "up (suspect)".
@@ -56,6 +51,12 @@ fn state_text(status: &ClusterStatus, id: u64) -> String {
     match node.state {
         NodeState::Up if recovery.is_some_and(|r| r.suspects.contains(&id)) => {
             "up (suspect)".into()
+        }
+        // Down for as long as it has been silent (the mark comes
+        // `down_after` later).
+        NodeState::Down if recovery.is_some_and(|r| r.silence_ms.contains_key(&id)) => {
+            let silent = recovery.and_then(|r| r.silence_ms.get(&id)).copied();
+            format!("down {}", duration(silent.unwrap_or_default()))
         }
         NodeState::Down | NodeState::Out | NodeState::Draining => match recovery {
             Some(r) if node.since_ms > 0 => format!(
@@ -92,9 +93,6 @@ fn recovery_text(status: &ClusterStatus) -> String {
         }
         return out;
     };
-    for (id, why) in &r.held {
-        out.push_str(&format!("node {id}: not marked out ({why})\n"));
-    }
     if !map.moves.is_empty() || r.waiting > 0 {
         out.push_str(&format!(
             "moves: {} in flight (max {}), {} waiting, {} finished in the last minute; eta {}\n",
@@ -139,61 +137,10 @@ fn recovery_text(status: &ClusterStatus) -> String {
             bytes(settings.bytes_per_sec)
         ));
     }
-    if settings.noout {
-        out.push_str("noout is on: no node will be marked out\n");
-    }
     out
 }
 
-fn health(status: &ClusterStatus) -> String {
-    let map = &status.map;
-    let live: Vec<_> = map
-        .nodes
-        .values()
-        .filter(|n| n.state != NodeState::Removed)
-        .collect();
-    let up = live.iter().filter(|n| n.state == NodeState::Up).count();
-    let lagging = status.lagging(MAX_LAG);
-    let under = map.under_replicated();
-    let mut problems = Vec::new();
-    if status.leader.is_none() {
-        problems.push("no leader".to_string());
-    }
-    if up < live.len() {
-        problems.push(format!(
-            "{} of {} nodes not up",
-            live.len() - up,
-            live.len()
-        ));
-    }
-    if !lagging.is_empty() {
-        problems.push(format!("not replicating: nodes {lagging:?}"));
-    }
-    if under > 0 {
-        problems.push(format!("{under} partitions under-replicated"));
-    }
-    let expiring: Vec<u64> = expiring_certs(status).iter().map(|(id, _)| *id).collect();
-    if !expiring.is_empty() {
-        problems.push(format!("certificates expiring: nodes {expiring:?}"));
-    }
-    let quarantined = map.quarantine.active(levee_node::hlc::wall_ms()).count();
-    if quarantined > 0 {
-        problems.push(format!(
-            "{quarantined} request shapes quarantined (they crashed node handlers)"
-        ));
-    }
-    if problems.is_empty() {
-        format!(
-            "ok: {up}/{} nodes up, leader {}, 0 under-replicated partitions",
-            live.len(),
-            status.leader.map_or("-".into(), |l| l.to_string())
-        )
-    } else {
-        format!("degraded: {}", problems.join("; "))
-    }
-}
-
-fn to_text(status: &ClusterStatus) -> String {
+fn to_text(status: &ClusterStatus, health: &Health) -> String {
     let map = &status.map;
     let mut out = format!(
         "cluster {:016x}  epoch {}  leader {}  term {}  partitions {}  R={} W={}\n",
@@ -228,44 +175,7 @@ fn to_text(status: &ClusterStatus) -> String {
     }
     out.push_str(&recovery_text(status));
     out.push_str(&quarantine_text(status));
-    out.push_str(&cert_text(status));
-    out.push_str(&format!("health: {}\n", health(status)));
-    out
-}
-
-/// Nodes whose certificate (or CA) expires within their warning window,
-/// with when, from the heartbeats the leader holds.
-fn expiring_certs(status: &ClusterStatus) -> Vec<(u64, u64)> {
-    let Some(recovery) = &status.recovery else {
-        return Vec::new();
-    };
-    recovery
-        .reports
-        .iter()
-        .filter_map(|(id, report)| {
-            let cert = report.cert.as_ref()?;
-            cert.warn.then_some((*id, cert.not_after_ms))
-        })
-        .collect()
-}
-
-/// One line per node whose certificate needs renewing; empty when none.
-fn cert_text(status: &ClusterStatus) -> String {
-    let now = levee_node::hlc::wall_ms();
-    let mut out = String::new();
-    for (id, not_after_ms) in expiring_certs(status) {
-        let at = humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_millis(not_after_ms),
-        );
-        let when = if not_after_ms <= now {
-            "EXPIRED".to_owned()
-        } else {
-            format!("expires in {}", duration(not_after_ms - now))
-        };
-        out.push_str(&format!(
-            "node {id}: certificate {when} ({at}); renew it with `levee cert rotate --certs-dir DIR` on that node, no restart needed\n"
-        ));
-    }
+    out.push_str(&health.to_text(status));
     out
 }
 
@@ -307,7 +217,7 @@ fn quarantine_json(status: &ClusterStatus) -> serde_json::Value {
         .into()
 }
 
-fn to_json(status: &ClusterStatus) -> serde_json::Value {
+fn to_json(status: &ClusterStatus, health: &Health) -> serde_json::Value {
     let map = &status.map;
     let lagging = status.lagging(MAX_LAG);
     let recovery = status.recovery.as_ref();
@@ -367,9 +277,9 @@ fn to_json(status: &ClusterStatus) -> serde_json::Value {
         "recovery_bytes_per_sec": recovery.map_or(0, |r| r.bytes_per_sec),
         "recovery_bytes_sent": recovery.map(|r| r.reports.values().map(|x| x.recovery_bytes_sent).sum::<u64>()),
         "held_by_guard": recovery.map(|r| r.held.clone()),
-        "settings": map.recovery,
+        "settings": crate::admin::settings_json(&map.recovery),
         "quarantine": quarantine_json(status),
-        "health": health(status),
+        "health": health,
         "nodes": nodes,
     })
 }

@@ -90,6 +90,10 @@ pub struct ClientConfig {
     /// Which replica of a key a request goes to first (default
     /// [`Routing::LoadAware`]).
     pub routing: Routing,
+    /// Largest key and value the client sends (defaults: the node's, 1 KiB
+    /// and 4 MiB): past them a request is refused here, with the limit's
+    /// name, rather than by the node's frame reader with a frame size.
+    pub limits: crate::proto::Limits,
 }
 
 /// How a client picks the replica a key operation goes to first.
@@ -128,6 +132,7 @@ impl Default for ClientConfig {
             transport: Transport::Plain,
             max_clock_drift_ms: 30_000,
             routing: Routing::LoadAware,
+            limits: crate::proto::Limits::default(),
         }
     }
 }

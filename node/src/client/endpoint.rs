@@ -8,6 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{Client, ClientError, Connection, unexpected};
+
+/// How long one endpoint has before the next is dialled beside it.
+pub const STAGGER: std::time::Duration = std::time::Duration::from_millis(250);
 use crate::proto::{ClientRequest, Request, Response};
 
 impl Client {
@@ -84,7 +87,11 @@ impl Client {
     }
 
     /// The current connection, or a new one to the first endpoint that
-    /// accepts, starting after the last one that failed.
+    /// accepts, starting after the last one that failed. The endpoints are
+    /// tried in parallel, staggered (happy eyeballs, RFC 8305): the next
+    /// one is dialled when the previous fails or after [`STAGGER`],
+    /// whichever comes first, and the first to connect wins; so one hung
+    /// seed costs a quarter of a second, not a connect timeout.
     pub async fn connection(&self) -> Result<Arc<Connection>, ClientError> {
         let mut slot = self.conn.lock().await;
         if let Some(conn) = slot.as_ref()
@@ -97,28 +104,55 @@ impl Client {
             return Err(ClientError::NoEndpoints);
         }
         let start = self.next_endpoint.load(Ordering::Relaxed);
-        let mut last = None;
-        for i in 0..endpoints.len() {
+        let mut order = (0..endpoints.len()).map(|i| {
             let index = (start + i) % endpoints.len();
-            let addr = &endpoints[index];
-            match Connection::connect(
-                addr,
-                &self.config.transport,
-                self.config.connect_timeout,
-                self.config.max_frame_bytes,
-            )
-            .await
-            {
-                Ok(conn) => {
-                    let conn = Arc::new(conn);
-                    *slot = Some(conn.clone());
-                    self.next_endpoint.store(index, Ordering::Relaxed);
-                    return Ok(conn);
-                }
-                Err(e) => {
-                    tracing::debug!(%addr, error = %e, "endpoint failed");
-                    last = Some(e);
-                }
+            (index, endpoints[index].clone())
+        });
+        let mut attempts = tokio::task::JoinSet::new();
+        let dial = |attempts: &mut tokio::task::JoinSet<_>, (index, addr): (usize, String)| {
+            let transport = self.config.transport.clone();
+            let (timeout, max_frame) = (self.config.connect_timeout, self.config.max_frame_bytes);
+            attempts.spawn(async move {
+                let result = Connection::connect(&addr, &transport, timeout, max_frame).await;
+                (index, addr, result)
+            });
+        };
+        let mut last = None;
+        if let Some(first) = order.next() {
+            dial(&mut attempts, first);
+        }
+        let mut more = true;
+        loop {
+            tokio::select! {
+                done = attempts.join_next() => match done {
+                    Some(Ok((index, _, Ok(conn)))) => {
+                        // The others are dropped with the set (aborted).
+                        let conn = Arc::new(conn);
+                        *slot = Some(conn.clone());
+                        self.next_endpoint.store(index, Ordering::Relaxed);
+                        return Ok(conn);
+                    }
+                    Some(Ok((_, addr, Err(e)))) => {
+                        tracing::debug!(%addr, error = %e, "endpoint failed");
+                        last = Some(e);
+                        match order.next() {
+                            Some(next) => dial(&mut attempts, next),
+                            None => more = false,
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "endpoint attempt ended");
+                    }
+                    None if more => match order.next() {
+                        Some(next) => dial(&mut attempts, next),
+                        None => more = false,
+                    },
+                    None => break,
+                },
+                () = tokio::time::sleep(STAGGER), if more => match order.next() {
+                    Some(next) => dial(&mut attempts, next),
+                    None => more = false,
+                },
             }
         }
         self.next_endpoint

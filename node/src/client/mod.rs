@@ -149,6 +149,11 @@ pub enum ClientError {
         /// The last failure.
         last: Box<ClientError>,
     },
+    /// The request breaks a limit the client checks before sending (an
+    /// empty key, a key or value over `max_key_bytes` / `max_value_bytes`):
+    /// nothing was sent.
+    #[error("{0} (refused by the client, nothing sent)")]
+    Invalid(WireError),
 }
 
 /// A value read from the store.

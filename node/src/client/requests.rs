@@ -45,6 +45,7 @@ impl Client {
         value: &[u8],
         version: Version,
     ) -> Result<WriteOutcome, ClientError> {
+        self.check_limits(key, Some(value))?;
         let request = |epoch| ClientRequest::Put {
             key: key.to_vec(),
             value: value.to_vec(),
@@ -127,6 +128,7 @@ impl Client {
         key: &[u8],
         request: impl Fn(u64) -> ClientRequest,
     ) -> Result<Response, ClientError> {
+        self.check_limits(key, None)?;
         let deadline = tokio::time::Instant::now() + self.config.request_timeout;
         let mut map = self.cached_map().await?;
         self.throttle_gate()?;
@@ -277,6 +279,30 @@ impl Client {
 }
 
 impl Client {
+    /// Refuses, before anything is sent, a key or value the nodes would
+    /// refuse (with the limit's own name, not a frame size).
+    fn check_limits(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), ClientError> {
+        let limits = &self.config.limits;
+        if key.is_empty() {
+            return Err(ClientError::Invalid(WireError::EmptyKey));
+        }
+        if key.len() > limits.max_key_bytes as usize {
+            return Err(ClientError::Invalid(WireError::KeyTooLarge {
+                len: key.len() as u64,
+                max: limits.max_key_bytes,
+            }));
+        }
+        if let Some(value) = value
+            && value.len() > limits.max_value_bytes as usize
+        {
+            return Err(ClientError::Invalid(WireError::ValueTooLarge {
+                len: value.len() as u64,
+                max: limits.max_value_bytes,
+            }));
+        }
+        Ok(())
+    }
+
     /// The replicas of `key` in the order this round tries them: the Up
     /// ones first, ranked by load (or in placement order, when the client
     /// is set to it), then the others. Each round ranks again, so a

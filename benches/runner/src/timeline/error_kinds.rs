@@ -59,7 +59,10 @@ pub fn classify(error: &ClientError) -> ErrorKind {
         // What the last endpoint said is the telling part.
         ClientError::AllEndpointsFailed { last, .. } => classify(last),
         // A request that crashes handlers is a bug, whatever it looked like.
-        ClientError::Unexpected(_) | ClientError::QueryOfDeath { .. } => ErrorKind::Other,
+        // Refused by the client's own limits check: a bad request.
+        ClientError::Unexpected(_) | ClientError::QueryOfDeath { .. } | ClientError::Invalid(_) => {
+            ErrorKind::Other
+        }
         // Refused by the client's own throttle: overload, seen early.
         ClientError::Throttled { .. } => ErrorKind::Overloaded,
     }

@@ -18,7 +18,7 @@ use super::quarantine::{Quarantine, Shape};
 mod apply;
 mod recovery_settings;
 
-pub use recovery_settings::{RECOVERY_KEYS, RecoverySettings};
+pub use recovery_settings::{RECOVERY_KEYS, RecoverySettings, SettingValue};
 
 /// A node's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

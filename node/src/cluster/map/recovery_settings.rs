@@ -80,11 +80,11 @@ impl Default for RecoverySettings {
 pub const RECOVERY_KEYS: &[(&str, &str)] = &[
     (
         "recovery.bytes_per_sec",
-        "bytes per second each node may send for recovery",
+        "bytes per second each node may send for recovery (32MiB; bare = bytes)",
     ),
     (
         "recovery.bytes_burst",
-        "burst of each sender's bytes bucket",
+        "burst of each sender's bytes bucket (4MiB; bare = bytes)",
     ),
     (
         "recovery.moves_per_sec",
@@ -103,11 +103,17 @@ pub const RECOVERY_KEYS: &[(&str, &str)] = &[
         "recovery.pressure_floor",
         "fraction of the rate kept under full client pressure (0..1]",
     ),
-    ("suspect_after", "silence before a node is suspected (ms)"),
-    ("down_after", "silence before a node is marked down (ms)"),
+    (
+        "suspect_after",
+        "silence before a node is suspected (3s; bare = ms)",
+    ),
+    (
+        "down_after",
+        "silence before a node is marked down (10s; bare = ms)",
+    ),
     (
         "down_out_interval",
-        "silence before a down node is marked out (ms)",
+        "silence before a down node is marked out (10m; bare = ms)",
     ),
     ("min_in_ratio", "fraction of nodes that must stay in (0..1]"),
     ("noout", "on: never mark nodes out"),
@@ -117,7 +123,78 @@ pub const RECOVERY_KEYS: &[(&str, &str)] = &[
     ),
 ];
 
+/// A setting's value with its kind, so each place that shows it (the
+/// text and JSON of `levee admin set --list`, `levee status -o json`)
+/// uses the same key and the same unit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SettingValue {
+    /// A duration, in milliseconds.
+    Millis(u64),
+    /// A size or a rate, in bytes.
+    Bytes(u64),
+    /// A count.
+    Count(u64),
+    /// A rate or a fraction.
+    Number(f64),
+    /// On or off.
+    Switch(bool),
+}
+
+impl std::fmt::Display for SettingValue {
+    /// As a person would type it back: `10m`, `32 MiB`, `4`, `0.75`, `on`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Self::Millis(ms) => write!(
+                f,
+                "{}",
+                humantime::format_duration(std::time::Duration::from_millis(ms))
+            ),
+            // Exact, so that what is shown can be typed back: the
+            // largest binary unit that divides it, else bytes.
+            Self::Bytes(n) => {
+                let unit = [(1u64 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
+                    .into_iter()
+                    .find(|(size, _)| n >= *size && n % size == 0);
+                match unit {
+                    Some((size, name)) => write!(f, "{} {name}", n / size),
+                    None => write!(f, "{n}"),
+                }
+            }
+            Self::Count(n) => write!(f, "{n}"),
+            Self::Number(x) => write!(f, "{x}"),
+            Self::Switch(on) => f.write_str(if on { "on" } else { "off" }),
+        }
+    }
+}
+
 impl RecoverySettings {
+    /// Every setting under its `levee admin set` key, in
+    /// [`RECOVERY_KEYS`] order.
+    pub fn values(&self) -> Vec<(&'static str, SettingValue)> {
+        use SettingValue::*;
+        RECOVERY_KEYS
+            .iter()
+            .map(|(key, _)| {
+                let value = match *key {
+                    "recovery.bytes_per_sec" => Bytes(self.bytes_per_sec),
+                    "recovery.bytes_burst" => Bytes(self.bytes_burst),
+                    "recovery.moves_per_sec" => Number(self.moves_per_sec),
+                    "recovery.moves_burst" => Count(u64::from(self.moves_burst)),
+                    "recovery.max_moves" => Count(u64::from(self.max_moves)),
+                    "recovery.max_moves_per_node" => Count(u64::from(self.max_moves_per_node)),
+                    "recovery.pressure_floor" => Number(self.pressure_floor),
+                    "suspect_after" => Millis(self.suspect_after_ms),
+                    "down_after" => Millis(self.down_after_ms),
+                    "down_out_interval" => Millis(self.down_out_interval_ms),
+                    "min_in_ratio" => Number(self.min_in_ratio),
+                    "noout" => Switch(self.noout),
+                    _ => Switch(self.zone_guard),
+                };
+                (*key, value)
+            })
+            .collect()
+    }
+
     /// A copy with `key` set to `value`, or why not. Checks ranges, so a
     /// typo cannot stop recovery (a rate of 0) or make it unbounded.
     pub fn with(&self, key: &str, value: &str) -> Result<Self, String> {
@@ -149,6 +226,41 @@ impl RecoverySettings {
             }
             Ok(v)
         }
+        // Durations as a person types them (`30s`, `10m`, `1h30m`, the
+        // humantime crate's forms), or a bare number of milliseconds.
+        fn millis(key: &str, value: &str, min: u64) -> Result<u64, String> {
+            let v = match value.parse::<u64>() {
+                Ok(ms) => ms,
+                Err(_) => humantime::parse_duration(value)
+                    .map_err(|_| {
+                        format!("{key} takes a duration such as 30s, 10m or 1500ms (a bare number is ms), not {value:?}")
+                    })?
+                    .as_millis()
+                    .try_into()
+                    .map_err(|_| format!("{key} is too large"))?,
+            };
+            if v < min {
+                return Err(format!("{key} must be at least {min} ms"));
+            }
+            Ok(v)
+        }
+        // Sizes as a person types them (`32MiB`, `512 KiB`, `1GB`), or a
+        // bare number of bytes.
+        fn byte_count(key: &str, value: &str, min: u64) -> Result<u64, String> {
+            let v = match value.parse::<u64>() {
+                Ok(n) => n,
+                Err(_) => value
+                    .parse::<bytesize::ByteSize>()
+                    .map_err(|_| {
+                        format!("{key} takes a size such as 32MiB or 512KiB (a bare number is bytes), not {value:?}")
+                    })?
+                    .as_u64(),
+            };
+            if v < min {
+                return Err(format!("{key} must be at least {min} bytes"));
+            }
+            Ok(v)
+        }
         fn switch(key: &str, value: &str) -> Result<bool, String> {
             match value {
                 "on" | "true" | "1" => Ok(true),
@@ -159,8 +271,8 @@ impl RecoverySettings {
         let small = |v: u64| u32::try_from(v).map_err(|_| format!("{key} is too large"));
         let next = self;
         match key {
-            "recovery.bytes_per_sec" => next.bytes_per_sec = int(key, value, 1)?,
-            "recovery.bytes_burst" => next.bytes_burst = int(key, value, 1)?,
+            "recovery.bytes_per_sec" => next.bytes_per_sec = byte_count(key, value, 1)?,
+            "recovery.bytes_burst" => next.bytes_burst = byte_count(key, value, 1)?,
             "recovery.moves_per_sec" => {
                 let v: f64 = value
                     .parse()
@@ -174,9 +286,9 @@ impl RecoverySettings {
             "recovery.max_moves" => next.max_moves = small(int(key, value, 1)?)?,
             "recovery.max_moves_per_node" => next.max_moves_per_node = small(int(key, value, 1)?)?,
             "recovery.pressure_floor" => next.pressure_floor = fraction(key, value)?,
-            "suspect_after" => next.suspect_after_ms = int(key, value, 1)?,
-            "down_after" => next.down_after_ms = int(key, value, 1)?,
-            "down_out_interval" => next.down_out_interval_ms = int(key, value, 1)?,
+            "suspect_after" => next.suspect_after_ms = millis(key, value, 1)?,
+            "down_after" => next.down_after_ms = millis(key, value, 1)?,
+            "down_out_interval" => next.down_out_interval_ms = millis(key, value, 1)?,
             "min_in_ratio" => next.min_in_ratio = fraction(key, value)?,
             "noout" => next.noout = switch(key, value)?,
             "zone_guard" => next.zone_guard = switch(key, value)?,
@@ -220,5 +332,60 @@ impl RecoverySettings {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes_take_units_or_bare_numbers() {
+        let s = RecoverySettings::default();
+        let t = s.with("down_out_interval", "1m").unwrap();
+        assert_eq!(t.down_out_interval_ms, 60_000);
+        let t = s.with("down_out_interval", "90000").unwrap();
+        assert_eq!(t.down_out_interval_ms, 90_000, "a bare number is ms");
+        let t = s.with("suspect_after", "1500ms").unwrap();
+        assert_eq!(t.suspect_after_ms, 1_500);
+        let t = s.with("down_after", "1m 30s").unwrap();
+        assert_eq!(t.down_after_ms, 90_000);
+        let t = s.with("recovery.bytes_per_sec", "8MiB").unwrap();
+        assert_eq!(t.bytes_per_sec, 8 * 1024 * 1024);
+        let t = s.with("recovery.bytes_burst", "512 KiB").unwrap();
+        assert_eq!(t.bytes_burst, 512 * 1024);
+        let t = s.with("recovery.bytes_per_sec", "1048576").unwrap();
+        assert_eq!(t.bytes_per_sec, 1 << 20, "a bare number is bytes");
+        for (key, bad) in [
+            ("down_after", "soon"),
+            ("down_after", "-1s"),
+            ("recovery.bytes_per_sec", "fast"),
+            ("recovery.bytes_per_sec", "0"),
+            ("down_out_interval", "0s"),
+        ] {
+            let err = s.with(key, bad).unwrap_err();
+            assert!(err.contains(key), "{key}={bad}: {err}");
+        }
+        // Ranges between settings still hold with units.
+        assert!(s.with("down_out_interval", "1s").is_err());
+    }
+
+    #[test]
+    fn every_setting_shows_as_it_can_be_typed_back() {
+        let s = RecoverySettings::default();
+        let values = s.values();
+        assert_eq!(values.len(), RECOVERY_KEYS.len());
+        for (key, value) in values {
+            let shown = value.to_string();
+            let back = s
+                .with(key, &shown)
+                .unwrap_or_else(|e| panic!("{key}={shown}: {e}"));
+            assert_eq!(back, s, "{key}={shown}");
+        }
+        let shown: Vec<String> = s.values().iter().map(|(_, v)| v.to_string()).collect();
+        assert!(shown.contains(&"10m".to_owned()), "{shown:?}");
+        assert!(shown.contains(&"32 MiB".to_owned()), "{shown:?}");
+        assert_eq!(SettingValue::Bytes(1_000_000).to_string(), "1000000");
+        assert_eq!(SettingValue::Bytes(3 << 30).to_string(), "3 GiB");
     }
 }
