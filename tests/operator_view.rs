@@ -184,6 +184,60 @@ fn a_hung_seed_costs_a_stagger_not_a_connect_timeout() {
 }
 
 #[test]
+fn status_watch_redraws_until_stopped() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster_with(dir.path(), 1, &[]);
+    let mut child = Command::new(bin("levee"))
+        .env_remove("LEVEE_ENDPOINTS")
+        .env("LEVEE_CERTS_DIR", common::certs::certs_dir())
+        .args(["--endpoints", &nodes[0].addr])
+        .args(["status", "--watch", "--interval", "200ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let views = wait_for("three views", Duration::from_secs(30), || {
+        lines.extend(rx.try_iter());
+        let views = lines.iter().filter(|l| l.starts_with("health: ")).count();
+        (views >= 3).then_some(lines.clone())
+    });
+    // Each view is the full status, with the nodes' load column.
+    assert!(
+        views
+            .iter()
+            .any(|l| l.starts_with("levee status --watch  every 200ms")),
+        "{views:?}"
+    );
+    assert!(views.iter().any(|l| l.contains("LOAD")), "{views:?}");
+    // SIGTERM stops it cleanly.
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = wait_for(
+        "levee status --watch to stop",
+        Duration::from_secs(10),
+        || child.try_wait().ok().flatten(),
+    );
+    assert!(status.success(), "{status}");
+}
+
+#[test]
 fn completions_and_a_man_page() {
     let run = |args: &[&str]| Command::new(bin("levee")).args(args).output().unwrap();
     let bash = run(&["completions", "bash"]);

@@ -327,6 +327,10 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::Done)
         }
+        Command::Status(args) if args.watch => {
+            status::watch(client.config().clone(), cli.output, &args).await?;
+            Ok(Outcome::Done)
+        }
         Command::Status(args) => {
             let health = status::run(client.config().clone(), cli.output, &args).await?;
             Ok(if args.check {

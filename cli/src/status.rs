@@ -16,6 +16,59 @@ pub struct Args {
     /// scripts and monitoring.
     #[arg(long)]
     pub check: bool,
+    /// Show the status again every --interval until Ctrl-C: a live view
+    /// during an incident (the screen is redrawn on a terminal; into a
+    /// pipe, each view follows the last).
+    #[arg(long, conflicts_with = "check")]
+    pub watch: bool,
+    /// How often --watch refreshes (30s, 500ms…).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, requires = "watch")]
+    pub interval: std::time::Duration,
+}
+
+/// Shows the status every `args.interval` until Ctrl-C or SIGTERM; a
+/// node that does not answer is shown as an error line, and the next
+/// refresh tries again.
+pub async fn watch(config: ClientConfig, output: Output, args: &Args) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let terminal = std::io::stdout().is_terminal();
+    let mut tick = tokio::time::interval(args.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = term.recv() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+        let view = match fetch(config.clone()).await {
+            Ok(status) => {
+                let health = health::evaluate(&status, levee_node::hlc::wall_ms());
+                match output {
+                    Output::Json => format!("{}\n", to_json(&status, &health)),
+                    Output::Text => to_text(&status, &health),
+                }
+            }
+            Err(e) => match output {
+                Output::Json => format!("{}\n", serde_json::json!({"error": format!("{e:#}")})),
+                Output::Text => format!("levee: {e:#}\n"),
+            },
+        };
+        let mut stdout = std::io::stdout().lock();
+        if output == Output::Text {
+            // Home and clear: the view replaces the last one in place.
+            let clear = if terminal { "\x1b[H\x1b[2J" } else { "\n" };
+            let every = humantime::format_duration(args.interval);
+            write!(
+                stdout,
+                "{clear}levee status --watch  every {every}  {now}  (Ctrl-C to stop)\n\n"
+            )?;
+        }
+        stdout.write_all(view.as_bytes())?;
+        stdout.flush()?;
+    }
 }
 
 /// Prints the status; returns the health (so `--check` can exit by it),
@@ -153,17 +206,23 @@ fn to_text(status: &ClusterStatus, health: &Health) -> String {
         map.settings.write_quorum,
     );
     out.push_str(&format!(
-        "{:<4} {:<22} {:<10} {:<14} {:<8} {:>10} {:>10}\n",
-        "ID", "ADDRESS", "ZONE", "STATE", "ROLE", "PARTITIONS", "LAST BEAT"
+        "{:<4} {:<22} {:<10} {:<14} {:<8} {:>10} {:>10} {:>6}\n",
+        "ID", "ADDRESS", "ZONE", "STATE", "ROLE", "PARTITIONS", "LAST BEAT", "LOAD"
     ));
     for node in map.nodes.values() {
-        let beat = status
-            .recovery
-            .as_ref()
+        let recovery = status.recovery.as_ref();
+        let beat = recovery
             .and_then(|r| r.silence_ms.get(&node.id))
             .map_or("-".into(), |ms| format!("{:.1}s ago", *ms as f64 / 1000.0));
+        // Its foreground work against its concurrency limit, from its
+        // last heartbeat: 100% is a node at its limit, about to shed.
+        let load = recovery
+            .and_then(|r| r.reports.get(&node.id))
+            .map_or("-".into(), |rep| {
+                format!("{}%", (rep.pressure_permille + 5) / 10)
+            });
         out.push_str(&format!(
-            "{:<4} {:<22} {:<10} {:<14} {:<8} {:>10} {:>10}\n",
+            "{:<4} {:<22} {:<10} {:<14} {:<8} {:>10} {:>10} {:>6}\n",
             node.id,
             node.spec.addr,
             node.spec.zone,
@@ -171,6 +230,7 @@ fn to_text(status: &ClusterStatus, health: &Health) -> String {
             status.role(node.id).to_string(),
             map.partitions_held(node.id),
             beat,
+            load,
         ));
     }
     out.push_str(&recovery_text(status));
@@ -234,6 +294,9 @@ fn to_json(status: &ClusterStatus, health: &Health) -> serde_json::Value {
                 "state": node.state.to_string(),
                 "role": status.role(node.id).to_string(),
                 "partitions": map.partitions_held(node.id),
+                "pressure_permille": recovery
+                    .and_then(|r| r.reports.get(&node.id))
+                    .map(|rep| rep.pressure_permille),
                 "replicating": status.replication.as_ref().map(|_| !lagging.contains(&node.id)),
                 "state_since_ms": node.since_ms,
                 "silence_ms": recovery.and_then(|r| r.silence_ms.get(&node.id)),
