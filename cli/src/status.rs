@@ -101,15 +101,15 @@ fn state_text(status: &ClusterStatus, id: u64) -> String {
         return "-".into();
     };
     let recovery = status.recovery.as_ref();
+    let silent = recovery.and_then(|r| r.silence_ms.get(&id));
     match node.state {
         NodeState::Up if recovery.is_some_and(|r| r.suspects.contains(&id)) => {
             "up (suspect)".into()
         }
         // Down for as long as it has been silent (the mark comes
         // `down_after` later).
-        NodeState::Down if recovery.is_some_and(|r| r.silence_ms.contains_key(&id)) => {
-            let silent = recovery.and_then(|r| r.silence_ms.get(&id)).copied();
-            format!("down {}", duration(silent.unwrap_or_default()))
+        NodeState::Down if silent.is_some() => {
+            format!("down {}", duration(silent.copied().unwrap_or_default()))
         }
         NodeState::Down | NodeState::Out | NodeState::Draining => match recovery {
             Some(r) if node.since_ms > 0 => format!(

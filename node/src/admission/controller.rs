@@ -123,9 +123,13 @@ impl Admission {
     /// Foreground saturation in [0, 1]: executing plus waiting foreground
     /// requests over the limit. Background work slows down as it rises.
     pub fn pressure(&self) -> f64 {
-        let busy = self.inflight[Class::Foreground.index()].load(Ordering::Relaxed)
-            + self.queued.load(Ordering::Relaxed);
-        (busy as f64 / self.limit().max(1) as f64).min(1.0)
+        (self.busy() as f64 / self.limit().max(1) as f64).min(1.0)
+    }
+
+    /// Foreground requests executing plus those waiting.
+    fn busy(&self) -> usize {
+        self.inflight[Class::Foreground.index()].load(Ordering::Relaxed)
+            + self.queued.load(Ordering::Relaxed)
     }
 
     /// Foreground requests executing and waiting as a percentage of the
@@ -133,9 +137,7 @@ impl Admission {
     /// clients. Unlike [`Admission::pressure`] it goes past 100, so a
     /// client can tell a node at its limit from one queueing behind it.
     pub fn load_percent(&self) -> u8 {
-        let busy = self.inflight[Class::Foreground.index()].load(Ordering::Relaxed)
-            + self.queued.load(Ordering::Relaxed);
-        load_percent(busy, self.limit())
+        load_percent(self.busy(), self.limit())
     }
 
     /// The current values for `/metrics`.

@@ -118,11 +118,12 @@ impl Client {
             });
         };
         let mut last = None;
-        if let Some(first) = order.next() {
-            dial(&mut attempts, first);
-        }
-        let mut more = true;
         loop {
+            // The next endpoint goes out now: first, after a failure, or
+            // after a stagger without an answer.
+            if let Some(next) = order.next() {
+                dial(&mut attempts, next);
+            }
             tokio::select! {
                 done = attempts.join_next() => match done {
                     Some(Ok((index, _, Ok(conn)))) => {
@@ -135,24 +136,11 @@ impl Client {
                     Some(Ok((_, addr, Err(e)))) => {
                         tracing::debug!(%addr, error = %e, "endpoint failed");
                         last = Some(e);
-                        match order.next() {
-                            Some(next) => dial(&mut attempts, next),
-                            None => more = false,
-                        }
                     }
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "endpoint attempt ended");
-                    }
-                    None if more => match order.next() {
-                        Some(next) => dial(&mut attempts, next),
-                        None => more = false,
-                    },
+                    Some(Err(e)) => tracing::debug!(error = %e, "endpoint attempt ended"),
                     None => break,
                 },
-                () = tokio::time::sleep(STAGGER), if more => match order.next() {
-                    Some(next) => dial(&mut attempts, next),
-                    None => more = false,
-                },
+                () = tokio::time::sleep(STAGGER), if order.len() > 0 => {}
             }
         }
         self.next_endpoint

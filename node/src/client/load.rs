@@ -228,7 +228,13 @@ impl LoadBoard {
 
     /// An attempt leaves for `addr`.
     pub fn started(&mut self, addr: &str) {
-        if !self.nodes.contains_key(addr) && self.nodes.len() >= MAX_NODES {
+        // Looked up by `&str` first: only a node seen for the first time
+        // costs an allocation, not every request.
+        if let Some(load) = self.nodes.get_mut(addr) {
+            load.started();
+            return;
+        }
+        if self.nodes.len() >= MAX_NODES {
             self.forget_oldest();
         }
         self.nodes.entry(addr.to_owned()).or_default().started();

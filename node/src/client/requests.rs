@@ -280,27 +280,14 @@ impl Client {
 
 impl Client {
     /// Refuses, before anything is sent, a key or value the nodes would
-    /// refuse (with the limit's own name, not a frame size).
+    /// refuse (with the limit's own name, not a frame size): the nodes'
+    /// own checks, on this client's copy of their limits.
     fn check_limits(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), ClientError> {
         let limits = &self.config.limits;
-        if key.is_empty() {
-            return Err(ClientError::Invalid(WireError::EmptyKey));
-        }
-        if key.len() > limits.max_key_bytes as usize {
-            return Err(ClientError::Invalid(WireError::KeyTooLarge {
-                len: key.len() as u64,
-                max: limits.max_key_bytes,
-            }));
-        }
-        if let Some(value) = value
-            && value.len() > limits.max_value_bytes as usize
-        {
-            return Err(ClientError::Invalid(WireError::ValueTooLarge {
-                len: value.len() as u64,
-                max: limits.max_value_bytes,
-            }));
-        }
-        Ok(())
+        limits
+            .key(key)
+            .and_then(|()| value.map_or(Ok(()), |v| limits.value(v)))
+            .map_err(ClientError::Invalid)
     }
 
     /// The replicas of `key` in the order this round tries them: the Up

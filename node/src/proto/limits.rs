@@ -97,7 +97,8 @@ impl Limits {
         }
     }
 
-    fn key(&self, key: &[u8]) -> Result<(), WireError> {
+    /// A key within the limits: not empty, at most `max_key_bytes`.
+    pub fn key(&self, key: &[u8]) -> Result<(), WireError> {
         if key.is_empty() {
             return Err(WireError::EmptyKey);
         }
@@ -110,7 +111,8 @@ impl Limits {
         Ok(())
     }
 
-    fn value(&self, value: &[u8]) -> Result<(), WireError> {
+    /// A value of at most `max_value_bytes`.
+    pub fn value(&self, value: &[u8]) -> Result<(), WireError> {
         if value.len() > self.max_value_bytes as usize {
             return Err(WireError::ValueTooLarge {
                 len: value.len() as u64,
