@@ -256,6 +256,49 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// SIGTERM node `index` (SIGCONT first, so a paused one can act on
+    /// it) and wait up to `grace` for it to exit, killing it after that.
+    /// Returns how it ended.
+    pub async fn stop(&mut self, index: u8, grace: Duration) -> anyhow::Result<String> {
+        let node = self.node_mut(index)?;
+        let Some(mut child) = node.child.take() else {
+            bail!("node {index} is not running");
+        };
+        if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        match tokio::time::timeout(grace, child.wait()).await {
+            Ok(Ok(status)) if status.success() => Ok("stopped cleanly".to_owned()),
+            Ok(Ok(status)) => Ok(format!("stopped with {status}")),
+            _ => {
+                let _ = child.kill().await;
+                Ok(format!("did not stop in {grace:?}; killed it"))
+            }
+        }
+    }
+
+    /// Starts node `index` again on its data and addresses; fails if it
+    /// is running. Does not wait for it to serve.
+    pub fn start_again(&mut self, index: u8) -> anyhow::Result<Option<u32>> {
+        if self.node_mut(index)?.child.is_some() {
+            bail!("node {index} is running (stop or kill it first)");
+        }
+        let child = self.spawn(index)?;
+        let pid = child.id();
+        self.node_mut(index)?.child = Some(child);
+        Ok(pid)
+    }
+
+    /// Node `index`'s process id while it runs.
+    pub fn pid(&self, index: u8) -> Option<u32> {
+        self.nodes
+            .iter()
+            .find(|n| n.index == index)
+            .and_then(|n| n.child.as_ref())
+            .and_then(Child::id)
+    }
+
     /// Nodes whose process exited by itself since the last call, with how.
     pub fn exited(&mut self) -> Vec<(u8, std::process::ExitStatus)> {
         let mut out = Vec::new();

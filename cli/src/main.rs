@@ -259,7 +259,7 @@ fn transport(cli: &Cli) -> anyhow::Result<Transport> {
 
 async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     if let Command::Local(args) = cli.command {
-        local::run(args, cli.certs_dir).await?;
+        local::run(args, cli.certs_dir, cli.output).await?;
         return Ok(Outcome::Done);
     }
     let client = Client::new(ClientConfig {
