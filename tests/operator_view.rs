@@ -1,8 +1,9 @@
 //! What an operator reads and types, through the real binaries: health
 //! with codes and `status --check` exit codes, settings in human units
 //! and as JSON numbers, errors as JSON, the client's own limit check,
-//! `delete` of a missing key, completions and the man page, and a hung
-//! seed that costs a stagger instead of a connect timeout.
+//! `delete` of a missing key, completions and the man page, a hung seed
+//! that costs a stagger instead of a connect timeout, and a dead peer
+//! that is a log line per interval, not two a second.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cluster::{start_cluster_with, wait_for_members};
+use common::cluster::{by_id, start_cluster_with, wait_for_members};
 use common::{TestNode, bin, wait_for};
 
 fn text(out: &std::process::Output) -> String {
@@ -260,4 +261,55 @@ fn completions_and_a_man_page() {
         man.contains(".TH levee 1") && man.contains("status"),
         "{man}"
     );
+}
+
+#[test]
+fn a_dead_peer_is_one_log_line_per_interval_with_a_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let interval = Duration::from_secs(2);
+    let mut nodes = start_cluster_with(dir.path(), 3, &["--log-repeat-interval-ms", "2000"]);
+    let status = wait_for_members(&nodes, 3);
+    let leader = by_id(&nodes, &status, status.leader.expect("a leader"));
+    let (victim_id, _) = status
+        .map
+        .nodes
+        .iter()
+        .find(|(id, _)| Some(**id) != status.leader)
+        .expect("a follower");
+    let victim = by_id(&nodes, &status, *victim_id);
+    nodes[victim].kill();
+    let killed = Instant::now();
+    // openraft retries a dead peer every 500 ms and logs each failure;
+    // the leader's log gets the first, then a count per interval.
+    let peer = format!("peer {victim_id} ");
+    let summaries = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("more like this") && l.contains(&peer))
+            .count()
+    };
+    let log = wait_for(
+        "two summaries of the dead peer's errors",
+        Duration::from_secs(60),
+        || {
+            let log = nodes[leader].log();
+            (summaries(&log) >= 2).then_some(log)
+        },
+    );
+    let elapsed = killed.elapsed();
+    let repeated: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("RPCError") && l.contains(&peer) && !l.contains("more like this"))
+        .collect();
+    let intervals = (elapsed.as_millis() / interval.as_millis()) as usize;
+    // Unlimited, it would be two a second: about 4 × intervals.
+    assert!(
+        !repeated.is_empty() && repeated.len() <= intervals + 2,
+        "{} errors logged in {elapsed:?}: {repeated:#?}",
+        repeated.len()
+    );
+    let summary = log
+        .lines()
+        .find(|l| l.contains("more like this") && l.contains(&peer))
+        .unwrap();
+    assert!(summary.contains("in the last 2s"), "{summary}");
 }

@@ -14,6 +14,7 @@ pub mod failpoint;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod hlc;
+pub mod log_repeats;
 pub mod metrics;
 pub mod node;
 pub mod partition;

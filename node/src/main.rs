@@ -11,6 +11,7 @@ use levee_node::admission::Admission;
 use levee_node::config::{Config, LogFormat, Overrides};
 use levee_node::data::anti_entropy::{self, AntiEntropyConfig};
 use levee_node::data::handoff::{self, HandoffConfig};
+use levee_node::log_repeats::RepeatLimit;
 use levee_node::node::Node;
 use levee_node::raft::Cluster;
 use levee_node::server::admin::{self, Health};
@@ -59,15 +60,20 @@ fn try_main() -> anyhow::Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    init_logging(&config)?;
+    let repeat_limit = init_logging(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(config, args.storage_gate, started))
+    runtime.block_on(async {
+        spawn_repeat_summaries(repeat_limit);
+        run(config, args.storage_gate, started).await
+    })
 }
 
-fn init_logging(config: &Config) -> anyhow::Result<()> {
+fn init_logging(config: &Config) -> anyhow::Result<Option<(RepeatLimit, Duration)>> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .with_context(|| format!("invalid log filter {:?}", config.log))?;
     // Colours only on a terminal: a log file or a collector gets plain
@@ -76,11 +82,30 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
+    let interval = Duration::from_millis(config.log_repeat_interval_ms);
+    let limit = (!interval.is_zero()).then(|| RepeatLimit::new(interval));
     match config.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.finish().with(limit.clone()).try_init(),
+        LogFormat::Json => builder.json().finish().with(limit.clone()).try_init(),
     }
-    Ok(())
+    .context("cannot set up logging")?;
+    Ok(limit.map(|l| (l, interval)))
+}
+
+/// Logs, once an interval, what the repeat limit dropped ("N more like
+/// this").
+fn spawn_repeat_summaries(limit: Option<(RepeatLimit, Duration)>) {
+    let Some((limit, interval)) = limit else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            limit.log_summaries(interval);
+        }
+    });
 }
 
 async fn run(

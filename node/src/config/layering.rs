@@ -154,6 +154,10 @@ pub struct Overrides {
     /// Log filter.
     #[arg(long, env = "LEVEE_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+    /// A repeated warning or error is logged once per this interval (ms,
+    /// 0: every time).
+    #[arg(long, env = "LEVEE_LOG_REPEAT_INTERVAL_MS", value_name = "MS")]
+    pub log_repeat_interval_ms: Option<u64>,
 }
 
 impl Config {
@@ -247,6 +251,7 @@ impl Config {
         );
         set(&mut self.log_format, o.log_format);
         set(&mut self.log, o.log);
+        set(&mut self.log_repeat_interval_ms, o.log_repeat_interval_ms);
         set(
             &mut self.anti_entropy_interval_ms,
             o.anti_entropy_interval_ms,

@@ -216,6 +216,10 @@ pub struct Config {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or
     /// `levee_node=debug`.
     pub log: String,
+    /// A warning or error repeated within this interval (ms) is logged
+    /// once, then "N more like this" (a dead peer's `Unreachable` every
+    /// 500 ms becomes a line per interval); 0 logs every repeat.
+    pub log_repeat_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -277,6 +281,7 @@ impl Default for Config {
             // openraft logs routine membership and vote changes at info and
             // warn; its errors are what an operator needs.
             log: "info,openraft=error".into(),
+            log_repeat_interval_ms: 30_000,
         }
     }
 }
