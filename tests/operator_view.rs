@@ -225,6 +225,18 @@ fn status_watch_redraws_until_stopped() {
         "{views:?}"
     );
     assert!(views.iter().any(|l| l.contains("LOAD")), "{views:?}");
+    // And each node asked directly, with rates from one view to the
+    // next: from the second view on, its requests per second.
+    assert!(views.iter().any(|l| l.starts_with("ENDPOINT")), "{views:?}");
+    let rows: Vec<Vec<&str>> = views
+        .iter()
+        .filter(|l| l.starts_with(&nodes[0].addr))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(rows.len() >= 3, "{views:?}");
+    // ENDPOINT ID VERSION UPTIME DATA (n unit) HINTS (n unit) LIMIT OPS/S
+    let ops = rows.last().unwrap().get(9).copied().unwrap_or_default();
+    assert!(ops.parse::<f64>().is_ok(), "OPS/S {ops:?} in {views:?}");
     // SIGTERM stops it cleanly.
     let pid = child.id().to_string();
     assert!(
@@ -312,4 +324,52 @@ fn a_dead_peer_is_one_log_line_per_interval_with_a_count() {
         .find(|l| l.contains("more like this") && l.contains(&peer))
         .unwrap();
     assert!(summary.contains("in the last 2s"), "{summary}");
+}
+
+#[test]
+fn endpoint_status_asks_every_node_and_names_one_that_does_not_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster_with(dir.path(), 3, &[]);
+    let status = wait_for_members(&nodes, 3);
+    let leader = status.leader.expect("a leader");
+
+    let out = nodes[0].cli(&["endpoint", "status"], None);
+    assert!(out.status.success(), "{}", text(&out));
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(table.starts_with("ENDPOINT"), "{table}");
+    assert_eq!(table.lines().count(), 4, "a row per node: {table}");
+
+    let out = nodes[0].cli(&["-o", "json", "endpoint", "status"], None);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().expect("an array");
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        assert_eq!(row["version"], env!("CARGO_PKG_VERSION"), "{row}");
+        assert_eq!(row["leader"], leader, "{row}");
+        assert!(row["term"].as_u64() >= Some(1), "{row}");
+        assert!(row["raft_index"].as_u64() >= Some(1), "{row}");
+        assert!(row["data_bytes"].as_u64() > Some(0), "{row}");
+        assert!(row["limit"].as_u64() > Some(0), "{row}");
+        assert!(row["uptime_ms"].is_u64(), "{row}");
+    }
+
+    // A node that does not answer is a row saying so, and the exit code
+    // says one is missing.
+    let (victim_id, _) = status
+        .map
+        .nodes
+        .iter()
+        .find(|(id, _)| **id != leader)
+        .expect("a follower");
+    let victim = by_id(&nodes, &status, *victim_id);
+    nodes[victim].kill();
+    let asker = (0..3).find(|i| *i != victim).unwrap();
+    let out = nodes[asker].cli(&["endpoint", "status"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&nodes[victim].addr))
+        .expect("the dead node's row");
+    assert!(row.contains("no answer"), "{table}");
 }

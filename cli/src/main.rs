@@ -14,6 +14,7 @@ use levee_node::tls::{Credentials, Transport};
 mod admin;
 mod bench;
 mod cert;
+mod endpoint;
 mod health;
 mod local;
 mod status;
@@ -84,6 +85,15 @@ struct Cli {
     command: Command,
 }
 
+/// `levee endpoint ...`.
+#[derive(Debug, Subcommand)]
+enum EndpointCommand {
+    /// One row per node, from the node itself: build, uptime, data on
+    /// disk, hints held, concurrency limit, Raft term and index, the
+    /// leader it follows; exits 1 if a node does not answer.
+    Status,
+}
+
 /// Output format of every command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -125,6 +135,9 @@ enum Command {
     /// its health with what to do (--check: the health only, as an exit
     /// code).
     Status(status::Args),
+    /// Ask every node directly: `levee endpoint status`.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
     /// Operator changes: drain a node, change recovery settings, noout.
     #[command(subcommand)]
     Admin(admin::Admin),
@@ -338,6 +351,10 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             } else {
                 Outcome::Done
             })
+        }
+        Command::Endpoint(EndpointCommand::Status) => {
+            let all = endpoint::run(client.config().clone(), cli.output).await?;
+            Ok(if all { Outcome::Done } else { Outcome::Exit(1) })
         }
         Command::Admin(admin) => {
             admin::run(&client, admin, cli.output).await?;

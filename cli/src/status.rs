@@ -6,7 +6,47 @@ use levee_node::cluster::map::NodeState;
 use levee_node::cluster::status::ClusterStatus;
 
 use crate::Output;
+use crate::endpoint::{self, Sample};
 use crate::health::{self, Health, MAX_LAG, bytes, duration};
+
+/// Recovery as the live view has seen it: the most work it saw pending,
+/// so what is left can be drawn as a bar.
+#[derive(Debug, Default)]
+pub struct Progress {
+    peak: u64,
+}
+
+impl Progress {
+    /// The bar for this view, `None` when nothing is pending (and the
+    /// next recovery starts a new bar).
+    pub fn update(&mut self, status: &ClusterStatus) -> Option<String> {
+        let pending =
+            status.map.moves.len() as u64 + status.recovery.as_ref().map_or(0, |r| r.waiting);
+        if pending == 0 {
+            self.peak = 0;
+            return None;
+        }
+        self.peak = self.peak.max(pending);
+        let done = self.peak - pending;
+        const WIDTH: u64 = 30;
+        let filled = done * WIDTH / self.peak;
+        let rate = status.recovery.as_ref().map_or(0, |r| r.bytes_per_sec);
+        let eta = status
+            .recovery
+            .as_ref()
+            .and_then(|r| r.eta_s)
+            .map_or("unknown".into(), |s| duration(s * 1000));
+        Some(format!(
+            "recovery [{}{}] {}%  {done} of {} moves done, {pending} left  {}/s of {}/s per sender  eta {eta}\n",
+            "#".repeat(filled as usize),
+            ".".repeat((WIDTH - filled) as usize),
+            done * 100 / self.peak,
+            self.peak,
+            bytes(rate),
+            bytes(status.map.recovery.bytes_per_sec),
+        ))
+    }
+}
 
 /// `levee status`'s options.
 #[derive(Debug, clap::Args)]
@@ -36,6 +76,8 @@ pub async fn watch(config: ClientConfig, output: Output, args: &Args) -> anyhow:
     let terminal = std::io::stdout().is_terminal();
     let mut tick = tokio::time::interval(args.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = Sample::default();
+    let mut progress = Progress::default();
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
@@ -46,10 +88,26 @@ pub async fn watch(config: ClientConfig, output: Output, args: &Args) -> anyhow:
         let view = match fetch(config.clone()).await {
             Ok(status) => {
                 let health = health::evaluate(&status, levee_node::hlc::wall_ms());
-                match output {
-                    Output::Json => format!("{}\n", to_json(&status, &health)),
-                    Output::Text => to_text(&status, &health),
-                }
+                // Every node asked directly, for its own counters: rates
+                // come from the difference with the last view.
+                let rows = endpoint::ask_all(&config, &status).await;
+                let sample = Sample::of(&rows, std::time::Instant::now());
+                let bar = progress.update(&status);
+                let view = match output {
+                    Output::Json => {
+                        let mut json = to_json(&status, &health);
+                        json["endpoints"] = endpoint::to_json(&rows);
+                        format!("{json}\n")
+                    }
+                    Output::Text => format!(
+                        "{}{}\n{}",
+                        to_text(&status, &health),
+                        bar.unwrap_or_default(),
+                        endpoint::to_text(&rows, Some((&sample, &last)), status.map.nodes.len())
+                    ),
+                };
+                last = sample;
+                view
             }
             Err(e) => match output {
                 Output::Json => format!("{}\n", serde_json::json!({"error": format!("{e:#}")})),
@@ -345,4 +403,56 @@ fn to_json(status: &ClusterStatus, health: &Health) -> serde_json::Value {
         "health": health,
         "nodes": nodes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use levee_node::cluster::status::RecoveryStatus;
+
+    fn with_waiting(waiting: u64) -> ClusterStatus {
+        ClusterStatus {
+            node_id: 1,
+            leader: Some(1),
+            term: 1,
+            voters: vec![1],
+            learners: Vec::new(),
+            last_log_index: None,
+            last_applied: None,
+            replication: None,
+            map: levee_node::cluster::map::ClusterMap::default(),
+            recovery: Some(RecoveryStatus {
+                waiting,
+                eta_s: Some(90),
+                ..RecoveryStatus::default()
+            }),
+            report: None,
+        }
+    }
+
+    #[test]
+    fn the_recovery_bar_fills_as_the_work_seen_pending_is_done() {
+        let mut progress = Progress::default();
+        assert_eq!(progress.update(&with_waiting(0)), None);
+        let first = progress.update(&with_waiting(40)).unwrap();
+        assert!(first.starts_with("recovery [......"), "{first}");
+        assert!(first.contains("0%  0 of 40 moves done, 40 left"), "{first}");
+        let half = progress.update(&with_waiting(20)).unwrap();
+        assert!(
+            half.contains("[###############...............] 50%"),
+            "{half}"
+        );
+        assert!(half.contains("eta 1m30s"), "{half}");
+        // More found pending than ever: the bar's whole grows, never
+        // goes past full.
+        let more = progress.update(&with_waiting(60)).unwrap();
+        assert!(more.contains("0 of 60"), "{more}");
+        assert_eq!(progress.update(&with_waiting(0)), None);
+        assert!(
+            progress
+                .update(&with_waiting(5))
+                .unwrap()
+                .contains("0 of 5")
+        );
+    }
 }

@@ -260,6 +260,15 @@ impl Metrics {
         self.deadline_dropped.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Requests answered so far, every operation and outcome.
+    pub fn requests_total(&self) -> u64 {
+        self.requests
+            .iter()
+            .flat_map(|row| row.iter())
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Refusals so far, all reasons.
     pub fn shed_total(&self) -> u64 {
         self.shed.iter().map(|c| c.load(Ordering::Relaxed)).sum()

@@ -39,6 +39,7 @@ fn status(nodes: u64) -> ClusterStatus {
             at_ms: NOW,
             ..RecoveryStatus::default()
         }),
+        report: None,
     }
 }
 

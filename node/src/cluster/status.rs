@@ -50,6 +50,22 @@ pub struct NodeReport {
     pub transfers: Vec<TransferProgress>,
     /// Its TLS certificate, `None` on an `--insecure` node.
     pub cert: Option<CertReport>,
+    /// Its build (`levee-node --version`), so a rolling upgrade is
+    /// visible.
+    pub version: String,
+    /// Milliseconds since it started.
+    pub uptime_ms: u64,
+    /// Bytes its data directory takes on disk (data, hints, Raft log).
+    pub data_bytes: u64,
+    /// Bytes of hints it holds for nodes that missed writes.
+    pub hints_pending_bytes: u64,
+    /// Its adaptive concurrency limit (foreground requests at once).
+    pub limit: u32,
+    /// Requests it has answered since it started (every outcome): the
+    /// difference of two reports is its rate.
+    pub requests_total: u64,
+    /// Requests it refused with `Overloaded` since it started.
+    pub shed_total: u64,
 }
 
 /// A node's certificate, as it reports it.
@@ -102,6 +118,9 @@ pub struct ClusterStatus {
     /// the leader has one, and a status asked of another node carries the
     /// leader's when it could be fetched.
     pub recovery: Option<RecoveryStatus>,
+    /// The answering node's own report, as of the answer (what `levee
+    /// endpoint status` shows per node).
+    pub report: Option<NodeReport>,
 }
 
 /// The leader's view of failures and recovery, for `levee status`.

@@ -332,6 +332,13 @@ fn request_seeds(
             not_after_ms: NOW_MS + 86_400_000 * 20,
             warn: true,
         }),
+        version: "0.1.0".into(),
+        uptime_ms: 3_600_000,
+        data_bytes: 1 << 30,
+        hints_pending_bytes: 4096,
+        limit: 64,
+        requests_total: 98_765,
+        shed_total: 12,
     };
     let client = |request| Request::Client(request);
     let node = |request| Request::Node(request);
@@ -582,6 +589,18 @@ fn response_seeds(seeds: &mut Seeds, map: &ClusterMap, entries: &[Entry]) -> any
             unrecoverable: Vec::new(),
             finished_last_min: 5,
             eta_s: Some(42),
+        }),
+        report: Some(NodeReport {
+            node: 2,
+            epoch: map.epoch,
+            version: "0.1.0".into(),
+            uptime_ms: 86_400_000,
+            data_bytes: 3 << 30,
+            hints_pending_bytes: 12_000,
+            limit: 180,
+            requests_total: 1_234_567,
+            shed_total: 42,
+            ..NodeReport::default()
         }),
     };
     let found = Found {

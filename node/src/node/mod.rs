@@ -53,6 +53,8 @@ pub struct Node {
     /// When a coordinated read asks one more replica: the p95 of this
     /// node's recent replica reads.
     hedge: Mutex<HedgeDelay>,
+    /// When this node's state was made: at process start.
+    started: std::time::Instant,
 }
 
 impl Node {
@@ -109,7 +111,13 @@ impl Node {
             send_budget: SendBudget::default(),
             transfers: Transfers::default(),
             hedge: Mutex::default(),
+            started: std::time::Instant::now(),
         })
+    }
+
+    /// Time since the node started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// How long a coordinated read waits for a replica before asking one

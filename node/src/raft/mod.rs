@@ -358,6 +358,9 @@ impl Cluster {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            // Filled in by the request handler, which can reach the
+            // node's storage and admission.
+            report: None,
         }
     }
 

@@ -35,6 +35,13 @@ pub fn report(node: &Node, cluster: &Cluster) -> NodeReport {
         recovery_bytes_received: metrics.recovery_bytes_received(),
         transfers: node.transfers().progress(),
         cert: node.cert_report(std::time::SystemTime::now()),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        uptime_ms: u64::try_from(node.uptime().as_millis()).unwrap_or(u64::MAX),
+        data_bytes: node.storage().bytes_on_disk(),
+        hints_pending_bytes: node.hints().pending().iter().map(|(_, bytes)| bytes).sum(),
+        limit: u32::try_from(node.admission().limit()).unwrap_or(u32::MAX),
+        requests_total: metrics.requests_total(),
+        shed_total: metrics.shed_total(),
     }
 }
 

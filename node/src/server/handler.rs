@@ -86,7 +86,12 @@ async fn handle_client(
             read_local(node, partition, &key).await
         }
         ClientRequest::GetMap => Ok(Response::Map(Box::new((*cluster(node)?.map()).clone()))),
-        ClientRequest::Status => Ok(Response::Status(Box::new(cluster(node)?.status()))),
+        ClientRequest::Status => {
+            let cluster = cluster(node)?;
+            let mut status = cluster.status();
+            status.report = Some(crate::recovery::heartbeat::report(node, cluster));
+            Ok(Response::Status(Box::new(status)))
+        }
         ClientRequest::Admin(command) => {
             let command = match command {
                 AdminCommand::Drain { node: id } => Command::SetNodeState {
