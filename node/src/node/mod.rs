@@ -20,6 +20,7 @@ use crate::client::pool::Pool;
 use crate::cluster::status::CertReport;
 use crate::config::Config;
 use crate::hlc::Clock;
+use crate::proto::Limits;
 use crate::raft::Cluster;
 use crate::storage::hints::HintStore;
 use crate::storage::{Storage, StorageError};
@@ -53,6 +54,9 @@ pub struct Node {
     /// When a coordinated read asks one more replica: the p95 of this
     /// node's recent replica reads.
     hedge: Mutex<HedgeDelay>,
+    /// The node's frame, key and value limits, which bound what one answer
+    /// may carry (a scan page).
+    limits: Limits,
 }
 
 impl Node {
@@ -109,7 +113,13 @@ impl Node {
             send_budget: SendBudget::default(),
             transfers: Transfers::default(),
             hedge: Mutex::default(),
+            limits: config.limits(),
         })
+    }
+
+    /// The node's frame, key and value limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// How long a coordinated read waits for a replica before asking one
