@@ -326,12 +326,11 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 let inputs = bulk::jsonl::inputs(std::io::stdin().lock(), limits);
                 return bulk_done(client, inputs, None, &bulk, cli.output).await;
             }
-            let open = || {
-                std::fs::File::open(&file)
-                    .with_context(|| format!("cannot read {}", file.display()))
-            };
+            let opened = std::fs::File::open(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            // Only the bar's length: without it, the bar counts up alone.
             let total = bulk::jsonl::count_lines(&file).ok();
-            let inputs = bulk::jsonl::inputs(std::io::BufReader::new(open()?), limits);
+            let inputs = bulk::jsonl::inputs(std::io::BufReader::new(opened), limits);
             bulk_done(client, inputs, total, &bulk, cli.output).await
         }
         Command::Keys(args) => {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytesize::ByteSize;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use levee_node::client::Client;
 use levee_node::proto::Limits;
 use tokio::task::JoinSet;
@@ -191,14 +191,21 @@ fn progress(total: Option<u64>) -> ProgressBar {
     let (bar, template) = match total {
         Some(n) => (
             ProgressBar::new(n),
-            "{bar:30} {pos}/{len} keys  {per_sec}  ETA {eta}",
+            "{bar:30} {pos}/{len}  {rate}  ETA {eta}",
         ),
-        None => (ProgressBar::no_length(), "{spinner} {pos} keys  {per_sec}"),
+        None => (ProgressBar::no_length(), "{spinner} {pos}  {rate}"),
     };
     bar.set_draw_target(ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let style = ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        // indicatif's own {per_sec} shows four decimals of a key count.
+        .with_key(
+            "rate",
+            |state: &ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = write!(out, "{:.0} keys/s", state.per_sec());
+            },
+        );
+    bar.set_style(style);
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
 }
