@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,16 +14,19 @@ use levee_node::tls::{Credentials, Transport};
 
 mod admin;
 mod bench;
+mod bulk;
 mod cert;
 mod endpoint;
 mod health;
 mod local;
+mod scan;
 mod status;
 
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success
-  1  error (unreachable node, timeout, refused request, ...)
+  1  error (unreachable node, timeout, refused request, ...); for put
+     --from-dir and load, any input not stored
   2  usage error
   3  key not found (get, delete)
 levee status --check:
@@ -103,16 +107,46 @@ pub enum Output {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Store a value: from VALUE, from --file, or from stdin when neither.
+    /// Store a value: from VALUE, from --file, or from stdin when neither;
+    /// or, with --from-dir, every file of a directory.
     Put {
         /// The key.
-        key: String,
+        #[arg(required_unless_present = "from_dir")]
+        key: Option<String>,
         /// The value (as UTF-8 bytes).
         value: Option<String>,
         /// Read the value from this file.
         #[arg(long, short = 'f', conflicts_with = "value")]
         file: Option<PathBuf>,
+        /// Store every regular file under DIR, each under its path
+        /// relative to DIR (DIR/site/a.css → site/a.css); symbolic links
+        /// are not followed. A file over the value limit is reported and
+        /// skipped; the exit code is 1 if any file was not stored.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["key", "value", "file"])]
+        from_dir: Option<PathBuf>,
+        #[command(flatten)]
+        bulk: bulk::BulkArgs,
     },
+    /// Store the keys of a JSON-lines file (- for stdin): one
+    /// {"key": "...", "value": "..."} object per line ("value_base64"
+    /// instead of "value" for bytes). A bad line is reported with its
+    /// number and skipped, the others are stored; the exit code is 1 if
+    /// any line was not stored.
+    Load {
+        /// The file.
+        file: PathBuf,
+        #[command(flatten)]
+        bulk: bulk::BulkArgs,
+    },
+    /// List the keys that start with PREFIX (every key without one), at
+    /// most --limit; from one replica per partition, not a quorum read.
+    #[command(after_help = scan::NOT_A_QUORUM_READ)]
+    Keys(scan::Args),
+    /// List the keys that start with PREFIX with their values (key, tab,
+    /// value), at most --limit; from one replica per partition, not a
+    /// quorum read.
+    #[command(after_help = scan::NOT_A_QUORUM_READ)]
+    Scan(scan::Args),
     /// Print a value's raw bytes to stdout (or to --out).
     Get {
         /// The key.
@@ -275,16 +309,56 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         local::run(args, cli.certs_dir, cli.output).await?;
         return Ok(Outcome::Done);
     }
-    let client = Client::new(ClientConfig {
+    let client = Arc::new(Client::new(ClientConfig {
         endpoints: cli.endpoints.clone(),
         // A connect cannot take longer than the whole request may.
         connect_timeout: Duration::from_millis(cli.connect_timeout_ms.min(cli.timeout_ms)),
         request_timeout: Duration::from_millis(cli.timeout_ms),
         transport: transport(&cli)?,
         ..ClientConfig::default()
-    });
+    }));
     match cli.command {
-        Command::Put { key, value, file } => {
+        Command::Put {
+            from_dir: Some(dir),
+            bulk,
+            ..
+        } => {
+            let limits = client.config().limits;
+            let (files, unreadable) = bulk::dir::walk(&dir)?;
+            let total = (files.len() + unreadable.len()) as u64;
+            let inputs = unreadable.into_iter().chain(
+                files
+                    .into_iter()
+                    .map(move |rel| bulk::dir::file_input(&dir, &rel, &limits)),
+            );
+            bulk_done(client, inputs, Some(total), &bulk, cli.output).await
+        }
+        Command::Load { file, bulk } => {
+            let limits = client.config().limits;
+            if file.as_os_str() == "-" {
+                let inputs = bulk::jsonl::inputs(std::io::stdin().lock(), limits);
+                return bulk_done(client, inputs, None, &bulk, cli.output).await;
+            }
+            let opened = std::fs::File::open(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            // Only the bar's length: without it, the bar counts up alone.
+            let total = bulk::jsonl::count_lines(&file).ok();
+            let inputs = bulk::jsonl::inputs(std::io::BufReader::new(opened), limits);
+            bulk_done(client, inputs, total, &bulk, cli.output).await
+        }
+        Command::Keys(args) => {
+            scan::run(&client, &args, false, cli.output).await?;
+            Ok(Outcome::Done)
+        }
+        Command::Scan(args) => {
+            scan::run(&client, &args, true, cli.output).await?;
+            Ok(Outcome::Done)
+        }
+        Command::Put {
+            key, value, file, ..
+        } => {
+            // clap requires the key unless --from-dir, handled above.
+            let key = key.context("a key is needed (or --from-dir DIR)")?;
             let value = match (value, file) {
                 (Some(v), _) => v.into_bytes(),
                 (None, Some(path)) => std::fs::read(&path)
@@ -388,6 +462,28 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             }
         }
     }
+}
+
+/// Runs a bulk command and prints its summary (JSON on stdout under
+/// `-o json`, else a line on stderr beside the reports); exits 1 if any
+/// input was not stored.
+async fn bulk_done(
+    client: Arc<Client>,
+    inputs: impl Iterator<Item = bulk::Input>,
+    total: Option<u64>,
+    args: &bulk::BulkArgs,
+    output: Output,
+) -> anyhow::Result<Outcome> {
+    let summary = bulk::run(client, inputs, total, usize::from(args.concurrency)).await;
+    match output {
+        Output::Json => println!("{}", summary.json()),
+        Output::Text => eprintln!("levee: {}", summary.line()),
+    }
+    Ok(if summary.failed > 0 {
+        Outcome::Exit(1)
+    } else {
+        Outcome::Done
+    })
 }
 
 fn version_json(v: Version) -> serde_json::Value {

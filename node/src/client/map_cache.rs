@@ -1,12 +1,11 @@
 //! The client's cached cluster map: fetched on first use, refreshed from
 //! the node that says it knows a newer epoch, the newer of two kept; and
-//! the replicas of a key it names.
+//! the replicas of a partition it names.
 
 use std::sync::Arc;
 
 use super::{Client, ClientError, unexpected};
 use crate::cluster::map::{ClusterMap, NodeState};
-use crate::partition::partition_of;
 use crate::proto::{ClientRequest, Request, Response};
 
 impl Client {
@@ -54,10 +53,9 @@ impl Client {
     }
 }
 
-/// The addresses of a key's replicas, Up ones first, in placement order,
-/// and how many are Up.
-pub(super) fn replica_addrs(map: &ClusterMap, key: &[u8]) -> (Vec<String>, usize) {
-    let partition = partition_of(key, map.partitions.max(1));
+/// The addresses of a partition's replicas, Up ones first, in placement
+/// order, and how many are Up.
+pub(super) fn replica_addrs(map: &ClusterMap, partition: u32) -> (Vec<String>, usize) {
     let mut replicas: Vec<_> = map
         .assignment
         .get(partition as usize)

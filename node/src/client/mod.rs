@@ -20,7 +20,8 @@
 //!
 //! This file holds the client's types and state; what it does is split by
 //! idea: key operations (`requests.rs`), the cached map they route by
-//! (`map_cache.rs`), and the calls that go to one endpoint (`endpoint.rs`).
+//! (`map_cache.rs`), prefix scans over every partition (`scan.rs`), and
+//! the calls that go to one endpoint (`endpoint.rs`).
 
 pub mod admin_http;
 pub mod backoff;
@@ -34,11 +35,13 @@ mod map_cache;
 pub mod pool;
 mod requests;
 mod retry;
+mod scan;
 pub mod throttle;
 
 pub use breaker::BreakerState;
 pub use config::{ClientConfig, Routing};
 pub use connection::Connection;
+pub use scan::{PageAsk, Scan, ScanCursor};
 
 use self::pool::Pool;
 use self::retry::Retry;

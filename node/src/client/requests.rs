@@ -11,6 +11,7 @@ use super::map_cache::replica_addrs;
 use super::retry::{self, Route};
 use super::{Client, ClientError, Routing, Value, WriteOutcome, throttle, unexpected};
 use crate::cluster::map::ClusterMap;
+use crate::partition::partition_of;
 use crate::proto::{ClientRequest, Request, Response, WireError};
 use crate::storage::Version;
 
@@ -118,21 +119,34 @@ impl Client {
     }
 
     /// Sends a key operation to the replicas of its partition until one
-    /// answers, all within one request timeout. Each round tries the
-    /// available replicas in order; between rounds, a jittered backoff.
-    /// Attempts after the first are retries: bounded by `max_attempts` and
-    /// by the retry budget. A write resent this way carries the same
-    /// version, so it lands at most once.
+    /// answers (see [`Client::partition_call`]). A write resent this way
+    /// carries the same version, so it lands at most once.
     async fn key_call(
         &self,
         key: &[u8],
         request: impl Fn(u64) -> ClientRequest,
     ) -> Result<Response, ClientError> {
         self.check_limits(key, None)?;
+        self.partition_call(RouteBy::Key(key), request).await
+    }
+
+    /// Sends a request to the replicas of one partition until one answers,
+    /// all within one request timeout. Each round tries the available
+    /// replicas in order; between rounds, a jittered backoff. Attempts
+    /// after the first are retries: bounded by `max_attempts` and by the
+    /// retry budget.
+    pub(super) async fn partition_call(
+        &self,
+        by: RouteBy<'_>,
+        request: impl Fn(u64) -> ClientRequest,
+    ) -> Result<Response, ClientError> {
         let deadline = tokio::time::Instant::now() + self.config.request_timeout;
         let mut map = self.cached_map().await?;
         self.throttle_gate()?;
-        let result = self.attempt_rounds(key, &request, deadline, &mut map).await;
+        let partition = by.partition(&map);
+        let result = self
+            .attempt_rounds(partition, &request, deadline, &mut map)
+            .await;
         // Accepted: some node took the request on (any answer but
         // `Overloaded`, including errors about the request itself). No
         // answer at all is not the throttle's business.
@@ -165,7 +179,7 @@ impl Client {
 
     async fn attempt_rounds(
         &self,
-        key: &[u8],
+        partition: u32,
         request: &impl Fn(u64) -> ClientRequest,
         deadline: tokio::time::Instant,
         map: &mut Arc<ClusterMap>,
@@ -177,23 +191,24 @@ impl Client {
         'rounds: loop {
             let now = std::time::Instant::now();
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let addrs = match self
-                .retry
-                .route(&self.replica_order(map, key), now, now + remaining)
-            {
-                Route::Try(addrs) => addrs,
-                Route::WaitUntil(at) => {
-                    // Nothing is available yet: wait (no attempt, no
-                    // budget), a little at a time, since another request's
-                    // probe may reopen a node sooner.
-                    let wait = at.saturating_duration_since(now).min(self.retry.max_wait());
-                    tokio::time::sleep(wait.min(remaining)).await;
-                    if remaining.is_zero() {
-                        break;
+            let addrs =
+                match self
+                    .retry
+                    .route(&self.replica_order(map, partition), now, now + remaining)
+                {
+                    Route::Try(addrs) => addrs,
+                    Route::WaitUntil(at) => {
+                        // Nothing is available yet: wait (no attempt, no
+                        // budget), a little at a time, since another request's
+                        // probe may reopen a node sooner.
+                        let wait = at.saturating_duration_since(now).min(self.retry.max_wait());
+                        tokio::time::sleep(wait.min(remaining)).await;
+                        if remaining.is_zero() {
+                            break;
+                        }
+                        continue;
                     }
-                    continue;
-                }
-            };
+                };
             if addrs.is_empty() {
                 break;
             }
@@ -290,18 +305,39 @@ impl Client {
             .map_err(ClientError::Invalid)
     }
 
-    /// The replicas of `key` in the order this round tries them: the Up
-    /// ones first, ranked by load (or in placement order, when the client
-    /// is set to it), then the others. Each round ranks again, so a
+    /// The replicas of `partition` in the order this round tries them: the
+    /// Up ones first, ranked by load (or in placement order, when the
+    /// client is set to it), then the others. Each round ranks again, so a
     /// replica that just failed or slowed down has already lost its place.
-    fn replica_order(&self, map: &ClusterMap, key: &[u8]) -> Vec<String> {
-        let (mut addrs, up) = replica_addrs(map, key);
+    fn replica_order(&self, map: &ClusterMap, partition: u32) -> Vec<String> {
+        let (mut addrs, up) = replica_addrs(map, partition);
         if self.config.routing == Routing::LoadAware
             && let Some(up) = addrs.get_mut(..up)
         {
             self.pool.rank(up);
         }
         addrs
+    }
+}
+
+/// What a request is routed by: its key's partition, or a partition named
+/// outright (a scan page).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum RouteBy<'a> {
+    /// The partition of this key.
+    Key(&'a [u8]),
+    /// This partition.
+    Partition(u32),
+}
+
+impl RouteBy<'_> {
+    /// The partition, under `map`'s partition count (fixed for the life of
+    /// the cluster, so a refreshed map routes the same way).
+    fn partition(self, map: &ClusterMap) -> u32 {
+        match self {
+            RouteBy::Key(key) => partition_of(key, map.partitions.max(1)),
+            RouteBy::Partition(p) => p,
+        }
     }
 }
 

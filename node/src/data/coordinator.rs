@@ -44,6 +44,27 @@ fn route(
         });
     }
     let partition = partition_of(key, map.partitions);
+    let replicas = replica_set(map, me, partition, epoch)?
+        .iter()
+        .filter_map(|id| map.nodes.get(id))
+        .map(|n| Replica {
+            id: n.id,
+            addr: n.spec.addr.clone(),
+            up: n.state == NodeState::Up,
+        })
+        .collect();
+    Ok((partition, replicas))
+}
+
+/// The replica set of `partition`, after checking that this node is in
+/// it and that the client's map (`epoch`; 0 skips the check) is not older
+/// than this node's. Also what a scan page checks before it reads.
+pub fn replica_set(
+    map: &ClusterMap,
+    me: NodeId,
+    partition: u32,
+    epoch: u64,
+) -> Result<&[NodeId], WireError> {
     let set = map
         .assignment
         .get(partition as usize)
@@ -55,16 +76,7 @@ fn route(
     if epoch != 0 && epoch < map.epoch {
         return Err(WireError::StaleMap { epoch: map.epoch });
     }
-    let replicas = set
-        .iter()
-        .filter_map(|id| map.nodes.get(id))
-        .map(|n| Replica {
-            id: n.id,
-            addr: n.spec.addr.clone(),
-            up: n.state == NodeState::Up,
-        })
-        .collect();
-    Ok((partition, replicas))
+    Ok(set)
 }
 
 /// The node receiving a copy of `partition`, if a move is in flight and

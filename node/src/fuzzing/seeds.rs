@@ -33,7 +33,7 @@ use crate::partition::partition_of;
 use crate::proto::handshake;
 use crate::proto::{
     AdminCommand, ClientRequest, Found, KeyVersion, NodeRequest, RaftRpc, RangeRecord, Request,
-    RequestFrame, Response, ResponseFrame, WireError, codec,
+    RequestFrame, Response, ResponseFrame, ScanEntry, WireError, codec,
 };
 use crate::raft::identity::Identity;
 use crate::raft::log_store;
@@ -471,6 +471,28 @@ fn request_seeds(
                 max_bytes: 1 << 20,
             }),
         ),
+        (
+            "scan",
+            client(ClientRequest::Scan {
+                partition,
+                prefix: b"user:".to_vec(),
+                after: Some(b"user:1042/profile".to_vec()),
+                limit: 1000,
+                values: true,
+                epoch,
+            }),
+        ),
+        (
+            "scan-keys-from-start",
+            client(ClientRequest::Scan {
+                partition: 0,
+                prefix: Vec::new(),
+                after: None,
+                limit: 50,
+                values: false,
+                epoch: 0,
+            }),
+        ),
     ];
     let mut session = handshake::client_hello().to_vec();
     let mut stream = Vec::new();
@@ -717,6 +739,34 @@ fn response_seeds(seeds: &mut Seeds, map: &ClusterMap, entries: &[Entry]) -> any
     for (name, _, answer) in &answers {
         results.push((name, Ok(Response::Raft(answer.clone()))));
     }
+    // After the Raft answers, so the seeds written before keep their ids.
+    results.extend([
+        (
+            "scanned",
+            Ok(Response::Scanned {
+                entries: vec![
+                    ScanEntry {
+                        key: b"user:1042/profile".to_vec(),
+                        version: version(0, 3),
+                        value: Some(VALUE.to_vec()),
+                    },
+                    ScanEntry {
+                        key: b"user:1044/profile".to_vec(),
+                        version: version(2_000, 1),
+                        value: None,
+                    },
+                ],
+                next: Some(b"user:1044/profile".to_vec()),
+            }),
+        ),
+        (
+            "scanned-last",
+            Ok(Response::Scanned {
+                entries: Vec::new(),
+                next: None,
+            }),
+        ),
+    ]);
     for (id, (name, result)) in (1u64..).zip(results) {
         let frame = codec::encode(&ResponseFrame {
             id,

@@ -20,6 +20,7 @@ use crate::client::pool::Pool;
 use crate::cluster::status::CertReport;
 use crate::config::Config;
 use crate::hlc::Clock;
+use crate::proto::Limits;
 use crate::raft::Cluster;
 use crate::storage::hints::HintStore;
 use crate::storage::{Storage, StorageError};
@@ -55,6 +56,9 @@ pub struct Node {
     hedge: Mutex<HedgeDelay>,
     /// When this node's state was made: at process start.
     started: std::time::Instant,
+    /// The node's frame, key and value limits, which bound what one answer
+    /// may carry (a scan page).
+    limits: Limits,
 }
 
 impl Node {
@@ -112,12 +116,18 @@ impl Node {
             transfers: Transfers::default(),
             hedge: Mutex::default(),
             started: std::time::Instant::now(),
+            limits: config.limits(),
         })
     }
 
     /// Time since the node started.
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// The node's frame, key and value limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// How long a coordinated read waits for a replica before asking one

@@ -27,6 +27,22 @@ pub struct Limits {
 /// length prefixes, with room to spare.
 pub const ENVELOPE_BYTES: u32 = 1024;
 
+/// Most entries one scan page carries, whatever the client asks: enough
+/// that paging costs little next to the entries, few enough that a page
+/// of keys is a few hundred KiB at the 1 KiB key limit.
+pub const MAX_SCAN_ENTRIES: u32 = 1000;
+
+/// Records (tombstones included) one scan page may read before it
+/// answers: a partition of many deleted keys is then paged through like
+/// any other instead of holding one request for the whole of it.
+pub const MAX_SCAN_EXAMINED: u32 = 10_000;
+
+/// Bytes of keys and values one scan page aims at (1 MiB): a quarter of
+/// the default frame, so a page never comes near the frame limit, while
+/// one record alone (which always fits, see [`Limits::check`]) may exceed
+/// it.
+const SCAN_PAGE_BYTES: u64 = 1 << 20;
+
 impl Default for Limits {
     fn default() -> Self {
         let max_key_bytes = 1024;
@@ -94,7 +110,19 @@ impl Limits {
                 self.key(key)?;
                 self.value(value)
             }
+            // An empty prefix is every key; neither may be longer than a key.
+            Request::Client(ClientRequest::Scan { prefix, after, .. }) => {
+                self.key_length(prefix)?;
+                after.as_deref().map_or(Ok(()), |a| self.key_length(a))
+            }
         }
+    }
+
+    /// The bytes of keys and values a scan page aims at: at most a quarter
+    /// of the frame (so it stays well under the frame limit, whatever
+    /// `max_frame_bytes` is), and at most 1 MiB.
+    pub fn scan_page_bytes(&self) -> u64 {
+        SCAN_PAGE_BYTES.min(u64::from(self.max_frame_bytes) / 4)
     }
 
     /// A key within the limits: not empty, at most `max_key_bytes`.
@@ -102,6 +130,11 @@ impl Limits {
         if key.is_empty() {
             return Err(WireError::EmptyKey);
         }
+        self.key_length(key)
+    }
+
+    /// At most `max_key_bytes` (empty allowed: a scan's prefix).
+    pub fn key_length(&self, key: &[u8]) -> Result<(), WireError> {
         if key.len() > self.max_key_bytes as usize {
             return Err(WireError::KeyTooLarge {
                 len: key.len() as u64,
@@ -120,5 +153,51 @@ impl Limits {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(prefix: &[u8], after: Option<&[u8]>) -> RequestFrame {
+        RequestFrame {
+            id: 1,
+            timeout_ms: 1000,
+            request: Request::Client(ClientRequest::Scan {
+                partition: 0,
+                prefix: prefix.to_vec(),
+                after: after.map(<[u8]>::to_vec),
+                limit: 10,
+                values: false,
+                epoch: 0,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_scan_prefix_may_be_empty_but_neither_it_nor_its_cursor_longer_than_a_key() {
+        let limits = Limits::default();
+        assert_eq!(limits.validate(&scan(b"", None)), Ok(()));
+        let long = vec![b'k'; 1025];
+        assert!(matches!(
+            limits.validate(&scan(&long, None)),
+            Err(WireError::KeyTooLarge { len: 1025, .. })
+        ));
+        assert!(matches!(
+            limits.validate(&scan(b"k", Some(&long))),
+            Err(WireError::KeyTooLarge { len: 1025, .. })
+        ));
+    }
+
+    #[test]
+    fn a_scan_page_stays_well_under_the_frame() {
+        let limits = Limits::default();
+        assert_eq!(limits.scan_page_bytes(), 1 << 20);
+        let small = Limits {
+            max_frame_bytes: 64 * 1024,
+            ..limits
+        };
+        assert_eq!(small.scan_page_bytes(), 16 * 1024);
     }
 }

@@ -261,6 +261,28 @@ pub enum ClientRequest {
     Status,
     /// An operator's change, applied through the leader's Raft log.
     Admin(AdminCommand),
+    /// One page of the live keys of a partition that start with `prefix`,
+    /// in key order, from this node's own copy: not a quorum read, so it
+    /// may miss a write that reached only the other replicas. Answered
+    /// [`Response::Scanned`]. Added at the end of the enum, so every
+    /// other request encodes as before (see `Response::Scanned`).
+    Scan {
+        /// The partition to read; this node must hold one of its replicas.
+        partition: u32,
+        /// Only keys starting with these bytes (empty: every key).
+        #[serde(with = "serde_bytes")]
+        prefix: Vec<u8>,
+        /// Resume strictly after this key: the `next` of the previous
+        /// page (`None`: from the start of the prefix).
+        #[serde(with = "serde_bytes")]
+        after: Option<Vec<u8>>,
+        /// Most entries wanted; the node caps it (`limits::MAX_SCAN_ENTRIES`).
+        limit: u32,
+        /// Whether to return values too, or keys and versions only.
+        values: bool,
+        /// Epoch of the map the client routed by; 0 skips the check.
+        epoch: u64,
+    },
 }
 
 /// A response and its envelope.
@@ -332,6 +354,31 @@ pub enum Response {
         /// The cluster's id.
         cluster_id: u64,
     },
+    /// Answer to [`ClientRequest::Scan`]. Only a node that was asked a
+    /// scan sends it, so a peer of the same protocol version that predates
+    /// it never receives one.
+    Scanned {
+        /// Live records in key order (tombstones are skipped).
+        entries: Vec<ScanEntry>,
+        /// The cursor: ask again with `after = next` for the rest; `None`
+        /// once the partition holds no more keys with the prefix. May be
+        /// set with `entries` empty (a page of tombstones only).
+        #[serde(with = "serde_bytes")]
+        next: Option<Vec<u8>>,
+    },
+}
+
+/// One live record of a scan page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanEntry {
+    /// The key.
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    /// The version this replica holds.
+    pub version: Version,
+    /// The value, when the scan asked for values.
+    #[serde(with = "serde_bytes")]
+    pub value: Option<Vec<u8>>,
 }
 
 /// A stored record as returned by a get.

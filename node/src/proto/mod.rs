@@ -22,7 +22,7 @@ pub mod op;
 pub use limits::Limits;
 pub use message::{
     AdminCommand, ClientRequest, Found, KeyVersion, NodeRequest, RaftRpc, RangeRecord, Request,
-    RequestFrame, Response, ResponseFrame, WireError,
+    RequestFrame, Response, ResponseFrame, ScanEntry, WireError,
 };
 
 /// First bytes of every levee connection, both ways.

@@ -75,11 +75,13 @@ pub enum Op {
     Propose,
     /// `NodeRequest::FetchRange`.
     FetchRange,
+    /// `ClientRequest::Scan`.
+    Scan,
 }
 
 impl Op {
     /// Every operation, in metrics order.
-    pub const ALL: [Op; 18] = [
+    pub const ALL: [Op; 19] = [
         Op::Ping,
         Op::Get,
         Op::Put,
@@ -98,6 +100,7 @@ impl Op {
         Op::Heartbeat,
         Op::Propose,
         Op::FetchRange,
+        Op::Scan,
     ];
 
     /// The operation of a request.
@@ -112,6 +115,7 @@ impl Op {
                 ClientRequest::GetMap => Op::GetMap,
                 ClientRequest::Status => Op::Status,
                 ClientRequest::Admin(_) => Op::Admin,
+                ClientRequest::Scan { .. } => Op::Scan,
             },
             Request::Node(n) => match n {
                 NodeRequest::Raft { .. } => Op::Raft,
@@ -150,7 +154,12 @@ impl Op {
             Op::Get | Op::Put | Op::Delete | Op::GetReplica | Op::Replicate | Op::ReadLocal => {
                 Class::Foreground
             }
-            Op::PurgeTombstone | Op::Digest | Op::BucketEntries | Op::FetchRange => {
+            // A scan page reads up to a MiB of a partition for an
+            // operator's listing or export, which can wait; as foreground
+            // it would take the slots of the applications' gets and puts.
+            // Refused as background, it gets `Overloaded` and the client
+            // tries another replica or backs off.
+            Op::PurgeTombstone | Op::Digest | Op::BucketEntries | Op::FetchRange | Op::Scan => {
                 Class::Background
             }
         }
@@ -177,6 +186,7 @@ impl Op {
             Op::Heartbeat => "heartbeat",
             Op::Propose => "propose",
             Op::FetchRange => "fetch_range",
+            Op::Scan => "scan",
         }
     }
 
@@ -208,6 +218,20 @@ mod tests {
             Op::of(&Request::Client(ClientRequest::Status)).class(),
             Class::Control
         );
+    }
+
+    #[test]
+    fn a_scan_yields_to_the_applications_reads_and_writes() {
+        let scan = Request::Client(ClientRequest::Scan {
+            partition: 0,
+            prefix: Vec::new(),
+            after: None,
+            limit: 10,
+            values: true,
+            epoch: 0,
+        });
+        assert_eq!(Op::of(&scan), Op::Scan);
+        assert_eq!(Op::of(&scan).class(), Class::Background);
     }
 
     #[test]

@@ -136,6 +136,17 @@ mod tests {
             detail.contains("node-only") && detail.contains("alice"),
             "{detail}"
         );
+        // A scan is a client's read of what is stored.
+        let scan = Request::Client(ClientRequest::Scan {
+            partition: 0,
+            prefix: b"logs/".to_vec(),
+            after: None,
+            limit: 100,
+            values: true,
+            epoch: 0,
+        });
+        assert!(alice.permits(&scan, none).is_ok());
+        assert!(Authority::of(None).permits(&scan, none).is_err());
     }
 
     #[test]

@@ -8,11 +8,13 @@ use super::Node;
 use crate::cluster::map::{Command, NodeState};
 use crate::data::{anti_entropy, coordinator};
 use crate::failpoint;
+use crate::proto::limits::{MAX_SCAN_ENTRIES, MAX_SCAN_EXAMINED};
 use crate::proto::{
     AdminCommand, ClientRequest, Found, KeyVersion, NodeRequest, PROTOCOL_VERSION, Request,
-    Response, WireError,
+    Response, ScanEntry, WireError,
 };
 use crate::raft::Cluster;
+use crate::storage::prefix::PageBound;
 use crate::storage::{Applied, StorageError, Version};
 
 /// Most entries one anti-entropy page may carry, whatever the peer asks.
@@ -105,7 +107,58 @@ async fn handle_client(
             let result = cluster(node)?.propose(command, remaining(deadline)).await?;
             Ok(Response::Proposed(result))
         }
+        ClientRequest::Scan {
+            partition,
+            prefix,
+            after,
+            limit,
+            values,
+            epoch,
+        } => {
+            let cluster = cluster(node)?;
+            coordinator::replica_set(&cluster.map(), cluster.node_id(), partition, epoch)?;
+            node.storage()
+                .open_partition(partition)
+                .await
+                .map_err(storage_error)?;
+            let bound = PageBound {
+                entries: limit.clamp(1, MAX_SCAN_ENTRIES) as usize,
+                bytes: node.limits().scan_page_bytes(),
+                examined: MAX_SCAN_EXAMINED as usize,
+            };
+            let storage = node.storage().clone();
+            let page = blocking(move || {
+                storage.prefix_page(partition, &prefix, after.as_deref(), values, bound)
+            })
+            .await?;
+            let entries = page
+                .entries
+                .into_iter()
+                .map(|e| ScanEntry {
+                    key: e.key,
+                    version: e.version,
+                    value: e.value,
+                })
+                .collect();
+            Ok(Response::Scanned {
+                entries,
+                next: page.next,
+            })
+        }
     }
+}
+
+/// Runs a storage scan off the async threads: it may read a whole page of
+/// a partition from disk.
+async fn blocking<T: Send + 'static>(
+    scan: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, WireError> {
+    tokio::task::spawn_blocking(scan)
+        .await
+        .map_err(|e| WireError::Unavailable {
+            detail: e.to_string(),
+        })?
+        .map_err(storage_error)
 }
 
 async fn handle_node(
@@ -181,13 +234,7 @@ async fn handle_node(
         NodeRequest::Digest { partition, buckets } => {
             let storage = node.storage().clone();
             let buckets = buckets.clamp(1, anti_entropy::BUCKETS * 16);
-            let (digest, _) =
-                tokio::task::spawn_blocking(move || storage.digest(partition, buckets))
-                    .await
-                    .map_err(|e| WireError::Unavailable {
-                        detail: e.to_string(),
-                    })?
-                    .map_err(storage_error)?;
+            let (digest, _) = blocking(move || storage.digest(partition, buckets)).await?;
             Ok(Response::Digest(digest))
         }
         NodeRequest::BucketEntries {
@@ -199,14 +246,10 @@ async fn handle_node(
         } => {
             let storage = node.storage().clone();
             let limit = limit.clamp(1, MAX_PAGE) as usize;
-            let (entries, more) = tokio::task::spawn_blocking(move || {
+            let (entries, more) = blocking(move || {
                 storage.bucket_entries(partition, buckets.max(1), bucket, after.as_deref(), limit)
             })
-            .await
-            .map_err(|e| WireError::Unavailable {
-                detail: e.to_string(),
-            })?
-            .map_err(storage_error)?;
+            .await?;
             let entries = entries
                 .into_iter()
                 .map(|e| KeyVersion {

@@ -12,6 +12,7 @@ mod engine;
 pub mod group_commit;
 pub mod hints;
 pub mod layout;
+pub mod prefix;
 pub mod record;
 pub mod scan;
 mod shards;
