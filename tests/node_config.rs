@@ -16,6 +16,8 @@ fn print_config(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         "LEVEE_ADMIN",
         "LEVEE_DATA_DIR",
         "LEVEE_DURABILITY",
+        "LEVEE_CACHE_BYTES",
+        "LEVEE_HEARTBEAT_MS",
     ] {
         cmd.env_remove(var);
     }
@@ -53,6 +55,60 @@ fn flags_win_over_environment_which_wins_over_the_file() {
         "file wins over default"
     );
     assert_eq!(printed["durability"].as_str(), Some("periodic"));
+}
+
+#[test]
+fn durations_and_sizes_take_units_in_the_file_the_environment_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("levee.toml");
+    std::fs::write(
+        &file,
+        "frame_timeout_ms = \"5s\"\nmax_value_bytes = \"1MiB\"\nhint_max_bytes_per_node = 4096\ntombstone_grace_ms = \"2d\"\n",
+    )
+    .unwrap();
+    let out = print_config(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--raft-heartbeat-ms",
+            "300ms",
+            "--max-inflight-bytes",
+            "64MiB",
+        ],
+        &[
+            ("LEVEE_CACHE_BYTES", "128MiB"),
+            ("LEVEE_HEARTBEAT_MS", "2s"),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let printed: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let int = |key: &str| printed[key].as_integer();
+    assert_eq!(int("frame_timeout_ms"), Some(5_000));
+    assert_eq!(int("max_value_bytes"), Some(1 << 20));
+    assert_eq!(int("hint_max_bytes_per_node"), Some(4096), "a bare number");
+    assert_eq!(int("tombstone_grace_ms"), Some(2 * 86_400_000));
+    assert_eq!(int("raft_heartbeat_ms"), Some(300));
+    assert_eq!(int("max_inflight_bytes"), Some(64 << 20));
+    assert_eq!(int("cache_bytes"), Some(128 << 20));
+    assert_eq!(int("heartbeat_ms"), Some(2_000));
+
+    // A value that is no duration is an error naming the key and saying
+    // what it takes, from the file and from a flag alike.
+    std::fs::write(&file, "frame_timeout_ms = \"soon\"\n").unwrap();
+    let out = print_config(&["--config", file.to_str().unwrap()], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("frame_timeout_ms") && stderr.contains("30s") && stderr.contains("soon"),
+        "{stderr}"
+    );
+    let out = print_config(&["--cache-bytes", "lots"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(
+        stderr.contains("--cache-bytes") && stderr.contains("256MiB"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -26,3 +26,4 @@ pub mod startup;
 pub mod storage;
 pub mod tls;
 pub mod token_bucket;
+pub mod units;

@@ -8,7 +8,9 @@ use super::{Config, ConfigError, LogFormat, Switch};
 use crate::storage::Durability;
 
 /// Command-line flags, each also readable from a `LEVEE_*` variable. A flag
-/// wins over its variable, which wins over the file.
+/// wins over its variable, which wins over the file. Durations and sizes
+/// take units (`30s`, `256MiB`, see [`crate::units`]) in all three; a
+/// bare number is in the unit the name ends with.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Overrides {
     /// Data directory.
@@ -64,47 +66,48 @@ pub struct Overrides {
     /// Partition count, for a new cluster.
     #[arg(long, env = "LEVEE_PARTITIONS")]
     pub partitions: Option<u32>,
-    /// Raft heartbeat interval in ms.
-    #[arg(long, env = "LEVEE_RAFT_HEARTBEAT_MS", value_name = "MS")]
+    /// Raft heartbeat interval (250ms, 30s, 10m; a bare number is ms).
+    #[arg(long, env = "LEVEE_RAFT_HEARTBEAT_MS", value_name = "DURATION", value_parser = crate::units::parse_millis)]
     pub raft_heartbeat_ms: Option<u64>,
-    /// Raft election timeout in ms.
-    #[arg(long, env = "LEVEE_RAFT_ELECTION_TIMEOUT_MS", value_name = "MS")]
+    /// Raft election timeout (250ms, 30s, 10m; a bare number is ms).
+    #[arg(long, env = "LEVEE_RAFT_ELECTION_TIMEOUT_MS", value_name = "DURATION", value_parser = crate::units::parse_millis)]
     pub raft_election_timeout_ms: Option<u64>,
-    /// Time between anti-entropy rounds in ms.
-    #[arg(long, env = "LEVEE_ANTI_ENTROPY_INTERVAL_MS", value_name = "MS")]
+    /// Time between anti-entropy rounds (250ms, 30s, 10m; a bare number is ms).
+    #[arg(long, env = "LEVEE_ANTI_ENTROPY_INTERVAL_MS", value_name = "DURATION", value_parser = crate::units::parse_millis)]
     pub anti_entropy_interval_ms: Option<u64>,
-    /// Delay before the first anti-entropy round in ms.
-    #[arg(long, env = "LEVEE_ANTI_ENTROPY_STARTUP_DELAY_MS", value_name = "MS")]
+    /// Delay before the first anti-entropy round (250ms, 30s, 10m; a bare number is ms).
+    #[arg(long, env = "LEVEE_ANTI_ENTROPY_STARTUP_DELAY_MS", value_name = "DURATION", value_parser = crate::units::parse_millis)]
     pub anti_entropy_startup_delay_ms: Option<u64>,
-    /// Tombstone grace period in ms.
-    #[arg(long, env = "LEVEE_TOMBSTONE_GRACE_MS", value_name = "MS")]
+    /// Tombstone grace period (250ms, 30s, 10m; a bare number is ms).
+    #[arg(long, env = "LEVEE_TOMBSTONE_GRACE_MS", value_name = "DURATION", value_parser = crate::units::parse_millis)]
     pub tombstone_grace_ms: Option<u64>,
-    /// Hint bytes kept per unreachable node.
-    #[arg(long, env = "LEVEE_HINT_MAX_BYTES_PER_NODE", value_name = "BYTES")]
+    /// Hint bytes kept per unreachable node (1GiB; a bare number is
+    /// bytes).
+    #[arg(long, env = "LEVEE_HINT_MAX_BYTES_PER_NODE", value_name = "SIZE", value_parser = crate::units::parse_bytes)]
     pub hint_max_bytes_per_node: Option<u64>,
     /// Durability of acknowledged writes.
     #[arg(long, env = "LEVEE_DURABILITY", value_enum)]
     pub durability: Option<Durability>,
-    /// sled flush interval in ms.
-    #[arg(long, env = "LEVEE_FLUSH_EVERY_MS", value_name = "MS")]
+    /// sled flush interval (250ms, 30s, 10m; a bare number is ms).
+    #[arg(long, env = "LEVEE_FLUSH_EVERY_MS", value_name = "DURATION", value_parser = crate::units::parse_millis)]
     pub flush_every_ms: Option<u64>,
-    /// sled cache size in bytes.
-    #[arg(long, env = "LEVEE_CACHE_BYTES", value_name = "BYTES")]
+    /// sled cache size (4MiB, 256KiB; a bare number is bytes).
+    #[arg(long, env = "LEVEE_CACHE_BYTES", value_name = "SIZE", value_parser = crate::units::parse_bytes)]
     pub cache_bytes: Option<u64>,
     /// Storage shards of a new data directory (1..=256).
     #[arg(long, env = "LEVEE_STORAGE_SHARDS", value_name = "N")]
     pub storage_shards: Option<u32>,
-    /// Largest value in bytes.
-    #[arg(long, env = "LEVEE_MAX_VALUE_BYTES", value_name = "BYTES")]
+    /// Largest value (4MiB, 256KiB; a bare number is bytes).
+    #[arg(long, env = "LEVEE_MAX_VALUE_BYTES", value_name = "SIZE", value_parser = crate::units::parse_bytes_u32)]
     pub max_value_bytes: Option<u32>,
-    /// Largest key in bytes.
-    #[arg(long, env = "LEVEE_MAX_KEY_BYTES", value_name = "BYTES")]
+    /// Largest key (4MiB, 256KiB; a bare number is bytes).
+    #[arg(long, env = "LEVEE_MAX_KEY_BYTES", value_name = "SIZE", value_parser = crate::units::parse_bytes_u32)]
     pub max_key_bytes: Option<u32>,
-    /// Largest frame in bytes.
-    #[arg(long, env = "LEVEE_MAX_FRAME_BYTES", value_name = "BYTES")]
+    /// Largest frame (4MiB, 256KiB; a bare number is bytes).
+    #[arg(long, env = "LEVEE_MAX_FRAME_BYTES", value_name = "SIZE", value_parser = crate::units::parse_bytes_u32)]
     pub max_frame_bytes: Option<u32>,
-    /// Shutdown grace period in ms.
-    #[arg(long, env = "LEVEE_SHUTDOWN_GRACE_MS", value_name = "MS")]
+    /// Shutdown grace period (250ms, 30s, 10m; a bare number is ms).
+    #[arg(long, env = "LEVEE_SHUTDOWN_GRACE_MS", value_name = "DURATION", value_parser = crate::units::parse_millis)]
     pub shutdown_grace_ms: Option<u64>,
     /// Admission control on or off.
     #[arg(long, env = "LEVEE_ADMISSION", value_enum)]
@@ -124,11 +127,11 @@ pub struct Overrides {
     /// Foreground requests that may wait past the limit.
     #[arg(long, env = "LEVEE_ADMISSION_QUEUE_LEN")]
     pub admission_queue_len: Option<u32>,
-    /// Longest wait in the admission queue, in ms.
-    #[arg(long, env = "LEVEE_ADMISSION_QUEUE_TIMEOUT_MS", value_name = "MS")]
+    /// Longest wait in the admission queue (5ms, 1s; a bare number is ms).
+    #[arg(long, env = "LEVEE_ADMISSION_QUEUE_TIMEOUT_MS", value_name = "DURATION", value_parser = crate::units::parse_millis)]
     pub admission_queue_timeout_ms: Option<u64>,
-    /// Heartbeat interval to the Raft leader in ms.
-    #[arg(long, env = "LEVEE_HEARTBEAT_MS", value_name = "MS")]
+    /// Heartbeat interval to the Raft leader (250ms, 30s, 10m; a bare number is ms).
+    #[arg(long, env = "LEVEE_HEARTBEAT_MS", value_name = "DURATION", value_parser = crate::units::parse_millis)]
     pub heartbeat_ms: Option<u64>,
     /// A recovery setting for a new cluster, KEY=VALUE (repeatable; in the
     /// environment, comma-separated).
@@ -139,8 +142,9 @@ pub struct Overrides {
         value_delimiter = ','
     )]
     pub recovery: Option<Vec<String>>,
-    /// Request bytes admitted requests may hold in total.
-    #[arg(long, env = "LEVEE_MAX_INFLIGHT_BYTES", value_name = "BYTES")]
+    /// Request bytes admitted requests may hold in total (256MiB; a bare
+    /// number is bytes).
+    #[arg(long, env = "LEVEE_MAX_INFLIGHT_BYTES", value_name = "SIZE", value_parser = crate::units::parse_bytes)]
     pub max_inflight_bytes: Option<u64>,
     /// Control requests executing at once.
     #[arg(long, env = "LEVEE_CONTROL_BUDGET")]
@@ -154,9 +158,9 @@ pub struct Overrides {
     /// Log filter.
     #[arg(long, env = "LEVEE_LOG", value_name = "FILTER")]
     pub log: Option<String>,
-    /// A repeated warning or error is logged once per this interval (ms,
-    /// 0: every time).
-    #[arg(long, env = "LEVEE_LOG_REPEAT_INTERVAL_MS", value_name = "MS")]
+    /// A repeated warning or error is logged once per this interval (30s;
+    /// a bare number is ms; 0: every time).
+    #[arg(long, env = "LEVEE_LOG_REPEAT_INTERVAL_MS", value_name = "DURATION", value_parser = crate::units::parse_millis)]
     pub log_repeat_interval_ms: Option<u64>,
 }
 

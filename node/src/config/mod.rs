@@ -62,23 +62,30 @@ pub struct Config {
     pub voters: u8,
     /// Raft heartbeat interval (ms). Also how fast the map reaches every
     /// node.
+    #[serde(deserialize_with = "crate::units::de_millis")]
     pub raft_heartbeat_ms: u64,
     /// Raft election timeout (ms, minimum; maximum is twice it). Several
     /// heartbeats long so one delayed beat does not start an election.
+    #[serde(deserialize_with = "crate::units::de_millis")]
     pub raft_election_timeout_ms: u64,
     /// How long a joining node keeps asking the seeds (ms).
+    #[serde(deserialize_with = "crate::units::de_millis")]
     pub join_timeout_ms: u64,
     /// Bytes of hints kept for one unreachable node. Past it, hints are
     /// dropped and anti-entropy repairs instead: a node that is gone for
     /// long must not fill this node's disk.
+    #[serde(deserialize_with = "crate::units::de_bytes")]
     pub hint_max_bytes_per_node: u64,
     /// Hint bytes replayed per second once a node is back (all targets
     /// together), so a returning node is caught up without being flooded.
+    #[serde(deserialize_with = "crate::units::de_bytes")]
     pub hint_replay_bytes_per_sec: u64,
     /// Time between periodic anti-entropy rounds (ms).
+    #[serde(deserialize_with = "crate::units::de_millis")]
     pub anti_entropy_interval_ms: u64,
     /// Delay before the first anti-entropy round after start (ms): a
     /// restarted node serves first and catches up in the background.
+    #[serde(deserialize_with = "crate::units::de_millis")]
     pub anti_entropy_startup_delay_ms: u64,
     /// Keys compared per second by anti-entropy.
     pub anti_entropy_keys_per_sec: u64,
@@ -88,15 +95,18 @@ pub struct Config {
     /// and come back with its data; default one day, far above the
     /// 10-minute down→out interval after which a node's replicas are
     /// rebuilt elsewhere.
+    #[serde(deserialize_with = "crate::units::de_millis")]
     pub tombstone_grace_ms: u64,
     /// When a write is on disk relative to its acknowledgement; see
     /// [`Durability`]. Default `per_write`.
     pub durability: Durability,
     /// sled's background flush interval (ms). Bounds the loss window of
     /// `periodic` durability; 500 is sled's own default.
+    #[serde(deserialize_with = "crate::units::de_millis")]
     pub flush_every_ms: u64,
     /// sled's page cache (bytes). Default 256 MiB: enough for hot index
     /// pages on a small node without taking over the machine's memory.
+    #[serde(deserialize_with = "crate::units::de_bytes")]
     pub cache_bytes: u64,
     /// Storage shards (separate sled instances, opened when first
     /// touched) of a new data directory; an existing one keeps its count.
@@ -108,10 +118,13 @@ pub struct Config {
     /// life of the data: changing it re-homes every key.
     pub partitions: u32,
     /// Largest frame accepted (bytes).
+    #[serde(deserialize_with = "crate::units::de_bytes_u32")]
     pub max_frame_bytes: u32,
     /// Largest key (bytes).
+    #[serde(deserialize_with = "crate::units::de_bytes_u32")]
     pub max_key_bytes: u32,
     /// Largest value (bytes).
+    #[serde(deserialize_with = "crate::units::de_bytes_u32")]
     pub max_value_bytes: u32,
     /// Open connections accepted at once; more are closed on arrival.
     /// Bounds the memory a crowd of clients can pin (each may hold one
@@ -123,17 +136,21 @@ pub struct Config {
     pub max_inflight_per_connection: u32,
     /// Time for a new connection to complete its handshake (ms). Stops idle
     /// sockets from holding connection slots.
+    #[serde(deserialize_with = "crate::units::de_millis")]
     pub handshake_timeout_ms: u64,
     /// Time for the rest of a frame to arrive once its first byte has, and
     /// for each response write to finish (ms): a peer that stops sending
     /// mid-frame, or stops reading, loses its connection after it.
+    #[serde(deserialize_with = "crate::units::de_millis")]
     pub frame_timeout_ms: u64,
     /// On SIGTERM, how long in-flight requests get to finish (ms).
+    #[serde(deserialize_with = "crate::units::de_millis")]
     pub shutdown_grace_ms: u64,
     /// How far a write's version timestamp may be ahead of this node's
     /// clock (ms). Larger tolerates worse client clocks; smaller bounds how
     /// far one bad clock can push versions into the future, where they
     /// would beat every correct later write.
+    #[serde(deserialize_with = "crate::units::de_millis")]
     pub max_clock_drift_ms: u64,
     /// Admission control (design §7) on or off. Off, every request runs
     /// at once, as before admission existed: only useful to measure what
@@ -173,11 +190,13 @@ pub struct Config {
     /// settling; a latency-sensitive deployment (or the overload
     /// benchmark) sets a few ms, trading burst absorption for admitted
     /// latency under lasting overload.
+    #[serde(deserialize_with = "crate::units::de_millis")]
     pub admission_queue_timeout_ms: u64,
     /// How often this node heartbeats the Raft leader (ms), carrying its
     /// load and recovery progress. The failure detector's thresholds
     /// (`down_after`, ...) are cluster settings in the map; this only sets
     /// how often a node says it is alive, so keep it well under them.
+    #[serde(deserialize_with = "crate::units::de_millis")]
     pub heartbeat_ms: u64,
     /// For a new cluster: recovery settings written into the first map
     /// (`KEY=VALUE`, the keys of `levee admin set`), e.g.
@@ -188,6 +207,7 @@ pub struct Config {
     /// are refused with `Overloaded`. Bounds memory under a flood of large
     /// writes; 256 MiB fits next to the default 256 MiB sled cache on a
     /// small node.
+    #[serde(deserialize_with = "crate::units::de_bytes")]
     pub max_inflight_bytes: u64,
     /// Control requests (Raft, joins, pings, map and status) executing at
     /// once. They are never refused; past the budget they wait. Small,
@@ -219,6 +239,7 @@ pub struct Config {
     /// A warning or error repeated within this interval (ms) is logged
     /// once, then "N more like this" (a dead peer's `Unreachable` every
     /// 500 ms becomes a line per interval); 0 logs every repeat.
+    #[serde(deserialize_with = "crate::units::de_millis")]
     pub log_repeat_interval_ms: u64,
 }
 

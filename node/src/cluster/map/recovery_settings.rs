@@ -226,36 +226,17 @@ impl RecoverySettings {
             }
             Ok(v)
         }
-        // Durations as a person types them (`30s`, `10m`, `1h30m`, the
-        // humantime crate's forms), or a bare number of milliseconds.
+        // Durations and sizes as a person types them (`30s`, `10m`,
+        // `32MiB`), or a bare number of milliseconds or bytes.
         fn millis(key: &str, value: &str, min: u64) -> Result<u64, String> {
-            let v = match value.parse::<u64>() {
-                Ok(ms) => ms,
-                Err(_) => humantime::parse_duration(value)
-                    .map_err(|_| {
-                        format!("{key} takes a duration such as 30s, 10m or 1500ms (a bare number is ms), not {value:?}")
-                    })?
-                    .as_millis()
-                    .try_into()
-                    .map_err(|_| format!("{key} is too large"))?,
-            };
+            let v = crate::units::parse_millis(value).map_err(|e| format!("{key} {e}"))?;
             if v < min {
                 return Err(format!("{key} must be at least {min} ms"));
             }
             Ok(v)
         }
-        // Sizes as a person types them (`32MiB`, `512 KiB`, `1GB`), or a
-        // bare number of bytes.
         fn byte_count(key: &str, value: &str, min: u64) -> Result<u64, String> {
-            let v = match value.parse::<u64>() {
-                Ok(n) => n,
-                Err(_) => value
-                    .parse::<bytesize::ByteSize>()
-                    .map_err(|_| {
-                        format!("{key} takes a size such as 32MiB or 512KiB (a bare number is bytes), not {value:?}")
-                    })?
-                    .as_u64(),
-            };
+            let v = crate::units::parse_bytes(value).map_err(|e| format!("{key} {e}"))?;
             if v < min {
                 return Err(format!("{key} must be at least {min} bytes"));
             }
