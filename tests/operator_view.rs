@@ -151,6 +151,28 @@ fn the_client_checks_sizes_and_says_whether_a_deleted_key_existed() {
     // Deleted: gone, and a second delete says it did not exist.
     assert_eq!(node.cli(&["get", "k"], None).status.code(), Some(3));
     assert_eq!(node.cli(&["delete", "k"], None).status.code(), Some(3));
+
+    // Timeouts in units, as everywhere a person types a duration.
+    let out = node.cli(
+        &[
+            "--timeout-ms",
+            "3s",
+            "--connect-timeout-ms",
+            "500ms",
+            "put",
+            "k",
+            "v",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = node.cli(&["--timeout-ms", "soon", "get", "k"], None);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(
+        text(&out).contains("takes a duration such as 30s"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

@@ -50,14 +50,24 @@ struct Cli {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text, global = true)]
     output: Output,
-    /// Per-request timeout in milliseconds.
-    #[arg(long, env = "LEVEE_TIMEOUT_MS", default_value_t = 5000, global = true)]
+    /// Per-request timeout (5s, 500ms; a bare number is ms).
+    #[arg(
+        long,
+        env = "LEVEE_TIMEOUT_MS",
+        default_value = "5000",
+        value_name = "DURATION",
+        value_parser = levee_node::units::parse_millis,
+        global = true
+    )]
     timeout_ms: u64,
-    /// Connect timeout in milliseconds (never more than --timeout-ms).
+    /// Connect timeout (2s; a bare number is ms), never more than
+    /// --timeout-ms.
     #[arg(
         long,
         env = "LEVEE_CONNECT_TIMEOUT_MS",
-        default_value_t = 2000,
+        default_value = "2000",
+        value_name = "DURATION",
+        value_parser = levee_node::units::parse_millis,
         global = true
     )]
     connect_timeout_ms: u64,
