@@ -274,7 +274,10 @@ fn to_text(status: &ClusterStatus, health: &Health) -> String {
             .map_or("-".into(), |ms| format!("{:.1}s ago", *ms as f64 / 1000.0));
         // Its foreground work against its concurrency limit, from its
         // last heartbeat: 100% is a node at its limit, about to shed.
+        // A node that is not up has no current load: its last report is
+        // from before it went silent.
         let load = recovery
+            .filter(|_| node.state == NodeState::Up)
             .and_then(|r| r.reports.get(&node.id))
             .map_or("-".into(), |rep| {
                 format!("{}%", (rep.pressure_permille + 5) / 10)
@@ -353,6 +356,7 @@ fn to_json(status: &ClusterStatus, health: &Health) -> serde_json::Value {
                 "role": status.role(node.id).to_string(),
                 "partitions": map.partitions_held(node.id),
                 "pressure_permille": recovery
+                    .filter(|_| node.state == NodeState::Up)
                     .and_then(|r| r.reports.get(&node.id))
                     .map(|rep| rep.pressure_permille),
                 "replicating": status.replication.as_ref().map(|_| !lagging.contains(&node.id)),
