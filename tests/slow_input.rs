@@ -1,5 +1,6 @@
-//! Slow input is bounded: connections that never finish their handshake
-//! cannot take every connection slot, and a client that never reads its
+//! Slow input is bounded: connections that never finish their handshake,
+//! or finish it and then sit idle, cannot take every connection slot,
+//! and a client that never reads its
 //! answers is dropped instead of holding its connection for ever. (How
 //! much latency the attacks cost a well-behaved client is measured by
 //! `benches/slow_input.rs`, not asserted here.)
@@ -10,7 +11,7 @@ use std::io::{ErrorKind, Write};
 use std::time::{Duration, Instant};
 
 use common::raw::RawConn;
-use common::{TestNode, runtime};
+use common::{TestNode, runtime, wait_for};
 use levee_node::proto::{ClientRequest, Request, RequestFrame, codec};
 
 /// A node whose config file sets `settings` (TOML lines).
@@ -40,6 +41,40 @@ fn silent_connections_cannot_take_every_slot() {
     });
     // The oldest handshakes were ended to make room for newer ones.
     assert!(silent[0].is_closed_by_server());
+}
+
+#[test]
+fn idle_connections_give_their_slots_to_newcomers() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with(dir.path(), "max_connections = 8\n");
+    // Every slot taken by a connection past its handshake that then
+    // says nothing: ending handshakes cannot make room.
+    let mut idle: Vec<RawConn> = (0..8).map(|_| RawConn::handshaken(&node.addr)).collect();
+
+    // A new client gets in once they have been idle for IDLE_MIN (a
+    // second); until then it is refused, as before.
+    // (A new client each time: one refused over and over opens its
+    // breaker and would wait out the cool-down instead.)
+    let rt = runtime();
+    let client = wait_for("a new client to get in", Duration::from_secs(30), || {
+        let client = node.client();
+        rt.block_on(client.put(b"k", b"v")).ok().map(|_| client)
+    });
+    let found = rt.block_on(client.get(b"k")).unwrap().expect("the key");
+    assert_eq!(found.value, b"v");
+    // The ended ones were closed before their slots went to the client;
+    // the others are still open (a short read finds nothing).
+    let mut ended = 0;
+    for conn in &mut idle {
+        conn.tcp()
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        if conn.is_closed_by_server() {
+            ended += 1;
+        }
+    }
+    assert!(ended >= 1, "an idle connection was ended for the newcomer");
+    assert!(ended < 8, "not every one: only as many as newcomers needed");
 }
 
 #[test]

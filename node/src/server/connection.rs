@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::authority::Authority;
 use super::contain::{self, Containment};
-use super::slow_peers::{HandshakeSlot, Refusals};
+use super::slow_peers::{Activity, HandshakeSlot, Refusals};
 use super::{Node, ServerOptions, handler};
 use crate::admission::Admit;
 use crate::metrics::Outcome;
@@ -48,6 +48,7 @@ pub async fn serve(
     peer: SocketAddr,
     context: Context,
     handshake_slot: HandshakeSlot,
+    activity: &Activity,
     shutdown: CancellationToken,
 ) {
     let timeout = context.options.handshake_timeout;
@@ -58,7 +59,15 @@ pub async fn serve(
             .await;
         let opened = opened.map(|r| r.map_err(OpenError::Levee));
         if opened_or_logged(peer, opened, &context.failed_opens) {
-            serve_open(stream, peer, context, Authority::Insecure, shutdown).await;
+            serve_open(
+                stream,
+                peer,
+                context,
+                Authority::Insecure,
+                activity,
+                shutdown,
+            )
+            .await;
         }
         return;
     };
@@ -88,7 +97,15 @@ pub async fn serve(
             return;
         }
     };
-    serve_open(stream, peer, context, Authority::of(identity), shutdown).await;
+    serve_open(
+        stream,
+        peer,
+        context,
+        Authority::of(identity),
+        activity,
+        shutdown,
+    )
+    .await;
 }
 
 /// Why a connection did not open.
@@ -138,6 +155,7 @@ async fn serve_open<S>(
     peer: SocketAddr,
     context: Context,
     authority: Authority,
+    activity: &Activity,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -155,10 +173,16 @@ async fn serve_open<S>(
     let (tx, rx) = mpsc::channel::<Vec<u8>>(inflight + 4);
     let writer = tokio::spawn(write_responses(writer, rx, peer, options.frame_timeout));
     let permits = Arc::new(Semaphore::new(inflight));
+    activity.opened(permits.clone(), inflight);
 
     loop {
         let read = tokio::select! {
             _ = shutdown.cancelled() => break,
+            // Idle while every slot is taken: ended for a newcomer.
+            _ = activity.ended() => {
+                tracing::debug!(%peer, "idle connection ended for a newer one");
+                break;
+            }
             // The writer gave up on this peer (it stopped reading): stop
             // doing work whose answers cannot be delivered.
             _ = tx.closed() => break,
@@ -173,6 +197,7 @@ async fn serve_open<S>(
             }
         };
         let received = Instant::now();
+        activity.touch();
         let request = match codec::decode_request(&payload) {
             Ok(request) => request,
             Err(e) => {

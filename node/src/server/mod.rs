@@ -110,6 +110,7 @@ impl Server {
         let slots = Arc::new(Semaphore::new(self.options.max_connections));
         let mut handshakes = slow_peers::Handshakes::new(self.options.max_handshaking);
         let mut refusals = slow_peers::Refusals::default();
+        let mut idle = slow_peers::Idle::new(slow_peers::IDLE_MIN);
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -124,7 +125,11 @@ impl Server {
                     continue;
                 }
             };
-            let Some(slot) = handshakes.connection_slot(&slots).await else {
+            let slot = match handshakes.connection_slot(&slots).await {
+                Some(slot) => Some(slot),
+                None => idle.take_slot(&slots).await,
+            };
+            let Some(slot) = slot else {
                 if let Some(refused) = refusals.refused(Instant::now()) {
                     tracing::warn!(%peer, max = self.options.max_connections, refused, "connection limit reached; closing new connections (`refused`: since the last such line)");
                 }
@@ -145,8 +150,10 @@ impl Server {
                 failed_opens: self.failed_opens.clone(),
             };
             let shutdown = shutdown.clone();
+            let activity = idle.register();
             connections.spawn(async move {
-                connection::serve(stream, peer, context, handshake, shutdown).await;
+                connection::serve(stream, peer, context, handshake, &activity.0, shutdown).await;
+                drop(activity);
                 drop(slot);
             });
         }

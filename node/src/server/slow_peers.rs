@@ -15,8 +15,16 @@
 //! connections within the client's round trip. The same goes when every
 //! connection slot is taken: a handshake in progress gives its slot up to
 //! the newcomer. Connections that finished their handshake are not
-//! counted here and never ended for another (see BENCHMARKS.md, "Slow
-//! input", for what idle handshaken connections can still do).
+//! counted here.
+//!
+//! **Idle connections.** Past its handshake, a connection holds its slot
+//! for as long as it stays open, so a client (or a crowd of them) that
+//! opens connections and leaves them idle could still take every slot.
+//! When no slot is free and no handshake is left to end, [`Idle`] ends
+//! the connection that has been idle longest: nothing in flight and no
+//! frame received for at least [`IDLE_MIN`]. A connection doing work is
+//! never ended for another; an idle one that is ended costs its client a
+//! reconnect, which a pooled client makes on its next request.
 //!
 //! **Unread responses.** A peer that sends requests and never reads the
 //! answers is served until its answers stop fitting in the socket; only
@@ -38,6 +46,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
@@ -142,6 +151,155 @@ impl Handshakes {
     #[cfg(test)]
     pub fn in_progress(&self) -> usize {
         self.waiting.iter().filter(|t| !t.is_cancelled()).count()
+    }
+}
+
+/// How long a connection must have been idle (nothing in flight, no
+/// frame received) before it may be ended for a newcomer: longer than a
+/// client's pause between two requests of one burst.
+pub const IDLE_MIN: Duration = Duration::from_secs(1);
+
+/// What a connection past its handshake is doing, updated by its reader
+/// and read by the accept loop.
+#[derive(Debug)]
+pub struct Activity {
+    /// Milliseconds since the server's epoch at the last frame received.
+    last_frame_ms: AtomicU64,
+    /// Set once the handshake is over (handshakes are [`Handshakes`]'s):
+    /// the connection's request slots and their number, whose permits
+    /// taken are its requests in flight.
+    requests: std::sync::OnceLock<(Arc<Semaphore>, usize)>,
+    /// Cancelled to end the connection, or by the connection as it ends.
+    end: CancellationToken,
+    epoch: Instant,
+}
+
+impl Activity {
+    fn millis(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The handshake is over: from now on the connection may be idle
+    /// when none of its `cap` request slots is taken.
+    pub fn opened(&self, slots: Arc<Semaphore>, cap: usize) {
+        self.touch();
+        let _ = self.requests.set((slots, cap));
+    }
+
+    /// Past its handshake, and its requests in flight.
+    fn in_flight(&self) -> Option<usize> {
+        let (slots, cap) = self.requests.get()?;
+        Some(cap.saturating_sub(slots.available_permits()))
+    }
+
+    /// A frame arrived.
+    pub fn touch(&self) {
+        self.last_frame_ms
+            .store(self.millis(Instant::now()), Ordering::Relaxed);
+    }
+
+    /// Ended to make room for a newcomer.
+    pub fn ended(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.end.cancelled()
+    }
+}
+
+/// Marks a connection's [`Activity`] over when the connection ends.
+#[derive(Debug)]
+pub struct ActivityGuard(pub Arc<Activity>);
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        self.0.end.cancel();
+    }
+}
+
+/// A connection as [`most_idle`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdleView {
+    /// Past its handshake.
+    pub open: bool,
+    /// Requests in flight.
+    pub busy: usize,
+    /// Milliseconds since its last frame.
+    pub idle_ms: u64,
+}
+
+/// The connection to end for a newcomer: among the open ones with nothing
+/// in flight and idle for at least `min_idle_ms`, the longest idle. Pure.
+pub fn most_idle(views: impl IntoIterator<Item = IdleView>, min_idle_ms: u64) -> Option<usize> {
+    views
+        .into_iter()
+        .enumerate()
+        .filter(|(_, v)| v.open && v.busy == 0 && v.idle_ms >= min_idle_ms)
+        .max_by_key(|(_, v)| v.idle_ms)
+        .map(|(i, _)| i)
+}
+
+/// The connections past (or in) their handshake, for ending the idlest
+/// when every slot is taken. Owned by the accept loop alone.
+#[derive(Debug)]
+pub struct Idle {
+    epoch: Instant,
+    min_idle: Duration,
+    /// Ended entries are swept when a slot is looked for, so the list
+    /// holds at most about the connection cap.
+    connections: Vec<Arc<Activity>>,
+}
+
+impl Idle {
+    /// Connections idle for `min_idle` may be ended for a newcomer.
+    pub fn new(min_idle: Duration) -> Self {
+        Self {
+            epoch: Instant::now(),
+            min_idle,
+            connections: Vec::new(),
+        }
+    }
+
+    /// A new connection's activity record; it is ended through it.
+    pub fn register(&mut self) -> ActivityGuard {
+        if self.connections.len() >= 64 && self.connections.len().is_power_of_two() {
+            self.sweep();
+        }
+        let activity = Arc::new(Activity {
+            last_frame_ms: AtomicU64::new(0),
+            requests: std::sync::OnceLock::new(),
+            end: CancellationToken::new(),
+            epoch: self.epoch,
+        });
+        self.connections.push(activity.clone());
+        ActivityGuard(activity)
+    }
+
+    fn sweep(&mut self) {
+        self.connections.retain(|a| !a.end.is_cancelled());
+    }
+
+    /// A slot for a newcomer when none is free: the idlest connection is
+    /// ended and its slot waited for. `None` if none is idle enough (or
+    /// it did not let go in time).
+    pub async fn take_slot(&mut self, slots: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+        self.sweep();
+        let now = Instant::now();
+        let at = |a: &Activity| a.millis(now);
+        let chosen = most_idle(
+            self.connections.iter().map(|a| {
+                let in_flight = a.in_flight();
+                IdleView {
+                    open: in_flight.is_some(),
+                    busy: in_flight.unwrap_or(0),
+                    idle_ms: at(a).saturating_sub(a.last_frame_ms.load(Ordering::Relaxed)),
+                }
+            }),
+            u64::try_from(self.min_idle.as_millis()).unwrap_or(u64::MAX),
+        )?;
+        let ended = self.connections.swap_remove(chosen);
+        ended.end.cancel();
+        tokio::time::timeout(GIVE_WAY, slots.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
     }
 }
 
@@ -265,6 +423,63 @@ mod tests {
         bound_unsent(&stream);
         let set = socket2::SockRef::from(&stream).tcp_notsent_lowat().unwrap();
         assert_eq!(set, UNSENT_BYTES);
+    }
+
+    #[test]
+    fn the_idlest_open_connection_with_nothing_in_flight_is_chosen() {
+        let view = |open, busy, idle_ms| IdleView {
+            open,
+            busy,
+            idle_ms,
+        };
+        let views = [
+            view(true, 0, 1_500),
+            view(true, 3, 90_000),  // working: never
+            view(false, 0, 90_000), // in its handshake: Handshakes' own
+            view(true, 0, 40_000),
+            view(true, 0, 999), // not idle long enough
+        ];
+        assert_eq!(most_idle(views, 1_000), Some(3));
+        assert_eq!(most_idle(views[..3].iter().copied(), 1_000), Some(0));
+        assert_eq!(most_idle([views[1], views[2], views[4]], 1_000), None);
+        assert_eq!(most_idle([], 1_000), None);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_gives_its_slot_up_and_a_busy_one_never() {
+        let slots = Arc::new(Semaphore::new(2));
+        let mut idle = Idle::new(Duration::ZERO);
+        let mut tasks = Vec::new();
+        let mut guards = Vec::new();
+        let mut in_flight = Vec::new();
+        for busy in [true, false] {
+            let slot = slots.clone().try_acquire_owned().unwrap();
+            let guard = idle.register();
+            let requests = Arc::new(Semaphore::new(4));
+            guard.0.opened(requests.clone(), 4);
+            if busy {
+                in_flight.push(requests.try_acquire_owned().unwrap());
+            }
+            let activity = guard.0.clone();
+            guards.push(activity.clone());
+            tasks.push(tokio::spawn(async move {
+                activity.ended().await;
+                drop(guard);
+                drop(slot);
+            }));
+        }
+        assert!(
+            idle.take_slot(&slots).await.is_some(),
+            "the idle one gave way"
+        );
+        assert!(guards[1].end.is_cancelled() && !guards[0].end.is_cancelled());
+        // The busy one is left alone, however long.
+        assert!(idle.take_slot(&slots).await.is_none());
+        drop(in_flight);
+        assert!(
+            idle.take_slot(&slots).await.is_some(),
+            "idle now, it gives way"
+        );
     }
 
     #[test]
