@@ -330,6 +330,8 @@ fn a_dead_peer_is_one_log_line_per_interval_with_a_count() {
         },
     );
     let elapsed = killed.elapsed();
+    // A log written to a file carries no colour codes.
+    assert!(!log.contains('\x1b'), "ANSI escape codes in a log file");
     let repeated: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("RPCError") && l.contains(&peer) && !l.contains("more like this"))

@@ -46,9 +46,9 @@ pub struct Args {
     /// Protocol port; the admin port is the next one.
     #[arg(long, default_value_t = 7400)]
     port: u16,
-    /// Time allowed for the cluster to form.
-    #[arg(long, default_value_t = 60)]
-    ready_timeout_secs: u64,
+    /// Time allowed for the cluster to form (60s, 2m).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    ready_timeout: Duration,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -120,8 +120,7 @@ pub async fn run(args: Args, certs_dir: Option<PathBuf>, output: Output) -> anyh
         certs_dir: certs_dir.clone(),
         cpu_quota: None,
     };
-    let mut cluster =
-        LocalCluster::start(spec, Duration::from_secs(args.ready_timeout_secs)).await?;
+    let mut cluster = LocalCluster::start(spec, args.ready_timeout).await?;
     let ids = cluster.ids().await;
     print_ready(cluster.nodes(), &ids, &args.data_dir, certs_dir.as_deref());
 

@@ -179,7 +179,8 @@ enum Command {
     /// its health with what to do (--check: the health only, as an exit
     /// code).
     Status(status::Args),
-    /// Ask every node directly: `levee endpoint status`.
+    /// Every node asked directly, a row each (`levee endpoint status`):
+    /// version, uptime, data, hints, limit, Raft term and index.
     #[command(subcommand)]
     Endpoint(EndpointCommand),
     /// Operator changes: drain a node, change recovery settings, noout.
@@ -194,7 +195,9 @@ enum Command {
         command: cert::Cert,
     },
     /// Run a local cluster of levee-node processes on 127.0.0.x until
-    /// Ctrl-C; a second run on the same directory restarts it with its data.
+    /// Ctrl-C; a second run on the same directory restarts it with its
+    /// data. `levee local ctl kill|stop|pause|resume|start N` acts on one
+    /// node of a running one.
     Local(local::Args),
     /// Run a benchmark scenario (cluster, open-loop load, faults) and write
     /// result.json, summary.md and timeline.png.
