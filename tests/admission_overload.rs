@@ -208,19 +208,22 @@ fn a_flooded_node_sheds_fast_stays_live_and_completes_what_it_admits() {
     assert_eq!(other, 0, "unexpected answers");
     assert_eq!(failed, 0, "/health/live failed during the flood");
     assert!(polls > 10 && pings > 10);
-    assert!(sample(&text, "levee_shed_total{reason=\"queue_full\"}") > 0.0);
+    assert!(sample(&text, "levee_shed_requests_total{reason=\"queue_full\"}") > 0.0);
     // Refusing costs microseconds. Only p90 is asserted: this test runs 16
     // flood threads beside the node on as few as 2 cores, so OS preemption
     // lands in the last percent; the benchmark, with its load on other
     // cores, reports p99.
     assert!(p90 <= 0.001, "refusal p90 {p90}s (p99 {p99}s)");
-    assert!(sample(&text, "levee_concurrency_limit") <= 4.0);
+    assert!(sample(&text, "levee_concurrency_limit_requests") <= 4.0);
 
     // The flood is over: the node serves normally at once.
     a_normal_write_and_read_succeed(&node);
     let text = metrics(&node.admin);
-    assert_eq!(sample(&text, "levee_inflight{class=\"foreground\"}"), 0.0);
-    assert_eq!(sample(&text, "levee_queue_length"), 0.0);
+    assert_eq!(
+        sample(&text, "levee_inflight_requests{class=\"foreground\"}"),
+        0.0
+    );
+    assert_eq!(sample(&text, "levee_queued_requests"), 0.0);
     assert_eq!(sample(&text, "levee_inflight_bytes"), 0.0);
 }
 

@@ -134,7 +134,7 @@ fn a_request_that_crashed_two_handlers_is_quarantined_on_every_node_until_cleare
         });
     }
     let text = http_body(&nodes[0].admin, "/metrics").unwrap();
-    assert!(metric(&text, "levee_quarantine_refused_total").unwrap() >= 1.0);
+    assert!(metric(&text, "levee_quarantine_refused_requests_total").unwrap() >= 1.0);
 
     // An operator sees it, and why the cluster is not healthy.
     let status = nodes[0].cli(&["status"], None);

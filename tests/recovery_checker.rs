@@ -177,7 +177,7 @@ fn a_lost_node_is_replaced_only_after_down_out_interval_and_within_the_byte_rate
             continue;
         }
         let text = http_body(&node.admin, "/metrics").expect("metrics");
-        let sent = metric(&text, "levee_recovery_bytes_sent_total").unwrap_or(0.0);
+        let sent = metric(&text, "levee_recovery_sent_bytes_total").unwrap_or(0.0);
         let bound = RATE as f64 * elapsed + BURST as f64;
         assert!(
             sent <= bound,

@@ -286,9 +286,9 @@ fn a_moved_partition_arrives_whole_with_the_writes_made_during_the_copy() {
     let checked = assert_target_holds(&rt, &client, m.to, p, &expected);
     assert!(checked > 30, "only {checked} keys in the moved partition");
     let target = &nodes[by_id(&nodes, &view, m.to)];
-    assert!(metric_of(target, "levee_recovery_bytes_received_total") > 0.0);
+    assert!(metric_of(target, "levee_recovery_received_bytes_total") > 0.0);
     let source = &nodes[by_id(&nodes, &view, m.source)];
-    let sent = metric_of(source, "levee_recovery_bytes_sent_total");
+    let sent = metric_of(source, "levee_recovery_sent_bytes_total");
     assert!(sent > 0.0);
     // The sender's budget held: never more than rate × time + burst.
     assert!(
@@ -325,7 +325,7 @@ fn a_source_that_dies_mid_copy_is_replaced_and_the_copy_resumes() {
     // Kill the source once the target has about half of the partition.
     let started = Instant::now();
     wait_for("half the partition copied", MOVE_DEADLINE, || {
-        (metric_of(&nodes[to], "levee_recovery_bytes_received_total")
+        (metric_of(&nodes[to], "levee_recovery_received_bytes_total")
             >= partition_bytes as f64 / 2.0)
             .then_some(())
     });
@@ -344,7 +344,7 @@ fn a_source_that_dies_mid_copy_is_replaced_and_the_copy_resumes() {
 
     let client = client_for(&live);
     assert_target_holds(&rt, &client, m.to, p, &expected);
-    let received = metric_of(&nodes[to], "levee_recovery_bytes_received_total");
+    let received = metric_of(&nodes[to], "levee_recovery_received_bytes_total");
     assert!(
         received < partition_bytes as f64 * 1.25,
         "received {received} bytes for a partition of {partition_bytes}: the copy started over instead of resuming"

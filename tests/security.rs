@@ -226,7 +226,17 @@ fn health_is_open_and_everything_else_on_the_admin_port_needs_a_certificate() {
     // With the client certificate: the metrics, with the expiry gauge.
     let metrics = node.admin_get("/metrics").expect("answers");
     assert_eq!(metrics.status, 200);
-    let left = metric(&metrics.body, "levee_cert_expiry_seconds").expect("the gauge");
+    let expiry = metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("levee_cert_expiry_timestamp_seconds{role=\"node\"} "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("the gauge");
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
+    let left = expiry - now;
     assert!(left > 300.0 * 86_400.0, "{left}");
 }
 
@@ -339,7 +349,7 @@ fn every_nodes_certificate_rotates_under_load_with_no_failed_request() {
     let expiry = |node: &TestNode| {
         let body = node.admin_get("/metrics").filter(|a| a.status == 200)?.body;
         body.lines()
-            .find(|l| l.starts_with("levee_cert_expiry_seconds{role=\"node\"}"))?
+            .find(|l| l.starts_with("levee_cert_expiry_timestamp_seconds{role=\"node\"}"))?
             .rsplit_once(' ')?
             .1
             .parse::<f64>()
@@ -458,7 +468,7 @@ fn a_certificate_near_its_end_shows_in_status_and_metrics() {
     );
     let left = metric(
         &node.admin_get("/metrics").unwrap().body,
-        "levee_cert_expiry_seconds",
+        "levee_cert_expiry_timestamp_seconds",
     );
     assert!(left.is_some());
 }

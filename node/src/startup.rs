@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::admission::Admission;
+use crate::metrics::exposition::{Exposition, Kind};
 use crate::raft::Cluster;
 use crate::storage::Storage;
 
@@ -155,51 +156,47 @@ impl Startup {
         out
     }
 
-    /// The Prometheus text for `/metrics`. A phase not reached yet has no
-    /// sample, so "absent" means "not yet", never zero.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        out.push_str(
-            "# HELP levee_startup_phase_seconds Seconds from process start until the phase was reached.\n\
-             # TYPE levee_startup_phase_seconds gauge\n",
+    /// Writes the startup timeline for `/metrics`. A phase not reached
+    /// yet has no sample, so "absent" means "not yet", never zero.
+    pub fn render(&self, text: &mut Exposition) {
+        let mut phases = text.family(
+            "levee_startup_phase_seconds",
+            Kind::Gauge,
+            "Seconds from process start until the phase was reached.",
         );
         for phase in Phase::ALL {
             if let Some(at) = self.reached(phase) {
-                let _ = writeln!(
-                    out,
-                    "levee_startup_phase_seconds{{phase=\"{}\"}} {:.6}",
-                    phase.name(),
-                    at.as_secs_f64()
-                );
+                phases.sample(&[("phase", phase.name())], at.as_secs_f64());
             }
         }
-        let _ = write!(
-            out,
-            "# HELP levee_startup_restart 1 if this process started on a data directory that already held a node.\n\
-             # TYPE levee_startup_restart gauge\n\
-             levee_startup_restart {}\n\
-             # HELP process_start_time_seconds Start time of the process since the Unix epoch in seconds.\n\
-             # TYPE process_start_time_seconds gauge\n\
-             process_start_time_seconds {:.3}\n",
-            u8::from(self.restart),
+        text.single(
+            "levee_startup_restart",
+            Kind::Gauge,
+            "1 if this process started on a data directory that already held a node.",
+            u64::from(self.restart),
+        );
+        text.single(
+            "process_start_time_seconds",
+            Kind::Gauge,
+            "Start time of the process since the Unix epoch in seconds.",
             self.started_unix,
         );
         if let Some(storage) = self.storage.get() {
             let (open, all) = (storage.shards_open(), storage.shards());
-            let _ = write!(
-                out,
-                "# HELP levee_storage_shards Storage shards (sled instances) of the data directory, by whether they are open yet.\n\
-                 # TYPE levee_storage_shards gauge\n\
-                 levee_storage_shards{{state=\"open\"}} {open}\n\
-                 levee_storage_shards{{state=\"closed\"}} {}\n\
-                 # HELP levee_storage_shard_open_seconds_total Seconds spent opening storage shards since the process started.\n\
-                 # TYPE levee_storage_shard_open_seconds_total counter\n\
-                 levee_storage_shard_open_seconds_total {:.6}\n",
-                all.saturating_sub(open),
+            let mut shards = text.family(
+                "levee_storage_shards",
+                Kind::Gauge,
+                "Storage shards (sled instances) of the data directory, by whether they are open yet.",
+            );
+            shards.sample(&[("state", "open")], u64::from(open));
+            shards.sample(&[("state", "closed")], u64::from(all.saturating_sub(open)));
+            text.single(
+                "levee_storage_shard_open_seconds_total",
+                Kind::Counter,
+                "Seconds spent opening storage shards since the process started.",
                 storage.shard_open_seconds(),
             );
         }
-        out
     }
 }
 
@@ -309,16 +306,15 @@ mod tests {
     fn metrics_show_only_reached_phases_and_the_wall_clock_start() {
         let (s, t0) = startup();
         s.mark_at(Phase::FirstServed, t0 + Duration::from_millis(120));
-        let text = s.render();
+        let mut text = Exposition::new();
+        s.render(&mut text);
+        let text = text.finish();
         assert!(
-            text.contains("levee_startup_phase_seconds{phase=\"first_served\"} 0.120000\n"),
+            text.contains("levee_startup_phase_seconds{phase=\"first_served\"} 0.12\n"),
             "{text}"
         );
         assert!(!text.contains("phase=\"ready\""), "{text}");
         assert!(text.contains("levee_startup_restart 1\n"), "{text}");
-        assert!(
-            text.contains("process_start_time_seconds 100.000\n"),
-            "{text}"
-        );
+        assert!(text.contains("process_start_time_seconds 100\n"), "{text}");
     }
 }

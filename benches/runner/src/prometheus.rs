@@ -235,11 +235,11 @@ impl Histogram {
 mod tests {
     use super::*;
 
-    const TEXT: &str = r#"# HELP levee_shed_total Requests refused.
-# TYPE levee_shed_total counter
-levee_shed_total{reason="queue_full"} 7
-levee_shed_total{reason="queue_timeout"} 3
-levee_deadline_dropped_total 2
+    const TEXT: &str = r#"# HELP levee_shed_requests_total Requests refused.
+# TYPE levee_shed_requests_total counter
+levee_shed_requests_total{reason="queue_full"} 7
+levee_shed_requests_total{reason="queue_timeout"} 3
+levee_deadline_dropped_requests_total 2
 levee_requests_total{class="foreground",op="get",outcome="ok"} 90
 levee_requests_total{class="foreground",op="put",outcome="ok"} 10
 levee_requests_total{class="control",op="raft",outcome="ok"} 1000
@@ -256,13 +256,13 @@ not a sample line
     #[test]
     fn samples_labels_and_sums() {
         let s = Scrape::parse(TEXT);
-        assert_eq!(s.sum("levee_shed_total", &[]), 10.0);
-        assert_eq!(s.sum("levee_deadline_dropped_total", &[]), 2.0);
+        assert_eq!(s.sum("levee_shed_requests_total", &[]), 10.0);
+        assert_eq!(s.sum("levee_deadline_dropped_requests_total", &[]), 2.0);
         assert_eq!(
             s.sum("levee_requests_total", &[("class", "foreground")]),
             100.0
         );
-        let by = s.by_label("levee_shed_total", "reason");
+        let by = s.by_label("levee_shed_requests_total", "reason");
         assert_eq!(by["queue_full"], 7.0);
         let odd = s.samples.iter().find(|x| x.name == "odd").unwrap();
         assert_eq!(odd.labels["a"], "x \"quoted\" y");

@@ -27,15 +27,15 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 /// The histogram of refusal times (node/src/metrics.rs).
 const REFUSAL: &str = "levee_refusal_duration_seconds";
 /// Refusals by reason.
-const SHED: &str = "levee_shed_total";
+const SHED: &str = "levee_shed_requests_total";
 /// Requests not run because their deadline had passed.
-const DEADLINE_DROPPED: &str = "levee_deadline_dropped_total";
+const DEADLINE_DROPPED: &str = "levee_deadline_dropped_requests_total";
 /// Requests by class, op and outcome.
 const REQUESTS: &str = "levee_requests_total";
 /// Recovery bytes a node sent (paced by its byte budget).
-const RECOVERY_SENT: &str = "levee_recovery_bytes_sent_total";
+const RECOVERY_SENT: &str = "levee_recovery_sent_bytes_total";
 /// Recovery bytes a node received and applied.
-const RECOVERY_RECEIVED: &str = "levee_recovery_bytes_received_total";
+const RECOVERY_RECEIVED: &str = "levee_recovery_received_bytes_total";
 
 /// The refusal-time bound of the overload target (s); also a bucket bound
 /// of the node's histogram, so the share within it is exact.

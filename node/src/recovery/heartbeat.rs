@@ -49,13 +49,13 @@ pub fn report(node: &Node, cluster: &Cluster) -> NodeReport {
 fn export_gauges(node: &Node, cluster: &Cluster) {
     let map = cluster.map();
     let count = |state| map.nodes.values().filter(|n| n.state == state).count() as u64;
-    let rate = cluster.status_recovery().map_or(0, |r| r.bytes_per_sec);
     node.admission().metrics().set_cluster(ClusterGauges {
         under_replicated: map.under_replicated() as u64,
         moves_in_flight: map.moves.len() as u64,
-        recovery_bytes_per_sec: rate,
+        nodes_up: count(NodeState::Up),
         nodes_down: count(NodeState::Down),
         nodes_out: count(NodeState::Out),
+        nodes_draining: count(NodeState::Draining),
         quarantined_shapes: map.quarantine.active(crate::hlc::wall_ms()).count() as u64,
     });
 }

@@ -21,7 +21,7 @@
 //! other path needs a client certificate of the cluster's CA (403
 //! without). TLS handshakes run off the accept loop, a bounded number at
 //! once, each within a timeout, so a slow or silent peer holds nothing.
-//! `/metrics` also shows `levee_cert_expiry_seconds{role}`.
+//! `/metrics` also shows `levee_cert_expiry_timestamp_seconds{role}`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +42,9 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
+use crate::metrics::exposition::{Exposition, Kind};
+use crate::metrics::process::ProcessSample;
+use crate::metrics::render_build_info;
 use crate::startup::Startup;
 use crate::tls::Credentials;
 
@@ -129,30 +132,45 @@ async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
-    let gauges = state.admission.gauges();
-    let mut text = state.admission.metrics().render(&gauges);
-    text.push_str(&state.startup.render());
-    if let Some(tls) = &state.tls {
-        text.push_str(&render_expiry(tls, SystemTime::now()));
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        page(&state, ProcessSample::read()),
+    )
 }
 
-/// `levee_cert_expiry_seconds{role}`: seconds until the node's and the
-/// CA's certificates expire, negative once they have.
-fn render_expiry(tls: &Credentials, now: SystemTime) -> String {
-    let left = |t: SystemTime| match t.duration_since(now) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
+/// The whole `/metrics` text: the node's counters, the startup timeline,
+/// the build, the process and, with certificates, their expiry.
+fn page(state: &AdminState, process: ProcessSample) -> String {
+    let mut text = Exposition::new();
+    state
+        .admission
+        .metrics()
+        .render(&state.admission.gauges(), &mut text);
+    state.startup.render(&mut text);
+    render_build_info(&mut text);
+    process.render(&mut text);
+    if let Some(tls) = &state.tls {
+        render_expiry(tls, &mut text);
+    }
+    text.finish()
+}
+
+/// `levee_cert_expiry_timestamp_seconds{role}`: when the node's and the
+/// CA's certificates expire, as Unix time. A timestamp rather than the
+/// seconds left: it changes only when a certificate does (a rotation
+/// shows as a step), and `… - time()` gives the time left at query time.
+fn render_expiry(tls: &Credentials, text: &mut Exposition) {
+    let unix = |t: SystemTime| match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
     };
-    format!(
-        "# HELP levee_cert_expiry_seconds Seconds until the certificate expires (negative: expired).\n\
-         # TYPE levee_cert_expiry_seconds gauge\n\
-         levee_cert_expiry_seconds{{role=\"node\"}} {}\n\
-         levee_cert_expiry_seconds{{role=\"ca\"}} {}\n",
-        left(tls.not_after()),
-        left(tls.ca_not_after())
-    )
+    let mut family = text.family(
+        "levee_cert_expiry_timestamp_seconds",
+        Kind::Gauge,
+        "When the certificate expires (its notAfter), in seconds since the Unix epoch.",
+    );
+    family.sample(&[("role", "node")], unix(tls.not_after()));
+    family.sample(&[("role", "ca")], unix(tls.ca_not_after()));
 }
 
 /// Serves the admin routes until `shutdown`: HTTPS with `state.tls`,
@@ -295,5 +313,67 @@ impl axum::extract::connect_info::Connected<IncomingStream<'_, PlainListener>> f
 impl axum::extract::connect_info::Connected<IncomingStream<'_, TlsListener>> for Caller {
     fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
         *stream.remote_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::admission::AdmissionConfig;
+    use crate::metrics::lint::lint;
+    use crate::metrics::{Outcome, ShedReason};
+    use crate::proto::op::Op;
+    use crate::startup::Phase;
+    use crate::tls::issue::{self, Validity};
+
+    fn state(tls: Option<Arc<Credentials>>) -> AdminState {
+        let startup = Startup::new(Instant::now(), SystemTime::now(), true);
+        startup.mark(Phase::AdminListening);
+        AdminState {
+            health: Arc::default(),
+            admission: Arc::new(Admission::new(AdmissionConfig::default())),
+            startup: Arc::new(startup),
+            tls,
+        }
+    }
+
+    #[test]
+    fn the_whole_page_follows_the_format_and_the_naming_rules() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let year = Validity::for_lifetime(Duration::from_secs(365 * 86_400));
+        issue::create_cluster(dir.path(), &["127.0.0.1".into()], year).expect("certificates");
+        let state = state(Some(
+            Credentials::node(dir.path()).expect("node credentials"),
+        ));
+        let metrics = state.admission.metrics();
+        metrics.record(Op::Get, Outcome::Ok, Duration::from_micros(300));
+        metrics.record_shed(Op::Put, ShedReason::Bytes, Some(Duration::from_micros(2)));
+        let process = ProcessSample {
+            cpu_seconds: Some(1.5),
+            resident_bytes: Some(1 << 20),
+            virtual_bytes: Some(1 << 30),
+            open_fds: Some(12),
+            max_fds: Some(1024),
+        };
+        let text = page(&state, process);
+        assert_eq!(lint(&text), Vec::<String>::new(), "{text}");
+        for family in [
+            "levee_requests_total",
+            "levee_startup_phase_seconds",
+            "levee_build_info",
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+            "levee_cert_expiry_timestamp_seconds",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "{family} missing:\n{text}"
+            );
+        }
     }
 }

@@ -2,12 +2,21 @@
 //! rendered by hand in the Prometheus text format at `GET /metrics` on
 //! the admin port. Recording is a few relaxed atomic additions, cheap
 //! enough for the refusal path.
+//!
+//! Names follow Prometheus' conventions, and [`lint`] checks them on the
+//! whole page: a unit or what is counted at the end (`_seconds`,
+//! `_bytes`, `_requests`), `_total` on counters only, counters rather
+//! than rates computed here.
 
-use std::fmt::Write;
+pub mod exposition;
+pub mod lint;
+pub mod process;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::proto::op::{Class, Op};
+use exposition::{Exposition, Family, Kind, Value};
 
 /// Upper bounds (seconds) of the request latency buckets: 50 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -130,26 +139,25 @@ impl Histogram {
         self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
+    /// Writes the `_bucket` (cumulative), `_sum` and `_count` samples
+    /// under `labels`. `_count` is the `+Inf` bucket as summed here, so
+    /// the two agree even while requests are being recorded.
+    fn render(&self, family: &mut Family<'_>, labels: &[(&str, &str)]) {
+        let bounds = self
+            .bounds
+            .iter()
+            .map(f64::to_string)
+            .chain(std::iter::once("+Inf".to_owned()));
         let mut cumulative = 0;
-        for (bound, count) in self.bounds.iter().zip(self.counts.iter()) {
+        for (le, count) in bounds.zip(self.counts.iter()) {
             cumulative += count.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
-            );
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &le));
+            family.suffixed("_bucket", &with_le, Value::Int(cumulative));
         }
-        let total = self.count();
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {total}");
         let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let braced = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braced} {sum}");
-        let _ = writeln!(out, "{name}_count{braced} {total}");
+        family.suffixed("_sum", labels, Value::Float(sum));
+        family.suffixed("_count", labels, Value::Int(cumulative));
     }
 }
 
@@ -185,7 +193,7 @@ pub struct Metrics {
     recovery_received: AtomicU64,
     /// The cluster as this node's map (and, on the leader, its recovery
     /// loop) last saw it; see [`ClusterGauges`].
-    cluster: [AtomicU64; 6],
+    cluster: [AtomicU64; 7],
     /// Panics caught while handling a request, per operation.
     panics: Box<[AtomicU64]>,
     /// Requests refused on arrival because their shape is quarantined,
@@ -194,20 +202,21 @@ pub struct Metrics {
 }
 
 /// Cluster-wide figures every node exports from its copy of the map, so
-/// any node's `/metrics` shows recovery; the byte rate is known only on
-/// the leader (0 elsewhere).
+/// any node's `/metrics` shows recovery.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClusterGauges {
     /// Partitions with fewer than R live replicas.
     pub under_replicated: u64,
     /// Moves in flight.
     pub moves_in_flight: u64,
-    /// Recovery bytes sent per second, cluster-wide (leader only).
-    pub recovery_bytes_per_sec: u64,
+    /// Nodes serving.
+    pub nodes_up: u64,
     /// Nodes marked Down.
     pub nodes_down: u64,
     /// Nodes marked Out.
     pub nodes_out: u64,
+    /// Nodes being drained.
+    pub nodes_draining: u64,
     /// Request shapes quarantined now.
     pub quarantined_shapes: u64,
 }
@@ -313,9 +322,10 @@ impl Metrics {
         let values = [
             g.under_replicated,
             g.moves_in_flight,
-            g.recovery_bytes_per_sec,
+            g.nodes_up,
             g.nodes_down,
             g.nodes_out,
+            g.nodes_draining,
             g.quarantined_shapes,
         ];
         for (slot, v) in self.cluster.iter().zip(values) {
@@ -325,14 +335,26 @@ impl Metrics {
 
     /// The cluster figures last recorded.
     pub fn cluster(&self) -> ClusterGauges {
-        let v = |i: usize| self.cluster[i].load(Ordering::Relaxed);
+        let [
+            under_replicated,
+            moves_in_flight,
+            nodes_up,
+            nodes_down,
+            nodes_out,
+            nodes_draining,
+            quarantined_shapes,
+        ] = self
+            .cluster
+            .each_ref()
+            .map(|slot| slot.load(Ordering::Relaxed));
         ClusterGauges {
-            under_replicated: v(0),
-            moves_in_flight: v(1),
-            recovery_bytes_per_sec: v(2),
-            nodes_down: v(3),
-            nodes_out: v(4),
-            quarantined_shapes: v(5),
+            under_replicated,
+            moves_in_flight,
+            nodes_up,
+            nodes_down,
+            nodes_out,
+            nodes_draining,
+            quarantined_shapes,
         }
     }
 
@@ -346,56 +368,57 @@ impl Metrics {
         self.recovery_received.load(Ordering::Relaxed)
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self, gauges: &Gauges) -> String {
-        let mut out = String::with_capacity(16 * 1024);
-        out.push_str("# HELP levee_requests_total Requests answered, by class, operation and outcome.\n# TYPE levee_requests_total counter\n");
+    /// Writes the node's counters, histograms and gauges.
+    pub fn render(&self, gauges: &Gauges, text: &mut Exposition) {
+        self.render_requests(text);
+        self.render_recovery(text);
+        self.render_cluster(text);
+        render_admission(gauges, text);
+    }
+
+    fn render_requests(&self, text: &mut Exposition) {
+        let mut requests = text.family(
+            "levee_requests_total",
+            Kind::Counter,
+            "Requests answered, by class, operation and outcome.",
+        );
         for (op, row) in Op::ALL.iter().zip(self.requests.iter()) {
-            for outcome in Outcome::ALL {
-                let _ = writeln!(
-                    out,
-                    "levee_requests_total{{class=\"{}\",op=\"{}\",outcome=\"{}\"}} {}",
-                    op.class().name(),
-                    op.name(),
-                    outcome.name(),
-                    row[outcome as usize].load(Ordering::Relaxed)
-                );
+            for (outcome, count) in Outcome::ALL.iter().zip(row.iter()) {
+                let labels = [
+                    ("class", op.class().name()),
+                    ("op", op.name()),
+                    ("outcome", outcome.name()),
+                ];
+                requests.sample(&labels, count.load(Ordering::Relaxed));
             }
         }
-        out.push_str("# HELP levee_request_duration_seconds Time from receipt to answer of admitted requests, by class.\n# TYPE levee_request_duration_seconds histogram\n");
-        for class in Class::ALL {
-            self.latency[class.index()].render(
-                &mut out,
-                "levee_request_duration_seconds",
-                &format!("class=\"{}\"", class.name()),
-            );
-        }
-        out.push_str("# HELP levee_refusal_duration_seconds Time from receipt to an Overloaded answer handed to the writer.\n# TYPE levee_refusal_duration_seconds histogram\n");
-        self.refusal
-            .render(&mut out, "levee_refusal_duration_seconds", "");
-        out.push_str("# HELP levee_shed_total Requests refused with Overloaded, by reason.\n# TYPE levee_shed_total counter\n");
-        for reason in ShedReason::ALL {
-            let _ = writeln!(
-                out,
-                "levee_shed_total{{reason=\"{}\"}} {}",
-                reason.name(),
-                self.shed[reason as usize].load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP levee_deadline_dropped_total Requests not executed because their deadline had passed.\n# TYPE levee_deadline_dropped_total counter\nlevee_deadline_dropped_total {}",
-            self.deadline_drops()
+        let mut latency = text.family(
+            "levee_request_duration_seconds",
+            Kind::Histogram,
+            "Time from receipt to answer of admitted requests, by class.",
         );
-        let _ = writeln!(
-            out,
-            "# HELP levee_recovery_bytes_sent_total Bytes of partition records sent to move targets (paced by the recovery byte budget).\n# TYPE levee_recovery_bytes_sent_total counter\nlevee_recovery_bytes_sent_total {}",
-            self.recovery_bytes_sent()
+        for (class, histogram) in Class::ALL.iter().zip(self.latency.iter()) {
+            histogram.render(&mut latency, &[("class", class.name())]);
+        }
+        let mut refusal = text.family(
+            "levee_refusal_duration_seconds",
+            Kind::Histogram,
+            "Time from receipt to an Overloaded answer handed to the writer.",
         );
-        let _ = writeln!(
-            out,
-            "# HELP levee_recovery_bytes_received_total Bytes of partition records received and applied as a move target.\n# TYPE levee_recovery_bytes_received_total counter\nlevee_recovery_bytes_received_total {}",
-            self.recovery_bytes_received()
+        self.refusal.render(&mut refusal, &[]);
+        let mut shed = text.family(
+            "levee_shed_requests_total",
+            Kind::Counter,
+            "Requests refused with Overloaded, by reason.",
+        );
+        for (reason, count) in ShedReason::ALL.iter().zip(self.shed.iter()) {
+            shed.sample(&[("reason", reason.name())], count.load(Ordering::Relaxed));
+        }
+        text.single(
+            "levee_deadline_dropped_requests_total",
+            Kind::Counter,
+            "Requests not executed because their deadline had passed.",
+            self.deadline_drops(),
         );
         for (name, help, counters) in [
             (
@@ -404,110 +427,143 @@ impl Metrics {
                 &self.panics,
             ),
             (
-                "levee_quarantine_refused_total",
+                "levee_quarantine_refused_requests_total",
                 "Requests refused on arrival because their shape is quarantined, by operation.",
                 &self.quarantined,
             ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let mut family = text.family(name, Kind::Counter, help);
             for (op, c) in Op::ALL.iter().zip(counters.iter()) {
-                let _ = writeln!(
-                    out,
-                    "{name}{{op=\"{}\"}} {}",
-                    op.name(),
-                    c.load(Ordering::Relaxed)
-                );
+                family.sample(&[("op", op.name())], c.load(Ordering::Relaxed));
             }
         }
-        let c = self.cluster();
-        for (name, help, value) in [
-            (
-                "levee_under_replicated_partitions",
-                "Partitions with fewer than R live replicas, in this node's map.",
-                c.under_replicated,
-            ),
-            (
-                "levee_moves_in_flight",
-                "Replica moves in flight, in this node's map.",
-                c.moves_in_flight,
-            ),
-            (
-                "levee_recovery_bytes_per_second",
-                "Recovery bytes sent per second cluster-wide (on the leader; 0 elsewhere).",
-                c.recovery_bytes_per_sec,
-            ),
-            (
-                "levee_nodes_down",
-                "Nodes marked down, in this node's map.",
-                c.nodes_down,
-            ),
-            (
-                "levee_nodes_out",
-                "Nodes marked out, in this node's map.",
-                c.nodes_out,
-            ),
-            (
-                "levee_quarantined_shapes",
-                "Request shapes refused on arrival because they crashed handlers, in this node's map.",
-                c.quarantined_shapes,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        }
-        out.push_str(
-            "# HELP levee_inflight Requests executing, by class.\n# TYPE levee_inflight gauge\n",
-        );
-        for class in Class::ALL {
-            let _ = writeln!(
-                out,
-                "levee_inflight{{class=\"{}\"}} {}",
-                class.name(),
-                gauges.inflight[class.index()]
-            );
-        }
-        let simple = [
-            (
-                "levee_concurrency_limit",
-                "The adaptive foreground concurrency limit.",
-                gauges.limit as f64,
-            ),
-            (
-                "levee_queue_length",
-                "Foreground requests waiting for admission.",
-                gauges.queued as f64,
-            ),
-            (
-                "levee_inflight_bytes",
-                "Request bytes held by admitted requests.",
-                gauges.bytes_inflight as f64,
-            ),
-            (
-                "levee_pressure",
-                "Foreground saturation in [0, 1] that background work slows down for.",
-                gauges.pressure,
-            ),
-            (
-                "levee_admission_enabled",
-                "1 when admission control is on.",
-                f64::from(u8::from(gauges.enabled)),
-            ),
-        ];
-        for (name, help, value) in simple {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        }
-        out
     }
+
+    /// Counters only: a cluster-wide recovery rate is
+    /// `sum(rate(levee_recovery_sent_bytes_total[1m]))`, which, unlike a
+    /// rate the leader precomputes, survives a change of leader and a
+    /// missed scrape.
+    fn render_recovery(&self, text: &mut Exposition) {
+        text.single(
+            "levee_recovery_sent_bytes_total",
+            Kind::Counter,
+            "Bytes of partition records sent to move targets (paced by the recovery byte budget).",
+            self.recovery_bytes_sent(),
+        );
+        text.single(
+            "levee_recovery_received_bytes_total",
+            Kind::Counter,
+            "Bytes of partition records received and applied as a move target.",
+            self.recovery_bytes_received(),
+        );
+    }
+
+    fn render_cluster(&self, text: &mut Exposition) {
+        let c = self.cluster();
+        text.single(
+            "levee_under_replicated_partitions",
+            Kind::Gauge,
+            "Partitions with fewer than R live replicas, in this node's map.",
+            c.under_replicated,
+        );
+        text.single(
+            "levee_inflight_moves",
+            Kind::Gauge,
+            "Replica moves in flight, in this node's map.",
+            c.moves_in_flight,
+        );
+        let mut nodes = text.family(
+            "levee_nodes",
+            Kind::Gauge,
+            "Members of the cluster by state (removed ones left out), in this node's map.",
+        );
+        for (state, count) in [
+            ("up", c.nodes_up),
+            ("down", c.nodes_down),
+            ("out", c.nodes_out),
+            ("draining", c.nodes_draining),
+        ] {
+            nodes.sample(&[("state", state)], count);
+        }
+        text.single(
+            "levee_quarantined_shapes",
+            Kind::Gauge,
+            "Request shapes refused on arrival because they crashed handlers, in this node's map.",
+            c.quarantined_shapes,
+        );
+    }
+}
+
+/// The admission controller's current values.
+fn render_admission(gauges: &Gauges, text: &mut Exposition) {
+    let mut inflight = text.family(
+        "levee_inflight_requests",
+        Kind::Gauge,
+        "Requests executing, by class.",
+    );
+    for (class, count) in Class::ALL.iter().zip(gauges.inflight) {
+        inflight.sample(&[("class", class.name())], count);
+    }
+    text.single(
+        "levee_concurrency_limit_requests",
+        Kind::Gauge,
+        "The adaptive foreground concurrency limit.",
+        gauges.limit,
+    );
+    text.single(
+        "levee_queued_requests",
+        Kind::Gauge,
+        "Foreground requests waiting for admission.",
+        gauges.queued,
+    );
+    text.single(
+        "levee_inflight_bytes",
+        Kind::Gauge,
+        "Request bytes held by admitted requests.",
+        gauges.bytes_inflight,
+    );
+    text.single(
+        "levee_pressure_ratio",
+        Kind::Gauge,
+        "Foreground saturation in [0, 1] that background work slows down for.",
+        gauges.pressure,
+    );
+    text.single(
+        "levee_admission_enabled",
+        Kind::Gauge,
+        "1 when admission control is on.",
+        u64::from(gauges.enabled),
+    );
+}
+
+/// `levee_build_info{version, protocol} 1`: what this binary is, as
+/// labels, so a dashboard can join it to any other family and a mixed
+/// version cluster shows during an upgrade.
+pub fn render_build_info(text: &mut Exposition) {
+    let protocol = crate::proto::PROTOCOL_VERSION.to_string();
+    text.family(
+        "levee_build_info",
+        Kind::Gauge,
+        "Always 1; the labels say which build of levee-node this is and the protocol version it speaks.",
+    )
+    .sample(
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("protocol", &protocol),
+        ],
+        1_u64,
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn page(metrics: &Metrics) -> String {
+        let mut text = Exposition::new();
+        metrics.render(&Gauges::default(), &mut text);
+        text.finish()
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative_in_the_rendering() {
@@ -519,7 +575,7 @@ mod tests {
             ShedReason::QueueFull,
             Some(Duration::from_micros(4)),
         );
-        let text = metrics.render(&Gauges::default());
+        let text = page(&metrics);
         assert!(
             text.contains(
                 "levee_request_duration_seconds_bucket{class=\"foreground\",le=\"0.00005\"} 1"
@@ -531,7 +587,7 @@ mod tests {
                 "levee_request_duration_seconds_bucket{class=\"foreground\",le=\"+Inf\"} 2"
             )
         );
-        assert!(text.contains("levee_shed_total{reason=\"queue_full\"} 1"));
+        assert!(text.contains("levee_shed_requests_total{reason=\"queue_full\"} 1"));
         assert!(text.contains(
             "levee_requests_total{class=\"foreground\",op=\"put\",outcome=\"overloaded\"} 1"
         ));
@@ -546,11 +602,64 @@ mod tests {
         metrics.record_recovery_received(7);
         assert_eq!(metrics.recovery_bytes_sent(), 120);
         assert_eq!(metrics.recovery_bytes_received(), 7);
-        let text = metrics.render(&Gauges::default());
+        let text = page(&metrics);
         assert!(
-            text.contains("levee_recovery_bytes_sent_total 120"),
+            text.contains("levee_recovery_sent_bytes_total 120"),
             "{text}"
         );
-        assert!(text.contains("levee_recovery_bytes_received_total 7"));
+        assert!(text.contains("levee_recovery_received_bytes_total 7"));
+    }
+
+    #[test]
+    fn every_family_passes_the_lint_with_every_series_recorded() {
+        let metrics = Metrics::default();
+        for op in Op::ALL {
+            for outcome in Outcome::ALL {
+                metrics.record(op, outcome, Duration::from_millis(2));
+            }
+            metrics.record_panic(op);
+            metrics.record_quarantined(op);
+        }
+        for reason in ShedReason::ALL {
+            metrics.record_shed(Op::Get, reason, Some(Duration::from_micros(3)));
+        }
+        metrics.record_deadline_drop();
+        metrics.set_cluster(ClusterGauges {
+            under_replicated: 1,
+            moves_in_flight: 2,
+            nodes_up: 3,
+            nodes_down: 4,
+            nodes_out: 5,
+            nodes_draining: 6,
+            quarantined_shapes: 7,
+        });
+        let mut text = Exposition::new();
+        metrics.render(
+            &Gauges {
+                inflight: [1, 2, 3],
+                limit: 64,
+                queued: 4,
+                bytes_inflight: 1024,
+                pressure: 0.5,
+                enabled: true,
+            },
+            &mut text,
+        );
+        render_build_info(&mut text);
+        let text = text.finish();
+        assert_eq!(lint::lint(&text), Vec::<String>::new(), "{text}");
+        assert!(
+            text.contains("levee_nodes{state=\"draining\"} 6\n"),
+            "{text}"
+        );
+        assert!(text.contains("levee_pressure_ratio 0.5\n"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "levee_build_info{{version=\"{}\",protocol=\"{}\"}} 1\n",
+                env!("CARGO_PKG_VERSION"),
+                crate::proto::PROTOCOL_VERSION
+            )),
+            "{text}"
+        );
     }
 }
