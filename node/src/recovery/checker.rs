@@ -96,7 +96,20 @@ impl Checker {
             ..Plan::default()
         };
         let mut round = Round::new(map, pressure, &states, held);
-        for need in needs(map, &states, &plan.cancel) {
+        // Within one class of needs (as many live replicas left), those
+        // whose every source is already copying wait until the others have
+        // had their turn: two moves from one source each go at half speed
+        // while another node that could send sits idle. Never across
+        // classes, so one left is still served before two left.
+        let mut class = None;
+        let mut shared_source = Vec::new();
+        for (live, need) in needs(map, &states, &plan.cancel) {
+            if class != Some(live) {
+                for need in shared_source.drain(..) {
+                    self.start(&mut plan, &mut round, map, need, now, now_ms);
+                }
+                class = Some(live);
+            }
             let set = map.replicas(need.partition);
             if !set.iter().any(|n| alive(&states, *n)) {
                 plan.unrecoverable.push(need.partition);
@@ -109,27 +122,51 @@ impl Checker {
                 plan.waiting += 1;
                 continue;
             }
-            // The token first: a move needs one and a target, and looking
-            // for a target scans every node. Once the bucket is empty (it
-            // stays empty for the rest of the round) every remaining need
-            // would scan for nothing. `available ≥ 1` is exactly when
-            // `take(1)` succeeds (the burst is at least 1).
-            if self.bucket.available(now) < 1.0 {
-                plan.waiting += 1;
+            // Cheap (the partition's few replicas): no target is looked
+            // for until its turn comes.
+            if round.source_is_busy(set) {
+                shared_source.push(need);
                 continue;
             }
-            let Some(m) = round.choose(set, need.from, now_ms) else {
-                plan.waiting += 1;
-                continue;
-            };
-            if self.bucket.take(1.0, now).is_err() {
-                plan.waiting += 1;
-                continue;
-            }
-            round.record(&m);
-            plan.start.push((need.partition, m));
+            self.start(&mut plan, &mut round, map, need, now, now_ms);
+        }
+        for need in shared_source {
+            self.start(&mut plan, &mut round, map, need, now, now_ms);
         }
         plan
+    }
+
+    /// Starts a move for `need` if a token, a source and a target are
+    /// free; else counts it as waiting.
+    fn start(
+        &mut self,
+        plan: &mut Plan,
+        round: &mut Round<'_>,
+        map: &ClusterMap,
+        need: Need,
+        now: Instant,
+        now_ms: u64,
+    ) {
+        // The token first: a move needs one and a target, and looking for
+        // a target scans every node. Once the bucket is empty (it stays
+        // empty for the rest of the round) every remaining need would scan
+        // for nothing. `available ≥ 1` is exactly when `take(1)` succeeds
+        // (the burst is at least 1).
+        if self.bucket.available(now) < 1.0 {
+            plan.waiting += 1;
+            return;
+        }
+        let set = map.replicas(need.partition);
+        let Some(m) = round.choose(set, need.from, now_ms) else {
+            plan.waiting += 1;
+            return;
+        };
+        if self.bucket.take(1.0, now).is_err() {
+            plan.waiting += 1;
+            return;
+        }
+        round.record(&m);
+        plan.start.push((need.partition, m));
     }
 }
 
@@ -229,8 +266,8 @@ fn drained(map: &ClusterMap, held: &ById<usize>) -> Vec<NodeId> {
 }
 
 /// Partitions that need a move and have none in flight (or have one
-/// being cancelled), fewest live replicas first, then by id.
-fn needs(map: &ClusterMap, states: &ById<Option<NodeState>>, cancel: &[u32]) -> Vec<Need> {
+/// being cancelled), with their live replicas, fewest first, then by id.
+fn needs(map: &ClusterMap, states: &ById<Option<NodeState>>, cancel: &[u32]) -> Vec<(usize, Need)> {
     let want = usize::from(map.settings.replicas);
     let member_in =
         |set: &[NodeId], state| set.iter().copied().find(|n| states.get(*n) == Some(state));
@@ -254,7 +291,7 @@ fn needs(map: &ClusterMap, states: &ById<Option<NodeState>>, cancel: &[u32]) -> 
         })
         .collect();
     needs.sort_by_key(|(live, need)| (*live, need.partition));
-    needs.into_iter().map(|(_, need)| need).collect()
+    needs
 }
 
 /// The load this round has seen so far: what the map holds plus what the
@@ -328,6 +365,13 @@ impl<'a> Round<'a> {
             source,
             started_ms: now_ms,
         })
+    }
+
+    /// Whether the partition's best source is already copying for another
+    /// move (or none is free at all).
+    fn source_is_busy(&self, set: &[NodeId]) -> bool {
+        self.source(set)
+            .is_none_or(|n| Self::count(&self.outgoing, n) > 0)
     }
 
     /// The least busy live replica with an outgoing slot free (then the

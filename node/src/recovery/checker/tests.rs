@@ -406,3 +406,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_source_already_copying_waits_for_the_idle_ones_of_its_class() {
+    const NINE: [&str; 9] = ["z1", "z2", "z3", "z1", "z2", "z3", "z1", "z2", "z3"];
+    let mut map = cluster(&NINE, 64);
+    unlimited(&mut map);
+    // Tokens for fewer moves than there are live nodes: which partitions
+    // get them decides whether two moves share a source.
+    set(&mut map, "recovery.moves_burst", "6");
+    set_state(&mut map, 1, NodeState::Out);
+    let plan = plan_once(&map, &BTreeMap::new());
+    assert_eq!(plan.start.len(), 6, "{plan:?}");
+    let sources: BTreeSet<NodeId> = plan.start.iter().map(|(_, m)| m.source).collect();
+    assert_eq!(
+        sources.len(),
+        plan.start.len(),
+        "each move from its own node while idle ones could send: {plan:?}"
+    );
+}
