@@ -62,17 +62,47 @@ impl Answer {
     }
 }
 
+/// A client per node address, kept from one ask to the next so a live
+/// view refreshing every second reuses its connections instead of
+/// opening (and TLS-handshaking) one per node per refresh.
+#[derive(Default)]
+pub struct Clients(std::collections::HashMap<String, std::sync::Arc<Client>>);
+
+impl Clients {
+    fn of(&mut self, config: &ClientConfig, addr: &str) -> std::sync::Arc<Client> {
+        self.0
+            .entry(addr.to_owned())
+            .or_insert_with(|| {
+                std::sync::Arc::new(Client::new(ClientConfig {
+                    endpoints: vec![addr.to_owned()],
+                    ..config.clone()
+                }))
+            })
+            .clone()
+    }
+}
+
 /// Asks every node of the map `status` came from (at most [`MAX_ASKED`]),
 /// in parallel, each within the client's request timeout.
-pub async fn ask_all(config: &ClientConfig, status: &ClusterStatus) -> Vec<Row> {
+pub async fn ask_all(
+    config: &ClientConfig,
+    status: &ClusterStatus,
+    clients: &mut Clients,
+) -> Vec<Row> {
+    let asked: Vec<&str> = status
+        .map
+        .nodes
+        .values()
+        .take(MAX_ASKED)
+        .map(|n| n.spec.addr.as_str())
+        .collect();
+    // Nodes gone from the map are forgotten.
+    clients.0.retain(|addr, _| asked.contains(&addr.as_str()));
     let mut asks = tokio::task::JoinSet::new();
     for node in status.map.nodes.values().take(MAX_ASKED) {
         let id = node.id;
         let addr = node.spec.addr.clone();
-        let client = Client::new(ClientConfig {
-            endpoints: vec![addr.clone()],
-            ..config.clone()
-        });
+        let client = clients.of(config, &addr);
         asks.spawn(async move {
             let answer = match client.status().await {
                 Ok(s) => Answer::from_status(&s),
@@ -218,7 +248,7 @@ pub fn to_json(rows: &[Row]) -> serde_json::Value {
 /// answers for the map; a node that does not answer is a row.
 pub async fn run(config: ClientConfig, output: Output) -> anyhow::Result<bool> {
     let status = Client::new(config.clone()).leader_status().await?;
-    let rows = ask_all(&config, &status).await;
+    let rows = ask_all(&config, &status, &mut Clients::default()).await;
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&to_json(&rows))?),
         Output::Text => print!("{}", to_text(&rows, None, status.map.nodes.len())),

@@ -78,6 +78,7 @@ pub async fn watch(config: ClientConfig, output: Output, args: &Args) -> anyhow:
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = Sample::default();
     let mut progress = Progress::default();
+    let mut clients = endpoint::Clients::default();
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
@@ -90,7 +91,7 @@ pub async fn watch(config: ClientConfig, output: Output, args: &Args) -> anyhow:
                 let health = health::evaluate(&status, levee_node::hlc::wall_ms());
                 // Every node asked directly, for its own counters: rates
                 // come from the difference with the last view.
-                let rows = endpoint::ask_all(&config, &status).await;
+                let rows = endpoint::ask_all(&config, &status, &mut clients).await;
                 let sample = Sample::of(&rows, std::time::Instant::now());
                 let bar = progress.update(&status);
                 let view = match output {
