@@ -4,7 +4,8 @@
 //! its connection's other requests down; once it has crashed handlers
 //! twice, every node refuses it on arrival with `Quarantined` until an
 //! operator clears the quarantine; and the client does not carry it to a
-//! third replica.
+//! third replica. A request that aborts the process (`server-handler-abort`)
+//! is struck from the node's last words when it restarts.
 
 mod common;
 
@@ -35,6 +36,26 @@ fn put(key: &str) -> Request {
 async fn put_on(node: &TestNode, key: &str) -> Result<Response, ClientError> {
     let conn = Connection::connect(&node.addr, &node.transport, TIMEOUT, 8 << 20).await?;
     conn.request(put(key), TIMEOUT).await
+}
+
+/// Waits until every node's map quarantines one shape, then checks that
+/// each refuses a put of `key` on arrival.
+fn quarantined_everywhere(nodes: &[TestNode], key: &str, within: Duration) {
+    let rt = runtime();
+    for node in nodes {
+        wait_for("the quarantine in every node's map", within, || {
+            let map = status(node)?.map;
+            (map.quarantine.active(levee_node::hlc::wall_ms()).count() == 1).then_some(())
+        });
+        let refused = rt.block_on(put_on(node, key));
+        assert!(
+            matches!(
+                refused,
+                Err(ClientError::Server(WireError::Quarantined { .. }))
+            ),
+            "{refused:?}"
+        );
+    }
 }
 
 fn panics_counted(node: &TestNode) -> f64 {
@@ -109,20 +130,7 @@ fn a_request_that_crashed_two_handlers_is_quarantined_on_every_node_until_cleare
 
     // Both strikes reach the map on every node; every node then refuses
     // the shape on arrival, before any work.
-    for node in &nodes {
-        wait_for("the quarantine in every node's map", TIMEOUT * 6, || {
-            let map = status(node)?.map;
-            (map.quarantine.active(levee_node::hlc::wall_ms()).count() == 1).then_some(())
-        });
-        let refused = rt.block_on(put_on(node, "qod"));
-        assert!(
-            matches!(
-                refused,
-                Err(ClientError::Server(WireError::Quarantined { .. }))
-            ),
-            "{refused:?}"
-        );
-    }
+    quarantined_everywhere(&nodes, "qod", TIMEOUT * 6);
     let panics: f64 = nodes.iter().map(panics_counted).sum();
     assert_eq!(panics, 2.0, "no third crash anywhere");
     rt.block_on(client.put(b"fine", b"v2"))
@@ -163,5 +171,47 @@ fn a_request_that_crashed_two_handlers_is_quarantined_on_every_node_until_cleare
     });
     for node in &mut nodes {
         assert!(node.is_running(), "no node went down");
+    }
+}
+
+#[test]
+fn a_request_that_aborted_two_nodes_is_struck_from_their_last_words_and_quarantined() {
+    let dir = tempfile::tempdir().unwrap();
+    // An abort no handler can catch (a stack overflow, a panic while
+    // panicking): the process dies, and only its last words are left.
+    let failpoints = format!("{}=return(qod)", failpoint::HANDLER_ABORT);
+    let mut nodes = start_cluster_failing(dir.path(), 3, &[], Some(&failpoints));
+    let rt = runtime();
+    let client = Client::new(ClientConfig {
+        endpoints: nodes.iter().map(|n| n.addr.clone()).collect(),
+        ..common::certs::client_config()
+    });
+    rt.block_on(client.put(b"fine", b"v"))
+        .expect("a healthy key");
+    let error = rt.block_on(client.put(b"qod", b"v")).unwrap_err();
+    assert!(
+        matches!(&error, ClientError::QueryOfDeath { .. }),
+        "two connections closed under the request: {error:?}"
+    );
+    // Two nodes died of it; the client spared the third.
+    let dead = wait_for("the two aborted nodes to exit", TIMEOUT * 6, || {
+        let dead: Vec<usize> = (0..nodes.len())
+            .filter(|&i| !nodes[i].is_running())
+            .collect();
+        (dead.len() == 2).then_some(dead)
+    });
+    for &i in &dead {
+        nodes[i].restart();
+        let log = nodes[i].log();
+        assert!(
+            log.contains("aborted while handling a request of this shape"),
+            "{log}"
+        );
+    }
+    // Their last words became two strikes: the shape is quarantined on
+    // every node, the one that never ran it included.
+    quarantined_everywhere(&nodes, "qod", TIMEOUT * 12);
+    for node in &mut nodes {
+        assert!(node.is_running(), "no third crash");
     }
 }

@@ -33,6 +33,11 @@ pub const GROUP_COMMIT_FLUSH: &str = "storage-group-commit-flush";
 /// query of death). ARG: the key.
 pub const HANDLER_PANIC: &str = "server-handler-panic";
 
+/// Inside a request's handler, before it runs: the process aborts (a
+/// crash no handler can catch: a stack overflow, a panic while
+/// panicking). ARG: the key.
+pub const HANDLER_ABORT: &str = "server-handler-abort";
+
 /// A transfer page, on the node serving it: the page is refused with an
 /// error and nothing is sent. ARG: the partition.
 pub const TRANSFER_PAGE: &str = "recovery-transfer-page";

@@ -114,6 +114,8 @@ async fn run(
     (started, started_at): (Instant, SystemTime),
 ) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
+    let open_files = levee_node::server::raise_descriptor_limit();
+    tracing::debug!(open_files, "open-file limit");
     // A restart: the data directory already holds a node's metadata.
     // Looked at before anything is opened, since opening creates it.
     let restart = config.meta_dir().exists();
@@ -173,6 +175,15 @@ async fn run(
     }
 
     let node = open_node(&config, &admission, transport.clone()).await?;
+    // Before any request runs: what the last run was handling when it
+    // aborted, if it did (struck once the map is here).
+    let last_words =
+        levee_node::server::last_words::install(&config.data_dir).with_context(|| {
+            format!(
+                "cannot open the last-words file in {}",
+                config.data_dir.display()
+            )
+        })?;
     startup.mark(Phase::StorageOpen);
     startup.attach_storage(node.storage().clone());
 
@@ -214,6 +225,9 @@ async fn run(
     }
     if loaded {
         startup.mark(Phase::MapLoaded);
+        if let Some(shape) = last_words {
+            levee_node::server::contain::report_abort(&node, shape);
+        }
         health.set_ready(true);
         startup.mark(Phase::Ready);
         tracing::info!(

@@ -61,6 +61,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("config", config),
     ("cert", cert),
     ("admin_answer", admin_answer),
+    ("last_words", last_words),
 ];
 
 /// The node's frame body timeout; an in-memory reader never makes it fire.
@@ -484,6 +485,21 @@ pub fn identity(data: &[u8]) {
     match identity::decode_join_token(data) {
         Ok(token) => assert_eq!(token.to_be_bytes()[..], data[..]),
         Err(_) => assert_ne!(data.len(), 8),
+    }
+}
+
+/// The last-words file a node reads at startup
+/// (`server/last_words.rs`: the shape it was running when it aborted).
+///
+/// Checks: a shape read back encodes to the very bytes it was read from.
+pub fn last_words(data: &[u8]) {
+    use crate::server::last_words;
+    if let Ok(Some(shape)) = last_words::decode(data) {
+        let op = Op::ALL
+            .iter()
+            .find(|op| op.name() == shape.op)
+            .expect("a decoded operation exists");
+        assert_eq!(last_words::encode(*op, shape.hash)[..], data[..]);
     }
 }
 

@@ -903,6 +903,12 @@ fn file_seeds(seeds: &mut Seeds) -> anyhow::Result<()> {
         Config::default().to_toml().into_bytes(),
     );
     seeds.add("config", "empty", Vec::new());
+    seeds.add(
+        "last_words",
+        "put",
+        crate::server::last_words::encode(crate::proto::op::Op::Put, 0x5eed).to_vec(),
+    );
+    seeds.add("last_words", "empty", Vec::new());
     cert_seeds(seeds)?;
     seeds.add(
         "admin_answer",

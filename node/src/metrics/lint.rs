@@ -26,6 +26,7 @@ const UNITS: &[&str] = &[
     "shapes",
     "shards",
     "fds",
+    "connections",
     // 0/1 flags, named for the condition they report.
     "enabled",
     "restart",

@@ -199,6 +199,10 @@ pub struct Metrics {
     /// Requests refused on arrival because their shape is quarantined,
     /// per operation.
     quarantined: Box<[AtomicU64]>,
+    /// Connections ended to make room whose socket is held open
+    /// (`server/tarpit.rs`): now, and so far.
+    connections_held: AtomicU64,
+    connections_held_total: AtomicU64,
 }
 
 /// Cluster-wide figures every node exports from its copy of the map, so
@@ -238,6 +242,8 @@ impl Default for Metrics {
             cluster: Default::default(),
             panics: Op::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             quarantined: Op::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            connections_held: AtomicU64::new(0),
+            connections_held_total: AtomicU64::new(0),
         }
     }
 }
@@ -305,6 +311,21 @@ impl Metrics {
         if let Some(c) = self.quarantined.get(op.index()) {
             c.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Counts a connection ended to make room whose socket is held open.
+    pub fn record_connection_held(&self) {
+        self.connections_held_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sockets held open now.
+    pub fn set_connections_held(&self, held: u64) {
+        self.connections_held.store(held, Ordering::Relaxed);
+    }
+
+    /// Connections held open so far.
+    pub fn connections_held_total(&self) -> u64 {
+        self.connections_held_total.load(Ordering::Relaxed)
     }
 
     /// Counts bytes sent for recovery (a transfer page served).
@@ -419,6 +440,18 @@ impl Metrics {
             Kind::Counter,
             "Requests not executed because their deadline had passed.",
             self.deadline_drops(),
+        );
+        text.single(
+            "levee_held_connections",
+            Kind::Gauge,
+            "Connections ended to make room (slow or silent peers) whose socket is held open until the handshake timeout, so the peer does not replace it at once.",
+            self.connections_held.load(Ordering::Relaxed),
+        );
+        text.single(
+            "levee_held_connections_total",
+            Kind::Counter,
+            "Connections ended to make room and held open before closing.",
+            self.connections_held_total(),
         );
         for (name, help, counters) in [
             (

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::authority::Authority;
 use super::contain::{self, Containment};
 use super::slow_peers::{Activity, HandshakeSlot, Refusals};
+use super::tarpit::{Spare, Tarpit};
 use super::{Node, ServerOptions, handler};
 use crate::admission::Admit;
 use crate::metrics::Outcome;
@@ -36,13 +37,16 @@ pub struct Context {
     /// Connections that failed to open (a TLS handshake refused, a
     /// plaintext or foreign peer), logged at most once a second.
     pub failed_opens: Arc<std::sync::Mutex<Refusals>>,
+    /// Where connections ended to make room are held before closing.
+    pub tarpit: Tarpit,
 }
 
 /// Serves a connection until the peer leaves, the stream becomes
 /// untrustworthy, or shutdown; in-flight requests finish before it returns.
 /// The TLS and levee handshakes run in `handshake_slot`, which the accept
 /// loop may take back for a newer connection, and within the handshake
-/// timeout together.
+/// timeout together. A connection whose handshake is ended or times out
+/// is held open a while longer in the tarpit (`server/tarpit.rs`).
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -52,22 +56,27 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let timeout = context.options.handshake_timeout;
+    let spare = Spare::of(&stream);
     let Some(credentials) = context.options.tls.clone() else {
         let mut stream = stream;
         let opened = handshake_slot
             .hold(handshake::accept(&mut stream, timeout))
             .await;
         let opened = opened.map(|r| r.map_err(OpenError::Levee));
-        if opened_or_logged(peer, opened, &context.failed_opens) {
-            serve_open(
-                stream,
-                peer,
-                context,
-                Authority::Insecure,
-                activity,
-                shutdown,
-            )
-            .await;
+        match held_or_logged(peer, opened, spare, &context) {
+            Some(spare) => {
+                serve_open(
+                    stream,
+                    peer,
+                    context,
+                    Authority::Insecure,
+                    activity,
+                    spare,
+                    shutdown,
+                )
+                .await;
+            }
+            None => drop(stream),
         }
         return;
     };
@@ -93,7 +102,7 @@ pub async fn serve(
     let (stream, identity) = match opened {
         Some(Ok(opened)) => opened,
         other => {
-            opened_or_logged(peer, other.map(|r| r.map(|_| ())), &context.failed_opens);
+            held_or_logged(peer, other.map(|r| r.map(|_| ())), spare, &context);
             return;
         }
     };
@@ -103,6 +112,7 @@ pub async fn serve(
         context,
         Authority::of(identity),
         activity,
+        spare,
         shutdown,
     )
     .await;
@@ -115,6 +125,30 @@ enum OpenError {
     Tls(std::io::Error),
     #[error("{0}")]
     Levee(handshake::HandshakeError),
+}
+
+/// What becomes of a connection's opening: `Some` with its spare socket
+/// if it opened; else the connection closes, logged, and its spare goes
+/// to the tarpit if the peer was merely slow (its handshake was ended for
+/// a newer one or timed out), since a peer that was refused outright
+/// (a bad handshake, a foreign certificate) should know at once.
+fn held_or_logged(
+    peer: SocketAddr,
+    opened: Option<Result<(), OpenError>>,
+    spare: Option<Spare>,
+    context: &Context,
+) -> Option<Option<Spare>> {
+    let slow = matches!(
+        opened,
+        None | Some(Err(OpenError::Levee(handshake::HandshakeError::Timeout(_))))
+    );
+    if opened_or_logged(peer, opened, &context.failed_opens) {
+        return Some(spare);
+    }
+    if let Some(spare) = spare.filter(|_| slow) {
+        context.tarpit.hold(spare);
+    }
+    None
 }
 
 /// Logs a failed or ended opening; whether the connection opened.
@@ -149,13 +183,16 @@ fn opened_or_logged(
 }
 
 /// Serves an opened connection, each request checked against what the
-/// caller's certificate allows.
+/// caller's certificate allows. `spare` (a duplicate of its socket) is
+/// kept until the first request: a connection ended for a newcomer before
+/// it ever sent one goes to the tarpit.
 async fn serve_open<S>(
     stream: S,
     peer: SocketAddr,
     context: Context,
     authority: Authority,
     activity: &Activity,
+    mut spare: Option<Spare>,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -164,6 +201,7 @@ async fn serve_open<S>(
         node,
         options,
         containment,
+        tarpit,
         ..
     } = context;
     let (mut reader, writer) = tokio::io::split(stream);
@@ -181,6 +219,15 @@ async fn serve_open<S>(
             // Idle while every slot is taken: ended for a newcomer.
             _ = activity.ended() => {
                 tracing::debug!(%peer, "idle connection ended for a newer one");
+                if let Some(spare) = spare.take() {
+                    // Never used: held, not closed. Nothing is in flight
+                    // (it was idle), so the writer has nothing to send,
+                    // and stopping it keeps it from ending the stream
+                    // (a FIN the peer would see).
+                    writer.abort();
+                    tarpit.hold(spare);
+                    return;
+                }
                 break;
             }
             // The writer gave up on this peer (it stopped reading): stop
@@ -198,6 +245,9 @@ async fn serve_open<S>(
         };
         let received = Instant::now();
         activity.touch();
+        // A connection that has made a request is closed, never held,
+        // when ended: its client must see it go and reconnect.
+        spare = None;
         let request = match codec::decode_request(&payload) {
             Ok(request) => request,
             Err(e) => {
@@ -295,11 +345,16 @@ async fn serve_open<S>(
                 Ok(mut slot) => {
                     // A panic in here is this request's alone: it is
                     // answered, and the node and this connection go on.
-                    let result =
-                        match contain::contained(handler::handle(&node, request, deadline)).await {
-                            Ok(result) => result,
-                            Err(caught) => Err(containment.panicked(&node, op, &shape, caught)),
-                        };
+                    let result = match contain::contained_as(
+                        handler::handle(&node, request, deadline),
+                        op,
+                        &shape,
+                    )
+                    .await
+                    {
+                        Ok(result) => result,
+                        Err(caught) => Err(containment.panicked(&node, op, &shape, caught)),
+                    };
                     // Frees the slot before the answer queues for the
                     // writer: a slow reader must not hold node capacity.
                     slot.finish(Outcome::of(&result));

@@ -73,12 +73,25 @@ pub struct Caught {
 /// `Ready` with the error), so no half-run state is resumed.
 pub struct Contained<F> {
     inner: Pin<Box<F>>,
+    /// The request's operation and shape hash, noted while it is polled
+    /// for the last words an abort leaves ([`super::last_words`]).
+    shape: Option<(Op, u64)>,
 }
 
 /// Wraps `future` so its panics are contained.
 pub fn contained<F: Future>(future: F) -> Contained<F> {
     Contained {
         inner: Box::pin(future),
+        shape: None,
+    }
+}
+
+/// Wraps a request's `future` so its panics are contained, and an abort
+/// while it runs is struck against `shape` when the node restarts.
+pub fn contained_as<F: Future>(future: F, op: Op, shape: &Shape) -> Contained<F> {
+    Contained {
+        inner: Box::pin(future),
+        shape: Some((op, shape.hash)),
     }
 }
 
@@ -86,6 +99,9 @@ impl<F: Future> Future for Contained<F> {
     type Output = Result<F::Output, Caught>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let _noted = self
+            .shape
+            .map(|(op, hash)| super::last_words::running(op, hash));
         let inner = self.inner.as_mut();
         CONTAINING.with(|c| c.set(c.get() + 1));
         // Unwind safety: after a panic the future is dropped, never polled
@@ -203,17 +219,61 @@ impl Containment {
             tracing::warn!(%shape, "strike not reported: too many panics this second");
             return;
         }
-        let command = Command::Strike {
-            shape,
-            node: cluster.node_id(),
-            at_ms: crate::hlc::wall_ms(),
-        };
-        tokio::spawn(async move {
-            if let Err(e) = cluster.propose(command, STRIKE_TIMEOUT).await {
-                tracing::warn!(error = %e, "could not report a strike to the cluster");
-            }
-        });
+        propose_strike(cluster, shape);
     }
+}
+
+/// Reports a strike against `shape`, which the last run of this node was
+/// running when it aborted (its last words, read at startup: see
+/// [`super::last_words`]). Call once the node has the cluster map. A
+/// node that restarts after a crash may find no leader for a while (its
+/// peers may have crashed on the same request), so the proposal is
+/// retried for up to [`ABORT_STRIKE_PATIENCE`].
+pub fn report_abort(node: &Node, shape: Shape) {
+    tracing::error!(
+        %shape,
+        "the last run of this node aborted while handling a request of this shape; reporting a strike"
+    );
+    let Some(cluster) = node.cluster().cloned() else {
+        tracing::warn!(%shape, "strike not reported: no cluster");
+        return;
+    };
+    let command = Command::Strike {
+        shape,
+        node: cluster.node_id(),
+        at_ms: crate::hlc::wall_ms(),
+    };
+    tokio::spawn(async move {
+        let deadline = Instant::now() + ABORT_STRIKE_PATIENCE;
+        loop {
+            match cluster.propose(command.clone(), STRIKE_TIMEOUT).await {
+                Ok(_) => return,
+                Err(e) if Instant::now() >= deadline => {
+                    tracing::warn!(error = %e, "could not report the abort's strike to the cluster");
+                    return;
+                }
+                // Pace the retries: no leader yet is usually seconds.
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    });
+}
+
+/// How long a restarted node keeps trying to report the strike of the
+/// abort that ended its last run.
+pub const ABORT_STRIKE_PATIENCE: Duration = Duration::from_secs(60);
+
+fn propose_strike(cluster: std::sync::Arc<crate::raft::Cluster>, shape: Shape) {
+    let command = Command::Strike {
+        shape,
+        node: cluster.node_id(),
+        at_ms: crate::hlc::wall_ms(),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = cluster.propose(command, STRIKE_TIMEOUT).await {
+            tracing::warn!(error = %e, "could not report a strike to the cluster");
+        }
+    });
 }
 
 #[cfg(test)]

@@ -38,6 +38,11 @@ pub async fn handle(
     {
         panic!("failpoint {} fired", failpoint::HANDLER_PANIC);
     }
+    if let Some(key) = request.key()
+        && failpoint::fires(failpoint::HANDLER_ABORT, key)
+    {
+        std::process::abort();
+    }
     match request {
         Request::Client(request) => handle_client(node, request, deadline).await,
         Request::Node(request) => handle_node(node, request, deadline).await,

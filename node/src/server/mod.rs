@@ -12,7 +12,9 @@ mod authority;
 mod connection;
 pub mod contain;
 mod handler;
+pub mod last_words;
 mod slow_peers;
+mod tarpit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,6 +73,32 @@ impl From<&Config> for ServerOptions {
 /// never hold more than a quarter of the slots.
 const HANDSHAKING_SHARE: usize = 4;
 
+/// Raises the process's soft limit on open descriptors to its hard limit,
+/// as a server that holds a socket per connection (and, under a flood,
+/// more: `server/tarpit.rs`) should; returns the limit now in force.
+pub fn raise_descriptor_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => descriptor_limit(),
+    }
+}
+
+/// The process's soft limit on open descriptors (1024, the usual default,
+/// if it cannot be read).
+fn descriptor_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024)
+}
+
 /// A bound protocol listener.
 pub struct Server {
     listener: TcpListener,
@@ -111,6 +139,26 @@ impl Server {
         let mut handshakes = slow_peers::Handshakes::new(self.options.max_handshaking);
         let mut refusals = slow_peers::Refusals::default();
         let mut idle = slow_peers::Idle::new(slow_peers::IDLE_MIN);
+        let held = tarpit::capacity(self.options.max_connections, descriptor_limit());
+        let tarpit = {
+            let node = self.node.clone();
+            let report = move |held| {
+                let metrics = node.admission().metrics();
+                match held {
+                    tarpit::Held::Taken(now) => {
+                        metrics.record_connection_held();
+                        metrics.set_connections_held(now);
+                    }
+                    tarpit::Held::Released(now) => metrics.set_connections_held(now),
+                }
+            };
+            tarpit::Tarpit::spawn(
+                held,
+                self.options.handshake_timeout,
+                report,
+                shutdown.clone(),
+            )
+        };
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -148,6 +196,7 @@ impl Server {
                 options: self.options.clone(),
                 containment: self.containment.clone(),
                 failed_opens: self.failed_opens.clone(),
+                tarpit: tarpit.clone(),
             };
             let shutdown = shutdown.clone();
             let activity = idle.register();
