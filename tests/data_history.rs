@@ -1,8 +1,10 @@
 //! A history check under a nemesis: concurrent clients put unique values
 //! and read them back over a small, contended key set while one node at a
-//! time is SIGKILLed and restarted. Afterwards every successful read and a
-//! final read of every key are checked against what was written and what
-//! was acknowledged.
+//! time is SIGKILLed and restarted, paused (SIGSTOP, the Raft leader half
+//! the time, then SIGCONT), or restarted with its clock skewed, within
+//! `max_clock_drift_ms` or beyond it, until its next restart. Afterwards
+//! every successful read and a final read of every key are checked
+//! against what was written and what was acknowledged.
 //!
 //! The checker is pure (a history in, violations out) and has its own test
 //! below, so a checker that can never fail would be noticed.
@@ -14,7 +16,7 @@ use std::fmt::Display;
 use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::cluster::{start_cluster, wait_for_members};
+use common::cluster::{start_cluster, status, wait_for_members};
 use common::{TestNode, runtime};
 use levee_node::client::{Client, ClientConfig};
 use levee_node::storage::Version;
@@ -30,6 +32,16 @@ const NEMESIS_UP_MS: (u64, u64) = (100, 600);
 /// How long a killed node stays down (ms): short outages, as a crashing
 /// process restarted by its supervisor.
 const NEMESIS_DOWN_MS: (u64, u64) = (100, 800);
+/// How long a paused node stays frozen (ms): from a GC-like hiccup to
+/// past the Raft election timeout of the suite (a paused leader is
+/// replaced, then comes back as a follower with a stale view).
+const NEMESIS_PAUSE_MS: (u64, u64) = (100, 1500);
+/// Clock skews a node is restarted with (ms; the node's
+/// `max_clock_drift_ms` is 30 s): a few seconds either way, as an NTP
+/// hiccup; and past the bound either way, so that writes carrying
+/// correct clients' versions look 45 s in the future to it (refused) or
+/// its own timestamps lead everyone's by 45 s.
+const NEMESIS_SKEWS_MS: [i64; 4] = [2_000, -2_000, 45_000, -45_000];
 /// Pause of a client after a failed request, so a client whose node just
 /// died does not spin on errors (and flood the node logs) meanwhile.
 const ERROR_PAUSE: Duration = Duration::from_millis(10);
@@ -47,7 +59,7 @@ const SHOWN: usize = 20;
 /// replays that schedule's choices (keys, operations, victims, pauses; the
 /// timing is the machine's).
 #[test]
-fn acknowledged_writes_survive_random_node_kills() {
+fn acknowledged_writes_survive_kills_pauses_and_skewed_clocks() {
     let knobs = Knobs::from_env();
     println!("data_history: {knobs:?}");
     let dir = tempfile::tempdir().unwrap();
@@ -182,11 +194,24 @@ struct History {
     events: Vec<Event>,
 }
 
-/// A node the nemesis took down, in ms since the schedule started.
+/// What the nemesis did to a node, in ms since the schedule started.
 struct Outage {
     node: usize,
+    kind: Fault,
     down_ms: u128,
     up_ms: u128,
+}
+
+/// A nemesis action.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    /// SIGKILL, then a restart.
+    Kill,
+    /// SIGSTOP, then SIGCONT; `leader` if the node was the Raft leader.
+    Pause { leader: bool },
+    /// SIGKILL, then a restart with the clock this many ms off, until the
+    /// node's next restart.
+    Skew(i64),
 }
 
 struct Run {
@@ -230,9 +255,10 @@ fn run_schedule(
     }
 }
 
-/// Kills a random node, waits, restarts it (waiting until it is ready),
-/// until `end`. One node at a time: a restarted node is ready before the
-/// next kill.
+/// Until `end`, one node at a time: kills a random node and restarts it,
+/// pauses one (the leader half the time) and resumes it, or restarts one
+/// with its clock skewed. A restarted node is ready before the next
+/// action; a skewed node stays skewed until it is next killed or skewed.
 fn nemesis(nodes: &mut [TestNode], seed: u64, start: Instant, end: Instant) -> Vec<Outage> {
     let mut rng = Rng::new(seed, CLIENTS as u64);
     let mut outages = Vec::new();
@@ -242,23 +268,65 @@ fn nemesis(nodes: &mut [TestNode], seed: u64, start: Instant, end: Instant) -> V
             return outages;
         }
         std::thread::sleep(up);
-        let node = rng.below(nodes.len());
+        let kind = match rng.below(4) {
+            0 | 1 => Fault::Kill,
+            2 => Fault::Pause {
+                leader: rng.below(2) == 0,
+            },
+            _ => Fault::Skew(NEMESIS_SKEWS_MS[rng.below(NEMESIS_SKEWS_MS.len())]),
+        };
+        let random = rng.below(nodes.len());
+        let node = match kind {
+            Fault::Pause { leader: true } => leader_index(nodes).unwrap_or(random),
+            _ => random,
+        };
         let down_ms = start.elapsed().as_millis();
-        nodes[node].kill();
-        std::thread::sleep(rng.millis(NEMESIS_DOWN_MS));
-        nodes[node].restart();
+        match kind {
+            Fault::Kill => {
+                nodes[node].kill();
+                std::thread::sleep(rng.millis(NEMESIS_DOWN_MS));
+                nodes[node].restart();
+            }
+            Fault::Pause { .. } => {
+                let paused = nodes[node].stop();
+                std::thread::sleep(rng.millis(NEMESIS_PAUSE_MS));
+                paused.resume();
+            }
+            Fault::Skew(ms) => {
+                nodes[node].respawn_with(&["--clock-skew-ms", &ms.to_string()]);
+                nodes[node].wait_ready();
+            }
+        }
         outages.push(Outage {
             node,
+            kind,
             down_ms,
             up_ms: start.elapsed().as_millis(),
         });
     }
 }
 
+/// The index of the node the cluster names its Raft leader, if one
+/// answers.
+fn leader_index(nodes: &[TestNode]) -> Option<usize> {
+    let view = nodes.iter().find_map(status)?;
+    let leader = view.leader?;
+    let addr = &view.map.nodes.get(&leader)?.spec.addr;
+    nodes.iter().position(|n| &n.addr == addr)
+}
+
 fn outages(outages: &[Outage]) -> String {
     let list: Vec<String> = outages
         .iter()
-        .map(|o| format!("n{} down +{}..+{} ms", o.node + 1, o.down_ms, o.up_ms))
+        .map(|o| {
+            let what = match o.kind {
+                Fault::Kill => "killed".to_string(),
+                Fault::Pause { leader: true } => "paused (leader)".to_string(),
+                Fault::Pause { leader: false } => "paused".to_string(),
+                Fault::Skew(ms) => format!("restarted with clock {ms:+} ms"),
+            };
+            format!("n{} {what} +{}..+{} ms", o.node + 1, o.down_ms, o.up_ms)
+        })
         .collect();
     format!("nemesis: [{}]", list.join(", "))
 }

@@ -12,6 +12,7 @@
 //! with the system clock and a mutex for use by the node and the client.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const LOGICAL_BITS: u32 = 16;
@@ -97,12 +98,24 @@ impl Hlc {
     }
 }
 
-/// Milliseconds since the Unix epoch from the system clock.
+/// Milliseconds added to the system clock by [`wall_ms`]: 0, unless a
+/// test skews this process's clock on purpose (`clock_skew_ms`).
+static SKEW_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Skews this process's wall clock by `ms` (fault injection: a node whose
+/// clock is wrong).
+pub fn set_skew_ms(ms: i64) {
+    SKEW_MS.store(ms, Ordering::Relaxed);
+}
+
+/// Milliseconds since the Unix epoch from the system clock (plus the
+/// skew, if one was set).
 pub fn wall_ms() -> u64 {
-    SystemTime::now()
+    let system = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    system.saturating_add_signed(SKEW_MS.load(Ordering::Relaxed))
 }
 
 /// A thread-safe [`Hlc`] on the system clock.

@@ -114,6 +114,13 @@ async fn run(
     (started, started_at): (Instant, SystemTime),
 ) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
+    if config.clock_skew_ms != 0 {
+        levee_node::hlc::set_skew_ms(config.clock_skew_ms);
+        tracing::warn!(
+            skew_ms = config.clock_skew_ms,
+            "clock_skew_ms: this node's clock is skewed on purpose (fault injection)"
+        );
+    }
     let open_files = levee_node::server::raise_descriptor_limit();
     tracing::debug!(open_files, "open-file limit");
     // A restart: the data directory already holds a node's metadata.

@@ -162,6 +162,15 @@ pub struct Overrides {
     /// a bare number is ms; 0: every time).
     #[arg(long, env = "LEVEE_LOG_REPEAT_INTERVAL_MS", value_name = "DURATION", value_parser = crate::units::parse_millis)]
     pub log_repeat_interval_ms: Option<u64>,
+    /// Fault injection: ms added to this node's wall clock (negative:
+    /// behind). For tests only.
+    #[arg(
+        long,
+        env = "LEVEE_CLOCK_SKEW_MS",
+        value_name = "MS",
+        allow_hyphen_values = true
+    )]
+    pub clock_skew_ms: Option<i64>,
 }
 
 impl Config {
@@ -256,6 +265,7 @@ impl Config {
         set(&mut self.log_format, o.log_format);
         set(&mut self.log, o.log);
         set(&mut self.log_repeat_interval_ms, o.log_repeat_interval_ms);
+        set(&mut self.clock_skew_ms, o.clock_skew_ms);
         set(
             &mut self.anti_entropy_interval_ms,
             o.anti_entropy_interval_ms,

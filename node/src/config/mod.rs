@@ -241,6 +241,10 @@ pub struct Config {
     /// 500 ms becomes a line per interval); 0 logs every repeat.
     #[serde(deserialize_with = "crate::units::de_millis")]
     pub log_repeat_interval_ms: u64,
+    /// Fault injection: milliseconds added to this node's wall clock
+    /// (negative: behind), for tests of a node whose clock is wrong
+    /// (`tests/data_history.rs`). 0 in any real deployment.
+    pub clock_skew_ms: i64,
 }
 
 impl Default for Config {
@@ -303,6 +307,7 @@ impl Default for Config {
             // warn; its errors are what an operator needs.
             log: "info,openraft=error".into(),
             log_repeat_interval_ms: 30_000,
+            clock_skew_ms: 0,
         }
     }
 }
