@@ -16,9 +16,10 @@ use std::fmt::Display;
 use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::cluster::{start_cluster, status, wait_for_members};
-use common::{TestNode, runtime};
+use common::cluster::{FAST_RAFT, start_cluster, start_zoned, status, wait_for_members};
+use common::{TestNode, runtime, wait_for};
 use levee_node::client::{Client, ClientConfig};
+use levee_node::cluster::map::NodeState;
 use levee_node::storage::Version;
 
 /// Concurrent clients per schedule: enough that writes to one key race.
@@ -69,21 +70,190 @@ fn acknowledged_writes_survive_kills_pauses_and_skewed_clocks() {
         let seed = knobs.base_seed.wrapping_add(schedule as u64);
         println!("schedule {schedule}: seed {seed}");
         let run = run_schedule(&rt, &mut nodes, schedule, seed, knobs.duration);
-        let stats = Stats::of(&run.history.events);
-        println!("schedule {schedule}: {stats}; {}", outages(&run.outages));
-        let violations = check(&run.history, &run.finals);
+        assert_clean(schedule, seed, &run, "LEVEE_HISTORY");
+    }
+}
+
+/// Prints the schedule's figures and fails with its violations, if any.
+fn assert_clean(schedule: usize, seed: u64, run: &Run, knob: &str) {
+    let stats = Stats::of(&run.history.events);
+    println!("schedule {schedule}: {stats}; {}", outages(&run.outages));
+    let violations = check(&run.history, &run.finals);
+    assert!(
+        violations.is_empty(),
+        "schedule {schedule} (seed {seed}; replay with {knob}_SEED={seed} \
+         {knob}_SCHEDULES=1): {} violations, first {SHOWN}:\n{}\n{stats}\n{}",
+        violations.len(),
+        violations[..violations.len().min(SHOWN)].join("\n"),
+        outages(&run.outages),
+    );
+    assert!(
+        stats.acked > 0 && stats.reads_ok > 0,
+        "schedule {schedule} (seed {seed}): too little succeeded to check anything: {stats}"
+    );
+}
+
+/// Settings of the membership check's cluster: 24 partitions, fast
+/// heartbeats, moves quick enough to drain and fill a node within a
+/// schedule, and a down-out interval longer than the test, so that only
+/// the drain and the join move data (a killed node is back before it).
+const MEMBERSHIP_FLAGS: [&str; 6] = [
+    "--heartbeat-ms",
+    "200",
+    "--partitions",
+    "24",
+    "--recovery",
+    "down_out_interval=600000,recovery.moves_per_sec=20,recovery.moves_burst=8,\
+     recovery.max_moves=8,recovery.max_moves_per_node=4",
+];
+
+/// Soak with `LEVEE_MEMBERSHIP_SCHEDULES=20 cargo test --release --test
+/// data_history membership -- --nocapture` (`LEVEE_MEMBERSHIP_SECS`, default
+/// 12; `LEVEE_MEMBERSHIP_SEED` replays a schedule's choices). Each
+/// schedule is a fresh 4-node cluster in 4 zones: node 4 is drained
+/// while the clients run, then a node 5 joins in its zone; whenever
+/// partitions are being copied, the nemesis kills a move's source or
+/// target and brings it back.
+#[test]
+fn acknowledged_writes_survive_a_drain_and_a_join_with_kills_mid_transfer() {
+    let schedules: usize = env_or("LEVEE_MEMBERSHIP_SCHEDULES", 1);
+    let duration = Duration::from_secs_f64(env_or("LEVEE_MEMBERSHIP_SECS", 12.0));
+    let base_seed: u64 = env_or("LEVEE_MEMBERSHIP_SEED", Knobs::from_env().base_seed);
+    let rt = runtime();
+    for schedule in 0..schedules {
+        let seed = base_seed.wrapping_add(schedule as u64);
+        println!("membership schedule {schedule}: seed {seed}");
+        let dir = tempfile::tempdir().unwrap();
+        let mut nodes = start_zoned(dir.path(), &["z1", "z2", "z3", "z4"], &MEMBERSHIP_FLAGS);
+        let endpoints: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+        let run = run_with(&rt, &endpoints, schedule, seed, duration, |start, end| {
+            membership_nemesis(&mut nodes, dir.path(), seed, start, end)
+        });
+        assert_clean(schedule, seed, &run, "LEVEE_MEMBERSHIP");
+        let mid_transfer = run
+            .outages
+            .iter()
+            .filter(|o| o.kind == Fault::KillMidTransfer)
+            .count();
         assert!(
-            violations.is_empty(),
-            "schedule {schedule} (seed {seed}; replay with LEVEE_HISTORY_SEED={seed} \
-             LEVEE_HISTORY_SCHEDULES=1): {} violations, first {SHOWN}:\n{}\n{stats}\n{}",
-            violations.len(),
-            violations[..violations.len().min(SHOWN)].join("\n"),
-            outages(&run.outages),
+            mid_transfer > 0,
+            "no kill landed while partitions were being copied: {}",
+            outages(&run.outages)
         );
-        assert!(
-            stats.acked > 0 && stats.reads_ok > 0,
-            "schedule {schedule} (seed {seed}): too little succeeded to check anything: {stats}"
+        // Despite the kills, the drain and the join complete: node 4
+        // holds nothing and is removed, node 5 holds its share, and every
+        // partition has its replicas.
+        for node in &mut nodes {
+            assert!(node.is_running());
+        }
+        wait_for(
+            "the drain and the join to finish",
+            Duration::from_secs(120),
+            || {
+                let view = nodes
+                    .iter()
+                    .filter_map(status)
+                    .find(|s| s.recovery.is_some())?;
+                let map = &view.map;
+                let removed = map
+                    .nodes
+                    .get(&4)
+                    .is_some_and(|n| n.state == NodeState::Removed);
+                (removed
+                    && map.moves.is_empty()
+                    && map.under_replicated() == 0
+                    && map.partitions_held(4) == 0
+                    && map.partitions_held(5) > 0)
+                    .then_some(())
+            },
         );
+    }
+}
+
+/// Drains node 4, then has a node 5 join in its zone; meanwhile, each
+/// time moves are in flight, kills one move's source or target and
+/// restarts it.
+fn membership_nemesis(
+    nodes: &mut Vec<TestNode>,
+    dir: &std::path::Path,
+    seed: u64,
+    start: Instant,
+    end: Instant,
+) -> Vec<Outage> {
+    let mut rng = Rng::new(seed, CLIENTS as u64);
+    let mut outages = Vec::new();
+    let at = || start.elapsed().as_millis();
+    std::thread::sleep(rng.millis(NEMESIS_UP_MS));
+    let drain = nodes[0].cli(&["admin", "drain", "4"], None);
+    assert!(
+        drain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&drain.stderr)
+    );
+    outages.push(Outage {
+        node: 3,
+        kind: Fault::Drain,
+        down_ms: at(),
+        up_ms: at(),
+    });
+    let halfway = start + (end - start) / 2;
+    kill_mid_transfers(nodes, &mut rng, &mut outages, start, halfway);
+    let mut args = vec!["--join", nodes[0].addr.as_str(), "--zone", "z4"];
+    args.extend(FAST_RAFT);
+    args.extend(MEMBERSHIP_FLAGS);
+    let joined = at();
+    let fifth = TestNode::start_named(dir, "n5", &args);
+    nodes.push(fifth);
+    outages.push(Outage {
+        node: 4,
+        kind: Fault::Join,
+        down_ms: joined,
+        up_ms: at(),
+    });
+    kill_mid_transfers(nodes, &mut rng, &mut outages, start, end);
+    outages
+}
+
+/// Until `until`: whenever the map shows moves in flight, kills the
+/// source or the target of one of them, then restarts it.
+fn kill_mid_transfers(
+    nodes: &mut [TestNode],
+    rng: &mut Rng,
+    outages: &mut Vec<Outage>,
+    start: Instant,
+    until: Instant,
+) {
+    while Instant::now() < until {
+        let Some(view) = nodes.iter().find_map(status) else {
+            std::thread::sleep(POLL);
+            continue;
+        };
+        let moving: Vec<u64> = view
+            .map
+            .moves
+            .values()
+            .flat_map(|m| [m.source, m.to])
+            .collect();
+        let victim = (!moving.is_empty())
+            .then(|| moving[rng.below(moving.len())])
+            .and_then(|id| view.map.nodes.get(&id))
+            .and_then(|info| nodes.iter().position(|n| n.addr == info.spec.addr));
+        let Some(victim) = victim else {
+            std::thread::sleep(POLL);
+            continue;
+        };
+        let down_ms = start.elapsed().as_millis();
+        nodes[victim].kill();
+        std::thread::sleep(rng.millis(NEMESIS_DOWN_MS));
+        nodes[victim].restart();
+        outages.push(Outage {
+            node: victim,
+            kind: Fault::KillMidTransfer,
+            down_ms,
+            up_ms: start.elapsed().as_millis(),
+        });
+        // Let the copy make progress before the next kill.
+        std::thread::sleep(rng.millis(NEMESIS_UP_MS));
     }
 }
 
@@ -212,6 +382,13 @@ enum Fault {
     /// SIGKILL, then a restart with the clock this many ms off, until the
     /// node's next restart.
     Skew(i64),
+    /// SIGKILL of a move's source or target while partitions are being
+    /// copied, then a restart.
+    KillMidTransfer,
+    /// `levee admin drain` of the node.
+    Drain,
+    /// The node joined the cluster.
+    Join,
 }
 
 struct Run {
@@ -229,25 +406,42 @@ fn run_schedule(
     duration: Duration,
 ) -> Run {
     let endpoints: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-    let start = Instant::now();
-    let end = start + duration;
-    let (events, outages) = std::thread::scope(|s| {
-        let nemesis = s.spawn(|| nemesis(nodes, seed, start, end));
-        let events = rt.block_on(workload(&endpoints, schedule, seed, end));
-        let outages = nemesis
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (events, outages)
+    let run = run_with(rt, &endpoints, schedule, seed, duration, |start, end| {
+        nemesis(nodes, seed, start, end)
     });
     for (i, node) in nodes.iter_mut().enumerate() {
         assert!(node.is_running(), "n{} is down after the schedule", i + 1);
     }
     wait_for_members(nodes, 3);
+    run
+}
+
+/// Runs the workload through `endpoints` while `nemesis` acts (on its
+/// own thread, from the start to the end it is given), then reads every
+/// key back once the cluster has settled.
+fn run_with(
+    rt: &tokio::runtime::Runtime,
+    endpoints: &[String],
+    schedule: usize,
+    seed: u64,
+    duration: Duration,
+    nemesis: impl FnOnce(Instant, Instant) -> Vec<Outage> + Send,
+) -> Run {
+    let start = Instant::now();
+    let end = start + duration;
+    let (events, outages) = std::thread::scope(|s| {
+        let nemesis = s.spawn(move || nemesis(start, end));
+        let events = rt.block_on(workload(endpoints, schedule, seed, end));
+        let outages = nemesis
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (events, outages)
+    });
     let history = History { start, events };
     let floors: Vec<Option<Version>> = (0..KEYS)
         .map(|key| highest_acked(&history.events, key))
         .collect();
-    let finals = rt.block_on(final_reads(&endpoints, schedule, &floors));
+    let finals = rt.block_on(final_reads(endpoints, schedule, &floors));
     Run {
         history,
         outages,
@@ -296,6 +490,10 @@ fn nemesis(nodes: &mut [TestNode], seed: u64, start: Instant, end: Instant) -> V
                 nodes[node].respawn_with(&["--clock-skew-ms", &ms.to_string()]);
                 nodes[node].wait_ready();
             }
+            // The membership check's own (membership_nemesis).
+            Fault::KillMidTransfer | Fault::Drain | Fault::Join => {
+                unreachable!("not drawn here")
+            }
         }
         outages.push(Outage {
             node,
@@ -324,6 +522,9 @@ fn outages(outages: &[Outage]) -> String {
                 Fault::Pause { leader: true } => "paused (leader)".to_string(),
                 Fault::Pause { leader: false } => "paused".to_string(),
                 Fault::Skew(ms) => format!("restarted with clock {ms:+} ms"),
+                Fault::KillMidTransfer => "killed mid-transfer".to_string(),
+                Fault::Drain => "drain started".to_string(),
+                Fault::Join => "joined".to_string(),
             };
             format!("n{} {what} +{}..+{} ms", o.node + 1, o.down_ms, o.up_ms)
         })
