@@ -132,6 +132,22 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Op
     }
 }
 
+/// The environment variable `name` parsed, or `default` when it is not
+/// set: the knobs of the soaks (a long run of a test asks for more with
+/// them). A value that does not parse fails the test, naming it.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}={s:?} is not valid: {e}")),
+        Err(_) => default,
+    }
+}
+
 /// `GET path` on an admin port, plain HTTP when `tls` is `None`: the
 /// answer, or `None` if it cannot be had within a few seconds.
 pub fn admin_get(
