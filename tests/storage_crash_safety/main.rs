@@ -11,8 +11,9 @@
 //! the same key's writer; no key may hold a version nobody wrote, bytes
 //! its write did not store, or anything older than what an earlier reopen
 //! read back; records failing their crc are counted. A directory that
-//! does not open is counted, kept for a look (its path is printed) and
-//! replaced by a fresh one, so a soak counts every failure.
+//! does not open is counted and replaced by a fresh one, so a soak counts
+//! every failure; when any failed, the test's directory is kept for a look
+//! (its path is printed).
 //!
 //! The writer is `examples/storage_crash`; the checker (`checker.rs`) is
 //! pure and tested with a loss of its own. CI runs 40 runs (~30 s in a
@@ -75,10 +76,17 @@ fn acknowledged_writes_survive_sigkill_at_random_moments() {
     let failures: Vec<String> = soak
         .open_failures
         .iter()
+        .chain(&soak.creation_failures)
         .chain(&soak.writer_failures)
         .cloned()
         .chain(soak.verdict.violations.iter().map(Violation::to_string))
         .collect();
+    if !failures.is_empty() {
+        println!(
+            "the directories that failed are kept in {}",
+            work.keep().display()
+        );
+    }
     assert!(
         failures.is_empty(),
         "seed {} (replay with LEVEE_CRASH_SEED={}): {} failures, first {SHOWN}:\n{}\n{summary}",
@@ -157,10 +165,11 @@ struct Soak {
     acks: u64,
     failed_writes: u64,
     verdict: Verdict,
+    /// Reopens of the carried directory that failed.
     open_failures: Vec<String>,
+    /// Reopens of a fresh directory whose creation was killed that failed.
+    creation_failures: Vec<String>,
     writer_failures: Vec<String>,
-    /// Directories replaced after a failure, kept for a look.
-    kept: Vec<PathBuf>,
 }
 
 impl Soak {
@@ -180,8 +189,8 @@ impl Soak {
             failed_writes: 0,
             verdict: Verdict::default(),
             open_failures: Vec::new(),
+            creation_failures: Vec::new(),
             writer_failures: Vec::new(),
-            kept: Vec::new(),
         }
     }
 
@@ -252,10 +261,9 @@ impl Soak {
             });
         match failed {
             Some(why) => {
-                println!("{what}: DOES NOT OPEN: {why}; kept in {}", dir.display());
-                self.open_failures
-                    .push(format!("{what}: {why}; kept in {}", dir.display()));
-                self.kept.push(dir);
+                let failure = format!("{what}: DOES NOT OPEN: {why}; in {}", dir.display());
+                println!("{failure}");
+                self.creation_failures.push(failure);
             }
             None => {
                 println!("{what}: {} acks; reopened", counts.acks);
@@ -286,17 +294,16 @@ impl Soak {
         None
     }
 
-    /// The carried directory failed to open: counted, kept, replaced by a
-    /// fresh one with a fresh history.
+    /// The carried directory failed to open: counted, set aside, replaced
+    /// by a fresh one with a fresh history.
     fn fail(&mut self, what: &str, why: &str) {
         let kept = self
             .work
             .join(format!("failed-{}", self.open_failures.len()));
         let _ = std::fs::rename(&self.dir, &kept);
-        println!("{what}: DOES NOT OPEN: {why}; kept in {}", kept.display());
-        self.open_failures
-            .push(format!("{what}: {why}; kept in {}", kept.display()));
-        self.kept.push(kept);
+        let failure = format!("{what}: DOES NOT OPEN: {why}; in {}", kept.display());
+        println!("{failure}");
+        self.open_failures.push(failure);
         self.dir = self.work.join(format!("dir-{}", self.open_failures.len()));
         self.history = History::default();
     }
@@ -304,8 +311,9 @@ impl Soak {
     fn summary(&self) -> String {
         let v = &self.verdict;
         format!(
-            "storage crash safety, seed {}: {} runs killed (start {}, open {}, writing {}) \
-             and {} directory creations killed; {} directories failed to open; \
+            "storage crash safety, seed {}: {} runs killed (start {}, open {}, writing {}), \
+             the directory failed to open {} times; {} fresh directories killed while \
+             created, {} failed to open; \
              {} writes acknowledged, {} failed; {} acknowledged writes checked, {} lost; \
              {} crc errors, {} header errors ({} acknowledged writes behind them); \
              {} violations; {} writer failures; {:.1} s",
@@ -314,8 +322,9 @@ impl Soak {
             self.kills[Moment::Start as usize],
             self.kills[Moment::Open as usize],
             self.kills[Moment::Writing as usize],
-            self.creations,
             self.open_failures.len(),
+            self.creations,
+            self.creation_failures.len(),
             self.acks,
             self.failed_writes,
             v.acks_checked,
