@@ -4,7 +4,8 @@
 //! shards open and replay their logs, while it writes — and the directory
 //! is reopened after every kill. The same directory carries on from run
 //! to run, so whatever a kill leaves behind meets the next one. Every
-//! tenth run also kills a writer creating a directory of its own.
+//! tenth run also kills a writer creating a directory of its own (its
+//! layout, hint instance and first shards).
 //!
 //! After each kill: the directory must open (all its shards); every
 //! acknowledged write must read back as written, or as a newer write of
@@ -156,8 +157,10 @@ struct Soak {
     /// How long the latest run took from its spawn to its first
     /// acknowledgement: where the next `Open` kill falls.
     open: Duration,
-    /// Likewise from the spawn of a creating writer to its `ready`.
-    create_ready: Duration,
+    /// Likewise for a writer creating a directory: the layout, the hint
+    /// instance and the first shards are made before its first
+    /// acknowledgement, so its kills fall up to half as late again.
+    create_first_ack: Duration,
     started: Instant,
     runs: u64,
     creations: u64,
@@ -180,7 +183,7 @@ impl Soak {
             dir: work.join("dir-0"),
             history: History::default(),
             open: Duration::from_millis(50),
-            create_ready: Duration::from_millis(20),
+            create_first_ack: Duration::from_millis(30),
             started: Instant::now(),
             runs: 0,
             creations: 0,
@@ -238,12 +241,12 @@ impl Soak {
     fn create(&mut self, program: &Program, run: u64) {
         let dir = self.work.join(format!("create-{run}"));
         let pick = protocol::draw(&[self.seed, run, 0x6e_6577]);
-        let ready_us = self.create_ready.as_micros() as u64;
-        let kill_after = Duration::from_micros(pick % (ready_us + 1));
+        let span_us = self.create_first_ack.as_micros() as u64 * 3 / 2;
+        let kill_after = Duration::from_micros(pick % (span_us + 1));
         let writer = program.run(&dir, run, self.seed, kill_after);
         self.creations += 1;
-        if let Some(ready) = writer.first(|l| *l == Line::Ready) {
-            self.create_ready = ready;
+        if let Some(first) = writer.first(|l| matches!(l, Line::Ack { .. })) {
+            self.create_first_ack = first;
         }
         let what = format!("creation {run} (killed at {kill_after:?})");
         let mut history = History::default();
