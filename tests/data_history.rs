@@ -13,11 +13,10 @@ mod common;
 
 use std::collections::HashMap;
 use std::fmt::Display;
-use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::cluster::{FAST_RAFT, start_cluster, start_zoned, status, wait_for_members};
-use common::{TestNode, runtime, wait_for};
+use common::{TestNode, env_or, runtime, wait_for};
 use levee_node::client::{Client, ClientConfig};
 use levee_node::cluster::map::NodeState;
 use levee_node::storage::Version;
@@ -282,19 +281,6 @@ impl Knobs {
                 mix(clock ^ u64::from(std::process::id())),
             ),
         }
-    }
-}
-
-fn env_or<T: FromStr>(name: &str, default: T) -> T
-where
-    T::Err: Display,
-{
-    match std::env::var(name) {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("{name}={s:?} is not valid: {e}")),
-        Err(_) => default,
     }
 }
 

@@ -28,32 +28,76 @@ pub const START_DEADLINE: Duration = Duration::from_secs(30);
 fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "levee-node",
-                "-p",
-                "levee-cli",
-                "-p",
-                "levee-bench",
-                "--bins",
-                // The tests break nodes on purpose (node/src/failpoint.rs).
-                "--features",
-                "levee-node/failpoints",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build of the binaries failed");
-        // The test binary lives in target/<profile>/deps/.
-        let exe = std::env::current_exe().expect("test binary path");
-        exe.parent()
-            .and_then(Path::parent)
-            .expect("target/<profile> directory")
-            .to_path_buf()
+        cargo_build(&[
+            "-p",
+            "levee-node",
+            "-p",
+            "levee-cli",
+            "-p",
+            "levee-bench",
+            "--bins",
+            // The tests break nodes on purpose (node/src/failpoint.rs).
+            "--features",
+            "levee-node/failpoints",
+        ]);
+        profile_dir()
     })
+}
+
+/// Builds an example of the root package (`examples/NAME`) and returns
+/// its path: the child processes some tests drive.
+pub fn example(name: &str) -> PathBuf {
+    cargo_build(&["--example", name]);
+    let path = profile_dir().join("examples").join(name);
+    assert!(path.exists(), "{} is missing", path.display());
+    path
+}
+
+/// `cargo build --quiet ARGS` in the test binary's own profile: `cargo
+/// test --release` runs its tests from target/release, and what they
+/// start must be built there too, not left stale from an earlier build.
+fn cargo_build(args: &[&str]) {
+    let profile = match profile_dir().file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev".to_string(),
+        Some(name) => name.to_string(),
+        None => panic!("no profile directory above the test binary"),
+    };
+    let mut command = Command::new(env!("CARGO"));
+    // What cargo sets for a test process is no setting of this build: ring's
+    // build script watches CARGO_MANIFEST_DIR, and seeing it change made
+    // this build and the next `cargo test` rebuild ring and all above it.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_tests = [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+        ]
+        .contains(&name.as_ref())
+            || name.starts_with("CARGO_PKG_");
+        if set_for_tests {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let status = command
+        .args(["build", "--quiet", "--profile", &profile])
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build {args:?} failed");
+}
+
+/// target/<profile>: the test binary lives in target/<profile>/deps/.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> directory")
+        .to_path_buf()
 }
 
 /// Path of a workspace binary.
@@ -85,6 +129,22 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Op
             "timed out after {deadline:?} waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The environment variable `name` parsed, or `default` when it is not
+/// set: the knobs of the soaks (a long run of a test asks for more with
+/// them). A value that does not parse fails the test, naming it.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}={s:?} is not valid: {e}")),
+        Err(_) => default,
     }
 }
 

@@ -43,10 +43,16 @@ pub(super) fn read_or_create(path: &Path, shards: u32) -> Result<u32, StorageErr
         )));
     }
     std::fs::create_dir_all(path).map_err(|e| io("create the directory of", e))?;
+    // Written whole and renamed into place, so a crash leaves no layout
+    // or a complete one. No layout but the partial file means a crash
+    // came between the two, in an empty directory: it is created again
+    // (the partial file rewritten). Seen by tests/storage_crash_safety: a
+    // node killed in its first start then never started again.
+    let partial_name = format!("{LAYOUT_FILE}.tmp");
+    let partial = path.join(&partial_name);
     let occupied = std::fs::read_dir(path)
         .map_err(|e| io("list the directory of", e))?
-        .next()
-        .is_some();
+        .any(|entry| !entry.is_ok_and(|e| e.file_name() == partial_name.as_str()));
     if occupied {
         return Err(StorageError::Layout(format!(
             "{} holds files but no {LAYOUT_FILE}: it was written by an older levee \
@@ -55,9 +61,6 @@ pub(super) fn read_or_create(path: &Path, shards: u32) -> Result<u32, StorageErr
             path.display()
         )));
     }
-    // Written whole and renamed into place, so a crash leaves either no
-    // layout (an empty directory, created again) or a complete one.
-    let partial = path.join(format!("{LAYOUT_FILE}.tmp"));
     let text = render_layout(shards);
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::File::create(&partial)?;
@@ -106,6 +109,24 @@ mod tests {
             "the stored count wins"
         );
         assert!(!path.join("LAYOUT.tmp").exists());
+    }
+
+    #[test]
+    fn a_creation_cut_short_before_its_rename_is_created_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::write(path.join("LAYOUT.tmp"), b"levee stor").unwrap();
+        assert_eq!(read_or_create(&path, 5).unwrap(), 5);
+        assert_eq!(read_or_create(&path, 9).unwrap(), 5);
+        assert!(!path.join("LAYOUT.tmp").exists());
+        // Beside anything else, it is no creation of ours cut short.
+        let other = dir.path().join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("LAYOUT.tmp"), b"levee stor").unwrap();
+        std::fs::write(other.join("conf"), b"segment_size: 524288").unwrap();
+        let err = read_or_create(&other, 5).unwrap_err();
+        assert!(err.to_string().contains("older levee"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod bounded;
 mod engine;
 pub mod group_commit;
 pub mod hints;
+mod instance;
 pub mod layout;
 pub mod prefix;
 pub mod record;

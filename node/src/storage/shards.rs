@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use super::engine::Storage;
 use super::group_commit::GroupCommit;
+use super::instance;
 use super::{Durability, StorageError};
 
 /// How to open storage.
@@ -350,13 +351,12 @@ fn open_shard(
     segment_bytes: usize,
     commit: Option<GroupCommit>,
 ) -> Result<Shard, StorageError> {
-    let db = sled::Config::new()
-        .path(path)
-        .cache_capacity(cache_bytes)
-        .flush_every_ms(Some(flush_every_ms.max(1)))
-        .mode(sled::Mode::HighThroughput)
-        .segment_size(segment_bytes)
-        .open()?;
+    let settings = instance::Settings {
+        cache_bytes,
+        flush_every_ms,
+        segment_bytes,
+    };
+    let db = instance::open(path, &settings)?;
     let tree = db.open_tree(tree)?;
     Ok(Shard {
         db,
