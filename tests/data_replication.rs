@@ -318,3 +318,39 @@ fn tombstones_every_replica_holds_are_collected_after_the_grace_period() {
     );
     assert_eq!(rt.block_on(client.get(b"gone")).unwrap(), None);
 }
+
+#[test]
+fn a_damaged_record_is_counted_and_replaced_from_a_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster_with(dir.path(), 3, &["--anti-entropy-startup-delay-ms", "200"]);
+    // Node 3 writes the key's record damaged once (its value's last byte
+    // flipped: disk rot under a valid header).
+    let failpoints = format!("{}=1*return(rot)", levee_node::failpoint::STORAGE_DAMAGE);
+    nodes[2].set_failpoints(Some(&failpoints));
+    nodes[2].restart();
+    let view = wait_for_members(&nodes, 3);
+    let victim = view.map.node_by_addr(&nodes[2].addr).unwrap().id;
+    let rt = runtime();
+    let client = client_for(&nodes);
+    rt.block_on(client.put(b"rot", b"the value")).unwrap();
+    // Its own copy cannot be read (the crc fails), and it is counted.
+    let direct = rt.block_on(client.get_from(victim, b"rot"));
+    assert!(direct.is_err(), "a damaged record is an error: {direct:?}");
+    let damaged = || {
+        let page = nodes[2].admin_get("/metrics").expect("metrics page");
+        common::metric(&page.body, "levee_storage_damaged_records_total").unwrap_or(0.0)
+    };
+    assert!(damaged() >= 1.0);
+    // Clients still read the value (another replica answers), and the
+    // copy comes back whole from a replica: by the read's repair or by
+    // anti-entropy, whichever comes first.
+    wait_for("the damaged copy replaced", Duration::from_secs(60), || {
+        let read = rt.block_on(client.get(b"rot")).ok().flatten()?;
+        assert_eq!(read.value, b"the value");
+        let held = rt
+            .block_on(client.get_from(victim, b"rot"))
+            .ok()
+            .flatten()?;
+        (held.value == b"the value").then_some(())
+    });
+}

@@ -25,6 +25,11 @@ pub const STORAGE_APPLY_BEFORE: &str = "storage-apply-before";
 /// died right after it. ARG: the key.
 pub const STORAGE_APPLY_AFTER: &str = "storage-apply-after";
 
+/// A record is written damaged: its value's last byte flipped, so its
+/// crc fails when it is next read (disk rot). ARG: the key. Combine with a
+/// count (`1*return(k)`): the repair of the record passes here too.
+pub const STORAGE_DAMAGE: &str = "storage-damage";
+
 /// The group-commit flush: every writer of the batch gets a flush error.
 /// ARG: the shard number.
 pub const GROUP_COMMIT_FLUSH: &str = "storage-group-commit-flush";

@@ -191,6 +191,12 @@ impl Startup {
             shards.sample(&[("state", "open")], u64::from(open));
             shards.sample(&[("state", "closed")], u64::from(all.saturating_sub(open)));
             text.single(
+                "levee_storage_damaged_records_total",
+                Kind::Counter,
+                "Stored records found damaged (crc or header fails) by a read, a write or a scan; each is treated as absent and replaced from a replica.",
+                storage.damaged_records(),
+            );
+            text.single(
                 "levee_storage_shard_open_seconds_total",
                 Kind::Counter,
                 "Seconds spent opening storage shards since the process started.",

@@ -236,6 +236,11 @@ impl TestNode {
         Self::start_named_with_failpoints(dir, "node", extra, Some(failpoints))
     }
 
+    /// Sets `FAILPOINTS` for this node's next start (and those after).
+    pub fn set_failpoints(&mut self, failpoints: Option<&str>) {
+        self.failpoints = failpoints.map(str::to_string);
+    }
+
     /// Like [`TestNode::start_named`], with `FAILPOINTS` set to
     /// `failpoints` (if any) for this node's process.
     pub fn start_named_with_failpoints(

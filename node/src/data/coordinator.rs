@@ -325,6 +325,10 @@ enum ReadFailure {
     /// The replica just restarted and is opening the partition's storage:
     /// not a failure, it can answer in a moment.
     Opening,
+    /// The replica's storage could not read the key (a damaged record,
+    /// most likely): another replica answers in its place, and the
+    /// newest record found is written back to it (read repair).
+    Unreadable(String),
     /// Anything else.
     Failed(String),
 }
@@ -378,6 +382,8 @@ pub async fn read(
         next += 1;
     }
     let mut answers: Vec<(usize, Option<Found>)> = Vec::new();
+    // Replicas that could not read the key: repaired with the rest.
+    let mut unreadable: Vec<usize> = Vec::new();
     let mut first_error = String::new();
     let hedge_after = node.hedge_delay();
     let mut hedge_at = Instant::now() + hedge_after;
@@ -401,6 +407,13 @@ pub async fn read(
             }
             break;
         };
+        let answer = match answer {
+            Err(ReadFailure::Unreadable(e)) => {
+                unreadable.push(index);
+                Err(ReadFailure::Failed(e))
+            }
+            other => other,
+        };
         let tally = match answer {
             Ok(found) => {
                 answers.push((index, found));
@@ -420,7 +433,7 @@ pub async fn read(
                 }
                 Tally::Pending
             }
-            Err(ReadFailure::Failed(e)) => {
+            Err(ReadFailure::Failed(e) | ReadFailure::Unreadable(e)) => {
                 if first_error.is_empty() {
                     first_error = e;
                 }
@@ -449,6 +462,8 @@ pub async fn read(
         .max_by_key(|f| f.version)
         .cloned();
     if let Some(newest) = &newest {
+        // An unreadable replica counts as one that answered nothing.
+        answers.extend(unreadable.into_iter().map(|index| (index, None)));
         repair(node, me, &replicas, &answers, partition, &key, newest);
     }
     Ok(Response::Get(newest))
@@ -473,7 +488,7 @@ async fn read_one(
                     value: r.value,
                 })
             })
-            .map_err(|e| ReadFailure::Failed(format!("local read failed: {e}")));
+            .map_err(|e| ReadFailure::Unreadable(format!("local read failed: {e}")));
     }
     if !replica.up {
         return Err(ReadFailure::Failed(format!("node {} is down", replica.id)));
@@ -497,6 +512,9 @@ async fn read_one(
             replica.addr
         ))),
         Err(ClientError::Server(WireError::PartitionOpening { .. })) => Err(ReadFailure::Opening),
+        Err(ClientError::Server(WireError::Storage { detail })) => Err(ReadFailure::Unreadable(
+            format!("{} could not read it: {detail}", replica.addr),
+        )),
         Err(e) => Err(ReadFailure::Failed(e.to_string())),
     }
 }

@@ -324,8 +324,9 @@ fn raft_answer<T: Serialize + DeserializeOwned>(what: &str, answer: &[u8]) {
     }
 }
 
-/// A stored record (`storage::record`: `decode`, and the header-only
-/// `decode_header` / `decode_version` that writes and scans use).
+/// A stored record (`storage::record`: `decode`, the header-only
+/// `decode_header` / `decode_version`, and `decode_verified_header`, which
+/// writes and scans use).
 ///
 /// Checks: a record decodes only if its value matches its crc, computed
 /// here independently of the decoder; one flipped bit anywhere in the
@@ -335,7 +336,14 @@ pub fn record(data: &[u8]) {
     let header = record::decode_header(data);
     let version = record::decode_version(data);
     assert_eq!(header.clone().map(|h| h.0), version);
-    let decoded = match record::decode(data) {
+    // The verified header is the full decode without the copy.
+    let verified = record::decode_verified_header(data);
+    let full = record::decode(data);
+    assert_eq!(
+        verified.clone(),
+        full.clone().map(|r| (r.version, r.value.is_none()))
+    );
+    let decoded = match full {
         Ok(decoded) => decoded,
         Err(e) => {
             match &header {

@@ -64,18 +64,24 @@ impl Storage {
     ) -> Result<Applied, StorageError> {
         let tree = self.shard(partition)?.tree();
         let storage_key = storage_key(partition, key);
-        let encoded = record::encode(version, value);
+        let mut encoded = record::encode(version, value);
+        if failpoint::fires(failpoint::STORAGE_DAMAGE, key)
+            && let Some(last) = encoded.last_mut()
+        {
+            *last ^= 0xff;
+        }
         loop {
             let current = tree.get(&storage_key)?;
             if let Some(raw) = &current {
-                let stored =
-                    record::decode_version(raw).map_err(|error| StorageError::Corrupt {
-                        partition,
-                        key: printable(key),
-                        error,
-                    })?;
-                if version <= stored {
-                    return Ok(Applied::Stale { current: stored });
+                match record::decode_verified_header(raw) {
+                    Ok((stored, _)) if version <= stored => {
+                        return Ok(Applied::Stale { current: stored });
+                    }
+                    Ok(_) => {}
+                    // A damaged record holds nothing worth keeping, not
+                    // even its version: any write replaces it, the same
+                    // version sent back by a repair included.
+                    Err(error) => self.note_damaged(partition, key, &error),
                 }
             }
             // Compare-and-swap so that two concurrent writers of one key
@@ -126,13 +132,14 @@ impl Storage {
         else {
             return Ok(None);
         };
-        record::decode(&raw)
-            .map(Some)
-            .map_err(|error| StorageError::Corrupt {
+        record::decode(&raw).map(Some).map_err(|error| {
+            self.note_damaged(partition, key, &error);
+            StorageError::Corrupt {
                 partition,
                 key: printable(key),
                 error,
-            })
+            }
+        })
     }
 
     /// [`Storage::get`] for async callers: the shard is opened off the
@@ -275,6 +282,39 @@ mod tests {
         let err = s.get(0, b"bad").unwrap_err();
         assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("crc32c"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_damaged_record_is_counted_left_out_of_scans_and_replaced_by_any_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(&dir, Durability::Periodic);
+        s.apply(0, b"good", v(5), Some(b"fine")).await.unwrap();
+        let mut raw = record::encode(v(5), Some(b"payload"));
+        let last = raw.len() - 1;
+        raw[last] ^= 0xff;
+        s.insert_raw_for_test(0, b"bad", &raw).unwrap();
+        // A scan (digests, transfers, listings) goes on past it, without it.
+        let mut seen = Vec::new();
+        s.scan_partition(0, |e| {
+            seen.push(e.key);
+            true
+        })
+        .unwrap();
+        assert_eq!(seen, vec![b"good".to_vec()]);
+        assert_eq!(s.damaged_records(), 1);
+        // The same version sent back by a repair replaces it; a healthy
+        // record still refuses a version not newer than its own.
+        let repaired = s.apply(0, b"bad", v(5), Some(b"payload")).await.unwrap();
+        assert_eq!(repaired, Applied::Written);
+        let found = s.get(0, b"bad").unwrap().expect("repaired");
+        assert_eq!(found.value.as_deref(), Some(&b"payload"[..]));
+        let stale = s.apply(0, b"good", v(5), Some(b"other")).await.unwrap();
+        assert_eq!(stale, Applied::Stale { current: v(5) });
+        assert_eq!(
+            s.damaged_records(),
+            2,
+            "counted again by the repairing write"
+        );
     }
 
     #[tokio::test]

@@ -50,8 +50,11 @@ pub fn entry_hash(key: &[u8], version: Version, tombstone: bool) -> u64 {
 }
 
 impl Storage {
-    /// Calls `visit` for every record of a partition, in key order. Only
-    /// headers are decoded (no checksum work on values).
+    /// Calls `visit` for every record of a partition, in key order. Each
+    /// is checked against its crc (no copy of its value); a damaged one is
+    /// counted and left out, as if absent, so that anti-entropy's digests
+    /// differ from a healthy replica's and its copy comes back to replace
+    /// it (a transfer does not carry it either).
     pub fn scan_partition(
         &self,
         partition: u32,
@@ -64,12 +67,13 @@ impl Storage {
         {
             let (k, raw) = item?;
             let key = k.get(4..).unwrap_or_default().to_vec();
-            let (version, tombstone) =
-                record::decode_header(&raw).map_err(|error| StorageError::Corrupt {
-                    partition,
-                    key: super::engine::printable(&key),
-                    error,
-                })?;
+            let (version, tombstone) = match record::decode_verified_header(&raw) {
+                Ok(header) => header,
+                Err(error) => {
+                    self.note_damaged(partition, &key, &error);
+                    continue;
+                }
+            };
             if !visit(Entry {
                 key,
                 version,
@@ -152,11 +156,15 @@ impl Storage {
                 // Past the partition's last key.
                 return Ok((out, false));
             };
-            let record = record::decode(&raw).map_err(|error| StorageError::Corrupt {
-                partition,
-                key: super::engine::printable(key),
-                error,
-            })?;
+            // A damaged record is not sent on: the target gets it from a
+            // healthy replica's anti-entropy instead.
+            let record = match record::decode(&raw) {
+                Ok(record) => record,
+                Err(error) => {
+                    self.note_damaged(partition, key, &error);
+                    continue;
+                }
+            };
             let size = record_bytes(key, record.value.as_deref());
             if !out.is_empty() && (out.len() >= max_records || bytes + size > max_bytes) {
                 return Ok((out, true));

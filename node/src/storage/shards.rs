@@ -79,6 +79,9 @@ pub(super) struct Inner {
     opening: Mutex<()>,
     /// Nanoseconds spent opening data shards, summed.
     open_nanos: AtomicU64,
+    /// Records found damaged (a crc or header that does not check) by a
+    /// read, a write or a scan.
+    pub(super) damaged: AtomicU64,
 }
 
 /// A shard that may not be open yet.
@@ -175,6 +178,7 @@ impl Storage {
                 hints,
                 opening: Mutex::new(()),
                 open_nanos: AtomicU64::new(0),
+                damaged: AtomicU64::new(0),
             }),
         })
     }
@@ -215,6 +219,28 @@ impl Storage {
     /// Shards open so far.
     pub fn shards_open(&self) -> u32 {
         self.open_shards().count() as u32
+    }
+
+    /// Damaged records found so far (each time one is met: a record
+    /// read twice before its repair counts twice).
+    pub fn damaged_records(&self) -> u64 {
+        self.inner.damaged.load(Ordering::Relaxed)
+    }
+
+    /// Counts a damaged record met at `partition`/`key` and logs it.
+    pub(super) fn note_damaged(
+        &self,
+        partition: u32,
+        key: &[u8],
+        error: &super::record::RecordError,
+    ) {
+        self.inner.damaged.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            partition,
+            key = %super::engine::printable(key),
+            %error,
+            "damaged record: treated as absent, so a replica's copy replaces it (read repair, anti-entropy)"
+        );
     }
 
     /// Seconds spent opening data shards so far, summed.
