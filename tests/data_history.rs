@@ -16,10 +16,12 @@ use std::fmt::Display;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::cluster::{FAST_RAFT, start_cluster, start_zoned, status, wait_for_members};
+use common::netns::Hosts;
 use common::{TestNode, env_or, runtime, wait_for};
 use levee_node::client::{Client, ClientConfig};
 use levee_node::cluster::map::NodeState;
 use levee_node::storage::Version;
+use levee_node::tls::Transport;
 
 /// Concurrent clients per schedule: enough that writes to one key race.
 const CLIENTS: usize = 4;
@@ -92,6 +94,113 @@ fn assert_clean(schedule: usize, seed: u64, run: &Run, knob: &str) {
     );
 }
 
+/// How long a partition lasts (ms): from shorter than the suite's Raft
+/// election timeout to several heartbeats past the failure detector's
+/// suspicion.
+const NEMESIS_PARTITION_MS: (u64, u64) = (200, 2500);
+
+/// Soak with `LEVEE_PARTITION_SCHEDULES=50 cargo test --release --test
+/// data_history partitions -- --nocapture` (`LEVEE_PARTITION_SECS`, default
+/// 4; `LEVEE_PARTITION_SEED` replays a schedule's choices). Needs root:
+/// each of the 3 nodes runs in its own network namespace, bridged to the
+/// test's, and the nemesis cuts a node off from the others (a minority of
+/// one, the Raft leader half the time) or from one other node only (the
+/// third bridges them), with nftables rules inside the namespaces, then
+/// heals. The clients reach every node throughout.
+#[test]
+fn acknowledged_writes_survive_network_partitions() {
+    let schedules: usize = env_or("LEVEE_PARTITION_SCHEDULES", 3);
+    let duration = Duration::from_secs_f64(env_or("LEVEE_PARTITION_SECS", 4.0));
+    let base_seed: u64 = env_or("LEVEE_PARTITION_SEED", Knobs::from_env().base_seed);
+    let hosts = Hosts::create(3);
+    let dir = tempfile::tempdir().unwrap();
+    let first = Hosts::ip(1);
+    let seed_addr = format!("{first}:7400");
+    let nodes: Vec<TestNode> = (1..=3)
+        .map(|i| {
+            let zone = format!("z{i}");
+            let mut args = if i == 1 {
+                vec!["--init", "--zone", zone.as_str()]
+            } else {
+                vec!["--join", seed_addr.as_str(), "--zone", zone.as_str()]
+            };
+            args.push("--insecure");
+            args.extend(FAST_RAFT);
+            TestNode::start_in_netns(
+                dir.path(),
+                &format!("n{i}"),
+                &args,
+                &hosts.netns(i),
+                &Hosts::ip(i),
+            )
+        })
+        .collect();
+    wait_for_members(&nodes, 3);
+    let reach = Reach {
+        endpoints: nodes.iter().map(|n| n.addr.clone()).collect(),
+        transport: Transport::Plain,
+    };
+    let rt = runtime();
+    for schedule in 0..schedules {
+        let seed = base_seed.wrapping_add(schedule as u64);
+        println!("partition schedule {schedule}: seed {seed}");
+        let run = run_with(&rt, &reach, schedule, seed, duration, |start, end| {
+            partition_nemesis(&nodes, &hosts, seed, start, end)
+        });
+        assert_clean(schedule, seed, &run, "LEVEE_PARTITION");
+        wait_for_members(&nodes, 3);
+    }
+}
+
+/// Until `end`, one partition at a time: isolates a node (the leader
+/// half the time) or cuts two nodes apart, waits, heals.
+fn partition_nemesis(
+    nodes: &[TestNode],
+    hosts: &Hosts,
+    seed: u64,
+    start: Instant,
+    end: Instant,
+) -> Vec<Outage> {
+    let mut rng = Rng::new(seed, CLIENTS as u64);
+    let mut outages = Vec::new();
+    loop {
+        let up = rng.millis(NEMESIS_UP_MS);
+        if Instant::now() + up >= end {
+            return outages;
+        }
+        std::thread::sleep(up);
+        let random = rng.below(nodes.len());
+        let kind = match rng.below(3) {
+            0 => Fault::Isolate { leader: false },
+            1 => Fault::Isolate { leader: true },
+            _ => Fault::Cut {
+                with: (random + 1 + rng.below(nodes.len() - 1)) % nodes.len(),
+            },
+        };
+        let node = match kind {
+            Fault::Isolate { leader: true } => leader_index(nodes).unwrap_or(random),
+            _ => random,
+        };
+        let down_ms = start.elapsed().as_millis();
+        match kind {
+            Fault::Cut { with } => hosts.cut(node + 1, with + 1),
+            _ => {
+                for other in (0..nodes.len()).filter(|&o| o != node) {
+                    hosts.cut(node + 1, other + 1);
+                }
+            }
+        }
+        std::thread::sleep(rng.millis(NEMESIS_PARTITION_MS));
+        hosts.heal();
+        outages.push(Outage {
+            node,
+            kind,
+            down_ms,
+            up_ms: start.elapsed().as_millis(),
+        });
+    }
+}
+
 /// Settings of the membership check's cluster: 24 partitions, fast
 /// heartbeats, moves quick enough to drain and fill a node within a
 /// schedule, and a down-out interval longer than the test, so that only
@@ -124,7 +233,7 @@ fn acknowledged_writes_survive_a_drain_and_a_join_with_kills_mid_transfer() {
         println!("membership schedule {schedule}: seed {seed}");
         let dir = tempfile::tempdir().unwrap();
         let mut nodes = start_zoned(dir.path(), &["z1", "z2", "z3", "z4"], &MEMBERSHIP_FLAGS);
-        let endpoints: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+        let endpoints = Reach::tls(&nodes);
         let run = run_with(&rt, &endpoints, schedule, seed, duration, |start, end| {
             membership_nemesis(&mut nodes, dir.path(), seed, start, end)
         });
@@ -375,6 +484,12 @@ enum Fault {
     Drain,
     /// The node joined the cluster.
     Join,
+    /// The node cut off from every other node (a minority of one; the
+    /// clients still reach it); `leader` if it was the Raft leader.
+    Isolate { leader: bool },
+    /// The node cut off from node `with` only; the third node still
+    /// sees both (a bridge).
+    Cut { with: usize },
 }
 
 struct Run {
@@ -391,7 +506,7 @@ fn run_schedule(
     seed: u64,
     duration: Duration,
 ) -> Run {
-    let endpoints: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let endpoints = Reach::tls(nodes);
     let run = run_with(rt, &endpoints, schedule, seed, duration, |start, end| {
         nemesis(nodes, seed, start, end)
     });
@@ -407,7 +522,7 @@ fn run_schedule(
 /// key back once the cluster has settled.
 fn run_with(
     rt: &tokio::runtime::Runtime,
-    endpoints: &[String],
+    endpoints: &Reach,
     schedule: usize,
     seed: u64,
     duration: Duration,
@@ -477,9 +592,11 @@ fn nemesis(nodes: &mut [TestNode], seed: u64, start: Instant, end: Instant) -> V
                 nodes[node].wait_ready();
             }
             // The membership check's own (membership_nemesis).
-            Fault::KillMidTransfer | Fault::Drain | Fault::Join => {
-                unreachable!("not drawn here")
-            }
+            Fault::KillMidTransfer
+            | Fault::Drain
+            | Fault::Join
+            | Fault::Isolate { .. }
+            | Fault::Cut { .. } => unreachable!("not drawn here"),
         }
         outages.push(Outage {
             node,
@@ -511,6 +628,9 @@ fn outages(outages: &[Outage]) -> String {
                 Fault::KillMidTransfer => "killed mid-transfer".to_string(),
                 Fault::Drain => "drain started".to_string(),
                 Fault::Join => "joined".to_string(),
+                Fault::Isolate { leader: true } => "isolated (leader)".to_string(),
+                Fault::Isolate { leader: false } => "isolated".to_string(),
+                Fault::Cut { with } => format!("cut from n{}", with + 1),
             };
             format!("n{} {what} +{}..+{} ms", o.node + 1, o.down_ms, o.up_ms)
         })
@@ -524,17 +644,36 @@ fn key_name(schedule: usize, key: usize) -> String {
 
 /// A client over every node, listed from a different one per client so
 /// that the clients do not all start on the same node.
-fn client(endpoints: &[String], first: usize) -> Client {
-    let mut endpoints = endpoints.to_vec();
+fn client(reach: &Reach, first: usize) -> Client {
+    let mut endpoints = reach.endpoints.clone();
     let first = first % endpoints.len();
     endpoints.rotate_left(first);
     Client::new(ClientConfig {
         endpoints,
+        transport: reach.transport.clone(),
         ..common::certs::client_config()
     })
 }
 
-async fn workload(endpoints: &[String], schedule: usize, seed: u64, end: Instant) -> Vec<Event> {
+/// How the clients reach the cluster.
+struct Reach {
+    endpoints: Vec<String>,
+    /// The suite's mutual TLS, or plaintext for nodes in namespaces
+    /// (their certificates do not name those addresses).
+    transport: Transport,
+}
+
+impl Reach {
+    /// The suite's TLS nodes.
+    fn tls(nodes: &[TestNode]) -> Self {
+        Self {
+            endpoints: nodes.iter().map(|n| n.addr.clone()).collect(),
+            transport: common::certs::client_transport(),
+        }
+    }
+}
+
+async fn workload(endpoints: &Reach, schedule: usize, seed: u64, end: Instant) -> Vec<Event> {
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let db = client(endpoints, c);
@@ -610,7 +749,7 @@ async fn read(db: &Client, key: &str) -> Result<Option<Seen>, String> {
 /// highest acknowledged version, or the deadline passes; returns the last
 /// read of each key either way, for the checker to judge.
 async fn final_reads(
-    endpoints: &[String],
+    endpoints: &Reach,
     schedule: usize,
     floors: &[Option<Version>],
 ) -> Vec<Result<Option<Seen>, String>> {

@@ -6,6 +6,7 @@
 
 pub mod certs;
 pub mod cluster;
+pub mod netns;
 pub mod raw;
 
 use std::io::Write;
@@ -207,6 +208,9 @@ pub struct TestNode {
     /// `FAILPOINTS` for the process (node/src/failpoint.rs), if any.
     failpoints: Option<String>,
     log: PathBuf,
+    /// The network namespace the process runs in (`netns::Hosts`), if
+    /// not the test's own.
+    netns: Option<String>,
 }
 
 impl TestNode {
@@ -278,7 +282,21 @@ impl TestNode {
             transport,
             failpoints: None,
             log: dir.join(format!("{name}.log")),
+            netns: None,
         }
+    }
+
+    /// Starts a node inside network namespace `netns`, listening on
+    /// `ip` (ports 7400 and 7401: the namespace has its own), and waits
+    /// until it is ready.
+    pub fn start_in_netns(dir: &Path, name: &str, extra: &[&str], netns: &str, ip: &str) -> Self {
+        let mut node = Self::unstarted(dir, name, extra);
+        node.addr = format!("{ip}:7400");
+        node.admin = format!("{ip}:7401");
+        node.netns = Some(netns.to_string());
+        node.spawn();
+        node.wait_ready();
+        node
     }
 
     /// Waits for the process to exit by itself.
@@ -299,7 +317,15 @@ impl TestNode {
             .append(true)
             .open(&self.log)
             .expect("open node log");
-        let mut command = Command::new(bin("levee-node"));
+        let mut command = match &self.netns {
+            // `ip netns exec` execs the node: the child's pid is the node's.
+            Some(netns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", netns]).arg(bin("levee-node"));
+                c
+            }
+            None => Command::new(bin("levee-node")),
+        };
         command.env_remove("FAILPOINTS");
         if let Some(failpoints) = &self.failpoints {
             command.env("FAILPOINTS", failpoints);
