@@ -163,12 +163,7 @@ fn partition_nemesis(
 ) -> Vec<Outage> {
     let mut rng = Rng::new(seed, CLIENTS as u64);
     let mut outages = Vec::new();
-    loop {
-        let up = rng.millis(NEMESIS_UP_MS);
-        if Instant::now() + up >= end {
-            return outages;
-        }
-        std::thread::sleep(up);
+    while quiet_spell(&mut rng, end) {
         let random = rng.below(nodes.len());
         let kind = match rng.below(3) {
             0 => Fault::Isolate { leader: false },
@@ -199,6 +194,7 @@ fn partition_nemesis(
             up_ms: start.elapsed().as_millis(),
         });
     }
+    outages
 }
 
 /// Settings of the membership check's cluster: 24 partitions, fast
@@ -557,12 +553,7 @@ fn run_with(
 fn nemesis(nodes: &mut [TestNode], seed: u64, start: Instant, end: Instant) -> Vec<Outage> {
     let mut rng = Rng::new(seed, CLIENTS as u64);
     let mut outages = Vec::new();
-    loop {
-        let up = rng.millis(NEMESIS_UP_MS);
-        if Instant::now() + up >= end {
-            return outages;
-        }
-        std::thread::sleep(up);
+    while quiet_spell(&mut rng, end) {
         let kind = match rng.below(4) {
             0 | 1 => Fault::Kill,
             2 => Fault::Pause {
@@ -605,6 +596,18 @@ fn nemesis(nodes: &mut [TestNode], seed: u64, start: Instant, end: Instant) -> V
             up_ms: start.elapsed().as_millis(),
         });
     }
+    outages
+}
+
+/// Waits a random spell between two nemesis actions; false (without
+/// waiting) if the spell would end past `end`.
+fn quiet_spell(rng: &mut Rng, end: Instant) -> bool {
+    let up = rng.millis(NEMESIS_UP_MS);
+    if Instant::now() + up >= end {
+        return false;
+    }
+    std::thread::sleep(up);
+    true
 }
 
 /// The index of the node the cluster names its Raft leader, if one
