@@ -212,7 +212,7 @@ const MEMBERSHIP_FLAGS: [&str; 6] = [
 ];
 
 /// Soak with `LEVEE_MEMBERSHIP_SCHEDULES=20 cargo test --release --test
-/// data_history membership -- --nocapture` (`LEVEE_MEMBERSHIP_SECS`, default
+/// data_history drain -- --nocapture` (`LEVEE_MEMBERSHIP_SECS`, default
 /// 12; `LEVEE_MEMBERSHIP_SEED` replays a schedule's choices). Each
 /// schedule is a fresh 4-node cluster in 4 zones: node 4 is drained
 /// while the clients run, then a node 5 joins in its zone; whenever
