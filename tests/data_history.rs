@@ -136,6 +136,7 @@ fn acknowledged_writes_survive_network_partitions() {
             )
         })
         .collect();
+    let _logs = LogsOnPanic(&nodes);
     wait_for_members(&nodes, 3);
     let reach = Reach {
         endpoints: nodes.iter().map(|n| n.addr.clone()).collect(),
@@ -150,6 +151,24 @@ fn acknowledged_writes_survive_network_partitions() {
         });
         assert_clean(schedule, seed, &run, "LEVEE_PARTITION");
         wait_for_members(&nodes, 3);
+    }
+}
+
+/// Prints the end of every node's log if the test fails (its directory
+/// goes with it).
+struct LogsOnPanic<'a>(&'a [TestNode]);
+
+impl Drop for LogsOnPanic<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for (i, node) in self.0.iter().enumerate() {
+            let log = node.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            eprintln!("--- n{} log (last 40 lines) ---\n{tail}", i + 1);
+        }
     }
 }
 
