@@ -27,6 +27,7 @@ const UNITS: &[&str] = &[
     "shards",
     "fds",
     "connections",
+    "tasks",
     // 0/1 flags, named for the condition they report.
     "enabled",
     "restart",
