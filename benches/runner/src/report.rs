@@ -11,6 +11,7 @@ use super::cluster::Event;
 use super::node_figures;
 use super::phases::{PhaseKind, PhaseSummary};
 use super::recovery::{self, RecoveryFigures};
+use super::resources::{self, Resources};
 use super::restarts::{self, RestartFigures};
 use super::scenario::Scenario;
 use super::server_figures::ServerFigures;
@@ -56,6 +57,11 @@ pub struct BenchResult {
     /// The client error messages of the failed requests, most frequent
     /// first, with their counts.
     pub error_messages: Vec<(String, u64)>,
+    /// Each node's memory, descriptors, tasks, connections and hint bytes
+    /// every second, and whether each stayed flat (a scenario with
+    /// `[resources]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
 }
 
 /// The peak of a step load.
@@ -256,6 +262,9 @@ pub fn summary(result: &BenchResult) -> String {
         out.push_str(&recovery::lines(r));
     }
     out.push_str(&restarts::section(&result.restarts));
+    if let Some(r) = &result.resources {
+        out.push_str(&resources::section(r, &result.scenario.targets));
+    }
     out.push_str(&targets_section(result));
     out.push_str(&messages_section(&result.error_messages));
     if !result.events.is_empty() {
