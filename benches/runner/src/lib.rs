@@ -21,7 +21,7 @@
 //! | `fault_plan.rs` | pure: the faults as timed steps, a `slow` fault's SIGSTOP/SIGCONT duty cycle |
 //! | `fault_run.rs` | the fault task: the steps at their times, events, metrics at the first fault |
 //! | `restarts.rs` | a restarted node's startup phases, restart → first served, p99 after it rejoins |
-//! | `resources/` | the leak soak: each node's RSS, fds, tasks, connections, hint bytes every second; pure flatness figures and their table |
+//! | `resources/` | the leak soak: each node's RSS, fds, tasks, connections, hint bytes every second; pure flatness figures and their table; `replot` (resources.png again from result.json) |
 //! | `cpus.rs` | the nodes on some CPUs, the load generator on others |
 //! | `targets.rs` | pure: the scenario's `[[targets]]`, met or missed |
 //! | `report.rs` | result.json, summary.md, the machine description |
@@ -56,6 +56,8 @@ mod schedule;
 mod server_figures;
 pub mod sim;
 mod targets;
+
+pub use resources::replot;
 mod timeline;
 mod variants;
 
@@ -228,10 +230,7 @@ async fn run_one(
     if let Some(r) = &result.resources {
         plot_resources::draw(
             &out.join("resources.png"),
-            &format!(
-                "levee bench: {title}, resources per node ({})",
-                result.machine.line()
-            ),
+            &plot_resources::title(&title, &result.machine),
             r,
             &result.events,
         )?;

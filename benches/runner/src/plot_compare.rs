@@ -27,7 +27,7 @@ const WIDTH: u32 = 1600;
 const PANEL_HEIGHT: u32 = 400;
 
 /// Variant colours, in order (told apart in colour and in grey).
-pub(super) const COLOURS: [RGBColor; 6] = [
+const COLOURS: [RGBColor; 6] = [
     RGBColor(30, 90, 200),
     RGBColor(230, 130, 0),
     RGBColor(40, 160, 80),

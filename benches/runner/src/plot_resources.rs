@@ -11,15 +11,36 @@ use plotters::prelude::*;
 
 use super::cluster::Event;
 use super::plot::{
-    DrawResult, FONT, Marker, Second, event_markers, label_rows, label_y, legend, line,
+    DrawResult, FONT, Marker, Second, event_colour, label_rows, label_y, legend, line,
     linear_chart, mark, runs,
 };
-use super::plot_compare::COLOURS;
+use super::report::Machine;
 use super::resources::{Resources, Series};
 
 /// Image width and height per panel.
 const WIDTH: u32 = 1600;
 const PANEL_HEIGHT: u32 = 330;
+
+/// One colour per node, none of them the events' red, orange, purple or
+/// green, so a node's line is never taken for a fault's.
+const NODE_COLOURS: [RGBColor; 7] = [
+    RGBColor(0, 114, 178),
+    RGBColor(0, 0, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(204, 121, 167),
+    RGBColor(140, 90, 40),
+    RGBColor(0, 150, 170),
+    RGBColor(120, 120, 120),
+];
+
+/// The image's title: the run (`name`, or `name / variant`) and where it
+/// ran.
+pub fn title(run: &str, machine: &Machine) -> String {
+    format!(
+        "levee bench: {run}, resources per node ({})",
+        machine.line()
+    )
+}
 
 /// Draws the soak's series into `path`.
 pub fn draw(path: &Path, title: &str, r: &Resources, events: &[Event]) -> anyhow::Result<()> {
@@ -58,21 +79,38 @@ fn draw_inner(path: &Path, title: &str, r: &Resources, events: &[Event]) -> Draw
     let panels = root.split_evenly((Series::ALL.len(), 1));
     let seconds = r.nodes.iter().map(|n| n.values(Series::RssBytes).len());
     let end = seconds.max().unwrap_or(0).max(1) as f64;
-    let markers = event_markers(events);
+    let markers = markers(events);
+    let last = Series::ALL.len() - 1;
     for (i, (series, area)) in Series::ALL.iter().zip(panels.iter()).enumerate() {
-        panel(area, r, *series, &markers, (end, i == 0))?;
+        panel(area, r, *series, &markers, (end, i == 0, i == last))?;
     }
     root.present()?;
     Ok(())
 }
 
-/// One series: a line per node; the event labels in the first panel.
+/// The run's events as vertical lines: the faults labelled (the action
+/// and the node; the axis gives the time, and on a half-hour run a label
+/// that also carried it would cover minutes), the cluster's answers to
+/// them (down, serving again, redundant) drawn in their colours only.
+fn markers(events: &[Event]) -> (Vec<Marker>, Vec<Marker>) {
+    let marker = |e: &Event| Marker {
+        t_s: e.t_s,
+        label: e.label_for(&format!("n{}", e.node)),
+        colour: event_colour(e),
+    };
+    let faults = events.iter().filter(|e| e.action.is_some());
+    let answers = events.iter().filter(|e| e.action.is_none());
+    (faults.map(marker).collect(), answers.map(marker).collect())
+}
+
+/// One series: a line per node; the fault labels in the first panel, what
+/// the lines' colours mean under the last.
 fn panel(
     area: &DrawingArea<BitMapBackend<'_>, Shift>,
     r: &Resources,
     series: Series,
-    markers: &[Marker],
-    (end, first): (f64, bool),
+    (faults, answers): &(Vec<Marker>, Vec<Marker>),
+    (end, first, last): (f64, bool, bool),
 ) -> DrawResult {
     let (caption, divisor) = unit(series);
     let lines: Vec<(u8, Vec<Point>)> = r
@@ -103,7 +141,11 @@ fn panel(
     } else {
         caption.to_owned()
     };
-    let x_desc = "seconds since the start of the run";
+    let x_desc = if last {
+        "seconds since the start of the run. Lines: a fault (red), a node marked down (orange), serving or redundant again (green)"
+    } else {
+        "seconds since the start of the run"
+    };
     let mut chart = linear_chart(area, &caption, x_desc, end, top)?;
     // The windows the figures compare (for a node that ran throughout).
     let c = r.config;
@@ -116,20 +158,22 @@ fn panel(
         )))?;
     }
     for (i, (node, points)) in lines.into_iter().enumerate() {
-        // The comparison's colours: told apart in colour and in grey.
-        let colour = COLOURS[i % COLOURS.len()];
+        let colour = NODE_COLOURS[i % NODE_COLOURS.len()];
+        // One pixel: a second per pixel or so, and a wider stroke's
+        // mitred joins draw a one-second spike far past its value.
         line(
             &mut chart,
             &format!("node {node}"),
-            colour.stroke_width(2),
+            colour.stroke_width(1),
             runs(&points, |p| p.v),
         )?;
     }
+    mark(&mut chart, answers, (0.0, top), None)?;
     if first {
-        let rows = label_rows(markers, end);
+        let rows = label_rows(faults, end);
         let y = |i: usize| label_y(top, rows[i]);
-        return mark(&mut chart, markers, (0.0, top), Some(&y));
+        return mark(&mut chart, faults, (0.0, top), Some(&y));
     }
-    mark(&mut chart, markers, (0.0, top), None)?;
+    mark(&mut chart, faults, (0.0, top), None)?;
     legend(&mut chart, SeriesLabelPosition::UpperRight)
 }

@@ -100,7 +100,7 @@ impl Totals {
 
 /// The machine a run happened on, so figures from two machines are not
 /// compared by mistake.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Machine {
     /// Host name.
     pub hostname: String,
@@ -113,9 +113,9 @@ pub struct Machine {
     /// Kernel release.
     pub kernel: String,
     /// levee version.
-    pub levee_version: &'static str,
+    pub levee_version: String,
     /// `release` or `debug`: debug builds are many times slower.
-    pub build: &'static str,
+    pub build: String,
 }
 
 impl Machine {
@@ -145,12 +145,13 @@ impl Machine {
                 .and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok())
                 .map(|kb| kb * 1024),
             kernel: read("/proc/sys/kernel/osrelease"),
-            levee_version: env!("CARGO_PKG_VERSION"),
+            levee_version: env!("CARGO_PKG_VERSION").to_owned(),
             build: if cfg!(debug_assertions) {
                 "debug"
             } else {
                 "release"
-            },
+            }
+            .to_owned(),
         }
     }
 

@@ -10,6 +10,7 @@
 //! Fetching is [`sample`]; the figures are pure.
 
 pub mod flatness;
+pub mod replot;
 mod summary;
 
 pub use summary::section;
