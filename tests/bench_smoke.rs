@@ -4,10 +4,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{bin, wait_for};
+use common::bench;
 
 /// A file that exists and is not empty.
 fn non_empty(path: &Path) -> bool {
@@ -17,25 +16,8 @@ fn non_empty(path: &Path) -> bool {
 #[test]
 fn smoke_scenario_completes_with_a_fault_event_phases_and_a_plot() {
     let out = tempfile::tempdir().unwrap();
-    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/scenarios/smoke.toml");
-    let mut child = Command::new(bin("levee"))
-        .arg("bench")
-        .arg(&scenario)
-        .arg("--out")
-        .arg(out.path())
-        .env_remove("LEVEE_ENDPOINTS")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn levee bench");
-    // Bounded: 15 s of load plus startup, preload and shutdown; a hang
-    // fails the test instead of stalling CI.
-    let status = wait_for("levee bench to finish", Duration::from_secs(120), || {
-        child.try_wait().ok().flatten()
-    });
-    let output = child.wait_with_output().expect("levee bench output");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(status.success(), "levee bench failed ({status}): {stderr}");
+    // Bounded: 15 s of load plus startup, preload and shutdown.
+    let output = bench("smoke.toml", out.path(), Duration::from_secs(120));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.contains("| before fault |"),

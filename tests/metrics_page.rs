@@ -13,9 +13,11 @@ use levee_node::proto::PROTOCOL_VERSION;
 fn a_running_node_serves_a_clean_page_with_build_and_process_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let node = TestNode::start(dir.path(), &[]);
-    // A request answered, so the request families carry a real sample.
-    runtime()
-        .block_on(node.client().put(b"metrics-page", b"v"))
+    // A request answered, so the request families carry a real sample;
+    // the client and its runtime kept, so its connection still holds a
+    // slot.
+    let (rt, client) = (runtime(), node.client());
+    rt.block_on(client.put(b"metrics-page", b"v"))
         .expect("a put on a ready node");
     let answer = node.admin_get("/metrics").expect("/metrics answers");
     assert_eq!(answer.status, 200);
@@ -50,5 +52,12 @@ fn a_running_node_serves_a_clean_page_with_build_and_process_metrics() {
         "{started} vs {now}"
     );
     assert!(value("levee_requests_total") >= 1.0);
+    // What the leak soak samples (BENCHMARKS.md, "Leak soak"): the
+    // runtime has tasks (this very scrape's among them), the client's
+    // connection holds its slot, and no hint is held on one node.
+    assert!(value("levee_runtime_alive_tasks") >= 1.0);
+    assert!(value("levee_open_connections") >= 1.0);
+    assert_eq!(value("levee_hints_pending_bytes"), 0.0);
     assert!(value("levee_cert_expiry_timestamp_seconds") > now);
+    drop((client, rt));
 }

@@ -149,6 +149,32 @@ where
     }
 }
 
+/// Runs `levee bench benches/scenarios/SCENARIO --out OUT` and waits for
+/// it, within `deadline` (a hang fails the test instead of stalling CI);
+/// its output, once it succeeded.
+pub fn bench(scenario: &str, out: &Path, deadline: Duration) -> Output {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("benches/scenarios")
+        .join(scenario);
+    let mut child = Command::new(bin("levee"))
+        .arg("bench")
+        .arg(&path)
+        .arg("--out")
+        .arg(out)
+        .env_remove("LEVEE_ENDPOINTS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn levee bench");
+    let status = wait_for("levee bench to finish", deadline, || {
+        child.try_wait().ok().flatten()
+    });
+    let output = child.wait_with_output().expect("levee bench output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(status.success(), "levee bench failed ({status}): {stderr}");
+    output
+}
+
 /// `GET path` on an admin port, plain HTTP when `tls` is `None`: the
 /// answer, or `None` if it cannot be had within a few seconds.
 pub fn admin_get(

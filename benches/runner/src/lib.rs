@@ -21,6 +21,7 @@
 //! | `fault_plan.rs` | pure: the faults as timed steps, a `slow` fault's SIGSTOP/SIGCONT duty cycle |
 //! | `fault_run.rs` | the fault task: the steps at their times, events, metrics at the first fault |
 //! | `restarts.rs` | a restarted node's startup phases, restart → first served, p99 after it rejoins |
+//! | `resources/` | the leak soak: each node's RSS, fds, tasks, connections, hint bytes every second; pure flatness figures and their table; `replot` (resources.png again from result.json) |
 //! | `cpus.rs` | the nodes on some CPUs, the load generator on others |
 //! | `targets.rs` | pure: the scenario's `[[targets]]`, met or missed |
 //! | `report.rs` | result.json, summary.md, the machine description |
@@ -28,6 +29,7 @@
 //! | `plot.rs` | timeline.png |
 //! | `plot_compare.rs` | comparison.png |
 //! | `plot_recovery.rs` | the recovery panel of both |
+//! | `plot_resources.rs` | resources.png: the leak soak's series, a line per node |
 //! | `sim/` | `levee-bench sim`: recovery at 1,000 nodes by simulation (its own table) |
 
 mod cluster;
@@ -42,9 +44,11 @@ mod phases;
 mod plot;
 mod plot_compare;
 mod plot_recovery;
+mod plot_resources;
 mod prometheus;
 mod recovery;
 mod report;
+mod resources;
 mod restarts;
 mod sampler;
 mod scenario;
@@ -52,6 +56,8 @@ mod schedule;
 mod server_figures;
 pub mod sim;
 mod targets;
+
+pub use resources::replot;
 mod timeline;
 mod variants;
 
@@ -104,9 +110,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         for r in &result.restarts {
             println!("{}", restarts::line(r));
         }
+        if let Some(r) = &result.resources {
+            print!("{}", resources::section(r, &scenario.targets));
+        }
         print!("{}", report::targets_section(&result));
+        let plots = if result.resources.is_some() {
+            "timeline.png, resources.png"
+        } else {
+            "timeline.png"
+        };
         println!(
-            "levee bench: wrote {}/{{result.json, summary.md, timeline.png}}",
+            "levee bench: wrote {}/{{result.json, summary.md, {plots}}}",
             out.display()
         );
         return Ok(());
@@ -213,6 +227,14 @@ async fn run_one(
         &result.timeline,
         &result.events,
     )?;
+    if let Some(r) = &result.resources {
+        plot_resources::draw(
+            &out.join("resources.png"),
+            &plot_resources::title(&title, &result.machine),
+            r,
+            &result.events,
+        )?;
+    }
     Ok(result)
 }
 
@@ -278,6 +300,12 @@ async fn measure(
     // is cut short instead (an error, Ctrl-C), the sender drops with it,
     // which tells the fault task the same.
     let (run_over, over) = tokio::sync::oneshot::channel();
+    // Beside the load and the faults, so a node down is a gap in its
+    // series at the second it was down.
+    let sampled = scenario.resources.map(|config| {
+        let task = resources::sample(admin.clone(), transport.clone(), start, workload.duration_s);
+        (config, tokio::spawn(task))
+    });
     let faults = tokio::spawn(fault_run::run_faults(
         owned,
         scenario.faults.clone(),
@@ -305,6 +333,13 @@ async fn measure(
             done.at_first_fault
         }
         Err(e) => bail!("the fault task failed: {e}"),
+    };
+    let samples = match sampled {
+        Some((config, task)) => match task.await {
+            Ok(nodes) => Some((config, nodes)),
+            Err(e) => bail!("the resource sampler failed: {e}"),
+        },
+        None => None,
     };
     let after = server_figures::snapshot(&admin, &endpoints, &transport).await;
     server_figures::keep(cluster_dir, &before, "metrics-before.txt");
@@ -342,6 +377,18 @@ async fn measure(
     let recovery = recovery::RecoveryFigures::of(&rows, &events, &phases, &totals, &numbers);
     let restarts = restarts.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let restarts = restarts::with_rejoin_p99(restarts, timeline.buckets(), &phases);
+    let resources = samples.map(|(config, nodes)| {
+        let restarted: Vec<(u8, f64)> = events
+            .iter()
+            .filter(|e| e.kind == "fault" && e.action == Some(scenario::FaultAction::Restart))
+            .map(|e| (e.node, e.t_s))
+            .collect();
+        resources::Resources {
+            config,
+            flatness: resources::flatness::of(&nodes, &restarted, config),
+            nodes,
+        }
+    });
     Ok(BenchResult {
         format: 1,
         scenario: scenario.clone(),
@@ -359,6 +406,7 @@ async fn measure(
         recovery,
         restarts,
         error_messages: timeline.messages(),
+        resources,
     })
 }
 

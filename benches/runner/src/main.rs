@@ -1,6 +1,7 @@
 //! `levee-bench`: runs a benchmark scenario (a cluster, an open-loop load,
 //! faults) and writes result.json, summary.md and timeline.png; `levee-bench
-//! sim` simulates recovery at scale. `levee bench …` and `levee sim …`
+//! sim` simulates recovery at scale; `levee-bench replot DIR` draws a
+//! leak soak's resources.png again. `levee bench …` and `levee sim …`
 //! forward here.
 
 use std::process::ExitCode;
@@ -29,6 +30,9 @@ enum Sub {
     /// checker, placement and budgets on simulated time; writes
     /// result.json, summary.md and sim.png.
     Sim(levee_bench::sim::Args),
+    /// Draw a leak soak's resources.png again from its result.json (with
+    /// this build's plotting; nothing is run).
+    Replot(levee_bench::replot::Args),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +44,15 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("levee sim: {e:#}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        (Some(Sub::Replot(args)), _) => {
+            return match levee_bench::replot::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("levee bench replot: {e:#}");
                     ExitCode::from(1)
                 }
             };

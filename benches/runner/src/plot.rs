@@ -35,7 +35,7 @@ pub(super) const LABELS: u32 = 80;
 
 /// Colour of a fault line (red), of a node marked down (orange) or out
 /// (purple), and of a "serving again" or "redundant again" line (green).
-fn event_colour(e: &Event) -> RGBColor {
+pub(super) fn event_colour(e: &Event) -> RGBColor {
     match e.kind {
         "serving" | recovery::REDUNDANT => RGBColor(0, 140, 60),
         recovery::DOWN => RGBColor(230, 130, 0),

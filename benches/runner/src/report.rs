@@ -11,6 +11,7 @@ use super::cluster::Event;
 use super::node_figures;
 use super::phases::{PhaseKind, PhaseSummary};
 use super::recovery::{self, RecoveryFigures};
+use super::resources::{self, Resources};
 use super::restarts::{self, RestartFigures};
 use super::scenario::Scenario;
 use super::server_figures::ServerFigures;
@@ -56,6 +57,11 @@ pub struct BenchResult {
     /// The client error messages of the failed requests, most frequent
     /// first, with their counts.
     pub error_messages: Vec<(String, u64)>,
+    /// Each node's memory, descriptors, tasks, connections and hint bytes
+    /// every second, and whether each stayed flat (a scenario with
+    /// `[resources]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
 }
 
 /// The peak of a step load.
@@ -94,7 +100,7 @@ impl Totals {
 
 /// The machine a run happened on, so figures from two machines are not
 /// compared by mistake.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Machine {
     /// Host name.
     pub hostname: String,
@@ -107,9 +113,9 @@ pub struct Machine {
     /// Kernel release.
     pub kernel: String,
     /// levee version.
-    pub levee_version: &'static str,
+    pub levee_version: String,
     /// `release` or `debug`: debug builds are many times slower.
-    pub build: &'static str,
+    pub build: String,
 }
 
 impl Machine {
@@ -139,12 +145,13 @@ impl Machine {
                 .and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok())
                 .map(|kb| kb * 1024),
             kernel: read("/proc/sys/kernel/osrelease"),
-            levee_version: env!("CARGO_PKG_VERSION"),
+            levee_version: env!("CARGO_PKG_VERSION").to_owned(),
             build: if cfg!(debug_assertions) {
                 "debug"
             } else {
                 "release"
-            },
+            }
+            .to_owned(),
         }
     }
 
@@ -256,6 +263,9 @@ pub fn summary(result: &BenchResult) -> String {
         out.push_str(&recovery::lines(r));
     }
     out.push_str(&restarts::section(&result.restarts));
+    if let Some(r) = &result.resources {
+        out.push_str(&resources::section(r, &result.scenario.targets));
+    }
     out.push_str(&targets_section(result));
     out.push_str(&messages_section(&result.error_messages));
     if !result.events.is_empty() {

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use super::resources::ResourcesConfig;
 use super::schedule::{Profile, RateProfile, StepProfile};
 use super::targets::TargetSpec;
 use super::variants::{RetryPolicy, RoutingPolicy, Variant};
@@ -61,6 +62,11 @@ pub struct Scenario {
     /// Bounds on figures of the run, reported as met or missed.
     #[serde(default)]
     pub targets: Vec<TargetSpec>,
+    /// Sample every node's memory, descriptors, tasks, connections and
+    /// hint bytes each second and judge each flat or not (the leak soak).
+    /// Default: not sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourcesConfig>,
 }
 
 /// The cluster: local processes started by the runner, or an existing
@@ -514,6 +520,7 @@ impl Scenario {
         self.validate_workload()?;
         self.validate_faults()?;
         self.validate_variants()?;
+        self.validate_resources()?;
         self.validate_targets()
     }
 }
@@ -612,6 +619,8 @@ pub(super) mod tests {
             "docker-node-loss",
             "slow-node",
             "zone-loss-under-load",
+            "leak-soak",
+            "leak-soak-short",
         ] {
             let s = Scenario::load(&dir.join(format!("{name}.toml"))).unwrap();
             assert_eq!(s.name, name);

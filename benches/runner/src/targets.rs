@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::phases::{PhaseKind, PhaseSummary};
 use super::recovery::{self, RecoveryFigures};
 use super::report::BenchResult;
+use super::resources::{Series, flatness};
 use super::restarts;
 use super::scenario::Scenario;
 
@@ -82,6 +83,17 @@ pub enum Metric {
     /// Nodes marked Down after the first fault that no fault named: nodes
     /// the cluster wrongly declared dead (overloaded, not gone).
     NodesMarkedDownUnfaulted,
+    /// The worst node's resident memory at the end over after warm-up
+    /// (`[resources]`, `resources/flatness.rs`).
+    RssGrowth,
+    /// The same for open file descriptors.
+    OpenFdsGrowth,
+    /// The same for tasks alive on the node's runtime.
+    AliveTasksGrowth,
+    /// The same for protocol connections holding a slot.
+    OpenConnectionsGrowth,
+    /// The same for bytes of hints held.
+    HintBytesGrowth,
 }
 
 impl Metric {
@@ -108,7 +120,12 @@ impl Metric {
             | Self::RedundancyTimeVsModel
             | Self::P99RecoveringVsBaseline
             | Self::P99AfterRejoinVsBaseline
-            | Self::SurvivorP99VsBeforeMax => format!("×{v:.2}"),
+            | Self::SurvivorP99VsBeforeMax
+            | Self::RssGrowth
+            | Self::OpenFdsGrowth
+            | Self::AliveTasksGrowth
+            | Self::OpenConnectionsGrowth
+            | Self::HintBytesGrowth => format!("×{v:.2}"),
             Self::RestartToFirstServedS => format!("{v:.3} s"),
             Self::RefusalP99Us => format!("{v:.1} µs"),
             Self::RecoveryBytes => format!("{:.1} MiB", v / f64::from(1u32 << 20)),
@@ -140,6 +157,25 @@ impl Metric {
             Self::FaultedNodeShare => "faulted nodes' share of client operations after the fault",
             Self::SurvivorP99VsBeforeMax => "worst survivor's server p99 after / before the fault",
             Self::NodesMarkedDownUnfaulted => "nodes marked down that no fault touched",
+            Self::RssGrowth => "worst node's RSS at the end / after warm-up",
+            Self::OpenFdsGrowth => "worst node's open fds at the end / after warm-up",
+            Self::AliveTasksGrowth => "worst node's tokio tasks at the end / after warm-up",
+            Self::OpenConnectionsGrowth => {
+                "worst node's open connections at the end / after warm-up"
+            }
+            Self::HintBytesGrowth => "worst node's hint bytes at the end / after warm-up",
+        }
+    }
+
+    /// The sampled series a growth figure is of.
+    pub fn series(self) -> Option<Series> {
+        match self {
+            Self::RssGrowth => Some(Series::RssBytes),
+            Self::OpenFdsGrowth => Some(Series::OpenFds),
+            Self::AliveTasksGrowth => Some(Series::AliveTasks),
+            Self::OpenConnectionsGrowth => Some(Series::OpenConnections),
+            Self::HintBytesGrowth => Some(Series::HintBytes),
+            _ => None,
         }
     }
 }
@@ -174,6 +210,10 @@ impl TargetSpec {
                 return restarts::worst(&result.restarts, |r| r.p99_after_ready_vs_baseline);
             }
             _ => {}
+        }
+        if let Some(series) = self.metric.series() {
+            let figures = result.resources.as_ref()?;
+            return flatness::worst(&figures.flatness, series);
         }
         if let Some(v) = recovery_value(self.metric, result.recovery.as_ref()) {
             return v;
@@ -492,11 +532,20 @@ mod tests {
             recovery: None,
             restarts: Vec::new(),
             error_messages: Vec::new(),
+            resources: None,
             server: Some(ServerFigures {
                 elections,
                 ..ServerFigures::default()
             }),
         }
+    }
+
+    /// Each target's figure as shown, and its verdict, for one run.
+    fn shown(targets: &[TargetSpec], run: &BenchResult) -> Vec<(String, Option<bool>)> {
+        evaluate(targets, std::slice::from_ref(run))
+            .into_iter()
+            .map(|v| (v.shown, v.met))
+            .collect()
     }
 
     #[test]
@@ -532,12 +581,7 @@ mod tests {
         )
         .unwrap();
         let mut run = result("on", 50, Some(0));
-        let shown = |run: &BenchResult| -> Vec<_> {
-            evaluate(&s.targets, std::slice::from_ref(run))
-                .into_iter()
-                .map(|v| (v.shown, v.met))
-                .collect()
-        };
+        let shown = |run: &BenchResult| shown(&s.targets, run);
         assert_eq!(shown(&run)[0], ("no figure".to_owned(), None));
         let restart = |first: f64, ratio: f64| RestartFigures {
             restart_to_first_served_s: Some(first),
@@ -597,12 +641,7 @@ mod tests {
             "[[targets]]\nmetric = \"faulted_node_share\"\nmax = 0.1\n[[targets]]\nmetric = \"survivor_p99_vs_before_max\"\nmax = 2\n[[targets]]\nmetric = \"nodes_marked_down_unfaulted\"\nmax = 0\n",
         )
         .unwrap();
-        let shown = |run: &BenchResult| -> Vec<_> {
-            evaluate(&s.targets, std::slice::from_ref(run))
-                .into_iter()
-                .map(|v| (v.shown, v.met))
-                .collect()
-        };
+        let shown = |run: &BenchResult| shown(&s.targets, run);
         let mut run = result("on", 50, Some(0));
         let none = ("no figure".to_owned(), None);
         assert_eq!(shown(&run), [none.clone(), none.clone(), none.clone()]);
@@ -658,5 +697,47 @@ mod tests {
         let got = shown(&run);
         assert_eq!(got[0], none);
         assert_eq!(got[2], ("1".to_owned(), Some(false)));
+    }
+
+    #[test]
+    fn growth_targets_take_the_worst_node_and_a_leak_misses() {
+        use super::super::resources::{NodeSamples, Resources, ResourcesConfig};
+        let s = parse(
+            "[[targets]]\nmetric = \"rss_growth\"\nmax = 1.1\n[[targets]]\nmetric = \"alive_tasks_growth\"\nmax = 1.1\n",
+        )
+        .unwrap();
+        let mut run = result("on", 50, Some(0));
+        let shown = |run: &BenchResult| shown(&s.targets, run);
+        assert_eq!(shown(&run)[0], ("no figure".to_owned(), None));
+        let config = ResourcesConfig {
+            warmup_s: 10,
+            window_s: 5,
+        };
+        // Node 1 flat; node 2's tasks grow 2 a second from 100.
+        let nodes: Vec<_> = (1..=2)
+            .map(|node| {
+                let mut n = NodeSamples::empty(node, 40);
+                for (key, values) in n.series.iter_mut() {
+                    for (t, v) in values.iter_mut().enumerate() {
+                        let leaks = node == 2 && *key == Series::AliveTasks.key();
+                        *v = Some(if leaks { 100.0 + 2.0 * t as f64 } else { 100.0 });
+                    }
+                }
+                n
+            })
+            .collect();
+        run.resources = Some(Resources {
+            config,
+            flatness: flatness::of(&nodes, &[], config),
+            nodes,
+        });
+        // Tasks: 174 at the end (median of 35..40) over 124 (of 10..15).
+        assert_eq!(
+            shown(&run),
+            [
+                ("×1.00".to_owned(), Some(true)),
+                ("×1.40".to_owned(), Some(false)),
+            ]
+        );
     }
 }

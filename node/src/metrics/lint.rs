@@ -28,6 +28,7 @@ const UNITS: &[&str] = &[
     "fds",
     "connections",
     "records",
+    "tasks",
     // 0/1 flags, named for the condition they report.
     "enabled",
     "restart",

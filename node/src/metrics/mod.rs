@@ -203,6 +203,13 @@ pub struct Metrics {
     /// (`server/tarpit.rs`): now, and so far.
     connections_held: AtomicU64,
     connections_held_total: AtomicU64,
+    /// Protocol connections holding a slot now (`server/mod.rs` counts
+    /// each from its accept to the end of its task).
+    connections_open: AtomicU64,
+    /// Bytes of hints this node holds for others, as of its last
+    /// heartbeat (`recovery/heartbeat.rs`): the hint store lives on a
+    /// floor below this one and cannot report itself.
+    hints_pending: AtomicU64,
 }
 
 /// Cluster-wide figures every node exports from its copy of the map, so
@@ -244,6 +251,8 @@ impl Default for Metrics {
             quarantined: Op::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             connections_held: AtomicU64::new(0),
             connections_held_total: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            hints_pending: AtomicU64::new(0),
         }
     }
 }
@@ -328,6 +337,30 @@ impl Metrics {
         self.connections_held_total.load(Ordering::Relaxed)
     }
 
+    /// Counts a protocol connection that took a slot.
+    pub fn connection_opened(&self) {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts the end of one [`Metrics::connection_opened`] counted. Never
+    /// below 0: an unpaired call would be a bug in the caller, not a
+    /// reason to show 2^64 connections.
+    pub fn connection_closed(&self) {
+        let _ = self
+            .connections_open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Protocol connections holding a slot now.
+    pub fn connections_open(&self) -> u64 {
+        self.connections_open.load(Ordering::Relaxed)
+    }
+
+    /// Records the bytes of hints held now.
+    pub fn set_hints_pending(&self, bytes: u64) {
+        self.hints_pending.store(bytes, Ordering::Relaxed);
+    }
+
     /// Counts bytes sent for recovery (a transfer page served).
     pub fn record_recovery_sent(&self, bytes: u64) {
         self.recovery_sent.fetch_add(bytes, Ordering::Relaxed);
@@ -393,6 +426,12 @@ impl Metrics {
     pub fn render(&self, gauges: &Gauges, text: &mut Exposition) {
         self.render_requests(text);
         self.render_recovery(text);
+        text.single(
+            "levee_hints_pending_bytes",
+            Kind::Gauge,
+            "Bytes of hints held for nodes that missed writes, waiting for replay (as of the last heartbeat).",
+            self.hints_pending.load(Ordering::Relaxed),
+        );
         self.render_cluster(text);
         render_admission(gauges, text);
     }
@@ -440,6 +479,12 @@ impl Metrics {
             Kind::Counter,
             "Requests not executed because their deadline had passed.",
             self.deadline_drops(),
+        );
+        text.single(
+            "levee_open_connections",
+            Kind::Gauge,
+            "Protocol connections holding a connection slot now (in their handshake or serving); held ones are in levee_held_connections.",
+            self.connections_open(),
         );
         text.single(
             "levee_held_connections",
@@ -569,6 +614,21 @@ fn render_admission(gauges: &Gauges, text: &mut Exposition) {
     );
 }
 
+/// `levee_runtime_alive_tasks`: the tasks alive on the node's async
+/// runtime (spawned and not yet finished; tokio's `num_alive_tasks`),
+/// the figure that grows when something spawns without end. Left out
+/// when there is no runtime to ask (`None`).
+pub fn render_runtime(alive_tasks: Option<usize>, text: &mut Exposition) {
+    if let Some(tasks) = alive_tasks {
+        text.single(
+            "levee_runtime_alive_tasks",
+            Kind::Gauge,
+            "Tasks alive on the node's async runtime: spawned and not yet finished.",
+            u64::try_from(tasks).unwrap_or(u64::MAX),
+        );
+    }
+}
+
 /// `levee_build_info{version, protocol} 1`: what this binary is, as
 /// labels, so a dashboard can join it to any other family and a mixed
 /// version cluster shows during an upgrade.
@@ -628,6 +688,18 @@ mod tests {
     }
 
     #[test]
+    fn open_connections_count_up_and_down_and_never_below_zero() {
+        let metrics = Metrics::default();
+        metrics.connection_opened();
+        metrics.connection_opened();
+        metrics.connection_closed();
+        assert_eq!(metrics.connections_open(), 1);
+        metrics.connection_closed();
+        metrics.connection_closed();
+        assert_eq!(metrics.connections_open(), 0);
+    }
+
+    #[test]
     fn recovery_bytes_are_counted_and_rendered() {
         let metrics = Metrics::default();
         metrics.record_recovery_sent(100);
@@ -657,6 +729,8 @@ mod tests {
             metrics.record_shed(Op::Get, reason, Some(Duration::from_micros(3)));
         }
         metrics.record_deadline_drop();
+        metrics.connection_opened();
+        metrics.set_hints_pending(4096);
         metrics.set_cluster(ClusterGauges {
             under_replicated: 1,
             moves_in_flight: 2,
@@ -679,8 +753,12 @@ mod tests {
             &mut text,
         );
         render_build_info(&mut text);
+        render_runtime(Some(17), &mut text);
         let text = text.finish();
         assert_eq!(lint::lint(&text), Vec::<String>::new(), "{text}");
+        assert!(text.contains("levee_open_connections 1\n"), "{text}");
+        assert!(text.contains("levee_hints_pending_bytes 4096\n"), "{text}");
+        assert!(text.contains("levee_runtime_alive_tasks 17\n"), "{text}");
         assert!(
             text.contains("levee_nodes{state=\"draining\"} 6\n"),
             "{text}"

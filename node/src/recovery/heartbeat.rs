@@ -45,8 +45,11 @@ pub fn report(node: &Node, cluster: &Cluster) -> NodeReport {
     }
 }
 
-/// Puts this node's view of the cluster into its metrics.
+/// Puts this node's view of the cluster, and the hints it holds, into
+/// its metrics.
 fn export_gauges(node: &Node, cluster: &Cluster) {
+    let hints = node.hints().pending().iter().map(|(_, bytes)| bytes).sum();
+    node.admission().metrics().set_hints_pending(hints);
     let map = cluster.map();
     let count = |state| map.nodes.values().filter(|n| n.state == state).count() as u64;
     node.admission().metrics().set_cluster(ClusterGauges {

@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::Admission;
 use crate::metrics::exposition::{Exposition, Kind};
 use crate::metrics::process::ProcessSample;
-use crate::metrics::render_build_info;
+use crate::metrics::{render_build_info, render_runtime};
 use crate::startup::Startup;
 use crate::tls::Credentials;
 
@@ -134,13 +134,22 @@ async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        page(&state, ProcessSample::read()),
+        page(&state, ProcessSample::read(), alive_tasks()),
     )
 }
 
+/// Tasks alive on the runtime this handler runs on, which is the node's
+/// only one (`main.rs`): the admin port shares it with everything else.
+fn alive_tasks() -> Option<usize> {
+    tokio::runtime::Handle::try_current()
+        .ok()
+        .map(|runtime| runtime.metrics().num_alive_tasks())
+}
+
 /// The whole `/metrics` text: the node's counters, the startup timeline,
-/// the build, the process and, with certificates, their expiry.
-fn page(state: &AdminState, process: ProcessSample) -> String {
+/// the build, the process and its runtime's tasks and, with
+/// certificates, their expiry.
+fn page(state: &AdminState, process: ProcessSample, alive_tasks: Option<usize>) -> String {
     let mut text = Exposition::new();
     state
         .admission
@@ -149,6 +158,7 @@ fn page(state: &AdminState, process: ProcessSample) -> String {
     state.startup.render(&mut text);
     render_build_info(&mut text);
     process.render(&mut text);
+    render_runtime(alive_tasks, &mut text);
     if let Some(tls) = &state.tls {
         render_expiry(tls, &mut text);
     }
@@ -357,7 +367,7 @@ mod tests {
             open_fds: Some(12),
             max_fds: Some(1024),
         };
-        let text = page(&state, process);
+        let text = page(&state, process, Some(40));
         assert_eq!(lint(&text), Vec::<String>::new(), "{text}");
         for family in [
             "levee_requests_total",
@@ -368,6 +378,9 @@ mod tests {
             "process_open_fds",
             "process_max_fds",
             "process_start_time_seconds",
+            "levee_runtime_alive_tasks",
+            "levee_open_connections",
+            "levee_hints_pending_bytes",
             "levee_cert_expiry_timestamp_seconds",
         ] {
             assert!(

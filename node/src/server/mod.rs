@@ -99,6 +99,24 @@ fn descriptor_limit() -> u64 {
         .unwrap_or(1024)
 }
 
+/// A connection holding a slot, counted in `levee_open_connections` from
+/// its accept until it is dropped with its task, however the task ends:
+/// the figure a leak soak watches for connections that never close.
+struct OpenConnection(Arc<Node>);
+
+impl OpenConnection {
+    fn count(node: &Arc<Node>) -> Self {
+        node.admission().metrics().connection_opened();
+        Self(node.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.admission().metrics().connection_closed();
+    }
+}
+
 /// A bound protocol listener.
 pub struct Server {
     listener: TcpListener,
@@ -200,10 +218,12 @@ impl Server {
             };
             let shutdown = shutdown.clone();
             let activity = idle.register();
+            let open = OpenConnection::count(&self.node);
             connections.spawn(async move {
                 connection::serve(stream, peer, context, handshake, &activity.0, shutdown).await;
                 drop(activity);
                 drop(slot);
+                drop(open);
             });
         }
         drop(self.listener);

@@ -217,6 +217,26 @@ impl Scenario {
         Ok(())
     }
 
+    /// The warm-up and both windows fit in the run, the windows apart.
+    pub(super) fn validate_resources(&self) -> anyhow::Result<()> {
+        let Some(r) = self.resources else {
+            return Ok(());
+        };
+        if r.window_s == 0 {
+            bail!("resources.window_s must be at least 1 (s)");
+        }
+        let needed = r.warmup_s + 2 * r.window_s;
+        if needed > self.workload.duration_s {
+            bail!(
+                "resources: warmup_s ({}) and two windows of window_s ({}) need {needed} s; the run lasts {} s (workload.duration_s)",
+                r.warmup_s,
+                r.window_s,
+                self.workload.duration_s
+            );
+        }
+        Ok(())
+    }
+
     pub(super) fn validate_faults(&self) -> anyhow::Result<()> {
         if self.faults.is_empty() {
             return Ok(());
@@ -330,6 +350,20 @@ mod tests {
         let remote = REMOTE.replace("[cluster]", "[cluster]\ncpu_quota = 0.3");
         let err = Scenario::parse(&remote).unwrap_err().to_string();
         assert!(err.contains("local nodes"), "{err}");
+    }
+
+    #[test]
+    fn the_resource_windows_must_fit_in_the_run() {
+        let fits = format!("{MINIMAL}\n[resources]\nwarmup_s = 4\nwindow_s = 3\n");
+        let s = Scenario::parse(&fits).unwrap();
+        assert_eq!(s.resources.map(|r| (r.warmup_s, r.window_s)), Some((4, 3)));
+        let long = fits.replace("window_s = 3", "window_s = 4");
+        let err = format!("{:#}", Scenario::parse(&long).unwrap_err());
+        assert!(err.contains("need 12 s"), "{err}");
+        let zero = fits.replace("window_s = 3", "window_s = 0");
+        assert!(Scenario::parse(&zero).is_err());
+        let unknown = fits.replace("window_s = 3", "window_s = 3\nwindows = 2");
+        assert!(Scenario::parse(&unknown).is_err());
     }
 
     #[test]
