@@ -8,6 +8,7 @@
 //! ([`crate::server`]), so each of those imports it and none of them
 //! imports another's floor above.
 
+pub mod peer_guard;
 pub mod send_budget;
 pub mod transfers;
 
