@@ -2,7 +2,8 @@
 //!
 //! Used by clients to reach the replicas of each key, and by nodes for the
 //! data path (separate from Raft's connections, so bulk data never queues
-//! in front of heartbeats). A node whose connect just failed is not dialled
+//! in front of heartbeats; a node calls through `node/peers.rs`, which
+//! adds a circuit breaker per peer). A node whose connect just failed is not dialled
 //! again for a short while: requests to it fail at once (a client moves to
 //! the next replica, a coordinator writes a hint) instead of each paying a
 //! connect timeout.
