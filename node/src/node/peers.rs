@@ -4,7 +4,11 @@
 //! [`super::peer_guard`] (a circuit breaker per peer, one retry budget),
 //! so a peer that stopped answering costs its first timeouts and then
 //! nothing: calls to it are refused at once, counted, and the caller does
-//! what it does for any failed call.
+//! what it does for any failed call. When a breaker opens, the connection
+//! to that peer is closed: the calls still waiting on it fail at once too
+//! (a frozen peer's full socket would hold them until their timeouts),
+//! the peer is not handed their backlog when it wakes, and the probe dials
+//! afresh rather than queueing behind it.
 //!
 //! Every call has a timeout, chosen by its caller: a replica write or
 //! read gets what is left of the client's request deadline (which a
@@ -97,10 +101,15 @@ impl Peers {
         }
         let change = self.guard().record(addr, verdict, probe, Instant::now());
         match change {
-            Some(Change::Opened) => tracing::warn!(
-                peer = addr,
-                "calls to this peer keep timing out: its circuit breaker is open, calls are refused until a probe is answered"
-            ),
+            Some(Change::Opened) => {
+                tracing::warn!(
+                    peer = addr,
+                    "calls to this peer keep timing out: its circuit breaker is open, calls are refused until a probe is answered"
+                );
+                // The calls still out on its connection would only wait
+                // for their timeouts too; the probe gets a fresh one.
+                self.pool.close(addr);
+            }
             Some(Change::Closed) => {
                 tracing::info!(
                     peer = addr,
