@@ -159,7 +159,7 @@ pub struct Config {
     /// Circuit breakers on this node's calls to its peers (replica writes
     /// and reads, hints, anti-entropy, transfers; `node/peers.rs`), with
     /// the client's settings: a peer whose calls time out five times in a
-    /// row is refused at once for a cool-down (1 s, doubling to 30 s)
+    /// row is refused at once for a cool-down (1 s, doubling to 4 s)
     /// instead of costing each call a timeout. Off, every call is sent
     /// and waits: only useful to measure what the breakers buy (a
     /// benchmark runs both in the same run).

@@ -42,6 +42,17 @@ use crate::client::budget::RetryBudget;
 use crate::client::{ClientConfig, ClientError};
 use crate::proto::{Response, WireError};
 
+/// The longest cool-down of a peer's breaker, shorter than a client's
+/// (30 s). A client skips a node while another replica serves its request,
+/// at no cost, and thousands of clients may be probing it; a coordinator
+/// has no other replica to send a write to: while a peer's breaker is open
+/// its writes become hints to replay later, so a peer back from a freeze
+/// must be found within seconds (with 30 s, the peer-stop benchmark's node
+/// frozen for 20 s was kept out for 12 s after it woke). A few
+/// coordinators probing every 4 s cost a dead peer nothing: each probe
+/// dials afresh and waits at most a connect timeout, 500 ms.
+pub const MAX_COOLDOWN: Duration = Duration::from_secs(4);
+
 /// Most peers whose breaker is remembered. A breaker back to closed is
 /// forgotten (a fresh one is the same), so this only bounds the peers
 /// failing at once; peers come from the cluster map, far fewer than this.
@@ -64,17 +75,17 @@ pub struct GuardConfig {
 }
 
 impl GuardConfig {
-    /// A client's settings, so a node treats its peers exactly as a client
-    /// treats the nodes (`ClientConfig`'s defaults: 5 timeouts open a
-    /// breaker for 1 s, doubling to 30 s; retries ≤ 10% of calls plus
-    /// 10/s, 20 saved).
+    /// A client's settings, so a node treats its peers as a client treats
+    /// the nodes (`ClientConfig`'s defaults: 5 timeouts open a breaker for
+    /// 1 s, doubling; retries ≤ 10% of calls plus 10/s, 20 saved), but
+    /// with cool-downs of at most [`MAX_COOLDOWN`].
     pub fn of(client: &ClientConfig, breakers: bool) -> Self {
         Self {
             breakers,
             breaker: BreakerConfig {
                 threshold: client.breaker_failures,
-                cooldown: client.breaker_cooldown,
-                max_cooldown: client.breaker_max_cooldown,
+                cooldown: client.breaker_cooldown.min(MAX_COOLDOWN),
+                max_cooldown: client.breaker_max_cooldown.min(MAX_COOLDOWN),
             },
             retry_ratio: client.retry_budget_ratio,
             retry_cap: client.retry_budget_cap,
