@@ -166,6 +166,18 @@ impl Breaker {
         }
     }
 
+    /// The probe let through by [`Breaker::acquire`] ended without saying
+    /// anything about the node (it was abandoned, or failed in a way that
+    /// cost nothing, such as a refused connection): the next request may
+    /// probe at once, rather than after the probe's cool-down. Only the
+    /// caller knows whether its request was the probe, so only it calls
+    /// this; a breaker in any other state is left as it is.
+    pub fn release_probe(&mut self) {
+        if let State::HalfOpen { probe: Some(_) } = self.state {
+            self.state = State::HalfOpen { probe: None };
+        }
+    }
+
     /// The node answered `Overloaded`: send it nothing before `until`.
     /// A later hold-off replaces an earlier one, never shortens it.
     pub fn hold_off_until(&mut self, until: Instant) {
@@ -289,6 +301,27 @@ mod tests {
             b.acquire(t0 + 2 * S),
             "a second probe once the first is stale"
         );
+    }
+
+    #[test]
+    fn a_released_probe_lets_the_next_request_probe_at_once() {
+        let t0 = Instant::now();
+        let mut b = opened(t0);
+        assert!(b.acquire(t0 + S), "the probe");
+        assert!(!b.acquire(t0 + S), "one probe at a time");
+        b.release_probe();
+        assert_eq!(b.state(t0 + S), BreakerState::HalfOpen);
+        assert!(b.acquire(t0 + S), "the next probe, without waiting");
+        // Releasing is only for the probe: a closed or open breaker stays.
+        let mut closed = breaker();
+        closed.on_failure(t0);
+        closed.release_probe();
+        closed.on_failure(t0);
+        closed.on_failure(t0);
+        assert_eq!(closed.state(t0), BreakerState::Open, "the count kept");
+        let mut open = opened(t0);
+        open.release_probe();
+        assert!(!open.is_available(t0));
     }
 
     #[test]

@@ -101,6 +101,13 @@ impl Connection {
         self.state.closed.is_cancelled() || self.tx.is_closed()
     }
 
+    /// Closes the connection now: the writer stops, mid-frame if it must
+    /// (a peer that stopped reading would hold it forever), and requests
+    /// still waiting on it fail at once as closed.
+    pub fn close(&self) {
+        self.state.closed.cancel();
+    }
+
     /// The node's pressure as its latest answer on this connection said
     /// (see [`ResponseFrame::pressure`]); 0 before any answer.
     pub fn pressure(&self) -> u8 {
@@ -226,10 +233,20 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             },
             _ = state.closed.cancelled() => break,
         };
-        if frame::write_frame(&mut writer, &bytes).await.is_err() {
-            break;
-        }
-        if rx.is_empty() && writer.flush().await.is_err() {
+        // A peer that stops reading (a frozen process) fills the socket and
+        // would hold this write forever: closing must not wait for it.
+        let written = tokio::select! {
+            biased;
+            _ = state.closed.cancelled() => break,
+            written = async {
+                frame::write_frame(&mut writer, &bytes).await?;
+                if rx.is_empty() {
+                    writer.flush().await?;
+                }
+                Ok::<(), std::io::Error>(())
+            } => written,
+        };
+        if written.is_err() {
             break;
         }
     }

@@ -114,6 +114,20 @@ pub enum ClientError {
         /// What the server said before closing, if anything.
         reason: Option<WireError>,
     },
+    /// Not sent: a node's call to a peer whose circuit breaker is open
+    /// (its recent calls timed out) is refused at once, rather than left
+    /// to wait for a timeout of its own (`node/peers.rs`). The caller does
+    /// what it does for any failed call: a write becomes a hint, a read
+    /// asks another replica, background work backs off.
+    #[error(
+        "not sent to {addr}: its circuit breaker is open after repeated timeouts (next probe in {retry_in:?})"
+    )]
+    BreakerOpen {
+        /// The peer.
+        addr: String,
+        /// When a probe call may go again.
+        retry_in: Duration,
+    },
     /// The node answered with an error.
     #[error("{0}")]
     Server(WireError),

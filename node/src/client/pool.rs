@@ -2,7 +2,8 @@
 //!
 //! Used by clients to reach the replicas of each key, and by nodes for the
 //! data path (separate from Raft's connections, so bulk data never queues
-//! in front of heartbeats). A node whose connect just failed is not dialled
+//! in front of heartbeats; a node calls through `node/peers.rs`, which
+//! adds a circuit breaker per peer). A node whose connect just failed is not dialled
 //! again for a short while: requests to it fail at once (a client moves to
 //! the next replica, a coordinator writes a hint) instead of each paying a
 //! connect timeout.
@@ -120,6 +121,18 @@ impl Pool {
         result
     }
 
+    /// Closes the connection to `addr`, if one is open: the requests still
+    /// on it fail at once, and the next request dials afresh. A node does
+    /// this when a peer's breaker opens, so calls queued behind a frozen
+    /// peer's full socket are released (a write's hint is stored now, not
+    /// at its timeout), the frozen peer is not handed that backlog when it
+    /// wakes, and the probe that follows does not wait behind it.
+    pub fn close(&self, addr: &str) {
+        if let Some(Slot::Open(conn)) = self.lock().remove(addr) {
+            conn.close();
+        }
+    }
+
     async fn connection(
         &self,
         addr: &str,
@@ -199,5 +212,80 @@ impl Drop for Tally<'_> {
             Some(outcome) => loads.finished(self.addr, outcome, std::time::Instant::now()),
             None => loads.abandoned(self.addr),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::handshake;
+    use crate::storage::Version;
+    use tokio::io::AsyncReadExt;
+
+    /// Bounds every wait of the test below.
+    const BOUND: Duration = Duration::from_secs(10);
+
+    fn replicate(value_bytes: usize) -> NodeRequest {
+        NodeRequest::Replicate {
+            partition: 0,
+            key: b"k".to_vec(),
+            version: Version { hlc: 1, writer: 1 },
+            value: Some(vec![7; value_bytes]),
+        }
+    }
+
+    /// A peer that handshakes and then reads nothing (a frozen process):
+    /// a request too big for the socket's buffers holds the writer, a
+    /// second waits behind it. Closing fails both at once, and the peer
+    /// is not sent the rest of the big frame.
+    #[tokio::test]
+    async fn closing_a_connection_to_a_peer_that_reads_nothing_frees_its_requests() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (read_now, wait_to_read) = tokio::sync::oneshot::channel::<()>();
+        let peer = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            handshake::accept(&mut stream, BOUND).await.unwrap();
+            let _ = wait_to_read.await;
+            let mut received = Vec::new();
+            let _ = tokio::time::timeout(BOUND, stream.read_to_end(&mut received)).await;
+            received.len()
+        });
+        let pool = Arc::new(Pool::new(BOUND, 64 << 20, Transport::Plain));
+        let conn = pool.connection(&addr, BOUND).await.unwrap();
+        let big = 32 << 20;
+        let calls: Vec<_> = [big, 16]
+            .into_iter()
+            .map(|bytes| {
+                let (pool, addr) = (pool.clone(), addr.clone());
+                tokio::spawn(async move {
+                    let an_hour = Duration::from_secs(3600);
+                    pool.request(&addr, replicate(bytes), an_hour).await
+                })
+            })
+            .collect();
+        // Both calls hold the connection (the pool's slot, this test, and
+        // one each).
+        tokio::time::timeout(BOUND, async {
+            while Arc::strong_count(&conn) < 4 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("both calls on the connection");
+        pool.close(&addr);
+        for call in calls {
+            let result = tokio::time::timeout(BOUND, call)
+                .await
+                .expect("freed by the close, not by its hour-long timeout")
+                .unwrap();
+            assert!(
+                matches!(result, Err(ClientError::ConnectionClosed { .. })),
+                "{result:?}"
+            );
+        }
+        let _ = read_now.send(());
+        let received = peer.await.unwrap();
+        assert!(received < big, "the peer got {received} bytes");
     }
 }

@@ -112,6 +112,9 @@ pub struct Overrides {
     /// Admission control on or off.
     #[arg(long, env = "LEVEE_ADMISSION", value_enum)]
     pub admission: Option<Switch>,
+    /// Circuit breakers on calls to peers on or off.
+    #[arg(long, env = "LEVEE_PEER_BREAKERS", value_enum)]
+    pub peer_breakers: Option<Switch>,
     /// Floor of the adaptive concurrency limit.
     #[arg(long, env = "LEVEE_ADMISSION_LIMIT_MIN")]
     pub admission_limit_min: Option<u32>,
@@ -241,6 +244,9 @@ impl Config {
         set(&mut self.shutdown_grace_ms, o.shutdown_grace_ms);
         if let Some(switch) = o.admission {
             self.admission = switch == Switch::On;
+        }
+        if let Some(switch) = o.peer_breakers {
+            self.peer_breakers = switch == Switch::On;
         }
         set(&mut self.admission_limit_min, o.admission_limit_min);
         set(&mut self.admission_limit_max, o.admission_limit_max);

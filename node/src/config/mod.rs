@@ -156,6 +156,14 @@ pub struct Config {
     /// at once, as before admission existed: only useful to measure what
     /// admission buys (an overload benchmark runs both in the same run).
     pub admission: bool,
+    /// Circuit breakers on this node's calls to its peers (replica writes
+    /// and reads, hints, anti-entropy, transfers; `node/peers.rs`), with
+    /// the client's settings: a peer whose calls time out five times in a
+    /// row is refused at once for a cool-down (1 s, doubling to 4 s)
+    /// instead of costing each call a timeout. Off, every call is sent
+    /// and waits: only useful to measure what the breakers buy (a
+    /// benchmark runs both in the same run).
+    pub peer_breakers: bool,
     /// Floor of the adaptive foreground concurrency limit. Too small and a
     /// brief latency spike (or a mix of fast reads and slow synced writes,
     /// which looks like one) throttles the node to a trickle; 32 keeps
@@ -291,6 +299,7 @@ impl Default for Config {
             shutdown_grace_ms: 30_000,
             max_clock_drift_ms: 30_000,
             admission: admission.enabled,
+            peer_breakers: true,
             admission_limit_min: admission.limit.min as u32,
             admission_limit_max: admission.limit.max as u32,
             admission_limit_initial: admission.limit.initial as u32,

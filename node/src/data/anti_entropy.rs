@@ -262,6 +262,12 @@ async fn sync_pair(
     bucket: &mut TokenBucket,
     stats: &mut RoundStats,
 ) -> Result<(), String> {
+    // A peer whose breaker is open would refuse the digest request: skip
+    // the scan of this node's own copy that comes before it. The pair is
+    // counted failed and compared again next round.
+    if !node.peers().is_available(addr) {
+        return Err(format!("peer {peer}'s circuit breaker is open"));
+    }
     let storage = node.storage().clone();
     let (local, scanned) = tokio::task::spawn_blocking(move || storage.digest(partition, BUCKETS))
         .await

@@ -377,6 +377,16 @@ pub async fn read(
         });
     };
     let launch = |index: usize| launch_after(index, std::time::Duration::ZERO);
+    // Asks past the first `needed` (a failed replica's replacement, a
+    // hedge, a copy still opening asked again) are the read's retries:
+    // each call to a peer among them is paid from the node's retry
+    // budget, or not made, so a struggling cluster is not sent extra
+    // reads on top of its load. Its own copy and a Down replica (answered
+    // without a call) cost nothing.
+    let may_retry = |index: usize| {
+        let replica = &replicas[index];
+        replica.id == me || !replica.up || node.peers().try_retry()
+    };
     while next < quorum.needed() {
         launch(next);
         next += 1;
@@ -387,11 +397,14 @@ pub async fn read(
     let mut first_error = String::new();
     let hedge_after = node.hedge_delay();
     let mut hedge_at = Instant::now() + hedge_after;
+    // Off once the budget refuses a hedge: the read then waits for the
+    // replicas asked.
+    let mut hedging = true;
     loop {
         // A replica that is alive in the map but frozen or partitioned
         // answers nothing, and waiting for it would spend the whole
         // deadline: past the hedge delay, one more replica is asked.
-        let spare = next < replicas.len();
+        let spare = hedging && next < replicas.len();
         let wait_until = if spare {
             hedge_at.min(deadline)
         } else {
@@ -400,9 +413,13 @@ pub async fn read(
         let Some((index, answer)) = next_answer(&mut rx, wait_until, &mut first_error).await else {
             if spare && Instant::now() < deadline {
                 first_error.clear();
-                launch(next);
-                next += 1;
-                hedge_at = Instant::now() + hedge_after;
+                if may_retry(next) {
+                    launch(next);
+                    next += 1;
+                    hedge_at = Instant::now() + hedge_after;
+                } else {
+                    hedging = false;
+                }
                 continue;
             }
             break;
@@ -423,22 +440,27 @@ pub async fn read(
                 // A replica back from a restart, opening its copy: another
                 // replica if one is left, and this one again shortly
                 // (when every replica restarted at once, they all are).
-                if next < replicas.len() {
+                if next < replicas.len() && may_retry(next) {
                     launch(next);
                     next += 1;
                 }
-                launch_after(index, REASK_OPENING_AFTER);
                 if first_error.is_empty() {
                     first_error = format!("node {} is opening its storage", replicas[index].id);
                 }
-                Tally::Pending
+                if may_retry(index) {
+                    launch_after(index, REASK_OPENING_AFTER);
+                    Tally::Pending
+                } else {
+                    // Not asked again: it will not answer this read.
+                    quorum.fail()
+                }
             }
             Err(ReadFailure::Failed(e) | ReadFailure::Unreadable(e)) => {
                 if first_error.is_empty() {
                     first_error = e;
                 }
                 // Ask a replica not asked yet in place of the failed one.
-                if next < replicas.len() {
+                if next < replicas.len() && may_retry(next) {
                     launch(next);
                     next += 1;
                 }

@@ -92,7 +92,16 @@ pub async fn run(
                 continue;
             };
             let now = std::time::Instant::now();
-            if backoff.get(&target).is_some_and(|b| now < b.next_try) {
+            let retrying = match backoff.get(&target) {
+                Some(b) if now < b.next_try => continue,
+                Some(_) => true,
+                None => false,
+            };
+            // A target whose replay failed is tried again as a retry, paid
+            // from the node's retry budget; without a token, at a later
+            // tick. (A target whose breaker is open fails its first call
+            // at once and backs off further: no waiting, no spinning.)
+            if retrying && !node.peers().try_retry() {
                 continue;
             }
             match replay_target(&node, target, &addr, max_age_ms, &mut bucket, &shutdown).await {

@@ -103,6 +103,50 @@ impl ShedReason {
     }
 }
 
+/// What happened to a node-to-node call (`node/peers.rs`), for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// Refused at once: the peer's circuit breaker was open.
+    Refused,
+    /// Sent, and failed after a timeout (what opens a breaker).
+    TimedOut,
+    /// A retry (or hedge) paid from the peer retry budget.
+    Retried,
+    /// A retry not made: the peer retry budget was spent.
+    RetryRefused,
+}
+
+impl PeerEvent {
+    const ALL: [PeerEvent; 4] = [
+        PeerEvent::Refused,
+        PeerEvent::TimedOut,
+        PeerEvent::Retried,
+        PeerEvent::RetryRefused,
+    ];
+
+    /// The counter's name and help.
+    fn family(self) -> (&'static str, &'static str) {
+        match self {
+            PeerEvent::Refused => (
+                "levee_peer_breaker_refused_requests_total",
+                "Node-to-node calls refused at once, not sent, because the peer's circuit breaker was open (a write's replica gets a hint instead).",
+            ),
+            PeerEvent::TimedOut => (
+                "levee_peer_timed_out_requests_total",
+                "Node-to-node calls that failed after waiting for a timeout (or answered past their deadline): what opens a peer's breaker.",
+            ),
+            PeerEvent::Retried => (
+                "levee_peer_retried_requests_total",
+                "Node-to-node retries and hedges made (a read's next replica, a transfer page or hint replay after a failure), each paid from the node's retry budget.",
+            ),
+            PeerEvent::RetryRefused => (
+                "levee_peer_retry_refused_requests_total",
+                "Node-to-node retries and hedges not made because the node's retry budget was spent.",
+            ),
+        }
+    }
+}
+
 /// A histogram with fixed buckets.
 #[derive(Debug)]
 pub struct Histogram {
@@ -210,6 +254,10 @@ pub struct Metrics {
     /// heartbeat (`recovery/heartbeat.rs`): the hint store lives on a
     /// floor below this one and cannot report itself.
     hints_pending: AtomicU64,
+    /// Node-to-node calls, by [`PeerEvent`].
+    peer_calls: [AtomicU64; 4],
+    /// Peers whose breaker is open, then half-open, when last counted.
+    peer_breakers: [AtomicU64; 2],
 }
 
 /// Cluster-wide figures every node exports from its copy of the map, so
@@ -253,6 +301,8 @@ impl Default for Metrics {
             connections_held_total: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
             hints_pending: AtomicU64::new(0),
+            peer_calls: Default::default(),
+            peer_breakers: Default::default(),
         }
     }
 }
@@ -361,6 +411,22 @@ impl Metrics {
         self.hints_pending.store(bytes, Ordering::Relaxed);
     }
 
+    /// Counts a node-to-node call's `event`.
+    pub fn record_peer(&self, event: PeerEvent) {
+        self.peer_calls[event as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Node-to-node calls with `event` so far.
+    pub fn peer_calls(&self, event: PeerEvent) -> u64 {
+        self.peer_calls[event as usize].load(Ordering::Relaxed)
+    }
+
+    /// Peers whose breaker is open and half-open now.
+    pub fn set_peer_breakers(&self, open: u64, half_open: u64) {
+        self.peer_breakers[0].store(open, Ordering::Relaxed);
+        self.peer_breakers[1].store(half_open, Ordering::Relaxed);
+    }
+
     /// Counts bytes sent for recovery (a transfer page served).
     pub fn record_recovery_sent(&self, bytes: u64) {
         self.recovery_sent.fetch_add(bytes, Ordering::Relaxed);
@@ -432,6 +498,7 @@ impl Metrics {
             "Bytes of hints held for nodes that missed writes, waiting for replay (as of the last heartbeat).",
             self.hints_pending.load(Ordering::Relaxed),
         );
+        self.render_peers(text);
         self.render_cluster(text);
         render_admission(gauges, text);
     }
@@ -534,6 +601,22 @@ impl Metrics {
             "Bytes of partition records received and applied as a move target.",
             self.recovery_bytes_received(),
         );
+    }
+
+    /// This node's calls to its peers: breakers and the retry budget.
+    fn render_peers(&self, text: &mut Exposition) {
+        let mut breakers = text.family(
+            "levee_peer_breaker_nodes",
+            Kind::Gauge,
+            "Peers whose circuit breaker, as this node holds it, is not closed: open (calls refused) or half_open (one probe call may go).",
+        );
+        for (state, count) in ["open", "half_open"].iter().zip(&self.peer_breakers) {
+            breakers.sample(&[("state", state)], count.load(Ordering::Relaxed));
+        }
+        for event in PeerEvent::ALL {
+            let (name, help) = event.family();
+            text.single(name, Kind::Counter, help, self.peer_calls(event));
+        }
     }
 
     fn render_cluster(&self, text: &mut Exposition) {
@@ -731,6 +814,12 @@ mod tests {
         metrics.record_deadline_drop();
         metrics.connection_opened();
         metrics.set_hints_pending(4096);
+        for (n, event) in PeerEvent::ALL.into_iter().enumerate() {
+            for _ in 0..=n {
+                metrics.record_peer(event);
+            }
+        }
+        metrics.set_peer_breakers(2, 1);
         metrics.set_cluster(ClusterGauges {
             under_replicated: 1,
             moves_in_flight: 2,
@@ -763,6 +852,16 @@ mod tests {
             text.contains("levee_nodes{state=\"draining\"} 6\n"),
             "{text}"
         );
+        for line in [
+            "levee_peer_breaker_nodes{state=\"open\"} 2\n",
+            "levee_peer_breaker_nodes{state=\"half_open\"} 1\n",
+            "levee_peer_breaker_refused_requests_total 1\n",
+            "levee_peer_timed_out_requests_total 2\n",
+            "levee_peer_retried_requests_total 3\n",
+            "levee_peer_retry_refused_requests_total 4\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
         assert!(text.contains("levee_pressure_ratio 0.5\n"), "{text}");
         assert!(
             text.contains(&format!(

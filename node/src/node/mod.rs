@@ -8,6 +8,8 @@
 //! ([`crate::server`]), so each of those imports it and none of them
 //! imports another's floor above.
 
+pub mod peer_guard;
+pub mod peers;
 pub mod send_budget;
 pub mod transfers;
 
@@ -15,6 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::admission::Admission;
+use crate::client::ClientConfig;
 use crate::client::load::HedgeDelay;
 use crate::client::pool::Pool;
 use crate::cluster::status::CertReport;
@@ -26,6 +29,8 @@ use crate::storage::hints::HintStore;
 use crate::storage::{Storage, StorageError};
 use crate::tls::Transport;
 
+pub use self::peer_guard::GuardConfig;
+pub use self::peers::Peers;
 pub use self::send_budget::SendBudget;
 pub use self::transfers::Transfers;
 
@@ -34,7 +39,9 @@ pub struct Node {
     storage: Storage,
     clock: Clock,
     hints: HintStore,
-    peers: Pool,
+    /// Connections to the other nodes for the data path, with a circuit
+    /// breaker per peer and the node's retry budget.
+    peers: Peers,
     /// Admission control and metrics; shared with the admin endpoint and
     /// read by background work for the pressure signal.
     admission: Arc<Admission>,
@@ -102,11 +109,16 @@ impl Node {
             clock: Clock::new(config.max_clock_drift_ms),
             hints,
             // Nodes talk to nodes: a short connect timeout, and frames as
-            // large as any value a node accepts.
-            peers: Pool::new(
-                Duration::from_millis(500),
-                64 * 1024 * 1024,
-                transport.clone(),
+            // large as any value a node accepts; breakers and retry budget
+            // as a client's.
+            peers: Peers::new(
+                Pool::new(
+                    Duration::from_millis(500),
+                    64 * 1024 * 1024,
+                    transport.clone(),
+                ),
+                GuardConfig::of(&ClientConfig::default(), config.peer_breakers),
+                admission.clone(),
             ),
             transport,
             cert_warn_before: Duration::from_secs(config.cert_warn_before_days * 86_400),
@@ -169,8 +181,8 @@ impl Node {
         &self.hints
     }
 
-    /// Connections to the other nodes for the data path.
-    pub fn peers(&self) -> &Pool {
+    /// Calls to the other nodes for the data path.
+    pub fn peers(&self) -> &Peers {
         &self.peers
     }
 

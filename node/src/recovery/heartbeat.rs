@@ -80,6 +80,9 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         export_gauges(&node, &cluster);
+        // A breaker's open → half-open turn comes with time alone, not
+        // with a call: the gauge is refreshed here too.
+        node.peers().export();
         let report = report(&node, &cluster);
         if cluster.is_leader() {
             cluster.handle_heartbeat(report);
@@ -89,10 +92,11 @@ pub async fn run(
             continue;
         };
         // One interval at most: a beat later than that is worth less than
-        // the next one.
+        // the next one. Past the breaker: silence is what the leader's
+        // detector measures, so a beat is never held back here.
         match node
             .peers()
-            .request(&addr, NodeRequest::Heartbeat(report), every)
+            .request_past_breaker(&addr, NodeRequest::Heartbeat(report), every)
             .await
         {
             Ok(Response::Ack) => {}

@@ -324,6 +324,8 @@ async fn copy(node: &Node, cluster: &Cluster, partition: u32, mv: &Move, copied:
     let me = cluster.node_id();
     let mut failed: BTreeMap<NodeId, Instant> = BTreeMap::new();
     let mut attempt = 0u32;
+    // The last page request failed: the next one is a retry.
+    let mut retrying = false;
     loop {
         let map = cluster.map();
         let now = Instant::now();
@@ -354,7 +356,17 @@ async fn copy(node: &Node, cluster: &Cluster, partition: u32, mv: &Move, copied:
             copied.source = source;
             node.transfers().set(copied.progress(partition));
         }
-        match step(node, partition, map.partitions, &addr, copied).await {
+        // A page asked again after a failure is paid from the node's
+        // retry budget; without a token, another pause (the copy never
+        // gives up, it slows down).
+        if retrying && !node.peers().try_retry() {
+            pause(attempt).await;
+            attempt = attempt.saturating_add(1);
+            continue;
+        }
+        let step = step(node, partition, map.partitions, &addr, copied).await;
+        retrying = matches!(step, Step::SourceFailed(_) | Step::LocalFailed);
+        match step {
             Step::Done => return,
             Step::Next => attempt = 0,
             Step::Busy(wait) => {

@@ -51,6 +51,7 @@ pub fn classify(error: &ClientError) -> ErrorKind {
         | ClientError::Handshake { .. }
         | ClientError::Tls { .. }
         | ClientError::NoEndpoints
+        | ClientError::BreakerOpen { .. }
         | ClientError::ConnectionClosed { reason: None, .. } => ErrorKind::Unavailable,
         ClientError::ConnectionClosed {
             reason: Some(wire), ..
