@@ -38,6 +38,24 @@ async fn put_on(node: &TestNode, key: &str) -> Result<Response, ClientError> {
     conn.request(put(key), TIMEOUT).await
 }
 
+/// A 3-node cluster whose handlers all hit `failpoint` on the key `qod`,
+/// and a client over it that has stored a healthy key.
+fn cluster_failing_on_qod(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    failpoint: &str,
+) -> (Vec<TestNode>, Client) {
+    let failpoints = format!("{failpoint}=return(qod)");
+    let nodes = start_cluster_failing(dir, 3, &[], Some(&failpoints));
+    let client = Client::new(ClientConfig {
+        endpoints: nodes.iter().map(|n| n.addr.clone()).collect(),
+        ..common::certs::client_config()
+    });
+    rt.block_on(client.put(b"fine", b"v"))
+        .expect("a healthy key");
+    (nodes, client)
+}
+
 /// Waits until every node's map quarantines one shape, then checks that
 /// each refuses a put of `key` on arrival.
 fn quarantined_everywhere(nodes: &[TestNode], key: &str, within: Duration) {
@@ -106,15 +124,8 @@ fn a_handler_panic_is_answered_internal_and_the_connection_keeps_serving() {
 #[test]
 fn a_request_that_crashed_two_handlers_is_quarantined_on_every_node_until_cleared() {
     let dir = tempfile::tempdir().unwrap();
-    let failpoints = format!("{}=return(qod)", failpoint::HANDLER_PANIC);
-    let mut nodes = start_cluster_failing(dir.path(), 3, &[], Some(&failpoints));
     let rt = runtime();
-    let client = Client::new(ClientConfig {
-        endpoints: nodes.iter().map(|n| n.addr.clone()).collect(),
-        ..common::certs::client_config()
-    });
-    rt.block_on(client.put(b"fine", b"v"))
-        .expect("a healthy key");
+    let (mut nodes, client) = cluster_failing_on_qod(&rt, dir.path(), failpoint::HANDLER_PANIC);
     let before = client.attempts();
     let error = rt.block_on(client.put(b"qod", b"v")).unwrap_err();
     // The client tried two replicas, saw both crash, and stopped.
@@ -179,15 +190,8 @@ fn a_request_that_aborted_two_nodes_is_struck_from_their_last_words_and_quaranti
     let dir = tempfile::tempdir().unwrap();
     // An abort no handler can catch (a stack overflow, a panic while
     // panicking): the process dies, and only its last words are left.
-    let failpoints = format!("{}=return(qod)", failpoint::HANDLER_ABORT);
-    let mut nodes = start_cluster_failing(dir.path(), 3, &[], Some(&failpoints));
     let rt = runtime();
-    let client = Client::new(ClientConfig {
-        endpoints: nodes.iter().map(|n| n.addr.clone()).collect(),
-        ..common::certs::client_config()
-    });
-    rt.block_on(client.put(b"fine", b"v"))
-        .expect("a healthy key");
+    let (mut nodes, client) = cluster_failing_on_qod(&rt, dir.path(), failpoint::HANDLER_ABORT);
     let error = rt.block_on(client.put(b"qod", b"v")).unwrap_err();
     assert!(
         matches!(&error, ClientError::QueryOfDeath { .. }),
