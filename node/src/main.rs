@@ -209,9 +209,7 @@ async fn run(
     tokio::spawn(wait_for_signal(shutdown.clone(), health.clone()));
 
     let meta_dir = config.meta_dir();
-    let meta = sled::Config::new()
-        .path(&meta_dir)
-        .open()
+    let meta = levee_node::storage::open_metadata(&meta_dir)
         .with_context(|| format!("cannot open cluster metadata in {}", meta_dir.display()))?;
     // A restarted node loads its persisted map here and does not wait for
     // an election: Raft runs in the background from here on.

@@ -41,6 +41,16 @@ impl Settings {
 /// Opens the instance at `path`, creating it first if there is none or
 /// its creation was cut short.
 pub(super) fn open(path: &Path, settings: &Settings) -> Result<sled::Db, StorageError> {
+    open_with(path, |path| settings.sled(path))
+}
+
+/// [`open`] with sled's configuration made by `config` (the cluster
+/// metadata keeps sled's defaults, which its existing directories were
+/// created with).
+pub(super) fn open_with(
+    path: &Path,
+    config: impl Fn(&Path) -> sled::Config,
+) -> Result<sled::Db, StorageError> {
     let marker = creating(path);
     let io = |what: &str, at: &Path, e: std::io::Error| {
         StorageError::Layout(format!("cannot {what} {}: {e}", at.display()))
@@ -50,12 +60,12 @@ pub(super) fn open(path: &Path, settings: &Settings) -> Result<sled::Db, Storage
         std::fs::remove_dir_all(path).map_err(|e| io("remove", path, e))?;
     }
     if path.exists() {
-        return Ok(settings.sled(path).open()?);
+        return Ok(config(path).open()?);
     }
     std::fs::File::create(&marker)
         .and_then(|_| sync_parent(path))
         .map_err(|e| io("write", &marker, e))?;
-    let db = settings.sled(path).open()?;
+    let db = config(path).open()?;
     db.flush()?;
     std::fs::remove_file(&marker)
         .and_then(|()| sync_parent(path))
@@ -105,20 +115,35 @@ mod tests {
     fn a_creation_cut_short_is_made_again() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shard-003");
-        // What a kill between sled's two writes of a new `conf` leaves: its
-        // bytes without their crc, the creation still announced. sled
-        // alone never opens it again.
-        std::fs::write(creating(&path), b"").unwrap();
-        {
-            sled::Config::new().path(&path).open().unwrap();
-        }
-        let conf = std::fs::read(path.join("conf")).unwrap();
-        std::fs::write(path.join("conf"), &conf[..conf.len() - 4]).unwrap();
-        assert!(sled::Config::new().path(&path).open().is_err());
+        cut_creation(&path);
 
         let db = open(&path, &settings()).unwrap();
         db.insert(b"k", b"v").unwrap();
         assert!(!creating(&path).exists());
+    }
+
+    #[test]
+    fn the_metadata_is_made_again_after_a_creation_cut_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta");
+        cut_creation(&path);
+
+        let db = super::super::open_metadata(&path).unwrap();
+        db.insert(b"k", b"v").unwrap();
+        assert!(!creating(&path).exists());
+    }
+
+    /// What a kill between sled's two writes of a new `conf` leaves at
+    /// `path`: its bytes without their crc, the creation still announced.
+    /// sled alone never opens it again.
+    fn cut_creation(path: &Path) {
+        std::fs::write(creating(path), b"").unwrap();
+        {
+            sled::Config::new().path(path).open().unwrap();
+        }
+        let conf = std::fs::read(path.join("conf")).unwrap();
+        std::fs::write(path.join("conf"), &conf[..conf.len() - 4]).unwrap();
+        assert!(sled::Config::new().path(path).open().is_err());
     }
 
     /// [`open`] of an instance just closed: sled lets go of its lock

@@ -25,6 +25,16 @@ pub use shards::StorageConfig;
 
 use serde::{Deserialize, Serialize};
 
+/// Opens the node's cluster metadata (the Raft log, vote and state
+/// machine, `DATA_DIR/meta`), creating it so that a kill in the middle of
+/// its creation does not leave a directory sled never opens again (the
+/// shards' protection, `instance.rs`). Raft owns what is written in it;
+/// this floor only opens it, with sled's defaults, which every existing
+/// metadata directory was created with.
+pub fn open_metadata(path: &std::path::Path) -> Result<sled::Db, StorageError> {
+    instance::open_with(path, |path| sled::Config::new().path(path))
+}
+
 /// When a write reaches the disk relative to its acknowledgement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
