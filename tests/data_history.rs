@@ -264,6 +264,20 @@ fn acknowledged_writes_survive_a_drain_and_a_join_with_kills_mid_transfer() {
             "no kill landed while partitions were being copied: {}",
             outages(&run.outages)
         );
+        // The drain's moves come first; the join's rebalancing starts once
+        // node 5 is up, so only a longer `LEVEE_MEMBERSHIP_SECS` reaches
+        // it: say which the kills hit, for the soak's figures.
+        let joined = run.outages.iter().find(|o| o.kind == Fault::Join);
+        let after_join = run
+            .outages
+            .iter()
+            .filter(|o| o.kind == Fault::KillMidTransfer)
+            .filter(|o| joined.is_some_and(|j| o.down_ms >= j.up_ms))
+            .count();
+        println!(
+            "membership schedule {schedule}: {} kills mid-transfer during the drain, {after_join} after the join",
+            mid_transfer - after_join
+        );
         // Despite the kills, the drain and the join complete: node 4
         // holds nothing and is removed, node 5 holds its share, and every
         // partition has its replicas.
