@@ -39,7 +39,16 @@ struct Args {
     overrides: Overrides,
 }
 
+/// jemalloc rather than glibc's malloc: glibc keeps the pages a burst
+/// freed in the arena of the thread that freed them, so a node's RSS kept
+/// each new high-water mark of a peer's return (the leak soak, BENCHMARKS
+/// "Leak soak"); jemalloc gives them back after its decay time, and its
+/// counters (`levee_heap_*`) tell memory in use from memory kept.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
+    levee_node::metrics::heap::jemalloc_installed();
     match try_main() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -64,6 +64,7 @@ impl Second for Point {
 fn unit(series: Series) -> (&'static str, f64) {
     match series {
         Series::RssBytes => ("resident memory (MiB)", f64::from(1u32 << 20)),
+        Series::HeapBytes => ("heap in use (MiB)", f64::from(1u32 << 20)),
         Series::OpenFds => ("open file descriptors", 1.0),
         Series::AliveTasks => ("tokio tasks alive", 1.0),
         Series::OpenConnections => ("protocol connections open", 1.0),

@@ -86,6 +86,8 @@ pub enum Metric {
     /// The worst node's resident memory at the end over after warm-up
     /// (`[resources]`, `resources/flatness.rs`).
     RssGrowth,
+    /// The same for bytes in live heap allocations.
+    HeapGrowth,
     /// The same for open file descriptors.
     OpenFdsGrowth,
     /// The same for tasks alive on the node's runtime.
@@ -122,6 +124,7 @@ impl Metric {
             | Self::P99AfterRejoinVsBaseline
             | Self::SurvivorP99VsBeforeMax
             | Self::RssGrowth
+            | Self::HeapGrowth
             | Self::OpenFdsGrowth
             | Self::AliveTasksGrowth
             | Self::OpenConnectionsGrowth
@@ -158,6 +161,7 @@ impl Metric {
             Self::SurvivorP99VsBeforeMax => "worst survivor's server p99 after / before the fault",
             Self::NodesMarkedDownUnfaulted => "nodes marked down that no fault touched",
             Self::RssGrowth => "worst node's RSS at the end / after warm-up",
+            Self::HeapGrowth => "worst node's heap in use at the end / after warm-up",
             Self::OpenFdsGrowth => "worst node's open fds at the end / after warm-up",
             Self::AliveTasksGrowth => "worst node's tokio tasks at the end / after warm-up",
             Self::OpenConnectionsGrowth => {
@@ -171,6 +175,7 @@ impl Metric {
     pub fn series(self) -> Option<Series> {
         match self {
             Self::RssGrowth => Some(Series::RssBytes),
+            Self::HeapGrowth => Some(Series::HeapBytes),
             Self::OpenFdsGrowth => Some(Series::OpenFds),
             Self::AliveTasksGrowth => Some(Series::AliveTasks),
             Self::OpenConnectionsGrowth => Some(Series::OpenConnections),

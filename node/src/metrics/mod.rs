@@ -9,6 +9,7 @@
 //! than rates computed here.
 
 pub mod exposition;
+pub mod heap;
 pub mod lint;
 pub mod process;
 

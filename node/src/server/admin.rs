@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
 use crate::metrics::exposition::{Exposition, Kind};
+use crate::metrics::heap::HeapSample;
 use crate::metrics::process::ProcessSample;
 use crate::metrics::{render_build_info, render_runtime};
 use crate::startup::Startup;
@@ -134,7 +135,12 @@ async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        page(&state, ProcessSample::read(), alive_tasks()),
+        page(
+            &state,
+            ProcessSample::read(),
+            HeapSample::read(),
+            alive_tasks(),
+        ),
     )
 }
 
@@ -147,9 +153,14 @@ fn alive_tasks() -> Option<usize> {
 }
 
 /// The whole `/metrics` text: the node's counters, the startup timeline,
-/// the build, the process and its runtime's tasks and, with
-/// certificates, their expiry.
-fn page(state: &AdminState, process: ProcessSample, alive_tasks: Option<usize>) -> String {
+/// the build, the process, its heap (on jemalloc) and its runtime's tasks
+/// and, with certificates, their expiry.
+fn page(
+    state: &AdminState,
+    process: ProcessSample,
+    heap: Option<HeapSample>,
+    alive_tasks: Option<usize>,
+) -> String {
     let mut text = Exposition::new();
     state
         .admission
@@ -158,6 +169,9 @@ fn page(state: &AdminState, process: ProcessSample, alive_tasks: Option<usize>) 
     state.startup.render(&mut text);
     render_build_info(&mut text);
     process.render(&mut text);
+    if let Some(heap) = heap {
+        heap.render(&mut text);
+    }
     render_runtime(alive_tasks, &mut text);
     if let Some(tls) = &state.tls {
         render_expiry(tls, &mut text);
@@ -367,7 +381,12 @@ mod tests {
             open_fds: Some(12),
             max_fds: Some(1024),
         };
-        let text = page(&state, process, Some(40));
+        let heap = HeapSample {
+            allocated: 3 << 20,
+            resident: 4 << 20,
+            retained: 1 << 20,
+        };
+        let text = page(&state, process, Some(heap), Some(40));
         assert_eq!(lint(&text), Vec::<String>::new(), "{text}");
         for family in [
             "levee_requests_total",
@@ -379,6 +398,9 @@ mod tests {
             "process_max_fds",
             "process_start_time_seconds",
             "levee_runtime_alive_tasks",
+            "levee_heap_allocated_bytes",
+            "levee_heap_resident_bytes",
+            "levee_heap_retained_bytes",
             "levee_open_connections",
             "levee_hints_pending_bytes",
             "levee_cert_expiry_timestamp_seconds",

@@ -269,8 +269,9 @@ mod tests {
             v.fill(Some(5.0));
         }
         let figures = of(&[a, NodeSamples::empty(2, 30)], &[], SOAK);
-        assert_eq!(figures.len(), 10);
-        assert!(figures[..5].iter().all(|f| f.ratio == Some(1.0)));
-        assert!(figures[5..].iter().all(|f| f.ratio.is_none()));
+        let per_node = Series::ALL.len();
+        assert_eq!(figures.len(), 2 * per_node);
+        assert!(figures[..per_node].iter().all(|f| f.ratio == Some(1.0)));
+        assert!(figures[per_node..].iter().all(|f| f.ratio.is_none()));
     }
 }

@@ -1,6 +1,6 @@
 //! The leak soak's sampler: every second of the measured run, each node's
-//! `/metrics` is read for the five figures a slow leak grows — resident
-//! memory, open descriptors, tasks alive on its runtime, protocol
+//! `/metrics` is read for the six figures a slow leak grows — resident
+//! memory, heap in use, open descriptors, tasks alive on its runtime, protocol
 //! connections holding a slot and bytes of hints held — into
 //! `result.json` (`resources`), `resources.png` and, through
 //! [`flatness`], a figure per node and series: the value at the end
@@ -38,6 +38,10 @@ const ASK_TIMEOUT: Duration = Duration::from_millis(900);
 pub enum Series {
     /// `process_resident_memory_bytes`.
     RssBytes,
+    /// `levee_heap_allocated_bytes`: bytes in live allocations (the
+    /// nodes run on jemalloc), so growth of memory in use shows apart
+    /// from pages an allocator kept.
+    HeapBytes,
     /// `process_open_fds`.
     OpenFds,
     /// `levee_runtime_alive_tasks`.
@@ -51,8 +55,9 @@ pub enum Series {
 impl Series {
     /// Every series, in the order of the plot's panels and the tables'
     /// columns.
-    pub const ALL: [Series; 5] = [
+    pub const ALL: [Series; 6] = [
         Series::RssBytes,
+        Series::HeapBytes,
         Series::OpenFds,
         Series::AliveTasks,
         Series::OpenConnections,
@@ -63,6 +68,7 @@ impl Series {
     pub fn metric(self) -> &'static str {
         match self {
             Self::RssBytes => "process_resident_memory_bytes",
+            Self::HeapBytes => "levee_heap_allocated_bytes",
             Self::OpenFds => "process_open_fds",
             Self::AliveTasks => "levee_runtime_alive_tasks",
             Self::OpenConnections => "levee_open_connections",
@@ -74,6 +80,7 @@ impl Series {
     pub fn key(self) -> &'static str {
         match self {
             Self::RssBytes => "rss_bytes",
+            Self::HeapBytes => "heap_bytes",
             Self::OpenFds => "open_fds",
             Self::AliveTasks => "alive_tasks",
             Self::OpenConnections => "open_connections",
@@ -85,6 +92,7 @@ impl Series {
     pub fn label(self) -> &'static str {
         match self {
             Self::RssBytes => "RSS",
+            Self::HeapBytes => "heap in use",
             Self::OpenFds => "open fds",
             Self::AliveTasks => "tokio tasks",
             Self::OpenConnections => "connections",
@@ -96,7 +104,7 @@ impl Series {
     /// hints (a few MiB at most), counts as they are.
     pub fn show(self, v: f64) -> String {
         match self {
-            Self::RssBytes => format!("{:.1} MiB", v / f64::from(1u32 << 20)),
+            Self::RssBytes | Self::HeapBytes => format!("{:.1} MiB", v / f64::from(1u32 << 20)),
             Self::HintBytes => format!("{:.0} KiB", v / 1024.0),
             Self::OpenFds | Self::AliveTasks | Self::OpenConnections => format!("{v:.0}"),
         }

@@ -62,7 +62,12 @@ pub fn parse(json: &Value) -> Option<(Resources, Vec<Event>)> {
             let node = u8::try_from(n["node"].as_u64()?).ok()?;
             let mut samples = NodeSamples::empty(node, 0);
             for s in Series::ALL {
-                let values = n[s.key()].as_array()?.iter().map(Value::as_f64).collect();
+                // A series this run did not sample (an older result.json)
+                // is all gaps: no figure, the others still drawn.
+                let values = n[s.key()]
+                    .as_array()
+                    .map(|v| v.iter().map(Value::as_f64).collect())
+                    .unwrap_or_default();
                 samples.series.insert(s.key(), values);
             }
             Some(samples)
