@@ -580,6 +580,10 @@ impl WireError {
                 | Self::StaleMap { .. }
                 | Self::QuorumFailed { .. }
                 | Self::PartitionOpening { .. }
+                // This node's clock is behind the request's version;
+                // another coordinator's may not be (the retry carries the
+                // same version, so it stays idempotent).
+                | Self::ClockDrift { .. }
         )
     }
 }
@@ -587,6 +591,16 @@ impl WireError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_whose_clock_is_behind_sends_the_client_elsewhere() {
+        let drift = WireError::ClockDrift {
+            ahead_ms: 45_000,
+            max_drift_ms: 30_000,
+        };
+        assert!(drift.is_retryable());
+        assert!(!WireError::EmptyKey.is_retryable());
+    }
 
     #[test]
     fn a_quarantine_says_how_long_it_lasts_in_words() {
