@@ -89,6 +89,15 @@ pub enum ClientError {
         /// The timeout.
         after: Duration,
     },
+    /// A connect to the endpoint failed moments ago and the pool does not
+    /// dial it again before its hold-off ends; nothing was sent.
+    #[error("not connecting to {addr} for another {remaining:?}: its last connect failed")]
+    HeldOff {
+        /// Endpoint.
+        addr: String,
+        /// Until the hold-off ends.
+        remaining: Duration,
+    },
     /// The endpoint is not a compatible levee node.
     #[error("handshake with {addr} failed: {error}")]
     Handshake {

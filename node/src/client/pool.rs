@@ -141,9 +141,9 @@ impl Pool {
         match self.lock().get(addr) {
             Some(Slot::Open(conn)) if !conn.is_closed() => return Ok(conn.clone()),
             Some(Slot::FailedUntil(until)) if Instant::now() < *until => {
-                return Err(ClientError::ConnectTimeout {
+                return Err(ClientError::HeldOff {
                     addr: addr.to_owned(),
-                    after: Duration::ZERO,
+                    remaining: until.saturating_duration_since(Instant::now()),
                 });
             }
             _ => {}
@@ -231,6 +231,32 @@ mod tests {
             key: b"k".to_vec(),
             version: Version { hlc: 1, writer: 1 },
             value: Some(vec![7; value_bytes]),
+        }
+    }
+
+    /// A failed connect holds the address off for a moment, and the
+    /// error says so (it used to read "timed out after 0ns").
+    #[tokio::test]
+    async fn a_failed_connect_holds_the_address_off_and_says_so() {
+        // A port nobody listens on: bound, then closed.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        let pool = Pool::new(BOUND, 1 << 20, Transport::Plain);
+        let first = pool.request(&addr, replicate(1), BOUND).await;
+        assert!(
+            matches!(first, Err(ClientError::Connect { .. })),
+            "{first:?}"
+        );
+        let second = pool.request(&addr, replicate(1), BOUND).await;
+        match &second {
+            Err(e @ ClientError::HeldOff { remaining, .. }) => {
+                assert!(*remaining <= FAILED_CONNECT_HOLDOFF, "{remaining:?}");
+                assert!(e.to_string().contains("its last connect failed"), "{e}");
+            }
+            other => panic!("{other:?}"),
         }
     }
 

@@ -360,6 +360,7 @@ fn fails_over(e: &ClientError) -> bool {
         // for its address): another replica may be fine.
         ClientError::Connect { .. }
         | ClientError::ConnectTimeout { .. }
+        | ClientError::HeldOff { .. }
         | ClientError::Tls { .. }
         | ClientError::Timeout { .. }
         | ClientError::ConnectionClosed { .. } => true,

@@ -46,6 +46,7 @@ pub(super) fn verdict(result: &Result<Response, ClientError>) -> Verdict {
         Err(
             ClientError::Connect { .. }
             | ClientError::ConnectTimeout { .. }
+            | ClientError::HeldOff { .. }
             | ClientError::Handshake { .. }
             | ClientError::Tls { .. }
             | ClientError::Timeout { .. }

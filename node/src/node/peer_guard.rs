@@ -119,9 +119,9 @@ pub fn judge(result: &Result<Response, ClientError>) -> Verdict {
             error: crate::proto::handshake::HandshakeError::Timeout(_),
             ..
         }) => Verdict::TimedOut,
-        // The pool's hold-off after a failed connect answers this with a
-        // zero wait: that one cost nothing.
-        Err(ClientError::ConnectTimeout { after, .. }) if !after.is_zero() => Verdict::TimedOut,
+        Err(ClientError::ConnectTimeout { .. }) => Verdict::TimedOut,
+        // The pool's hold-off after a failed connect (`HeldOff`) cost
+        // nothing, like a refused connect: fast failures, below.
         Err(_) => Verdict::FailedFast,
     }
 }

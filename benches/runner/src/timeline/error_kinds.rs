@@ -48,6 +48,7 @@ pub fn classify(error: &ClientError) -> ErrorKind {
         ClientError::Timeout { .. } => ErrorKind::Timeout,
         ClientError::Connect { .. }
         | ClientError::ConnectTimeout { .. }
+        | ClientError::HeldOff { .. }
         | ClientError::Handshake { .. }
         | ClientError::Tls { .. }
         | ClientError::NoEndpoints

@@ -260,9 +260,9 @@ fn verdicts_blame_a_peer_only_for_what_cost_a_timeout() {
             Verdict::TimedOut,
         ),
         (
-            Err(ClientError::ConnectTimeout {
+            Err(ClientError::HeldOff {
                 addr: addr(),
-                after: Duration::ZERO,
+                remaining: S / 4,
             }),
             Verdict::FailedFast,
         ),
