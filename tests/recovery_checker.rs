@@ -328,3 +328,58 @@ fn operators_drain_a_node_and_change_settings_live() {
     assert!(done.map.assignment.iter().all(|set| set.len() == 3));
     assert_all_readable(&nodes[0], &written);
 }
+
+/// Issue #17: losing a node that holds only small partitions is repaired
+/// without waiting for move tokens. Here the bucket gives one token and
+/// then one per 1,000 s, so without the size rule the copy of its ~14
+/// partitions could not finish within the deadline; with it, it does,
+/// while the cap on moves into and out of a node still holds.
+#[test]
+fn small_partitions_recover_without_waiting_for_move_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start(
+        dir.path(),
+        3_000,
+        "recovery.moves_per_sec=0.001,recovery.moves_burst=1,recovery.max_moves_per_node=2",
+    );
+    // ~2 KiB per partition: every one is small.
+    let written = write_keys(&nodes[0], 48);
+    let before = wait_for("a leader view", Duration::from_secs(30), || {
+        leader_status(&nodes, &[])
+    });
+    // Not the leader, and not node 3, alone in z3 (the zone guard would
+    // hold it).
+    let victim_id = before
+        .map
+        .nodes
+        .values()
+        .find(|n| Some(n.id) != before.leader && n.spec.zone != "z3")
+        .map(|n| n.id)
+        .expect("a victim");
+    let victim = by_id(&nodes, &before, victim_id);
+    assert!(before.map.partitions_held(victim_id) > 2);
+    nodes[victim].kill();
+    wait_for("the victim marked out", RECOVERY_DEADLINE, || {
+        let s = leader_status(&nodes, &[victim])?;
+        (node_state(&s.map, victim_id) == NodeState::Out).then_some(())
+    });
+    let done = wait_for(
+        "every partition back to 3 live replicas",
+        RECOVERY_DEADLINE,
+        || {
+            let s = leader_status(&nodes, &[victim])?;
+            let mut into = std::collections::BTreeMap::<u64, u32>::new();
+            for m in s.map.moves.values() {
+                *into.entry(m.to).or_default() += 1;
+            }
+            assert!(
+                into.values().all(|n| *n <= 2),
+                "moves in flight {:?}",
+                s.map.moves
+            );
+            (s.map.under_replicated() == 0 && s.map.moves.is_empty()).then_some(s)
+        },
+    );
+    assert_eq!(done.map.partitions_held(victim_id), 0);
+    assert_all_readable(&nodes[0], &written);
+}

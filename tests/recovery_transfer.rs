@@ -418,3 +418,56 @@ fn only_nodes_holding_a_partition_serve_its_pages() {
         assert_eq!(expected.get(&r.key), Some(&r.value));
     }
 }
+
+/// Issue #17: a move's target waits, before copying, for every node that
+/// may coordinate to have applied the move's epoch, as the leader learns
+/// it from the heartbeats (every node beats as soon as it applies a new
+/// epoch). The leader answers that epoch; another node says it does not
+/// lead.
+#[test]
+fn the_leader_answers_the_epoch_every_live_node_has_applied() {
+    let Setup {
+        _dir,
+        nodes,
+        view,
+        rt,
+        expected,
+        ..
+    } = setup();
+    let leader = view.leader.expect("a leader");
+    let ask = |id: u64| {
+        let addr = view.map.nodes[&id].spec.addr.clone();
+        rt.block_on(async move {
+            let conn = as_node(&addr).await;
+            conn.request(Request::Node(NodeRequest::Settled), Duration::from_secs(5))
+                .await
+        })
+    };
+    // A move makes a new epoch on every node; the leader's answer reaches
+    // it once each node has beaten with it.
+    let (p, m) = plan_move(&view, &expected);
+    start_move(&rt, &nodes, &view, p, &m);
+    let epoch = status(&nodes[0]).expect("a status").map.epoch;
+    wait_for(
+        "the move's epoch settled",
+        Duration::from_secs(30),
+        || match ask(leader) {
+            Ok(Response::Settled { epoch: settled }) => (settled >= epoch).then_some(()),
+            other => panic!("the leader answered {other:?}"),
+        },
+    );
+    let follower = view
+        .map
+        .nodes
+        .keys()
+        .copied()
+        .find(|id| *id != leader)
+        .unwrap();
+    match ask(follower) {
+        Err(ClientError::Server(WireError::NotLeader { leader: named, .. })) => {
+            assert_eq!(named, Some(leader))
+        }
+        other => panic!("a follower answered {other:?}"),
+    }
+    wait_for_finish(&nodes[0], p, &m);
+}

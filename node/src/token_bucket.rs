@@ -73,6 +73,15 @@ impl TokenBucket {
     pub fn rate(&self) -> f64 {
         self.rate
     }
+
+    /// Settles a reservation: `taken` tokens were taken up front for
+    /// something that turned out to cost `used`. Unused tokens go back
+    /// (never above the burst); an overrun is charged, into debt if need
+    /// be, since it has already happened.
+    pub fn settle(&mut self, taken: f64, used: f64, now: Instant) {
+        self.refill(now);
+        self.tokens = (self.tokens + taken - used).min(self.burst);
+    }
 }
 
 fn sane_rate(rate: f64) -> f64 {
@@ -125,6 +134,22 @@ mod tests {
         b.set_rate(1000.0, 10.0, t0);
         assert!((b.available(t0) - 10.0).abs() < 1e-9);
         assert_eq!(b.rate(), 1000.0);
+    }
+
+    #[test]
+    fn a_reservation_gives_back_what_it_did_not_use_and_pays_an_overrun() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(1.0, 10.0, t0);
+        assert!(b.take(8.0, t0).is_ok());
+        b.settle(8.0, 3.0, t0);
+        assert!((b.available(t0) - 7.0).abs() < 1e-9);
+        b.settle(2.0, 12.0, t0);
+        assert!((b.available(t0) + 3.0).abs() < 1e-9, "an overrun is debt");
+        b.settle(100.0, 0.0, t0);
+        assert!(
+            (b.available(t0) - 10.0).abs() < 1e-9,
+            "never above the burst"
+        );
     }
 
     proptest! {

@@ -91,6 +91,8 @@ fn to_sample(status: &ClusterStatus) -> ClusterSample {
                 .collect(),
             limit_bytes_per_sec: map.recovery.bytes_per_sec,
             down_out_interval_ms: map.recovery.down_out_interval_ms,
+            burst_bytes: map.recovery.bytes_burst,
+            max_moves_per_node: u64::from(map.recovery.max_moves_per_node),
             held: r.held.iter().cloned().collect(),
         }),
     }

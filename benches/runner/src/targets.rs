@@ -54,6 +54,13 @@ pub enum Metric {
     /// The highest per-node average recovery send rate over the recovery
     /// (Out → redundant), over the configured `recovery.bytes_per_sec`.
     RecoveryRateVsLimit,
+    /// The highest, over the nodes, of the recovery bytes a node sent over
+    /// its send bucket's bound `bytes_per_sec × t + bytes_burst` (`t`: the
+    /// recovery window plus the samples' second).
+    RecoverySentVsBound,
+    /// The same for the bytes a node received, against its ingest
+    /// bucket's `bytes_per_sec × max_moves_per_node × t + bytes_burst`.
+    RecoveryReceivedVsBound,
     /// Time from the fault to full redundancy over the model's
     /// `down_out_interval + bytes copied / (bytes_per_sec × sending nodes)`.
     RedundancyTimeVsModel,
@@ -119,6 +126,8 @@ impl Metric {
             Self::P99VsBaseline
             | Self::AttemptsPerRequest
             | Self::RecoveryRateVsLimit
+            | Self::RecoverySentVsBound
+            | Self::RecoveryReceivedVsBound
             | Self::RedundancyTimeVsModel
             | Self::P99RecoveringVsBaseline
             | Self::P99AfterRejoinVsBaseline
@@ -150,6 +159,10 @@ impl Metric {
             Self::Elections => "Raft elections",
             Self::NodesNotUp => "nodes not up at the end",
             Self::RecoveryRateVsLimit => "recovery send rate per node / configured rate",
+            Self::RecoverySentVsBound => "recovery bytes sent per node / (rate × t + burst)",
+            Self::RecoveryReceivedVsBound => {
+                "recovery bytes received per node / (ingest rate × t + burst)"
+            }
             Self::RedundancyTimeVsModel => "time to full redundancy / model",
             Self::P99RecoveringVsBaseline => "p99 while recovering / baseline p99",
             Self::FailedOps => "failed client operations",
@@ -243,6 +256,8 @@ fn recovery_value(metric: Metric, f: Option<&RecoveryFigures>) -> Option<Option<
     let pick = |get: fn(&RecoveryFigures) -> Option<f64>| Some(f.and_then(get));
     match metric {
         Metric::RecoveryRateVsLimit => pick(|f| f.rate_vs_limit),
+        Metric::RecoverySentVsBound => pick(|f| f.sent_vs_bound),
+        Metric::RecoveryReceivedVsBound => pick(|f| f.received_vs_bound),
         Metric::RedundancyTimeVsModel => pick(|f| f.time_vs_model),
         Metric::P99RecoveringVsBaseline => pick(|f| f.p99_recovering_vs_baseline),
         Metric::NodesMarkedOut => pick(|f| Some(f.nodes_out.len() as f64)),

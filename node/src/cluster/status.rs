@@ -66,6 +66,38 @@ pub struct NodeReport {
     pub requests_total: u64,
     /// Requests it refused with `Overloaded` since it started.
     pub shed_total: u64,
+    /// Partitions it holds that need a new replica and whose records take
+    /// fewer than the checker's small-partition bytes: their moves need
+    /// no move token (`recovery/checker.rs`). At most
+    /// [`MAX_SMALL_REPORTED`]; partitions left out are treated as large.
+    pub small_partitions: Vec<u32>,
+}
+
+/// Most partitions one report names as small: bounds the report and the
+/// reads a node makes to find them (a node past it reports the rest in
+/// later beats, as the moves of the first ones finish).
+pub const MAX_SMALL_REPORTED: usize = 256;
+
+/// The highest epoch every node that may coordinate (Up or Draining in
+/// `map`) has reported applying, from each one's latest report: a write
+/// coordinated from now on uses a map at least that new. 0 while one of
+/// them has not reported. Pure.
+pub fn settled_epoch<'a>(
+    map: &ClusterMap,
+    reports: impl IntoIterator<Item = (NodeId, &'a NodeReport)>,
+) -> u64 {
+    let reports: BTreeMap<NodeId, u64> = reports.into_iter().map(|(id, r)| (id, r.epoch)).collect();
+    map.nodes
+        .values()
+        .filter(|n| {
+            matches!(
+                n.state,
+                super::map::NodeState::Up | super::map::NodeState::Draining
+            )
+        })
+        .map(|n| reports.get(&n.id).copied().unwrap_or(0))
+        .min()
+        .unwrap_or(map.epoch)
 }
 
 /// A node's certificate, as it reports it.
@@ -175,5 +207,38 @@ impl ClusterStatus {
             .filter(|(_, matched)| matched.is_none_or(|m| last.saturating_sub(m) > max_lag))
             .map(|(id, _)| *id)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::map::{Command, NodeState};
+
+    fn report(node: NodeId, epoch: u64) -> NodeReport {
+        NodeReport {
+            node,
+            epoch,
+            ..NodeReport::default()
+        }
+    }
+
+    #[test]
+    fn the_settled_epoch_is_the_lowest_any_live_coordinator_reported() {
+        let mut map = crate::cluster::test_maps::map_with(4, 8);
+        let reports = [report(1, 9), report(2, 7), report(3, 12), report(4, 8)];
+        let of = |map: &ClusterMap, reports: &[NodeReport]| {
+            settled_epoch(map, reports.iter().map(|r| (r.node, r)))
+        };
+        assert_eq!(of(&map, &reports), 7);
+        // A node that coordinates nothing (Down, Out) does not hold it back.
+        map.apply(&Command::SetNodeState {
+            id: 2,
+            state: NodeState::Down,
+            at_ms: 1,
+        });
+        assert_eq!(of(&map, &reports), 8);
+        // A live node that has not reported holds it at 0.
+        assert_eq!(of(&map, &reports[..3]), 0);
     }
 }

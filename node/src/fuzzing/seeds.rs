@@ -339,6 +339,7 @@ fn request_seeds(
         limit: 64,
         requests_total: 98_765,
         shed_total: 12,
+        small_partitions: vec![3, 9, 40],
     };
     let client = |request| Request::Client(request);
     let node = |request| Request::Node(request);
@@ -493,6 +494,7 @@ fn request_seeds(
                 epoch: 0,
             }),
         ),
+        ("settled", node(NodeRequest::Settled)),
     ];
     let mut session = handshake::client_hello().to_vec();
     let mut stream = Vec::new();
@@ -766,6 +768,7 @@ fn response_seeds(seeds: &mut Seeds, map: &ClusterMap, entries: &[Entry]) -> any
                 next: None,
             }),
         ),
+        ("settled", Ok(Response::Settled { epoch: map.epoch })),
     ]);
     for (id, (name, result)) in (1u64..).zip(results) {
         let frame = codec::encode(&ResponseFrame {

@@ -52,6 +52,9 @@ pub struct Node {
     /// paid from (one per node: a node's disk and network are what
     /// transfers compete with clients for).
     send_budget: SendBudget,
+    /// The recovery byte budget every transfer page this node pulls is
+    /// paid from: its ingest, bounded whatever its senders do.
+    recv_budget: SendBudget,
     /// Copies this node is receiving, read by the heartbeat.
     transfers: Transfers,
     /// How this node reaches others, and its certificates.
@@ -125,6 +128,10 @@ impl Node {
             admission,
             cluster: OnceLock::new(),
             send_budget: SendBudget::default(),
+            recv_budget: SendBudget::receiving(
+                &crate::cluster::map::RecoverySettings::default(),
+                std::time::Instant::now(),
+            ),
             transfers: Transfers::default(),
             hedge: Mutex::default(),
             started: std::time::Instant::now(),
@@ -211,6 +218,11 @@ impl Node {
     /// The recovery byte budget of the pages this node sends.
     pub fn send_budget(&self) -> &SendBudget {
         &self.send_budget
+    }
+
+    /// The recovery byte budget of the pages this node pulls (its ingest).
+    pub fn recv_budget(&self) -> &SendBudget {
+        &self.recv_budget
     }
 
     /// The copies this node is receiving, with their progress.

@@ -9,9 +9,21 @@
 //! larger than the burst is the only exception: it goes alone and leaves
 //! the bucket in debt, so it is paid for, never starved).
 //!
+//! The same budget exists on the receiving side ([`SendBudget::receiving`],
+//! the node's ingest): a node receives from up to `max_moves_per_node`
+//! sources at once, each paced by its own sender's bucket, so without a
+//! bucket of its own its ingest is bounded only by how many senders there
+//! are (CockroachDB's receivers were once swamped by unbounded snapshot
+//! ingest). The receiving bucket's rate is `max_moves_per_node ×
+//! bytes_per_sec`, slowed by the receiver's own pressure the same way, and
+//! its burst the same `bytes_burst`: it never slows a receiver whose
+//! senders are at their configured pace and unpressed, and it holds a
+//! receiver that is busy with clients, or fed by senders that are not.
+//!
 //! Part of the node's shared state (the sender in
-//! [`crate::recovery::sender`] spends it); the rate and page arithmetic is
-//! pure.
+//! [`crate::recovery::sender`] and the puller in
+//! [`crate::recovery::transfer`] spend them); the rate and page
+//! arithmetic is pure.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -37,6 +49,13 @@ pub fn effective_rate(settings: &RecoverySettings, pressure: f64) -> f64 {
     settings.bytes_per_sec as f64 * share
 }
 
+fn rate_of(side: Side, settings: &RecoverySettings, pressure: f64) -> f64 {
+    match side {
+        Side::Send => effective_rate(settings, pressure),
+        Side::Receive => effective_ingest_rate(settings, pressure),
+    }
+}
+
 /// Byte budget of the next page: what the target asked, never more than
 /// the burst (the conformance bound), and no more than the bucket can pay
 /// for within half the time left (the other half is for reading and
@@ -55,9 +74,27 @@ pub fn page_bytes(
     u64::from(max_bytes).min(burst.max(1)).min(in_time).max(1)
 }
 
-/// This node's recovery byte budget, shared by every page it serves.
+/// The bytes per second this node may take in for recovery now: what
+/// its `max_moves_per_node` incoming copies may bring at the configured
+/// rate, scaled down by its own pressure as [`effective_rate`] is.
+pub fn effective_ingest_rate(settings: &RecoverySettings, pressure: f64) -> f64 {
+    effective_rate(settings, pressure) * f64::from(settings.max_moves_per_node.max(1))
+}
+
+/// Which way a budget's bytes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Pages this node serves to targets ([`effective_rate`]).
+    Send,
+    /// Pages this node pulls as a target ([`effective_ingest_rate`]).
+    Receive,
+}
+
+/// One of this node's recovery byte budgets, shared by every page it
+/// serves (or, receiving, pulls).
 #[derive(Debug)]
 pub struct SendBudget {
+    side: Side,
     bucket: Mutex<TokenBucket>,
 }
 
@@ -71,9 +108,19 @@ impl SendBudget {
     /// A full budget at `settings`' rate, as of `now`. Time is a parameter
     /// so that a simulation (`levee sim`) runs it on simulated time.
     pub fn new(settings: &RecoverySettings, now: Instant) -> Self {
+        Self::of(Side::Send, settings, now)
+    }
+
+    /// A full ingest budget (the receiving side), as of `now`.
+    pub fn receiving(settings: &RecoverySettings, now: Instant) -> Self {
+        Self::of(Side::Receive, settings, now)
+    }
+
+    fn of(side: Side, settings: &RecoverySettings, now: Instant) -> Self {
         Self {
+            side,
             bucket: Mutex::new(TokenBucket::new(
-                settings.bytes_per_sec as f64,
+                rate_of(side, settings, 0.0),
                 settings.bytes_burst as f64,
                 now,
             )),
@@ -91,11 +138,26 @@ impl SendBudget {
     ) -> T {
         let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
         bucket.set_rate(
-            effective_rate(settings, pressure),
+            rate_of(self.side, settings, pressure),
             settings.bytes_burst as f64,
             now,
         );
         f(&mut bucket)
+    }
+
+    /// Settles `taken` bytes taken up front for a page that turned out to
+    /// be `used` bytes (see [`TokenBucket::settle`]).
+    pub fn settle(
+        &self,
+        settings: &RecoverySettings,
+        pressure: f64,
+        taken: u64,
+        used: u64,
+        now: Instant,
+    ) {
+        self.with_bucket(settings, pressure, now, |b| {
+            b.settle(taken as f64, used as f64, now)
+        });
     }
 
     /// Takes `bytes` tokens, or says how long until they are there.
@@ -194,6 +256,24 @@ mod tests {
             panic!()
         };
         assert!((wait.as_secs_f64() - 0.1).abs() < 1e-6, "{wait:?}");
+    }
+
+    #[test]
+    fn the_ingest_rate_is_what_the_incoming_moves_may_bring_slowed_by_pressure() {
+        let s = RecoverySettings {
+            max_moves_per_node: 3,
+            ..settings(1000, 100)
+        };
+        assert_eq!(effective_ingest_rate(&s, 0.0), 3000.0);
+        assert!((effective_ingest_rate(&s, 0.5) - 1500.0).abs() < 1e-9);
+        let t0 = Instant::now();
+        let budget = SendBudget::receiving(&s, t0);
+        assert!(budget.take(&s, 0.0, 100, t0).is_ok());
+        let Err(Wait(wait)) = budget.take(&s, 0.0, 100, t0) else {
+            panic!("the burst is spent")
+        };
+        // 100 bytes at 3 × 1000 B/s.
+        assert!((wait.as_secs_f64() - 0.1 / 3.0).abs() < 1e-6, "{wait:?}");
     }
 
     proptest! {

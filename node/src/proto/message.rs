@@ -152,6 +152,12 @@ pub enum NodeRequest {
         /// About how many bytes of records to return.
         max_bytes: u32,
     },
+    /// Asked of the leader by a move's target before it copies: the
+    /// highest map epoch every node that may coordinate has reported
+    /// applying in its heartbeats (`cluster::status::settled_epoch`).
+    /// Answered [`Response::Settled`]; by a node that does not lead,
+    /// `NotLeader`. Added last (protocol 4).
+    Settled,
 }
 
 /// An operator's change to the cluster, sent by `levee admin`.
@@ -365,6 +371,12 @@ pub enum Response {
         /// set with `entries` empty (a page of tombstones only).
         #[serde(with = "serde_bytes")]
         next: Option<Vec<u8>>,
+    },
+    /// Answer to [`NodeRequest::Settled`]: the epoch every live
+    /// coordinator has applied, as the leader's heartbeats show it.
+    Settled {
+        /// The epoch (0 while a live node has not reported).
+        epoch: u64,
     },
 }
 

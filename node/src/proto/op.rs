@@ -77,11 +77,13 @@ pub enum Op {
     FetchRange,
     /// `ClientRequest::Scan`.
     Scan,
+    /// `NodeRequest::Settled`.
+    Settled,
 }
 
 impl Op {
     /// Every operation, in metrics order.
-    pub const ALL: [Op; 19] = [
+    pub const ALL: [Op; 20] = [
         Op::Ping,
         Op::Get,
         Op::Put,
@@ -101,6 +103,7 @@ impl Op {
         Op::Propose,
         Op::FetchRange,
         Op::Scan,
+        Op::Settled,
     ];
 
     /// The operation of a request.
@@ -128,6 +131,7 @@ impl Op {
                 NodeRequest::Heartbeat(_) => Op::Heartbeat,
                 NodeRequest::Propose(_) => Op::Propose,
                 NodeRequest::FetchRange { .. } => Op::FetchRange,
+                NodeRequest::Settled => Op::Settled,
             },
         }
     }
@@ -150,7 +154,8 @@ impl Op {
             | Op::Join
             | Op::Admin
             | Op::Heartbeat
-            | Op::Propose => Class::Control,
+            | Op::Propose
+            | Op::Settled => Class::Control,
             Op::Get | Op::Put | Op::Delete | Op::GetReplica | Op::Replicate | Op::ReadLocal => {
                 Class::Foreground
             }
@@ -187,6 +192,7 @@ impl Op {
             Op::Propose => "propose",
             Op::FetchRange => "fetch_range",
             Op::Scan => "scan",
+            Op::Settled => "settled",
         }
     }
 

@@ -463,6 +463,25 @@ impl Cluster {
         }
     }
 
+    /// On the leader, the epoch every node that may coordinate has
+    /// reported applying ([`status::settled_epoch`]); elsewhere
+    /// `NotLeader`, since only the leader receives the heartbeats.
+    pub fn settled(&self) -> Result<u64, WireError> {
+        if !self.is_leader() {
+            let leader = self.leader();
+            return Err(WireError::NotLeader {
+                leader: leader.as_ref().map(|(id, _)| *id),
+                leader_addr: leader.map(|(_, addr)| addr),
+            });
+        }
+        let map = self.map();
+        let reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(status::settled_epoch(
+            &map,
+            reports.iter().map(|(id, (_, r))| (*id, r)),
+        ))
+    }
+
     /// The heartbeats received so far (the latest per node).
     pub fn reports(&self) -> Reports {
         self.reports

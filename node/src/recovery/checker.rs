@@ -8,6 +8,12 @@
 //! Moves start through a token bucket (moves per second, burst) under a
 //! cap on moves in flight, cluster-wide and per node, so that a failure
 //! turns into a bounded, configured amount of work rather than a storm.
+//! A move of a partition a live replica reports small (under
+//! [`SMALL_PARTITION_BYTES`]) needs no token: its bytes are paced by the
+//! byte budgets like any other, and what a token paces, the work of a
+//! long copy, it does not bring; the caps still hold it. Otherwise losing
+//! a node that holds many near-empty partitions waits one token per
+//! partition for almost no data (issue #17: 148 s for 200 KB).
 //!
 //! Cost per plan: one pass over the replicas of every partition, with
 //! node states and counts read from vectors by id ([`ById`]), plus one
@@ -30,6 +36,13 @@ use crate::token_bucket::TokenBucket;
 /// to its limit is spared too; not much lower, or a busy cluster would
 /// never recover.
 pub const PRESSURE_LIMIT: f64 = 0.8;
+
+/// A partition whose records take fewer bytes than this is small: its
+/// move needs no move token. One page of the smallest burst anyone would
+/// configure, so a small move is one page and a commit; small enough that
+/// a node finds out by reading at most this much of each partition it is
+/// asked about (`recovery/heartbeat.rs`).
+pub const SMALL_PARTITION_BYTES: u64 = 64 * 1024;
 
 /// What the checker wants done this round. Nothing here has happened yet.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -84,6 +97,20 @@ impl Checker {
         now: Instant,
         now_ms: u64,
     ) -> Plan {
+        self.plan_sized(map, pressure, &BTreeSet::new(), now, now_ms)
+    }
+
+    /// [`plan`](Self::plan), knowing which partitions are `small` (a live
+    /// replica reported fewer than [`SMALL_PARTITION_BYTES`]): their
+    /// moves start without a move token, under the same caps.
+    pub fn plan_sized(
+        &mut self,
+        map: &ClusterMap,
+        pressure: &BTreeMap<NodeId, f64>,
+        small: &BTreeSet<u32>,
+        now: Instant,
+        now_ms: u64,
+    ) -> Plan {
         let settings = &map.recovery;
         // Read every round, so `levee admin set` takes effect at once.
         self.bucket
@@ -106,7 +133,7 @@ impl Checker {
         for (live, need) in needs(map, &states, &plan.cancel) {
             if class != Some(live) {
                 for need in shared_source.drain(..) {
-                    self.start(&mut plan, &mut round, map, need, now, now_ms);
+                    self.start(&mut plan, &mut round, map, need, small, now, now_ms);
                 }
                 class = Some(live);
             }
@@ -128,25 +155,38 @@ impl Checker {
                 shared_source.push(need);
                 continue;
             }
-            self.start(&mut plan, &mut round, map, need, now, now_ms);
+            self.start(&mut plan, &mut round, map, need, small, now, now_ms);
         }
         for need in shared_source {
-            self.start(&mut plan, &mut round, map, need, now, now_ms);
+            self.start(&mut plan, &mut round, map, need, small, now, now_ms);
         }
         plan
     }
 
-    /// Starts a move for `need` if a token, a source and a target are
-    /// free; else counts it as waiting.
+    /// Starts a move for `need` if a token (unless it is `small`), a
+    /// source and a target are free; else counts it as waiting.
+    #[allow(clippy::too_many_arguments)]
     fn start(
         &mut self,
         plan: &mut Plan,
         round: &mut Round<'_>,
         map: &ClusterMap,
         need: Need,
+        small: &BTreeSet<u32>,
         now: Instant,
         now_ms: u64,
     ) {
+        if small.contains(&need.partition) {
+            let set = map.replicas(need.partition);
+            match round.choose(set, need.from, now_ms) {
+                Some(m) => {
+                    round.record(&m);
+                    plan.start.push((need.partition, m));
+                }
+                None => plan.waiting += 1,
+            }
+            return;
+        }
         // The token first: a move needs one and a target, and looking for
         // a target scans every node. Once the bucket is empty (it stays
         // empty for the rest of the round) every remaining need would scan

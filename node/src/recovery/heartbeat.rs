@@ -5,18 +5,109 @@
 //! voters and learners it replicates to, says nothing about load, and its
 //! timing is tuned for elections, not for deciding that a node's data must
 //! be rebuilt.
+//!
+//! Besides the beat every `heartbeat_ms`, a node beats as soon as it
+//! applies a new map epoch (at most one extra beat per [`EPOCH_BEAT_GAP`]):
+//! a move's target waits, before copying, until every coordinator has
+//! reported the move's epoch (`recovery/transfer.rs`), and that wait is
+//! what one move costs beyond its bytes.
+//!
+//! Each beat also names the partitions this node holds that need a new
+//! replica and are small (under the checker's
+//! [`SMALL_PARTITION_BYTES`]), found by reading at most that much of each,
+//! so their moves start without move tokens.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::map::NodeState;
-use crate::cluster::status::NodeReport;
+use super::checker::SMALL_PARTITION_BYTES;
+use super::sender::MAX_PAGE_RECORDS;
+use crate::cluster::NodeId;
+use crate::cluster::map::{ClusterMap, NodeState};
+use crate::cluster::status::{MAX_SMALL_REPORTED, NodeReport};
 use crate::metrics::ClusterGauges;
 use crate::node::Node;
 use crate::proto::{NodeRequest, Response};
 use crate::raft::Cluster;
+
+/// Least time between two beats sent for a new epoch. During recovery the
+/// map changes with every move started and finished; at 1,000 nodes a
+/// beat from each per change would be a storm at the leader, while 25 ms
+/// keeps a move's wait for its epoch to tens of milliseconds.
+pub const EPOCH_BEAT_GAP: Duration = Duration::from_millis(25);
+
+/// How long a partition's size, once read, is trusted: a small partition
+/// that grows past the threshold is still paced by the byte budgets, so
+/// a stale answer costs a token, not a bound; rereading every beat would
+/// cost each candidate partition a read per beat during a recovery.
+const SIZE_FRESH: Duration = Duration::from_secs(5);
+
+/// Partitions `me` holds, Up, that need a new replica (a member Out or
+/// Draining, or a set short of R) and have no move in flight: the ones
+/// whose size the checker would use. At most [`MAX_SMALL_REPORTED`], in
+/// partition order. Pure.
+pub fn size_candidates(map: &ClusterMap, me: NodeId) -> Vec<u32> {
+    if map.state_of(me) != Some(NodeState::Up) {
+        return Vec::new();
+    }
+    let want = usize::from(map.settings.replicas);
+    (0..map.partitions)
+        .filter(|p| !map.moves.contains_key(p))
+        .filter(|p| {
+            let set = map.replicas(*p);
+            set.contains(&me)
+                && (set.len() < want
+                    || set.iter().any(|n| {
+                        matches!(map.state_of(*n), Some(NodeState::Out | NodeState::Draining))
+                    }))
+        })
+        .take(MAX_SMALL_REPORTED)
+        .collect()
+}
+
+/// Which of the candidate partitions are small, read from storage (at
+/// most [`SMALL_PARTITION_BYTES`] of each) or from `sizes` while fresh.
+/// `sizes` keeps only the candidates, so it stays bounded by them.
+async fn small_partitions(
+    node: &Node,
+    map: &ClusterMap,
+    me: NodeId,
+    sizes: &mut BTreeMap<u32, (Instant, bool)>,
+) -> Vec<u32> {
+    let candidates = size_candidates(map, me);
+    sizes.retain(|p, (at, _)| candidates.contains(p) && at.elapsed() < SIZE_FRESH);
+    let unknown: Vec<u32> = candidates
+        .iter()
+        .copied()
+        .filter(|p| !sizes.contains_key(p))
+        .collect();
+    if !unknown.is_empty() {
+        let storage = node.storage().clone();
+        let read = tokio::task::spawn_blocking(move || {
+            unknown
+                .into_iter()
+                .filter_map(|p| {
+                    let (_, more) = storage
+                        .range_after(p, None, SMALL_PARTITION_BYTES, MAX_PAGE_RECORDS)
+                        .ok()?;
+                    Some((p, !more))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let now = Instant::now();
+        for (p, small) in read.unwrap_or_default() {
+            sizes.insert(p, (now, small));
+        }
+    }
+    candidates
+        .into_iter()
+        .filter(|p| sizes.get(p).is_some_and(|(_, small)| *small))
+        .collect()
+}
 
 /// What this node would report now.
 pub fn report(node: &Node, cluster: &Cluster) -> NodeReport {
@@ -42,6 +133,7 @@ pub fn report(node: &Node, cluster: &Cluster) -> NodeReport {
         limit: u32::try_from(node.admission().limit()).unwrap_or(u32::MAX),
         requests_total: metrics.requests_total(),
         shed_total: metrics.shed_total(),
+        small_partitions: Vec::new(),
     }
 }
 
@@ -74,16 +166,35 @@ pub async fn run(
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut maps = cluster.subscribe();
+    let mut sizes = BTreeMap::new();
+    let mut last_beat = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+            changed = maps.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                // A new epoch: beat now, unless one went out just now
+                // (then after the gap, with whatever epoch is newest).
+                let next = last_beat + EPOCH_BEAT_GAP;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep_until(next) => {}
+                }
+                maps.borrow_and_update();
+            }
         }
+        last_beat = tokio::time::Instant::now();
         export_gauges(&node, &cluster);
         // A breaker's open → half-open turn comes with time alone, not
         // with a call: the gauge is refreshed here too.
         node.peers().export();
-        let report = report(&node, &cluster);
+        let mut report = report(&node, &cluster);
+        let map = cluster.map();
+        report.small_partitions = small_partitions(&node, &map, report.node, &mut sizes).await;
         if cluster.is_leader() {
             cluster.handle_heartbeat(report);
             continue;
@@ -103,5 +214,45 @@ pub async fn run(
             Ok(other) => tracing::debug!(leader, ?other, "unexpected answer to a heartbeat"),
             Err(e) => tracing::debug!(leader, error = %e, "heartbeat not delivered"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::map::{Command, Move};
+
+    #[test]
+    fn sizes_are_read_only_for_partitions_needing_a_replica_without_a_move() {
+        let mut map = crate::cluster::test_maps::map_with(5, 32);
+        assert!(
+            size_candidates(&map, 1).is_empty(),
+            "nothing needs a replica"
+        );
+        map.apply(&Command::SetNodeState {
+            id: 2,
+            state: NodeState::Out,
+            at_ms: 1,
+        });
+        let expected: Vec<u32> = (0..32)
+            .filter(|p| map.replicas(*p).contains(&2) && map.replicas(*p).contains(&1))
+            .collect();
+        assert!(!expected.is_empty());
+        assert_eq!(size_candidates(&map, 1), expected);
+        // A partition whose move is in flight is left out.
+        let p = expected[0];
+        let to = (3..=5).find(|n| !map.replicas(p).contains(n)).unwrap();
+        map.apply(&Command::StartMoves(vec![(
+            p,
+            Move {
+                from: Some(2),
+                to,
+                source: 1,
+                started_ms: 1,
+            },
+        )]));
+        assert_eq!(size_candidates(&map, 1), expected[1..]);
+        // The Out node itself reports nothing.
+        assert!(size_candidates(&map, 2).is_empty());
     }
 }

@@ -2,8 +2,10 @@
 //! is this node, a puller copies the partition from a live replica in key
 //! order, page by page, then asks the leader to commit the new replica set.
 //!
-//! - The pace is set by the sender's byte budget ([`super::sender`]); the
-//!   puller only asks for the next page.
+//! - The pace is set by the sender's byte budget ([`super::sender`]) and
+//!   this node's ingest budget (`Node::recv_budget`, paid before each page
+//!   is asked, sized to what it can pay); the puller only asks for the
+//!   next page.
 //! - Resumable: the puller remembers the last key it applied. A source
 //!   that fails mid-copy is replaced by another live replica, and the copy
 //!   continues after that key rather than from the start.
@@ -29,7 +31,7 @@ use super::sender;
 use crate::client::ClientError;
 use crate::client::backoff::Backoff;
 use crate::cluster::NodeId;
-use crate::cluster::map::{ClusterMap, Command, CommandResult, Move, NodeState};
+use crate::cluster::map::{ClusterMap, Command, CommandResult, Move, NodeState, RecoverySettings};
 use crate::cluster::status::TransferProgress;
 use crate::node::Node;
 use crate::node::transfers::MAX_PULLERS;
@@ -37,6 +39,7 @@ use crate::partition::partition_of;
 use crate::proto::{NodeRequest, RangeRecord, Response, WireError};
 use crate::raft::Cluster;
 use crate::storage::scan::record_bytes;
+use crate::token_bucket::Wait;
 
 /// Bytes asked per page. Large enough that the round trip is small next
 /// to the transfer time at the default 32 MiB/s; small enough that a page
@@ -53,14 +56,53 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// commit).
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Pause between seeing a move and reading its first page. A write whose
-/// coordinator has not applied the new map yet is not sent to the target;
-/// it reaches the source instead, and must land there before the copy
-/// reads past its key. One second covers the map reaching every node
-/// (a Raft heartbeat or two) for writes already in flight; what slips
-/// through anyway is repaired by read repair and anti-entropy once the
-/// target is a replica.
+/// Longest wait between seeing a move and reading its first page. A
+/// write whose coordinator has not applied the move's map yet is not sent
+/// to the target; it reaches the source instead, and must land there
+/// before the copy reads past its key. So the puller waits until every
+/// node that may coordinate has reported (in its heartbeats) an epoch at
+/// least the move's ([`NodeRequest::Settled`], asked of the leader every
+/// [`SETTLE_POLL`]): tens of milliseconds, since a node beats as soon as
+/// it applies a new epoch. This is the fallback when that cannot be
+/// learned (no leader, a peer that does not report): the fixed pause the
+/// puller used to take for every move, one second, which covers the map
+/// reaching every node (a Raft heartbeat or two) for writes already in
+/// flight. What slips through anyway is repaired by read repair and
+/// anti-entropy once the target is a replica.
 pub const SETTLE: Duration = Duration::from_secs(1);
+
+/// Pause between two questions to the leader while a move's epoch
+/// settles: a few per beat gap, and at most `SETTLE / SETTLE_POLL` (50)
+/// small control requests per move.
+pub const SETTLE_POLL: Duration = Duration::from_millis(20);
+
+/// Longest sleep while waiting for ingest tokens, so that a rate raised
+/// meanwhile (operator, pressure gone) takes effect at once.
+const INGEST_RECHECK: Duration = Duration::from_millis(250);
+
+/// What a puller does next while its move's epoch settles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Every coordinator has applied the move's epoch: copy.
+    Go,
+    /// Ask again after this long.
+    Poll(Duration),
+    /// [`SETTLE`] has passed without the answer: copy anyway, as the
+    /// fixed pause used to.
+    TimedOut,
+}
+
+/// Decides, with the `settled` epoch the leader last gave (if any), the
+/// move's `epoch` and the time `waited` so far. Pure.
+pub fn settle_step(settled: Option<u64>, epoch: u64, waited: Duration) -> Settle {
+    if settled.is_some_and(|s| s >= epoch) {
+        return Settle::Go;
+    }
+    match SETTLE.checked_sub(waited) {
+        Some(left) if !left.is_zero() => Settle::Poll(SETTLE_POLL.min(left)),
+        _ => Settle::TimedOut,
+    }
+}
 
 /// How long a source that failed is skipped before it is tried again:
 /// long enough not to alternate between a dead source and a live one, short
@@ -204,6 +246,7 @@ pub async fn run(node: Arc<Node>, cluster: Arc<Cluster>, shutdown: CancellationT
                 cluster.clone(),
                 partition,
                 mv.clone(),
+                map.epoch,
                 cancel.clone(),
             ));
             running.insert(partition, Puller { mv, cancel, handle });
@@ -226,6 +269,8 @@ struct Copied {
     bytes: u64,
     /// The replica being copied from now.
     source: NodeId,
+    /// How long the copy waited for the move's epoch to settle (ms).
+    settle_ms: u64,
 }
 
 impl Copied {
@@ -246,6 +291,7 @@ async fn pull(
     cluster: Arc<Cluster>,
     partition: u32,
     mv: Move,
+    epoch: u64,
     cancel: CancellationToken,
 ) {
     let me = cluster.node_id();
@@ -258,11 +304,12 @@ async fn pull(
     node.transfers().set(copied.progress(partition));
     let outcome = tokio::select! {
         _ = cancel.cancelled() => None,
-        outcome = copy_then_finish(&node, &cluster, partition, &mv, &mut copied) => Some(outcome),
+        outcome = copy_then_finish(&node, &cluster, partition, &mv, epoch, &mut copied) => Some(outcome),
     };
     node.transfers().remove(partition);
     let seconds = started.elapsed().as_secs_f64();
     let (keys, bytes, source) = (copied.keys, copied.bytes, copied.source);
+    let settle_ms = copied.settle_ms;
     // The map, not the path taken, says how it ended: a finish committed
     // just as the watch fired looks like a cancellation from here.
     if cluster.map().replicas(partition).contains(&me) {
@@ -272,6 +319,7 @@ async fn pull(
             keys,
             bytes,
             seconds,
+            settle_ms,
             "move finished: this node now holds the partition"
         );
         return;
@@ -310,11 +358,59 @@ async fn copy_then_finish(
     cluster: &Cluster,
     partition: u32,
     mv: &Move,
+    epoch: u64,
     copied: &mut Copied,
 ) -> Result<(), String> {
-    tokio::time::sleep(SETTLE).await;
+    let started = Instant::now();
+    let outcome = settle(node, cluster, epoch).await;
+    copied.settle_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    if outcome == Settle::TimedOut {
+        tracing::debug!(
+            partition,
+            epoch,
+            "no word that every coordinator applied the move's epoch; copying after the fixed pause"
+        );
+    }
     copy(node, cluster, partition, mv, copied).await;
     finish(cluster, partition, mv).await
+}
+
+/// Waits until every node that may coordinate has applied `epoch` (as
+/// the leader's heartbeats show), or [`SETTLE`]. Returns how it ended.
+async fn settle(node: &Node, cluster: &Cluster, epoch: u64) -> Settle {
+    let started = Instant::now();
+    loop {
+        let settled = match settled_epoch(node, cluster).await {
+            Ok(e) => Some(e),
+            Err(why) => {
+                tracing::trace!(error = %why, "asking the leader for the settled epoch failed");
+                None
+            }
+        };
+        match settle_step(settled, epoch, started.elapsed()) {
+            Settle::Poll(wait) => tokio::time::sleep(wait).await,
+            done => return done,
+        }
+    }
+}
+
+/// The epoch every coordinator has applied, from the leader (this node's
+/// own tables if it leads). Each question gets at most [`SETTLE_POLL`]
+/// times a few: a late answer is no better than the next question.
+async fn settled_epoch(node: &Node, cluster: &Cluster) -> Result<u64, String> {
+    if cluster.is_leader() {
+        return cluster.settled().map_err(|e| e.to_string());
+    }
+    let (_, addr) = cluster.leader().ok_or("no leader known")?;
+    match node
+        .peers()
+        .request(&addr, NodeRequest::Settled, SETTLE_POLL * 10)
+        .await
+    {
+        Ok(Response::Settled { epoch }) => Ok(epoch),
+        Ok(_) => Err(format!("{addr} answered Settled with something else")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Pages through the partition until a page says nothing more follows.
@@ -364,7 +460,19 @@ async fn copy(node: &Node, cluster: &Cluster, partition: u32, mv: &Move, copied:
             attempt = attempt.saturating_add(1);
             continue;
         }
-        let step = step(node, partition, map.partitions, &addr, copied).await;
+        // This node's ingest: the page is paid for before it is asked
+        // (sized to what the bucket can pay), and what it did not use is
+        // given back once it is in.
+        let ask = take_ingest(node, &map.recovery).await;
+        let before = copied.bytes;
+        let step = step(node, partition, map.partitions, &addr, ask, copied).await;
+        node.recv_budget().settle(
+            &cluster.map().recovery,
+            node.admission().pressure(),
+            ask,
+            copied.bytes - before,
+            Instant::now(),
+        );
         retrying = matches!(step, Step::SourceFailed(_) | Step::LocalFailed);
         match step {
             Step::Done => return,
@@ -408,15 +516,41 @@ enum Step {
     LocalFailed,
 }
 
-/// Fetches, checks and applies the page after `copied.after`.
+/// Takes the bytes of the next page from this node's ingest budget,
+/// waiting for them as the bucket asks: at most [`PAGE_BYTES`], the
+/// burst, and what the bucket pays for within half a fetch's timeout.
+async fn take_ingest(node: &Node, settings: &RecoverySettings) -> u64 {
+    let pressure = node.admission().pressure();
+    let budget = node.recv_budget();
+    let ask = budget.page_bytes(
+        settings,
+        pressure,
+        PAGE_BYTES,
+        FETCH_TIMEOUT,
+        Instant::now(),
+    );
+    loop {
+        let pressure = node.admission().pressure();
+        match budget.take(settings, pressure, ask, Instant::now()) {
+            Ok(()) => return ask,
+            Err(Wait(wait)) => tokio::time::sleep(wait.min(INGEST_RECHECK)).await,
+        }
+    }
+}
+
+/// Fetches (about `max_bytes`), checks and applies the page after
+/// `copied.after`.
 async fn step(
     node: &Node,
     partition: u32,
     partitions: u32,
     addr: &str,
+    max_bytes: u64,
     copied: &mut Copied,
 ) -> Step {
-    let (records, more) = match fetch(node, addr, partition, copied.after.clone()).await {
+    let max_bytes = u32::try_from(max_bytes).unwrap_or(PAGE_BYTES);
+    let (records, more) = match fetch(node, addr, partition, copied.after.clone(), max_bytes).await
+    {
         Ok(page) => page,
         Err(Fetch::Busy(wait)) => return Step::Busy(wait),
         Err(Fetch::Failed(why)) => return Step::SourceFailed(why),
@@ -453,11 +587,12 @@ async fn fetch(
     addr: &str,
     partition: u32,
     after: Option<Vec<u8>>,
+    max_bytes: u32,
 ) -> Result<(Vec<RangeRecord>, bool), Fetch> {
     let request = NodeRequest::FetchRange {
         partition,
         after,
-        max_bytes: PAGE_BYTES,
+        max_bytes,
     };
     match node.peers().request(addr, request, FETCH_TIMEOUT).await {
         Ok(Response::Range { records, more }) => Ok((records, more)),

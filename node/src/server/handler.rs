@@ -194,6 +194,9 @@ async fn handle_node(
             after,
             max_bytes,
         } => crate::recovery::sender::serve(node, partition, after, max_bytes, deadline).await,
+        NodeRequest::Settled => cluster(node)?
+            .settled()
+            .map(|epoch| Response::Settled { epoch }),
         NodeRequest::Replicate {
             partition,
             key,

@@ -75,6 +75,20 @@ pub struct RecoveryFigures {
     /// The highest per-node average send rate over the window, over the
     /// limit.
     pub rate_vs_limit: Option<f64>,
+    /// The configured `recovery.bytes_burst`.
+    pub burst_bytes: Option<u64>,
+    /// The configured `recovery.max_moves_per_node` (a node's ingest
+    /// rate is this many times the limit).
+    pub max_moves_per_node: Option<u64>,
+    /// The highest, over the nodes, of the bytes a node sent over what
+    /// its send bucket allows in the recovery window `t`: `limit × t +
+    /// burst`, with `t` the sampled window (Out → redundant, or → the last
+    /// sample) plus 1 s, the samples' resolution (either end may be up to
+    /// a second late).
+    pub sent_vs_bound: Option<f64>,
+    /// The same for the bytes a node received, against its ingest
+    /// bucket: `limit × max_moves_per_node × t + burst`.
+    pub received_vs_bound: Option<f64>,
     /// `down_out_interval + bytes_copied / (limit × sending_nodes)` (s).
     pub model_s: Option<f64>,
     /// `fault_to_redundant_s / model_s`.
@@ -169,6 +183,8 @@ impl RecoveryFigures {
         if let Some(last) = last {
             f.limit_bytes_per_sec = Some(last.limit_bytes_per_sec);
             f.down_out_interval_s = Some(last.down_out_interval_ms as f64 / 1000.0);
+            f.burst_bytes = Some(last.burst_bytes);
+            f.max_moves_per_node = Some(last.max_moves_per_node);
         }
         let first = |kind: &str| {
             events
@@ -203,6 +219,7 @@ impl RecoveryFigures {
             f.count_bytes(base, last, index, window_s.map(|(out, end)| end - out));
         }
         f.model(window_s.is_some());
+        f.bounds(window_s.map(|(out, end)| end - out));
         f.latency(phases);
         Some(f)
     }
@@ -274,6 +291,30 @@ impl RecoveryFigures {
             .map(|t| t / model);
     }
 
+    /// Each node's bytes sent and received against its buckets' bound
+    /// over the recovery window of `window_s` seconds.
+    fn bounds(&mut self, window_s: Option<f64>) {
+        let (Some(window), Some(limit)) = (window_s, self.limit_bytes_per_sec) else {
+            return;
+        };
+        let t = window + 1.0;
+        let burst = self.burst_bytes.unwrap_or(0) as f64;
+        let per_node = self.max_moves_per_node.unwrap_or(1).max(1) as f64;
+        let worst = |bytes: &dyn Fn(&NodeRecovery) -> u64, rate: f64| {
+            let bound = rate * t + burst;
+            (bound > 0.0)
+                .then(|| {
+                    self.nodes
+                        .iter()
+                        .map(|n| bytes(n) as f64 / bound)
+                        .reduce(f64::max)
+                })
+                .flatten()
+        };
+        self.sent_vs_bound = worst(&|n| n.sent, limit as f64);
+        self.received_vs_bound = worst(&|n| n.received, limit as f64 * per_node);
+    }
+
     /// The recovering phase's p99 against the baseline's.
     fn latency(&mut self, phases: &[PhaseSummary]) {
         self.p99_baseline_ms = phases.first().and_then(|p| p.p99_ms);
@@ -323,6 +364,8 @@ mod tests {
                     received: BTreeMap::from([(4, copying * MIB)]),
                     limit_bytes_per_sec: MIB,
                     down_out_interval_ms: 15_000,
+                    burst_bytes: MIB / 4,
+                    max_moves_per_node: 2,
                     held: BTreeMap::new(),
                 });
                 row(t, Some(s))
@@ -364,6 +407,13 @@ mod tests {
         let half = Some(MIB as f64 / 2.0);
         assert_eq!(rates, [(1, half), (3, half), (4, Some(0.0))]);
         assert_eq!(f.rate_vs_limit, Some(0.5));
+        // Node 4 received 10 MiB in the 10 s window: against 2 × 1 MiB/s
+        // × (10 + 1) s + 256 KiB; senders 5 MiB against 1 MiB/s × 11 s +
+        // 256 KiB.
+        let received = f.received_vs_bound.unwrap();
+        assert!((received - 10.0 / 22.25).abs() < 1e-9, "{received}");
+        let sent = f.sent_vs_bound.unwrap();
+        assert!((sent - 5.0 / 11.25).abs() < 1e-6, "{sent}");
         // 15 s + 10 MiB / (1 MiB/s × 2 senders) = 20 s; measured 24.8 s.
         assert_eq!(f.model_s, Some(20.0));
         assert!((f.time_vs_model.unwrap() - 24.8 / 20.0).abs() < 1e-9);

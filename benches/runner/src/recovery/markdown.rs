@@ -121,6 +121,14 @@ pub fn lines(f: &RecoveryFigures) -> String {
             mib(limit as f64),
             times(f.rate_vs_limit),
         );
+        if f.sent_vs_bound.is_some() || f.received_vs_bound.is_some() {
+            let _ = writeln!(
+                out,
+                "- per node against its buckets over the recovery window (+1 s): sent {} of rate × t + burst, received {} of ingest rate × t + burst",
+                times(f.sent_vs_bound),
+                times(f.received_vs_bound),
+            );
+        }
         if let Some(model) = f.model_s {
             let _ = writeln!(
                 out,

@@ -154,6 +154,12 @@ pub struct RecoverySample {
     pub limit_bytes_per_sec: u64,
     /// The configured `down_out_interval` (ms).
     pub down_out_interval_ms: u64,
+    /// The configured `recovery.bytes_burst`: the burst of every node's
+    /// send and ingest buckets.
+    pub burst_bytes: u64,
+    /// The configured `recovery.max_moves_per_node`: a node's ingest rate
+    /// is this many times `limit_bytes_per_sec`.
+    pub max_moves_per_node: u64,
     /// Node id → the guard (`min_in_ratio`, `zone`, `noout`) keeping it
     /// from being marked Out although its silence is past
     /// `down_out_interval`.

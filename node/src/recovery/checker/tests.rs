@@ -425,3 +425,91 @@ fn a_source_already_copying_waits_for_the_idle_ones_of_its_class() {
         "each move from its own node while idle ones could send: {plan:?}"
     );
 }
+
+#[test]
+fn small_partitions_start_without_move_tokens_under_the_caps() {
+    let mut map = cluster(&FIVE, 64);
+    unlimited(&mut map);
+    // One token, almost never refilled: without the size rule one move
+    // would start, then one every 1,000 s.
+    set(&mut map, "recovery.moves_burst", "1");
+    set(&mut map, "recovery.moves_per_sec", "0.001");
+    set(&mut map, "recovery.max_moves", "6");
+    set(&mut map, "recovery.max_moves_per_node", "4");
+    set_state(&mut map, 2, NodeState::Out);
+    let held: Vec<u32> = (0..64).filter(|p| map.replicas(*p).contains(&2)).collect();
+    assert!(held.len() > 8);
+    let small: BTreeSet<u32> = held.iter().copied().collect();
+    let t0 = Instant::now();
+    let mut checker = Checker::new(&map.recovery, t0);
+    let mut now_ms = 0;
+    let mut rounds = 0;
+    while map.partitions_held(2) > 0 {
+        let now = t0 + Duration::from_millis(now_ms);
+        let plan = checker.plan_sized(&map, &BTreeMap::new(), &small, now, now_ms);
+        commit(&mut map, &plan, now_ms);
+        // The caps hold: every node of z2 but 2 is node 5.
+        assert!(map.moves.len() <= 4, "{:?}", map.moves);
+        finish_copies(&mut map, now_ms + 1, 1);
+        now_ms += 10;
+        rounds += 1;
+        assert!(rounds < 100, "small moves waited for tokens");
+    }
+    // Four at a time (node 5's incoming cap), never one token each: the
+    // whole node in ⌈held / 4⌉ rounds of 10 ms, where the bucket alone
+    // would have taken one move per 1,000 s.
+    assert_eq!(rounds, held.len().div_ceil(4));
+    // A partition not known small still needs its token.
+    let mut map = cluster(&FIVE, 64);
+    unlimited(&mut map);
+    set(&mut map, "recovery.moves_burst", "1");
+    set(&mut map, "recovery.moves_per_sec", "0.001");
+    set_state(&mut map, 2, NodeState::Out);
+    let only: BTreeSet<u32> = held.iter().copied().take(2).collect();
+    let plan = Checker::new(&map.recovery, t0).plan_sized(&map, &BTreeMap::new(), &only, t0, 0);
+    let started: BTreeSet<u32> = plan.start.iter().map(|(p, _)| *p).collect();
+    assert_eq!(started.len(), 3, "two small ones and one token: {plan:?}");
+    assert!(only.is_subset(&started));
+}
+
+proptest! {
+    /// Small or not, the caps on moves in flight (cluster-wide and per
+    /// node, in and out) hold in every round, and large partitions
+    /// still start no faster than the bucket allows.
+    #[test]
+    fn small_moves_never_break_the_caps_nor_speed_up_large_ones(
+        small_mask in prop::collection::vec(any::<bool>(), 64),
+        max_moves in 1u32..10,
+        per_node in 1u32..5,
+        rounds in 1usize..30,
+    ) {
+        let mut map = cluster(&["z1", "z2", "z3", "z1", "z2", "z3", "z2"], 64);
+        set(&mut map, "recovery.moves_burst", "1");
+        set(&mut map, "recovery.moves_per_sec", "1");
+        set(&mut map, "recovery.max_moves", &max_moves.to_string());
+        set(&mut map, "recovery.max_moves_per_node", &per_node.to_string());
+        set_state(&mut map, 2, NodeState::Out);
+        let small: BTreeSet<u32> = (0..64).filter(|p| small_mask[*p as usize]).collect();
+        let t0 = Instant::now();
+        let mut checker = Checker::new(&map.recovery, t0);
+        let mut large_started = 0usize;
+        for round in 0..rounds {
+            let ms = round as u64 * 100;
+            let plan = checker.plan_sized(&map, &BTreeMap::new(), &small, t0 + Duration::from_millis(ms), ms);
+            large_started += plan.start.iter().filter(|(p, _)| !small.contains(p)).count();
+            commit(&mut map, &plan, ms);
+            prop_assert!(map.moves.len() <= max_moves as usize);
+            let mut into: BTreeMap<NodeId, u32> = BTreeMap::new();
+            let mut out: BTreeMap<NodeId, u32> = BTreeMap::new();
+            for m in map.moves.values() {
+                *into.entry(m.to).or_default() += 1;
+                *out.entry(m.source).or_default() += 1;
+            }
+            prop_assert!(into.values().chain(out.values()).all(|n| *n <= per_node));
+            finish_copies(&mut map, ms + 50, 50);
+        }
+        // One token at start, one a second after: at most burst + rate·t.
+        let span = (rounds.saturating_sub(1)) as f64 * 0.1;
+        prop_assert!(large_started as f64 <= 1.0 + span + 1e-9, "{large_started} in {span} s");
+    }
+}

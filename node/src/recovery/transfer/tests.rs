@@ -164,3 +164,17 @@ fn pages_that_could_corrupt_or_loop_are_refused() {
     let err = check_page(&[record(&foreign[0])], None, false, 3, 16).unwrap_err();
     assert!(err.contains("partition 4"), "{err}");
 }
+
+#[test]
+fn the_copy_waits_for_the_epoch_and_no_longer_than_the_fallback() {
+    let ms = Duration::from_millis;
+    // Settled at or past the move's epoch: copy at once.
+    assert_eq!(settle_step(Some(7), 7, ms(0)), Settle::Go);
+    assert_eq!(settle_step(Some(9), 7, ms(900)), Settle::Go);
+    // Not yet, or no answer: ask again soon, never past the fallback.
+    assert_eq!(settle_step(Some(6), 7, ms(0)), Settle::Poll(SETTLE_POLL));
+    assert_eq!(settle_step(None, 7, ms(100)), Settle::Poll(SETTLE_POLL));
+    assert_eq!(settle_step(None, 7, SETTLE - ms(5)), Settle::Poll(ms(5)));
+    assert_eq!(settle_step(Some(0), 7, SETTLE), Settle::TimedOut);
+    assert_eq!(settle_step(None, 7, SETTLE + ms(1)), Settle::TimedOut);
+}

@@ -6,13 +6,13 @@
 //! does: the loop only delivers time, heartbeats and bytes, and writes
 //! down what happened.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use levee_node::cluster::NodeId;
 use levee_node::cluster::map::{ClusterMap, Command, CommandResult, NodeState, RecoverySettings};
 use levee_node::node::send_budget::effective_rate;
-use levee_node::recovery::checker::{Checker, Plan};
+use levee_node::recovery::checker::{Checker, Plan, SMALL_PARTITION_BYTES};
 use levee_node::recovery::detector::Detector;
 use rand::rngs::StdRng;
 
@@ -290,8 +290,17 @@ impl<'a> Engine<'a> {
             .filter(|n| self.alive(n.id))
             .map(|n| (n.id, self.load[n.id as usize]))
             .collect();
+        // What the replicas' heartbeats would report: the partitions
+        // under the checker's small size (none at the scenarios' sizes).
+        let small: BTreeSet<u32> = (0u32..)
+            .zip(&self.sizes)
+            .filter(|(_, size)| **size < SMALL_PARTITION_BYTES)
+            .map(|(p, _)| p)
+            .collect();
         let wall = Instant::now();
-        let plan = self.checker.plan(&self.map, &pressure, now, self.now_ms);
+        let plan = self
+            .checker
+            .plan_sized(&self.map, &pressure, &small, now, self.now_ms);
         self.costs.0.push(wall.elapsed().as_micros() as u64);
         let started_live: Vec<usize> = plan
             .start
