@@ -44,10 +44,13 @@ struct Args {
 /// each new high-water mark of a peer's return (the leak soak, BENCHMARKS
 /// "Leak soak"); jemalloc gives them back after its decay time, and its
 /// counters (`levee_heap_*`) tell memory in use from memory kept.
+/// The feature `system-allocator` leaves it out, for a side-by-side run.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
+    #[cfg(not(feature = "system-allocator"))]
     levee_node::metrics::heap::jemalloc_installed();
     match try_main() {
         Ok(()) => ExitCode::SUCCESS,
