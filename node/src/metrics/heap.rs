@@ -26,8 +26,11 @@ pub struct HeapSample {
     /// allocates its page tables so, megabytes per shard), so it can
     /// exceed the RSS; it is the figure a leak grows.
     pub allocated: u64,
-    /// Bytes in physically resident pages the allocator maps: the
-    /// allocated bytes, its metadata and freed pages not yet returned.
+    /// Bytes in the data pages the allocator maps, counted as resident:
+    /// live allocations, its metadata and freed pages not yet returned.
+    /// An upper bound (jemalloc counts demand-zeroed pages never touched),
+    /// so above the RSS when sled's page tables are; its gap to
+    /// `allocated` is what the allocator keeps.
     pub resident: u64,
     /// Bytes of virtual memory the allocator keeps mapped but returned
     /// to the system (no longer resident).
@@ -63,7 +66,7 @@ impl HeapSample {
         text.single(
             "levee_heap_resident_bytes",
             Kind::Gauge,
-            "Bytes of resident pages the allocator maps: live allocations, metadata and freed pages not yet returned.",
+            "Bytes in data pages the allocator maps (an upper bound of its resident memory): live allocations, metadata and freed pages not yet returned.",
             self.resident,
         );
         text.single(
