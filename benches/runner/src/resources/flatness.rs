@@ -80,8 +80,13 @@ pub fn judge(
     config: ResourcesConfig,
 ) -> Flatness {
     let len = values.len() as u64;
-    let reference_from = from + config.warmup_s;
-    let reference_window = [reference_from, reference_from + config.window_s];
+    // Saturating: `levee bench replot` reads the config and the restart
+    // times back from a result.json, which may say anything.
+    let reference_from = from.saturating_add(config.warmup_s);
+    let reference_window = [
+        reference_from,
+        reference_from.saturating_add(config.window_s),
+    ];
     let final_window = [len.saturating_sub(config.window_s), len];
     let mut f = Flatness {
         node,
@@ -99,7 +104,9 @@ pub fn judge(
             "its process (from {from} s) is too young: warm-up {} s and two windows of {} s need {} s, the run left {} s",
             config.warmup_s,
             config.window_s,
-            config.warmup_s + 2 * config.window_s,
+            config
+                .warmup_s
+                .saturating_add(config.window_s.saturating_mul(2)),
             len.saturating_sub(from)
         ));
         return f;

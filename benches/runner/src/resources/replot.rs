@@ -145,4 +145,41 @@ mod tests {
         assert!(r.flatness.iter().all(|f| f.process_from_s == 2));
         assert!(parse(&serde_json::json!({ "events": [] })).is_none());
     }
+
+    proptest::proptest! {
+        /// `parse` reads a file from disk: any config, restart time and
+        /// sample gives an answer, never a panic (overflowing windows
+        /// included).
+        #[test]
+        fn any_result_json_parses_without_panicking(
+            warmup_s in proptest::prelude::any::<u64>(),
+            window_s in proptest::prelude::any::<u64>(),
+            restart_t in proptest::prelude::any::<f64>(),
+            node in 0u64..300,
+            values in proptest::collection::vec(
+                proptest::option::of(proptest::prelude::any::<f64>()),
+                0..50,
+            ),
+        ) {
+            let series: serde_json::Map<String, Value> = Series::ALL
+                .iter()
+                .map(|s| (s.key().to_owned(), serde_json::json!(values)))
+                .collect();
+            let mut node_json = serde_json::json!({ "node": node });
+            if let Value::Object(fields) = &mut node_json {
+                fields.extend(series);
+            }
+            let json = serde_json::json!({
+                "resources": {
+                    "config": { "warmup_s": warmup_s, "window_s": window_s },
+                    "nodes": [node_json, 7, { "node": "x" }],
+                },
+                "events": [
+                    { "t_s": restart_t, "kind": "fault", "action": "restart", "node": node, "detail": 3 },
+                    "not an event",
+                ],
+            });
+            let _ = parse(&json);
+        }
+    }
 }
