@@ -68,16 +68,35 @@ pub fn size_candidates(map: &ClusterMap, me: NodeId) -> Vec<u32> {
         .collect()
 }
 
+/// What the beats remember of partition sizes between them.
+#[derive(Default)]
+struct SizeCache {
+    /// [`size_candidates`] of the map epoch it was computed for: a pass
+    /// over every partition, repeated only when the map changes (beats
+    /// come up to every [`EPOCH_BEAT_GAP`] during a recovery).
+    candidates: Option<(u64, Vec<u32>)>,
+    /// Partition → when its size was read and whether it was small; only
+    /// candidates, so it stays bounded by them.
+    sizes: BTreeMap<u32, (Instant, bool)>,
+}
+
 /// Which of the candidate partitions are small, read from storage (at
-/// most [`SMALL_PARTITION_BYTES`] of each) or from `sizes` while fresh.
-/// `sizes` keeps only the candidates, so it stays bounded by them.
+/// most [`SMALL_PARTITION_BYTES`] of each) or from the cache while fresh.
 async fn small_partitions(
     node: &Node,
     map: &ClusterMap,
     me: NodeId,
-    sizes: &mut BTreeMap<u32, (Instant, bool)>,
+    cache: &mut SizeCache,
 ) -> Vec<u32> {
-    let candidates = size_candidates(map, me);
+    let candidates = match &cache.candidates {
+        Some((epoch, list)) if *epoch == map.epoch => list.clone(),
+        _ => {
+            let list = size_candidates(map, me);
+            cache.candidates = Some((map.epoch, list.clone()));
+            list
+        }
+    };
+    let sizes = &mut cache.sizes;
     sizes.retain(|p, (at, _)| candidates.contains(p) && at.elapsed() < SIZE_FRESH);
     let unknown: Vec<u32> = candidates
         .iter()
@@ -167,7 +186,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut maps = cluster.subscribe();
-    let mut sizes = BTreeMap::new();
+    let mut sizes = SizeCache::default();
     let mut last_beat = tokio::time::Instant::now();
     loop {
         tokio::select! {
