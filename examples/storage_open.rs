@@ -30,7 +30,7 @@ use std::time::Instant;
 use levee_node::config::Config;
 use levee_node::partition::partition_of;
 use levee_node::storage::hints::HintStore;
-use levee_node::storage::{Durability, Storage, Version};
+use levee_node::storage::{Durability, Storage, Unflushed, Version};
 
 /// Bytes in every value: the size the benchmarks use.
 const VALUE_BYTES: usize = 1024;
@@ -96,6 +96,8 @@ fn fill(dir: &Path, gib: f64) -> Result<(), String> {
                             key.as_bytes(),
                             version,
                             Some(&value),
+                            // Periodic: nothing is journaled.
+                            &mut Unflushed::default(),
                         )
                         .map_err(|e| e.to_string())?;
                     if i > 0 && i % 1_000_000 == 0 {

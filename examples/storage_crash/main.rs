@@ -57,14 +57,19 @@ fn main() -> ExitCode {
 }
 
 /// The node's storage settings for a data directory: its default shards
-/// and `per_write` durability.
+/// and `per_write` durability; journal segments of 64 KiB instead of
+/// 8 MiB, so that segments close, checkpoints flush shards and trim
+/// segments many times in a run, and kills fall in them too.
 fn storage_config(dir: &Path) -> StorageConfig {
     let config = Config {
         data_dir: dir.to_path_buf(),
         durability: Durability::PerWrite,
         ..Config::default()
     };
-    config.storage()
+    StorageConfig {
+        journal_segment_bytes: 64 * 1024,
+        ..config.storage()
+    }
 }
 
 /// Prints one line whole and flushed: a line the parent has is a thing

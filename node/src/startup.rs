@@ -196,6 +196,26 @@ impl Startup {
                 "Stored records found damaged (crc or header fails) by a read, a write or a scan; each is treated as absent and replaced from a replica.",
                 storage.damaged_records(),
             );
+            if let Some(journal) = storage.journal_stats() {
+                text.single(
+                    "levee_storage_journal_syncs_total",
+                    Kind::Counter,
+                    "Group commits written (one journal sync each, shared by every write in the batch).",
+                    journal.syncs,
+                );
+                text.single(
+                    "levee_storage_journal_bytes_total",
+                    Kind::Counter,
+                    "Bytes of records appended to the write-ahead journal.",
+                    journal.bytes,
+                );
+                text.single(
+                    "levee_storage_journal_closed_segments",
+                    Kind::Gauge,
+                    "Closed journal segments not yet trimmed (each 8 MiB at most): they wait for a checkpoint, or for a shard not yet open.",
+                    journal.closed_segments,
+                );
+            }
             text.single(
                 "levee_storage_shard_open_seconds_total",
                 Kind::Counter,

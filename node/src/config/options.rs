@@ -28,6 +28,7 @@ impl Config {
             flush_every_ms: self.flush_every_ms,
             cache_bytes: self.cache_bytes,
             shards: self.storage_shards,
+            journal_segment_bytes: crate::storage::journal::SEGMENT_BYTES,
         }
     }
 

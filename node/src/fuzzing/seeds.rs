@@ -42,7 +42,7 @@ use crate::raft::state_machine::{StateMachine, StoredSnapshot};
 use crate::raft::types::{Entry, LogId, Member, TypeConfig};
 use crate::storage::hints::{self, Hint};
 use crate::storage::record;
-use crate::storage::{Version, layout};
+use crate::storage::{Version, journal, layout};
 
 /// One input of a target's starting corpus.
 #[derive(Debug, Clone)]
@@ -796,6 +796,25 @@ fn storage_seeds(seeds: &mut Seeds, map: &ClusterMap) -> anyhow::Result<()> {
         seeds.add("record", name, record::encode(version(ms_ago, 0), value));
     }
     let partition = partition_of(KEY, map.partitions);
+    let mut segment = journal::MAGIC.to_vec();
+    journal::encode_frame(
+        &mut segment,
+        partition,
+        KEY,
+        &record::encode(version(0, 1), Some(VALUE)),
+    );
+    seeds.add("journal", "one-record", segment.clone());
+    journal::encode_frame(
+        &mut segment,
+        partition,
+        b"session:9f2c",
+        &record::encode(version(0, 2), None),
+    );
+    seeds.add("journal", "two-records", segment.clone());
+    let whole = segment.len();
+    segment.truncate(whole - 3);
+    seeds.add("journal", "torn-tail", segment);
+    seeds.add("journal", "created-cut-short", journal::MAGIC[..9].to_vec());
     let hints = [
         (
             "value",

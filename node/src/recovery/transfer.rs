@@ -38,6 +38,7 @@ use crate::node::transfers::MAX_PULLERS;
 use crate::partition::partition_of;
 use crate::proto::{NodeRequest, RangeRecord, Response, WireError};
 use crate::raft::Cluster;
+use crate::storage::Unflushed;
 use crate::storage::scan::record_bytes;
 use crate::token_bucket::Wait;
 
@@ -619,21 +620,28 @@ async fn apply(
     };
     let keys = records.len() as u64;
     let storage = node.storage().clone();
-    let bytes = tokio::task::spawn_blocking(move || {
+    let (bytes, unflushed) = tokio::task::spawn_blocking(move || {
         let mut bytes = 0u64;
+        let mut unflushed = Unflushed::default();
         for r in &records {
             storage
-                .apply_unflushed(partition, &r.key, r.version, r.value.as_deref())
+                .apply_unflushed(
+                    partition,
+                    &r.key,
+                    r.version,
+                    r.value.as_deref(),
+                    &mut unflushed,
+                )
                 .map_err(|e| e.to_string())?;
             bytes += record_bytes(&r.key, r.value.as_deref());
         }
-        Ok::<u64, String>(bytes)
+        Ok::<_, String>((bytes, unflushed))
     })
     .await
     .map_err(|e| e.to_string())??;
-    // One flush for the page rather than one per record.
+    // One journal sync for the page rather than one per record.
     node.storage()
-        .commit(partition)
+        .commit(unflushed)
         .await
         .map_err(|e| e.to_string())?;
     node.admission().metrics().record_recovery_received(bytes);

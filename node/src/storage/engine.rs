@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::StorageError;
+use super::journal;
 use super::record::{self, Record, Version};
 use super::shards::Inner;
 use crate::failpoint;
@@ -44,53 +45,54 @@ impl Storage {
         if failpoint::fires(failpoint::STORAGE_APPLY_BEFORE, key) {
             return Err(StorageError::Injected(failpoint::STORAGE_APPLY_BEFORE));
         }
-        let outcome = self.apply_unflushed(partition, key, version, value)?;
-        // A stale write is acknowledged as durable too: a retry must not
-        // report success before the original write's flush has happened.
-        self.commit(partition).await?;
+        let mut unflushed = Unflushed::default();
+        let outcome = self.apply_unflushed(partition, key, version, value, &mut unflushed)?;
+        self.commit(unflushed).await?;
         if failpoint::fires(failpoint::STORAGE_APPLY_AFTER, key) {
             return Err(StorageError::Injected(failpoint::STORAGE_APPLY_AFTER));
         }
         Ok(outcome)
     }
 
-    /// The apply-if-newer step without waiting for durability.
+    /// The apply-if-newer step without waiting for durability: the record
+    /// now stored is added to `unflushed`, which [`Storage::commit`] makes
+    /// durable (several writes may share one). A stale write adds the
+    /// record it found: a retry must not be acknowledged before the
+    /// original write it lost to is durable, and the original's writer may
+    /// not have reached the journal yet.
     pub fn apply_unflushed(
         &self,
         partition: u32,
         key: &[u8],
         version: Version,
         value: Option<&[u8]>,
+        unflushed: &mut Unflushed,
     ) -> Result<Applied, StorageError> {
-        let tree = self.shard(partition)?.tree();
-        let storage_key = storage_key(partition, key);
+        let (index, shard) = self.shard_at(partition)?;
         let mut encoded = record::encode(version, value);
         if failpoint::fires(failpoint::STORAGE_DAMAGE, key)
             && let Some(last) = encoded.last_mut()
         {
             *last ^= 0xff;
         }
-        loop {
-            let current = tree.get(&storage_key)?;
-            if let Some(raw) = &current {
-                match record::decode_verified_header(raw) {
-                    Ok((stored, _)) if version <= stored => {
-                        return Ok(Applied::Stale { current: stored });
-                    }
-                    Ok(_) => {}
-                    // A damaged record holds nothing worth keeping, not
-                    // even its version: any write replaces it, the same
-                    // version sent back by a repair included.
-                    Err(error) => self.note_damaged(partition, key, &error),
-                }
-            }
-            // Compare-and-swap so that two concurrent writers of one key
-            // cannot both "win": the loser re-reads and compares again.
-            match tree.compare_and_swap(&storage_key, current, Some(encoded.as_slice()))? {
-                Ok(()) => return Ok(Applied::Written),
-                Err(_) => continue,
-            }
+        let stored = store_if_newer(
+            shard.tree(),
+            &storage_key(partition, key),
+            version,
+            &encoded,
+            |error| self.note_damaged(partition, key, error),
+        )?;
+        if self.inner.commit.is_some() {
+            let raw = match &stored {
+                Stored::Written => encoded.as_slice(),
+                Stored::Stale { raw, .. } => raw.as_ref(),
+            };
+            unflushed.add(index, partition, key, raw);
         }
+        Ok(match stored {
+            Stored::Written => Applied::Written,
+            Stored::Stale { current, .. } => Applied::Stale { current },
+        })
     }
 
     /// Deletes the record of a key if it is still the tombstone with
@@ -149,11 +151,16 @@ impl Storage {
         self.get(partition, key)
     }
 
-    /// Waits until every write applied to `partition` before this call is
-    /// on disk, if the durability asks for it.
-    pub(crate) async fn commit(&self, partition: u32) -> Result<(), StorageError> {
-        self.open_partition(partition).await?;
-        self.shard(partition)?.commit().await
+    /// Waits until the writes in `unflushed` are durable, if the
+    /// durability asks for it: one journal sync, shared with every writer
+    /// waiting at the same moment.
+    pub async fn commit(&self, unflushed: Unflushed) -> Result<(), StorageError> {
+        match &self.inner.commit {
+            Some(commit) if !unflushed.frames.is_empty() => {
+                commit.append(unflushed.frames, unflushed.shards).await
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Flushes every open shard and the hints to disk now (used at
@@ -168,7 +175,8 @@ impl Storage {
             Ok(())
         })
         .await
-        .map_err(|e| StorageError::Flush(e.to_string()))?
+        .map_err(|e| StorageError::Flush(e.to_string()))??;
+        self.checkpoint_all().await.map(drop)
     }
 
     /// Writes a raw, unverified value under a key: for tests that need a
@@ -187,9 +195,78 @@ impl Storage {
     }
 }
 
+/// Writes applied to their shards, not yet durable: their journal frames.
+#[derive(Debug, Default)]
+pub struct Unflushed {
+    frames: Vec<u8>,
+    /// The shards written to, each once.
+    shards: Vec<usize>,
+}
+
+impl Unflushed {
+    fn add(&mut self, shard: usize, partition: u32, key: &[u8], record: &[u8]) {
+        journal::encode_frame(&mut self.frames, partition, key, record);
+        if !self.shards.contains(&shard) {
+            self.shards.push(shard);
+        }
+    }
+}
+
+/// What [`store_if_newer`] did.
+pub(super) enum Stored {
+    Written,
+    Stale {
+        current: Version,
+        /// The record found.
+        raw: sled::IVec,
+    },
+}
+
+impl Stored {
+    pub(super) fn is_written(&self) -> bool {
+        matches!(self, Stored::Written)
+    }
+}
+
+/// Stores `encoded` (a record of `version`) under `storage_key` unless the
+/// tree holds this version or a newer one. `damaged` hears of a stored
+/// record that does not verify, which any write replaces.
+pub(super) fn store_if_newer(
+    tree: &sled::Tree,
+    storage_key: &[u8],
+    version: Version,
+    encoded: &[u8],
+    mut damaged: impl FnMut(&record::RecordError),
+) -> Result<Stored, StorageError> {
+    loop {
+        let current = tree.get(storage_key)?;
+        if let Some(raw) = &current {
+            match record::decode_verified_header(raw) {
+                Ok((stored, _)) if version <= stored => {
+                    return Ok(Stored::Stale {
+                        current: stored,
+                        raw: raw.clone(),
+                    });
+                }
+                Ok(_) => {}
+                // A damaged record holds nothing worth keeping, not even
+                // its version: any write replaces it, the same version sent
+                // back by a repair included.
+                Err(error) => damaged(&error),
+            }
+        }
+        // Compare-and-swap so that two concurrent writers of one key cannot
+        // both "win": the loser re-reads and compares again.
+        match tree.compare_and_swap(storage_key, current, Some(encoded))? {
+            Ok(()) => return Ok(Stored::Written),
+            Err(_) => continue,
+        }
+    }
+}
+
 /// Partition first (big-endian) so a partition's keys are contiguous and in
 /// key order, ready to be streamed as one range.
-fn storage_key(partition: u32, key: &[u8]) -> Vec<u8> {
+pub(super) fn storage_key(partition: u32, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + key.len());
     k.extend_from_slice(&partition.to_be_bytes());
     k.extend_from_slice(key);

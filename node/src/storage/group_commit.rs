@@ -1,68 +1,147 @@
-//! Group commit: one flush acknowledges every write that came before it.
+//! Group commit: one journal sync acknowledges every write that came
+//! before it, whatever shards they went to.
 //!
-//! Writers apply their change to sled, then ask the flusher task to make it
-//! durable and wait. The flusher takes every request queued at that moment,
-//! runs one `flush`, and answers them all. A writer that arrives while a
-//! flush is running waits for the next one, since its bytes may have missed
-//! the current one. Under load, a flush therefore covers many writes, and
-//! the cost of an fsync is shared.
+//! Writers apply their change to their shard's sled in memory, then hand
+//! the records' journal frames (`journal.rs`) to the writer thread and
+//! wait. The writer takes every request queued at that moment, appends all
+//! their frames to the journal's current segment, syncs it once, and
+//! answers them all. A writer that arrives while a sync is running waits
+//! for the next one. Under load a sync therefore covers many writes, and
+//! since every shard shares the journal, a burst spread over 16 shards
+//! costs one sync, not 16 (BENCHMARKS.md, "Storage").
 //!
-//! One flusher serves every shard of a node: a batch flushes each shard
-//! that has a waiter in it, in parallel, and answers everyone once all are
-//! done. Per-shard flushers would split a burst of writes into as many
-//! small batches as there are shards; one batch per moment keeps the
-//! fsyncs of a burst together.
+//! The hint instance is not journaled (its records are deleted as they are
+//! delivered, which a journal replay would undo): a hint waits for a flush
+//! of its sled instance, run by the same batch beside the journal's sync.
+//!
+//! The writer is an OS thread: its work is blocking file I/O, one batch at
+//! a time, and a thread of its own keeps it off the async workers without
+//! handing each batch to the blocking pool.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::StorageError;
+use super::journal::{self, Closed};
 use crate::failpoint;
 
-/// Writers waiting for a flush; past this, new writers wait for a slot
+/// Requests waiting for the writer; past this, new writers wait for a slot
 /// (backpressure rather than unbounded memory).
 const QUEUE_BOUND: usize = 4096;
 
-/// A writer waiting for a flush. It carries a handle to the database so
-/// that the flusher task holds none between flushes: dropping the last
-/// [`super::Storage`] then closes sled at once.
-struct Waiter {
-    /// Which shard `db` is, so a batch flushes each shard once.
-    shard: usize,
-    db: sled::Db,
-    done: oneshot::Sender<Result<(), String>>,
+type Done = oneshot::Sender<Result<(), String>>;
+
+enum Job {
+    /// Journal frames of records already applied to their shards.
+    Append {
+        frames: Vec<u8>,
+        shards: Vec<usize>,
+        done: Done,
+    },
+    /// A sled instance to flush whole (the hints). It carries the handle so
+    /// that the writer holds none between batches: dropping the last
+    /// [`super::Storage`] then closes sled at once.
+    Flush {
+        shard: usize,
+        db: sled::Db,
+        done: Done,
+    },
+    /// Close the current segment: every frame appended before is then in
+    /// a closed one (a checkpoint's first step).
+    Rotate { done: Done },
 }
 
-/// Handle to the flusher task; the task ends when the last clone is
+/// What the writer thread and the storage share.
+struct Shared {
+    /// Batches written so far.
+    flushes: AtomicU64,
+    /// Journal bytes written so far.
+    bytes: AtomicU64,
+    /// Segments no longer written to and not yet trimmed, oldest first.
+    closed: Mutex<Vec<Closed>>,
+    /// Woken when a segment fills up (a checkpoint is due), and when the
+    /// writer ends.
+    checkpoint: Notify,
+}
+
+/// Handle to the writer thread; the thread ends when the last clone is
 /// dropped.
 #[derive(Clone)]
 pub struct GroupCommit {
-    tx: mpsc::Sender<Waiter>,
-    flushes: Arc<AtomicU64>,
+    tx: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+    dir: PathBuf,
 }
 
 impl GroupCommit {
-    /// Starts the flusher task on `runtime`.
-    pub fn start(runtime: &tokio::runtime::Handle) -> Self {
+    /// Starts the writer thread of the journal in `dir`, whose next
+    /// segment is `next_seq` and whose segments `closed` were left by an
+    /// earlier run.
+    pub(super) fn start(
+        dir: PathBuf,
+        next_seq: u64,
+        closed: Vec<Closed>,
+        segment_bytes: u64,
+    ) -> Result<Self, StorageError> {
         let (tx, rx) = mpsc::channel(QUEUE_BOUND);
-        let flushes = Arc::new(AtomicU64::new(0));
-        runtime.spawn(run(rx, flushes.clone()));
-        Self { tx, flushes }
+        let shared = Arc::new(Shared {
+            flushes: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            closed: Mutex::new(closed),
+            checkpoint: Notify::new(),
+        });
+        let writer = Writer {
+            dir: dir.clone(),
+            file: None,
+            seq: next_seq,
+            written: 0,
+            segment_bytes,
+            shards: BTreeSet::new(),
+            shared: shared.clone(),
+        };
+        std::thread::Builder::new()
+            .name("levee-journal".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StorageError::Flush(format!("cannot start the journal writer: {e}")))?;
+        Ok(Self { tx, shared, dir })
+    }
+
+    /// Appends `frames` (records of `shards`, already applied to them) to
+    /// the journal and waits until they are on disk.
+    pub(super) async fn append(
+        &self,
+        frames: Vec<u8>,
+        shards: Vec<usize>,
+    ) -> Result<(), StorageError> {
+        self.call(|done| Job::Append {
+            frames,
+            shards,
+            done,
+        })
+        .await
     }
 
     /// Waits until every write applied to `db` (shard number `shard`)
-    /// before this call is on disk.
-    pub async fn wait(&self, shard: usize, db: &sled::Db) -> Result<(), StorageError> {
+    /// before this call is on disk, by flushing it whole.
+    pub(super) async fn wait(&self, shard: usize, db: &sled::Db) -> Result<(), StorageError> {
+        let db = db.clone();
+        self.call(|done| Job::Flush { shard, db, done }).await
+    }
+
+    /// Closes the current segment.
+    pub(super) async fn rotate(&self) -> Result<(), StorageError> {
+        self.call(|done| Job::Rotate { done }).await
+    }
+
+    async fn call(&self, job: impl FnOnce(Done) -> Job) -> Result<(), StorageError> {
         let (done, done_rx) = oneshot::channel();
-        let waiter = Waiter {
-            shard,
-            db: db.clone(),
-            done,
-        };
         self.tx
-            .send(waiter)
+            .send(job(done))
             .await
             .map_err(|_| StorageError::Closed)?;
         match done_rx.await {
@@ -72,60 +151,225 @@ impl GroupCommit {
         }
     }
 
-    /// Flushes run so far.
+    /// The closed segments not yet trimmed, oldest first.
+    pub(super) fn closed(&self) -> Vec<Closed> {
+        lock(&self.shared.closed).clone()
+    }
+
+    /// Deletes the closed segments up to and including `seq`, oldest first.
+    pub(super) fn trim_through(&self, seq: u64) -> Result<usize, StorageError> {
+        let doomed: Vec<u64> = self
+            .closed()
+            .iter()
+            .map(|c| c.seq)
+            .filter(|s| *s <= seq)
+            .collect();
+        for s in &doomed {
+            journal::remove_segment(&self.dir, *s)?;
+            lock(&self.shared.closed).retain(|c| c.seq != *s);
+        }
+        Ok(doomed.len())
+    }
+
+    /// A future that resolves when a checkpoint is due, holding no handle
+    /// that keeps the writer alive.
+    pub(super) fn checkpoint_signal(&self) -> CheckpointSignal {
+        CheckpointSignal(self.shared.clone())
+    }
+
+    /// Batches written so far.
     pub fn flushes(&self) -> u64 {
-        self.flushes.load(Ordering::Relaxed)
+        self.shared.flushes.load(Ordering::Relaxed)
+    }
+
+    /// Journal bytes written so far (frames, not counting segment magic).
+    pub fn journal_bytes(&self) -> u64 {
+        self.shared.bytes.load(Ordering::Relaxed)
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Waiter>, flushes: Arc<AtomicU64>) {
-    let mut batch = Vec::new();
-    let mut dbs: Vec<(usize, sled::Db)> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        dbs.push((first.shard, first.db));
-        batch.push(first.done);
-        while let Ok(next) = rx.try_recv() {
-            if !dbs.iter().any(|(shard, _)| *shard == next.shard) {
-                dbs.push((next.shard, next.db));
+/// Wakes the checkpoint task; see [`GroupCommit::checkpoint_signal`].
+pub(super) struct CheckpointSignal(Arc<Shared>);
+
+impl CheckpointSignal {
+    /// Waits until a segment fills up or the writer ends.
+    pub async fn due(&self) {
+        self.0.checkpoint.notified().await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The writer thread's state.
+struct Writer {
+    dir: PathBuf,
+    /// The segment being written, created on the first append after a
+    /// rotation.
+    file: Option<std::fs::File>,
+    /// Its sequence number.
+    seq: u64,
+    /// Frame bytes in it.
+    written: u64,
+    /// Past this, it is closed.
+    segment_bytes: u64,
+    /// The shards it holds records of.
+    shards: BTreeSet<usize>,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        let mut jobs = Vec::new();
+        let mut frames = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            jobs.push(first);
+            while jobs.len() < QUEUE_BOUND {
+                match rx.try_recv() {
+                    Ok(next) => jobs.push(next),
+                    Err(_) => break,
+                }
             }
-            batch.push(next.done);
+            self.batch(&mut jobs, &mut frames);
         }
-        // Only the senders are kept past the flush: every database handle
-        // is gone by the time a waiter is answered, so a caller may close
-        // and reopen.
-        let running: Vec<_> = dbs
-            .drain(..)
-            .map(|(shard, db)| {
-                let injected = failpoint::fires_at(failpoint::GROUP_COMMIT_FLUSH, shard as u64);
-                tokio::task::spawn_blocking(move || {
-                    if injected {
-                        return Err(format!(
-                            "failpoint {} fired for shard {shard}",
-                            failpoint::GROUP_COMMIT_FLUSH
-                        ));
+        // The storage is gone: its checkpoint task ends on this.
+        self.shared.checkpoint.notify_one();
+    }
+
+    /// Writes and syncs one batch, then answers it.
+    fn batch(&mut self, jobs: &mut Vec<Job>, frames: &mut Vec<u8>) {
+        frames.clear();
+        let mut appended: Vec<Done> = Vec::new();
+        let mut refused: Vec<(Done, String)> = Vec::new();
+        let mut flushes: Vec<(usize, sled::Db, Done)> = Vec::new();
+        let mut rotations: Vec<Done> = Vec::new();
+        for job in jobs.drain(..) {
+            match job {
+                Job::Append {
+                    frames: more,
+                    shards,
+                    done,
+                } => {
+                    if let Some(shard) = shards.iter().find(|s| injected(**s)) {
+                        refused.push((done, injected_message(*shard)));
+                        continue;
                     }
-                    db.flush().map(drop).map_err(|e| e.to_string())
-                })
-            })
-            .collect();
-        let mut result = Ok(());
-        for flush in running {
-            let outcome = match flush.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(format!("flush task failed: {e}")),
-            };
-            if result.is_ok() {
-                result = outcome;
+                    frames.extend_from_slice(&more);
+                    self.shards.extend(shards);
+                    appended.push(done);
+                }
+                Job::Flush { shard, db, done } => flushes.push((shard, db, done)),
+                Job::Rotate { done } => rotations.push(done),
             }
         }
-        flushes.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, waiters = batch.len(), "group flush failed");
+        let (journal, flushed) = std::thread::scope(|scope| {
+            let running: Vec<_> = flushes
+                .iter()
+                .map(|(shard, db, _)| {
+                    scope.spawn(move || {
+                        if injected(*shard) {
+                            return Err(injected_message(*shard));
+                        }
+                        db.flush().map(drop).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            let journal = if frames.is_empty() {
+                Ok(())
+            } else {
+                self.append(frames)
+            };
+            let flushed: Vec<Result<(), String>> = running
+                .into_iter()
+                .map(|t| {
+                    t.join()
+                        .unwrap_or_else(|_| Err("the flush thread panicked".into()))
+                })
+                .collect();
+            (journal, flushed)
+        });
+        self.shared.flushes.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = &journal {
+            tracing::error!(error = %e, waiters = appended.len(), "journal write failed");
         }
-        for done in batch.drain(..) {
+        for done in appended {
             // A writer that gave up (its request timed out) is not an error.
-            let _ = done.send(result.clone());
+            let _ = done.send(journal.clone());
+        }
+        for (done, e) in refused {
+            tracing::error!(error = %e, "group commit failed a writer");
+            let _ = done.send(Err(e));
+        }
+        for ((_, db, done), result) in flushes.into_iter().zip(flushed) {
+            // The handle goes before the answer (see `Job::Flush`).
+            drop(db);
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "group flush failed");
+            }
+            let _ = done.send(result);
+        }
+        // A failed write may have left a frame cut short: later frames go
+        // to a new segment, never after it.
+        let full = self.written >= self.segment_bytes;
+        if full || journal.is_err() || !rotations.is_empty() {
+            self.rotate();
+        }
+        for done in rotations {
+            let _ = done.send(Ok(()));
+        }
+        if full {
+            self.shared.checkpoint.notify_one();
         }
     }
+
+    /// Appends `frames` to the current segment and syncs it.
+    fn append(&mut self, frames: &[u8]) -> Result<(), String> {
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => {
+                let file = journal::create_segment(&self.dir, self.seq).map_err(|e| {
+                    format!(
+                        "cannot create {}: {e}",
+                        journal::segment_path(&self.dir, self.seq).display()
+                    )
+                })?;
+                self.file.insert(file)
+            }
+        };
+        file.write_all(frames)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| format!("journal segment {}: {e}", self.seq))?;
+        self.written += frames.len() as u64;
+        self.shared
+            .bytes
+            .fetch_add(frames.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Closes the current segment, if one was begun.
+    fn rotate(&mut self) {
+        if self.file.is_none() && self.shards.is_empty() {
+            return;
+        }
+        let closed = Closed {
+            seq: self.seq,
+            shards: std::mem::take(&mut self.shards),
+        };
+        lock(&self.shared.closed).push(closed);
+        self.file = None;
+        self.written = 0;
+        self.seq = self.seq.saturating_add(1);
+    }
+}
+
+fn injected(shard: usize) -> bool {
+    failpoint::fires_at(failpoint::GROUP_COMMIT_FLUSH, shard as u64)
+}
+
+fn injected_message(shard: usize) -> String {
+    format!(
+        "failpoint {} fired for shard {shard}",
+        failpoint::GROUP_COMMIT_FLUSH
+    )
 }

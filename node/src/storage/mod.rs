@@ -4,24 +4,27 @@
 //! swapped if measurements demand it. Records are keyed by
 //! `(partition, key)`; each holds a [`Version`] and a checksummed value or a
 //! tombstone ([`record`]). Writes apply only if newer ([`Storage::apply`]),
-//! and with [`Durability::PerWrite`] the acknowledgement waits for a flush
-//! shared by every concurrent writer ([`group_commit`]).
+//! and with [`Durability::PerWrite`] the acknowledgement waits for the
+//! write's record to be synced to the node's one write-ahead journal
+//! ([`journal`]), a sync shared by every concurrent writer
+//! ([`group_commit`]); the shards are flushed lazily.
 
 pub mod bounded;
 mod engine;
 pub mod group_commit;
 pub mod hints;
 mod instance;
+pub mod journal;
 pub mod layout;
 pub mod prefix;
 pub mod record;
 pub mod scan;
 mod shards;
 
-pub use engine::{Applied, Storage};
+pub use engine::{Applied, Storage, Unflushed};
 pub use layout::MAX_SHARDS;
 pub use record::{Record, RecordError, Version};
-pub use shards::StorageConfig;
+pub use shards::{JournalStats, StorageConfig};
 
 use serde::{Deserialize, Serialize};
 

@@ -11,15 +11,16 @@
 //! count being fixed when the directory is created (`LAYOUT`). Hints live
 //! in an instance of their own, small and bounded, opened eagerly.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Instant;
 
-use super::engine::Storage;
+use super::engine::{Storage, storage_key, store_if_newer};
 use super::group_commit::GroupCommit;
-use super::instance;
-use super::{Durability, StorageError};
+use super::journal::{self, Entry};
+use super::{Durability, StorageError, instance, record};
 
 /// How to open storage.
 #[derive(Debug, Clone)]
@@ -36,6 +37,10 @@ pub struct StorageConfig {
     /// Shards of a new directory. An existing directory keeps the count
     /// it was created with.
     pub shards: u32,
+    /// Bytes after which the journal's segment is closed and a checkpoint
+    /// runs ([`journal::SEGMENT_BYTES`]; tests make it small so that
+    /// checkpoints happen often).
+    pub journal_segment_bytes: u64,
 }
 
 impl StorageConfig {
@@ -47,6 +52,7 @@ impl StorageConfig {
             flush_every_ms: 500,
             cache_bytes: 256 * 1024 * 1024,
             shards: 16,
+            journal_segment_bytes: journal::SEGMENT_BYTES,
         }
     }
 }
@@ -67,8 +73,13 @@ pub(super) struct Inner {
     durability: Durability,
     flush_every_ms: u64,
     cache_per_shard: u64,
-    /// The group-commit flusher every shard shares (`per_write` only).
-    commit: Option<GroupCommit>,
+    /// The journal's writer, which every shard shares (`per_write` only).
+    pub(super) commit: Option<GroupCommit>,
+    /// Records a crash left in the journal, by shard, applied when the
+    /// shard opens (then emptied).
+    pending: Mutex<Vec<Vec<Entry>>>,
+    /// Held by a checkpoint, so two never trim at once.
+    checkpointing: tokio::sync::Mutex<()>,
     slots: Box<[Slot]>,
     hints: Shard,
     /// Held while a shard opens: one open at a time. An open writes a
@@ -82,6 +93,17 @@ pub(super) struct Inner {
     /// Records found damaged (a crc or header that does not check) by a
     /// read, a write or a scan.
     pub(super) damaged: AtomicU64,
+}
+
+/// What the journal has done so far ([`Storage::journal_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Group commits written, one sync each.
+    pub syncs: u64,
+    /// Record bytes appended.
+    pub bytes: u64,
+    /// Closed segments not yet trimmed.
+    pub closed_segments: u64,
 }
 
 /// A shard that may not be open yet.
@@ -148,13 +170,36 @@ impl Storage {
     /// group-commit tasks.
     pub fn open(config: &StorageConfig) -> Result<Self, StorageError> {
         let shards = super::layout::read_or_create(&config.path, config.shards)?;
-        let commit = match config.durability {
-            Durability::PerWrite => Some(GroupCommit::start(
-                &tokio::runtime::Handle::try_current().map_err(|_| {
+        // Read even with `periodic`: records a `per_write` run left must
+        // still reach their shards.
+        let journal_dir = journal::dir(&config.path);
+        let mut recovered = journal::recover(&journal_dir, shards as usize)?;
+        let left: usize = recovered.pending.iter().map(Vec::len).sum();
+        if left > 0 {
+            tracing::info!(
+                records = left,
+                segments = recovered.closed.len(),
+                "journal holds records not yet flushed to their shards: each shard applies its own when it opens"
+            );
+        }
+        let (commit, runtime) = match config.durability {
+            Durability::PerWrite => {
+                let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
                     StorageError::Layout("per_write durability needs a tokio runtime".into())
-                })?,
-            )),
-            Durability::Periodic => None,
+                })?;
+                let commit = GroupCommit::start(
+                    journal_dir,
+                    recovered.next_seq,
+                    std::mem::take(&mut recovered.closed),
+                    config.journal_segment_bytes.max(1),
+                )?;
+                (Some(commit), Some(runtime))
+            }
+            Durability::Periodic => (None, None),
+        };
+        let orphans = match &commit {
+            Some(_) => Vec::new(),
+            None => recovered.closed,
         };
         let cache_per_shard = (config.cache_bytes / u64::from(shards + 1)).max(1024 * 1024);
         let hints = open_shard(
@@ -167,20 +212,35 @@ impl Storage {
             commit.clone(),
         )?;
         let slots = (0..shards).map(|_| Slot::default()).collect();
-        Ok(Self {
+        let storage = Self {
             inner: Arc::new(Inner {
                 root: config.path.clone(),
                 durability: config.durability,
                 flush_every_ms: config.flush_every_ms,
                 cache_per_shard,
                 commit,
+                pending: Mutex::new(recovered.pending),
+                checkpointing: tokio::sync::Mutex::new(()),
                 slots,
                 hints,
                 opening: Mutex::new(()),
                 open_nanos: AtomicU64::new(0),
                 damaged: AtomicU64::new(0),
             }),
-        })
+        };
+        match (runtime, &storage.inner.commit) {
+            (Some(runtime), Some(commit)) => {
+                runtime.spawn(checkpoints(
+                    Arc::downgrade(&storage.inner),
+                    commit.checkpoint_signal(),
+                ));
+            }
+            // Nothing will write or trim the journal: what an earlier
+            // `per_write` run left in it goes to its shards now.
+            _ if !orphans.is_empty() => storage.drain_journal(&orphans)?,
+            _ => {}
+        }
+        Ok(storage)
     }
 
     /// The durability this storage was opened with.
@@ -253,15 +313,20 @@ impl Storage {
     /// [`Storage::open_partition`] first so that the open runs off the
     /// async threads.
     pub(super) fn shard(&self, partition: u32) -> Result<&Shard, StorageError> {
+        self.shard_at(partition).map(|(_, shard)| shard)
+    }
+
+    /// [`Storage::shard`], with the shard's number.
+    pub(super) fn shard_at(&self, partition: u32) -> Result<(usize, &Shard), StorageError> {
         let Some((index, slot)) = self.slot(partition) else {
             return Err(StorageError::Layout("storage has no shards".into()));
         };
         if let Some(shard) = slot.shard.get() {
-            return Ok(shard);
+            return Ok((index, shard));
         }
         let _opening = self.inner.opening.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(shard) = slot.shard.get() {
-            return Ok(shard);
+            return Ok((index, shard));
         }
         let started = Instant::now();
         let shard = open_shard(
@@ -271,8 +336,9 @@ impl Storage {
             self.inner.flush_every_ms,
             index,
             DATA_SEGMENT_BYTES,
-            self.inner.commit.clone(),
+            None,
         )?;
+        self.replay(index, &shard)?;
         let took = started.elapsed();
         self.inner
             .open_nanos
@@ -282,7 +348,108 @@ impl Storage {
             ms = took.as_secs_f64() * 1000.0,
             "storage shard open"
         );
-        Ok(slot.shard.get_or_init(|| shard))
+        Ok((index, slot.shard.get_or_init(|| shard)))
+    }
+
+    /// Applies the records the journal holds for shard `index` to it,
+    /// before anyone else sees it: those a crash kept from its own flush.
+    /// Each is applied if newer, so one already there changes nothing.
+    fn replay(&self, index: usize, shard: &Shard) -> Result<(), StorageError> {
+        let mut pending = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(entries) = pending.get_mut(index) else {
+            return Ok(());
+        };
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut written = 0usize;
+        for entry in entries.iter() {
+            let version = match record::decode_verified_header(&entry.record) {
+                Ok((version, _)) => version,
+                Err(error) => {
+                    self.note_damaged(entry.partition, &entry.key, &error);
+                    continue;
+                }
+            };
+            let key = storage_key(entry.partition, &entry.key);
+            let stored = store_if_newer(shard.tree(), &key, version, &entry.record, |error| {
+                self.note_damaged(entry.partition, &entry.key, error)
+            })?;
+            written += usize::from(stored.is_written());
+        }
+        tracing::info!(
+            shard = index,
+            records = entries.len(),
+            newer = written,
+            "journal records applied to the shard"
+        );
+        *entries = Vec::new();
+        Ok(())
+    }
+
+    /// Makes the closed journal segments' records durable in their shards
+    /// (a flush of each shard they name) and deletes the segments, oldest
+    /// first, stopping at one that names a shard not open yet (its records
+    /// wait there until the shard opens). Returns the segments deleted.
+    pub(super) async fn checkpoint(&self) -> Result<usize, StorageError> {
+        let Some(commit) = self.inner.commit.clone() else {
+            return Ok(0);
+        };
+        let _one = self.inner.checkpointing.lock().await;
+        let closed = commit.closed();
+        if closed.is_empty() {
+            return Ok(0);
+        }
+        let storage = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut flushed = BTreeSet::new();
+            let mut through = None;
+            'segments: for segment in &closed {
+                for &index in &segment.shards {
+                    if flushed.contains(&index) {
+                        continue;
+                    }
+                    let Some(shard) = storage.inner.slots.get(index).and_then(|s| s.shard.get())
+                    else {
+                        break 'segments;
+                    };
+                    shard.db().flush()?;
+                    flushed.insert(index);
+                }
+                through = Some(segment.seq);
+            }
+            match through {
+                Some(seq) => commit.trim_through(seq),
+                None => Ok(0),
+            }
+        })
+        .await
+        .map_err(|e| StorageError::Flush(format!("checkpoint task failed: {e}")))?
+    }
+
+    /// Opens every shard the `segments` name (each applies its records),
+    /// flushes it and deletes the segments: with `periodic` durability
+    /// nothing else would.
+    fn drain_journal(&self, segments: &[journal::Closed]) -> Result<(), StorageError> {
+        let shards: BTreeSet<usize> = segments.iter().flat_map(|s| s.shards.clone()).collect();
+        for index in shards {
+            // Partition `index` lives in shard `index` (index < shards).
+            self.shard(index as u32)?.db().flush()?;
+        }
+        let dir = journal::dir(&self.inner.root);
+        for segment in segments {
+            journal::remove_segment(&dir, segment.seq)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the journal's current segment and checkpoints (at shutdown:
+    /// a clean stop leaves the journal empty).
+    pub(super) async fn checkpoint_all(&self) -> Result<usize, StorageError> {
+        if let Some(commit) = &self.inner.commit {
+            commit.rotate().await?;
+        }
+        self.checkpoint().await
     }
 
     fn slot(&self, partition: u32) -> Option<(usize, &Slot)> {
@@ -348,6 +515,8 @@ impl Storage {
                 opened += 1;
             }
         }
+        // Segments a crash left can go now that every shard has its records.
+        self.checkpoint().await?;
         Ok(opened)
     }
 
@@ -361,10 +530,37 @@ impl Storage {
         &self.inner.hints
     }
 
+    /// The journal's counters (`None` with `periodic`: no journal).
+    pub fn journal_stats(&self) -> Option<JournalStats> {
+        self.inner.commit.as_ref().map(|commit| JournalStats {
+            syncs: commit.flushes(),
+            bytes: commit.journal_bytes(),
+            closed_segments: commit.closed().len() as u64,
+        })
+    }
+
     /// How many group flushes have run (0 with `periodic`); one covers
     /// every shard written in its batch.
     pub fn flushes(&self) -> u64 {
         self.inner.commit.as_ref().map_or(0, GroupCommit::flushes)
+    }
+}
+
+/// Runs a checkpoint each time the journal's writer closes a full
+/// segment, for as long as the storage exists.
+async fn checkpoints(storage: Weak<Inner>, signal: super::group_commit::CheckpointSignal) {
+    loop {
+        signal.due().await;
+        let Some(inner) = storage.upgrade() else {
+            return;
+        };
+        let storage = Storage { inner };
+        match storage.checkpoint().await {
+            Ok(trimmed) => tracing::debug!(trimmed, "journal checkpoint"),
+            Err(e) => {
+                tracing::warn!(error = %e, "journal checkpoint failed: its segments stay, and the next one tries again")
+            }
+        }
     }
 }
 
@@ -431,6 +627,125 @@ pub(super) mod tests {
         assert_eq!(five.value.as_deref(), Some(&b"five"[..]));
         assert_eq!(s.shards_open(), 1, "only the shard read from is open");
         assert!(s.shard_open_seconds() > 0.0);
+    }
+
+    fn per_write(dir: &tempfile::TempDir, shards: u32, durability: Durability) -> Storage {
+        let mut config = StorageConfig::new(dir.path());
+        config.shards = shards;
+        config.durability = durability;
+        // Far beyond the test: only the journal and explicit flushes write.
+        config.flush_every_ms = 3_600_000;
+        Storage::open(&config).unwrap()
+    }
+
+    /// Removes every shard's sled instance: what a crash leaves of the
+    /// writes the journal acknowledged and the shards never flushed, at
+    /// its worst.
+    fn lose_the_shards(dir: &tempfile::TempDir) {
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with("shard-") {
+                std::fs::remove_dir_all(&path).unwrap();
+            }
+        }
+    }
+
+    fn segments(dir: &tempfile::TempDir) -> usize {
+        std::fs::read_dir(journal::dir(dir.path())).unwrap().count()
+    }
+
+    #[tokio::test]
+    async fn acknowledged_writes_come_back_from_the_journal_when_their_shard_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = per_write(&dir, 4, Durability::PerWrite);
+            for p in 0..8u32 {
+                s.apply(p, b"k", v(1), Some(&p.to_be_bytes()))
+                    .await
+                    .unwrap();
+            }
+            s.apply(3, b"k", v(2), None).await.unwrap();
+            // A retry of an older version is stale and changes nothing.
+            s.apply(5, b"k", v(1), Some(b"other")).await.unwrap();
+        }
+        lose_the_shards(&dir);
+        let s = per_write(&dir, 4, Durability::PerWrite);
+        assert_eq!(
+            s.shards_open(),
+            0,
+            "the journal is read without opening shards"
+        );
+        for p in 0..8u32 {
+            let r = s.read(p, b"k").await.unwrap().expect("replayed");
+            let want = (p != 3).then(|| p.to_be_bytes().to_vec());
+            assert_eq!(r.value, want, "partition {p}");
+        }
+        assert_eq!(s.read(3, b"k").await.unwrap().unwrap().version, v(2));
+    }
+
+    #[tokio::test]
+    async fn one_journal_sync_serves_writes_to_many_shards() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = per_write(&dir, 16, Durability::PerWrite);
+        let tasks: Vec<_> = (0..64u32)
+            .map(|p| {
+                let s = s.clone();
+                tokio::spawn(async move { s.apply(p, b"k", v(1), Some(b"x")).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(s.shards_open(), 16);
+        assert!(
+            s.flushes() < 64,
+            "64 writes over 16 shards took {} syncs",
+            s.flushes()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_segment_is_trimmed_once_every_shard_it_names_is_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = per_write(&dir, 4, Durability::PerWrite);
+            s.apply(1, b"a", v(1), Some(b"one")).await.unwrap();
+            s.apply(2, b"b", v(1), Some(b"two")).await.unwrap();
+        }
+        assert_eq!(segments(&dir), 1);
+        lose_the_shards(&dir);
+        let s = per_write(&dir, 4, Durability::PerWrite);
+        s.read(1, b"a").await.unwrap().expect("replayed");
+        assert_eq!(s.checkpoint_all().await.unwrap(), 0, "shard 2 is not open");
+        assert_eq!(segments(&dir), 1, "its records wait for it");
+        s.warm_up().await.unwrap();
+        assert_eq!(segments(&dir), 0, "every shard has its records, flushed");
+        s.apply(3, b"c", v(1), Some(b"three")).await.unwrap();
+        s.flush().await.unwrap();
+        assert_eq!(segments(&dir), 0, "a clean stop leaves the journal empty");
+        drop(s);
+        lose_the_shards(&dir);
+        let s = per_write(&dir, 4, Durability::PerWrite);
+        assert_eq!(
+            s.read(3, b"c").await.unwrap(),
+            None,
+            "trimmed: not replayed"
+        );
+    }
+
+    #[tokio::test]
+    async fn periodic_durability_takes_in_what_a_per_write_run_left() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = per_write(&dir, 4, Durability::PerWrite);
+            s.apply(2, b"k", v(1), Some(b"kept")).await.unwrap();
+        }
+        lose_the_shards(&dir);
+        let s = per_write(&dir, 4, Durability::Periodic);
+        assert_eq!(segments(&dir), 0);
+        let r = s.read(2, b"k").await.unwrap().expect("replayed");
+        assert_eq!(r.value.as_deref(), Some(&b"kept"[..]));
     }
 
     #[tokio::test]
