@@ -21,8 +21,9 @@ use super::StorageError;
 pub(super) struct Settings {
     /// Its share of the page cache.
     pub cache_bytes: u64,
-    /// sled's background flush interval.
-    pub flush_every_ms: u64,
+    /// sled's background flush interval; `None`: no background flush (the
+    /// journal's checkpoints flush the shard).
+    pub flush_every_ms: Option<u64>,
     /// Its log segment size (stored in its `conf`: fixed at creation).
     pub segment_bytes: usize,
 }
@@ -32,7 +33,7 @@ impl Settings {
         sled::Config::new()
             .path(path)
             .cache_capacity(self.cache_bytes)
-            .flush_every_ms(Some(self.flush_every_ms.max(1)))
+            .flush_every_ms(self.flush_every_ms.map(|ms| ms.max(1)))
             .mode(sled::Mode::HighThroughput)
             .segment_size(self.segment_bytes)
     }
@@ -92,7 +93,7 @@ mod tests {
     fn settings() -> Settings {
         Settings {
             cache_bytes: 1024 * 1024,
-            flush_every_ms: 500,
+            flush_every_ms: Some(500),
             segment_bytes: 512 * 1024,
         }
     }

@@ -206,7 +206,7 @@ impl Storage {
             &config.path.join("hints"),
             "hints",
             cache_per_shard,
-            config.flush_every_ms,
+            Some(config.flush_every_ms),
             HINTS_SHARD,
             HINTS_SEGMENT_BYTES,
             commit.clone(),
@@ -329,11 +329,18 @@ impl Storage {
             return Ok((index, shard));
         }
         let started = Instant::now();
+        // With a journal, a shard's writes are durable before sled writes
+        // them: sled's own timed flush would only add fsyncs (16 shards, 2
+        // each a second) beside the journal's, so the checkpoints flush it.
+        let flush_every_ms = match self.inner.commit {
+            Some(_) => None,
+            None => Some(self.inner.flush_every_ms),
+        };
         let shard = open_shard(
             &self.inner.root.join(format!("shard-{index:03}")),
             "data",
             self.inner.cache_per_shard,
-            self.inner.flush_every_ms,
+            flush_every_ms,
             index,
             DATA_SEGMENT_BYTES,
             None,
@@ -568,7 +575,7 @@ fn open_shard(
     path: &Path,
     tree: &str,
     cache_bytes: u64,
-    flush_every_ms: u64,
+    flush_every_ms: Option<u64>,
     id: usize,
     segment_bytes: usize,
     commit: Option<GroupCommit>,
