@@ -45,8 +45,9 @@ pub enum Putter {
     /// replica of its key, which coordinates the quorum write.
     Levee(Arc<Client>),
     /// etcd's client: a gRPC channel balanced over every member; a
-    /// follower forwards the put to the leader.
-    Etcd(etcd_client::KvClient),
+    /// follower forwards the put to the leader. Boxed: the gRPC client is
+    /// some 400 bytes, levee's an `Arc`.
+    Etcd(Box<etcd_client::KvClient>),
 }
 
 impl Putter {
@@ -99,7 +100,7 @@ pub async fn connect(
                     .with_context(|| {
                         format!("cannot connect to etcd at {}", endpoints.join(","))
                     })?;
-                Putter::Etcd(client.kv_client())
+                Putter::Etcd(Box::new(client.kv_client()))
             }
         });
     }
