@@ -36,7 +36,33 @@ fn parse_stat(stat: &str) -> Option<f64> {
     Some((utime + stime) as f64 / USER_HZ)
 }
 
-/// The 1-minute load average (`/proc/loadavg`).
+/// CPU seconds the whole machine has spent busy so far (every CPU's user,
+/// nice, system, irq, softirq and steal time in `/proc/stat`; idle and
+/// iowait are not busy). Less the servers' and the generator's, what is
+/// left over a window is what other processes took from the run.
+pub fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_machine_busy(stat.lines().next()?)
+}
+
+/// Busy seconds from `/proc/stat`'s first (`cpu`) line.
+fn parse_machine_busy(line: &str) -> Option<f64> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let ticks: Vec<u64> = fields
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let [user, nice, system, _idle, _iowait, irq, softirq, steal] = ticks[..] else {
+        return None;
+    };
+    Some((user + nice + system + irq + softirq + steal) as f64 / USER_HZ)
+}
+
+/// The 1-minute load average (`/proc/loadavg`). It counts threads waiting
+/// for the disk too, so a run that fsyncs raises it by itself.
 pub fn load_average() -> Option<f64> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
     text.split_whitespace().next()?.parse().ok()
@@ -51,6 +77,14 @@ mod tests {
         let stat = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 5000 0 0 0 250 50 0 0 20 0 8 0 100 0 0";
         assert_eq!(parse_stat(stat), Some(3.0));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn machine_busy_time_leaves_out_idle_and_iowait() {
+        let line = "cpu  100 20 30 5000 400 5 6 7 0 0";
+        assert_eq!(parse_machine_busy(line), Some(1.68));
+        assert_eq!(parse_machine_busy("cpu0 1 2 3 4 5 6 7 8"), None);
+        assert!(machine_busy_seconds().is_some());
     }
 
     #[test]

@@ -118,7 +118,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let cpu = tokio::spawn(window_cpu(settings, start, args.pids.clone()));
     let outcome = closed_loop::run(putters, settings, start, run_id).await?;
-    let (server_cpu_s, generator_cpu_s, load_average) = cpu.await?;
+    let usage = cpu.await?;
 
     let ms = |q: f64| outcome.latencies.value_at_quantile(q) as f64 / 1000.0;
     let duration_s = settings.duration.as_secs_f64();
@@ -140,9 +140,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         p99_ms: ms(0.99),
         p999_ms: ms(0.999),
         max_ms: outcome.latencies.max() as f64 / 1000.0,
-        server_cpu_s,
-        generator_cpu_s,
-        load_average,
+        server_cpu_s: usage.servers,
+        generator_cpu_s: usage.generator,
+        other_cpu_s: usage.others,
+        load_average: usage.load_average,
     };
     println!(
         "{}: {:.0} puts/s, p50 {:.2} ms, p99 {:.2} ms, {} errors{}",
@@ -160,29 +161,37 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", args.out.display()))
 }
 
-/// CPU seconds of the servers and of this process over the measured
-/// window, and the load average at its end.
-async fn window_cpu(
-    settings: Settings,
-    start: Instant,
-    pids: Vec<String>,
-) -> (Option<f64>, Option<f64>, Option<f64>) {
+/// CPU seconds over the measured window: the servers', this process's
+/// and the rest of the machine's; the load average at its end.
+async fn window_cpu(settings: Settings, start: Instant, pids: Vec<String>) -> Usage {
     let (from, until) = settings.window(start);
-    tokio::time::sleep_until(from).await;
-    let servers = (!pids.is_empty())
-        .then(|| cpu::total_seconds(&pids))
-        .flatten();
-    let generator = cpu::seconds("self");
-    tokio::time::sleep_until(until).await;
-    let delta = |before: Option<f64>, after: Option<f64>| Some(after? - before?);
-    let servers = delta(
-        servers,
+    let servers = || {
         (!pids.is_empty())
             .then(|| cpu::total_seconds(&pids))
-            .flatten(),
-    );
-    let generator = delta(generator, cpu::seconds("self"));
-    (servers, generator, cpu::load_average())
+            .flatten()
+    };
+    tokio::time::sleep_until(from).await;
+    let before = (servers(), cpu::seconds("self"), cpu::machine_busy_seconds());
+    tokio::time::sleep_until(until).await;
+    let after = (servers(), cpu::seconds("self"), cpu::machine_busy_seconds());
+    let delta = |before: Option<f64>, after: Option<f64>| Some(after? - before?);
+    let servers = delta(before.0, after.0);
+    let generator = delta(before.1, after.1);
+    let machine = delta(before.2, after.2);
+    Usage {
+        servers,
+        generator,
+        others: (|| Some((machine? - servers? - generator?).max(0.0)))(),
+        load_average: cpu::load_average(),
+    }
+}
+
+/// What [`window_cpu`] measured.
+struct Usage {
+    servers: Option<f64>,
+    generator: Option<f64>,
+    others: Option<f64>,
+    load_average: Option<f64>,
 }
 
 fn report(args: ReportArgs) -> anyhow::Result<()> {

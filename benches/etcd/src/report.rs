@@ -48,6 +48,10 @@ pub struct Run {
     pub server_cpu_s: Option<f64>,
     /// CPU seconds the load generator used in the window.
     pub generator_cpu_s: Option<f64>,
+    /// CPU seconds the rest of the machine used in the window: other
+    /// people's work, which the servers and the generator did not get.
+    #[serde(default)]
+    pub other_cpu_s: Option<f64>,
     /// 1-minute load average at the end of the window.
     pub load_average: Option<f64>,
 }
@@ -125,19 +129,10 @@ impl<'a> Comparison<'a> {
     /// The setup and the verdict, under the table.
     pub fn notes(&self) -> String {
         let r = self.levee;
-        let load = |run: &Run| {
-            run.load_average
-                .map_or("–".to_owned(), |l| format!("{l:.2}"))
-        };
-        let generator = |run: &Run| {
-            run.generator_cpu_s.map_or("–".to_owned(), |c| {
-                format!("{:.0}%", c * 100.0 / run.duration_s)
-            })
-        };
         format!(
             "{} closed-loop clients ({} client instances), put only, {} B values, a new key per put, \
              {:.0} s warm-up then {:.0} s measured, one system at a time on {}.\n\
-             Load average at the end of the window: etcd {}, levee {}; the load generator used {} (etcd run) and {} (levee run) of one CPU.\n\
+             CPUs busy in the window: {}; {}.\n\
              Target (issue #17): levee ≥ ×{:.0} etcd — {} (×{:.2}).\n",
             r.clients,
             r.connections,
@@ -145,10 +140,8 @@ impl<'a> Comparison<'a> {
             r.warmup_s,
             r.duration_s,
             self.machine,
-            load(self.etcd),
-            load(self.levee),
-            generator(self.etcd),
-            generator(self.levee),
+            usage(self.etcd),
+            usage(self.levee),
             self.target,
             if self.met { "met" } else { "not met" },
             self.ratio,
@@ -169,6 +162,23 @@ impl<'a> Comparison<'a> {
         std::fs::write(&path, json + "\n")
             .with_context(|| format!("cannot write {}", path.display()))
     }
+}
+
+/// "etcd run: servers 1.2, generator 0.2, other processes 0.4; load
+/// average 3.1": CPU seconds per second of the window.
+fn usage(run: &Run) -> String {
+    let cpus =
+        |s: Option<f64>| s.map_or("–".to_owned(), |s| format!("{:.2}", s / run.duration_s));
+    let load = run
+        .load_average
+        .map_or("–".to_owned(), |l| format!("{l:.1}"));
+    format!(
+        "{} run: servers {}, generator {}, other processes {}; load average {load}",
+        run.system,
+        cpus(run.server_cpu_s),
+        cpus(run.generator_cpu_s),
+        cpus(run.other_cpu_s),
+    )
 }
 
 /// Reads a run written by `put-load run`.
@@ -202,6 +212,7 @@ mod tests {
             max_ms: 40.0,
             server_cpu_s: Some(20.0),
             generator_cpu_s: Some(4.0),
+            other_cpu_s: Some(1.0),
             load_average: Some(2.5),
         }
     }
@@ -226,6 +237,16 @@ mod tests {
         assert!(rows[3].starts_with("| levee |") && rows[3].ends_with("×2.00 |"));
         // 20 CPU s over 120,000 puts.
         assert!(rows[3].contains("| 0.167 |"));
+    }
+
+    #[test]
+    fn the_notes_give_each_runs_cpus_and_the_verdict() {
+        let (levee, etcd) = (run("levee", 6000.0), run("etcd", 3000.0));
+        let notes = Comparison::new(&levee, &etcd, "2 CPUs".to_owned()).notes();
+        assert!(notes.contains(
+            "etcd run: servers 1.00, generator 0.20, other processes 0.05; load average 2.5"
+        ));
+        assert!(notes.contains("not met (×2.00)"));
     }
 
     #[test]
