@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 /// times a 3-node etcd's on the same machine.
 pub const TARGET_RATIO: f64 = 3.0;
 
+/// CPUs other processes may take during a window (CPU seconds per second)
+/// before the notes warn that the run measured a shared machine: a tenth
+/// of a core is background noise, a quarter is someone's build.
+const OTHERS_WARNING_CPUS: f64 = 0.25;
+
 /// One system's run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
@@ -145,6 +150,21 @@ impl<'a> Comparison<'a> {
             self.target,
             if self.met { "met" } else { "not met" },
             self.ratio,
+        ) + &self.shared_warning()
+    }
+
+    /// A warning if other processes took a share of the machine during
+    /// either window: then both systems ran short of CPU, by different
+    /// amounts, and the figures are of that machine, not of an idle one.
+    fn shared_warning(&self) -> String {
+        let busy = |run: &Run| run.other_cpu_s.map_or(0.0, |s| s / run.duration_s);
+        let most = busy(self.etcd).max(busy(self.levee));
+        if most < OTHERS_WARNING_CPUS {
+            return String::new();
+        }
+        format!(
+            "Warning: other processes took up to {most:.2} CPUs during a window; \
+             the figures are of a shared machine (run again when it is idle).\n"
         )
     }
 
@@ -247,6 +267,13 @@ mod tests {
             "etcd run: servers 1.00, generator 0.20, other processes 0.05; load average 2.5"
         ));
         assert!(notes.contains("not met (×2.00)"));
+        assert!(!notes.contains("Warning"));
+        let busy = Run {
+            other_cpu_s: Some(10.0),
+            ..run("etcd", 3000.0)
+        };
+        let notes = Comparison::new(&levee, &busy, String::new()).notes();
+        assert!(notes.contains("Warning: other processes took up to 0.50 CPUs"));
     }
 
     #[test]
