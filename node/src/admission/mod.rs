@@ -5,6 +5,8 @@
 //!
 //! - [`limit`]: the adaptive limit (pure, Gradient2-class).
 //! - [`shed`]: the pure admission decision.
+//! - [`queue`]: the pure wait-queue discipline (CoDel-style, adaptive
+//!   LIFO): which waiter gets a freed slot, and how long each may wait.
 //! - `controller.rs`: the admission controller ([`Admission`]) that
 //!   applies it, its tickets and its permits.
 //!
@@ -13,6 +15,7 @@
 
 mod controller;
 pub mod limit;
+pub mod queue;
 pub mod shed;
 
 use std::time::Duration;
