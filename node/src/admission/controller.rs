@@ -11,11 +11,11 @@ mod waiting;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
 pub use waiting::Ticket;
-use waiting::{Slot, Waiting};
+use waiting::{Place, Waiting};
 
 use super::AdmissionConfig;
 use super::limit::GradientLimit;
@@ -209,9 +209,9 @@ impl Admission {
                 }
                 Decision::Queue => {
                     return match self.enqueue(received) {
-                        Some((key, slot)) => {
+                        Some(place) => {
                             self.bytes.fetch_add(request_bytes, Ordering::Relaxed);
-                            Admit::Wait(self.ticket(op, request_bytes, received, Some((key, slot))))
+                            Admit::Wait(self.ticket(op, request_bytes, received, Some(place)))
                         }
                         None => Admit::Refused {
                             reason: ShedReason::QueueFull,
@@ -264,7 +264,7 @@ impl Admission {
         op: Op,
         bytes: u64,
         received: Instant,
-        queued: Option<(u64, oneshot::Receiver<Slot>)>,
+        queued: Option<Place>,
     ) -> Ticket {
         Ticket {
             admission: Some(self.clone()),

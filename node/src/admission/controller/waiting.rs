@@ -20,19 +20,20 @@ impl Admission {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Puts a request in the wait queue: its key and where its slot will
-    /// come, or `None` if the queue is full.
-    pub(super) fn enqueue(
-        self: &Arc<Self>,
-        received: Instant,
-    ) -> Option<(u64, oneshot::Receiver<Slot>)> {
+    /// Puts a request in the wait queue: its place, or `None` if the
+    /// queue is full.
+    pub(super) fn enqueue(self: &Arc<Self>, received: Instant) -> Option<Place> {
         let (tx, rx) = oneshot::channel();
         let now = Instant::now().into_std();
-        let give_up = received.into_std() + self.patience();
+        let patience_ends = received + self.patience();
         let mut waiting = self.waiting();
         let key = waiting.next_key;
         waiting.next_key += 1;
-        if waiting.queue.push(key, tx, now, give_up).is_err() {
+        if waiting
+            .queue
+            .push(key, tx, now, patience_ends.into_std())
+            .is_err()
+        {
             return None;
         }
         self.queued.store(waiting.queue.len(), Ordering::SeqCst);
@@ -41,7 +42,11 @@ impl Admission {
         let expired = self.hand_out(&mut waiting);
         drop(waiting);
         drop(expired);
-        Some((key, rx))
+        Some(Place {
+            key,
+            patience_ends,
+            slot: rx,
+        })
     }
 
     /// Gives free foreground slots to waiters, in the queue's order, and
@@ -163,7 +168,19 @@ pub struct Ticket {
     pub(super) received: Instant,
     /// Its place in the foreground queue and where its slot will come
     /// (otherwise: control).
-    pub(super) queued: Option<(u64, oneshot::Receiver<Slot>)>,
+    pub(super) queued: Option<Place>,
+}
+
+/// A waiter's place in the foreground queue.
+#[derive(Debug)]
+pub(super) struct Place {
+    /// Its key in the queue, to leave it.
+    key: u64,
+    /// The end of its patience, fixed when it joined: the queue refuses
+    /// it then at the latest, earlier only if the queue stands.
+    patience_ends: Instant,
+    /// Where its slot comes.
+    slot: oneshot::Receiver<Slot>,
 }
 
 impl Ticket {
@@ -175,13 +192,18 @@ impl Ticket {
             return Err(WireError::ShuttingDown);
         };
         let (op, bytes, received) = (self.op, self.bytes, self.received);
-        let Some((key, mut slot)) = self.queued.take() else {
+        let Some(Place {
+            key,
+            patience_ends,
+            mut slot,
+        }) = self.queued.take()
+        else {
             // Control: waits for the budget, never refused.
             let permit = admission.control.clone().acquire_owned().await.ok();
             admission.inflight[Class::Control.index()].fetch_add(1, Ordering::Relaxed);
             return Ok(admission.permit(op, bytes, received, permit));
         };
-        let give_up = deadline.min(received + admission.patience());
+        let give_up = deadline.min(patience_ends);
         let granted = match tokio::time::timeout_at(give_up, &mut slot).await {
             Ok(granted) => granted.ok(),
             // Timed out: a slot may have been sent just now.
@@ -219,8 +241,8 @@ impl Drop for Ticket {
         // Dropped without waiting (the task was cancelled): undo the
         // reservation.
         if let Some(admission) = self.admission.take() {
-            if let Some((key, _)) = self.queued.take() {
-                admission.leave_queue(key);
+            if let Some(place) = self.queued.take() {
+                admission.leave_queue(place.key);
             }
             admission.bytes.fetch_sub(self.bytes, Ordering::Relaxed);
         }
@@ -267,7 +289,7 @@ mod tests {
     /// The slot handed to the waiter (`Ok(Some)`), none yet (`Ok(None)`),
     /// or `Err` if it was refused.
     fn handed(ticket: &mut Ticket) -> Result<Option<Slot>, ()> {
-        let (_, rx) = ticket.queued.as_mut().expect("a queued ticket");
+        let rx = &mut ticket.queued.as_mut().expect("a queued ticket").slot;
         match rx.try_recv() {
             Ok(slot) => Ok(Some(slot)),
             Err(oneshot::error::TryRecvError::Empty) => Ok(None),
