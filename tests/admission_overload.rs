@@ -227,6 +227,33 @@ fn a_flooded_node_sheds_fast_stays_live_and_completes_what_it_admits() {
     assert_eq!(sample(&text, "levee_inflight_bytes"), 0.0);
 }
 
+/// Under a lasting flood the node's wait queue stands, and freed slots go
+/// to the newest waiter (adaptive LIFO), so admitted requests have barely
+/// waited; the old waiters are refused.
+#[test]
+fn a_lasting_flood_serves_the_newest_waiter_first() {
+    let dir = tempfile::tempdir().unwrap();
+    // Standing after 10 ms rather than 100: the flood's connections send
+    // in batches, and the queue must stay busy across a batch's gap.
+    let flags: Vec<&str> = SMALL_LIMITS
+        .iter()
+        .copied()
+        .chain(["--admission-queue-standing-ms", "10"])
+        .collect();
+    let node = TestNode::start(dir.path(), &flags);
+    let tally = Arc::new(Tally::default());
+    flood(&node.addr, &tally);
+    let text = metrics(&node.admin);
+    let (fifo, lifo) = (
+        sample(&text, "levee_queue_granted_requests_total{order=\"fifo\"}"),
+        sample(&text, "levee_queue_granted_requests_total{order=\"lifo\"}"),
+    );
+    eprintln!("queue grants: fifo {fifo}, lifo {lifo}");
+    assert!(lifo > 0.0, "the standing queue never served newest first");
+    assert_eq!(tally.other.load(Ordering::Relaxed), 0, "unexpected answers");
+    a_normal_write_and_read_succeed(&node);
+}
+
 #[test]
 fn flooding_the_leader_causes_no_election() {
     let dir = tempfile::tempdir().unwrap();

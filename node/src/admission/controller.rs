@@ -3,19 +3,25 @@
 //!
 //! The decision ([`decide`]) is pure. [`Admission`] applies it with atomic
 //! compare-and-swap on the in-flight and queue counters, so refusing costs
-//! a few atomic loads: no lock, no allocation, no permit to wait for.
+//! a few atomic loads: no lock, no allocation, no permit to wait for. The
+//! wait for a slot is in `controller/waiting.rs`.
+
+mod waiting;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
+
+pub use waiting::Ticket;
+use waiting::{Place, Waiting};
 
 use super::AdmissionConfig;
 use super::limit::GradientLimit;
+use super::queue::{QueueConfig, WaitQueue};
 use super::shed::{Decision, Snapshot, decide};
 use crate::metrics::{Gauges, Metrics, Outcome, ShedReason};
-use crate::proto::WireError;
 use crate::proto::op::{Class, Op};
 
 /// The result of [`Admission::try_admit`].
@@ -50,16 +56,19 @@ pub struct Admission {
     config: AdmissionConfig,
     /// Executing requests, per class.
     inflight: [AtomicUsize; 3],
+    /// Waiters in `waiting`, published for the lock-free fast path.
     queued: AtomicUsize,
     bytes: AtomicU64,
     /// The limit as last computed, published for the lock-free fast path.
     limit: AtomicUsize,
     retry_after_ms: AtomicU32,
-    /// Current short-term foreground latency (µs), for the queue's patience.
+    /// Current short-term foreground latency (µs), for the queue's
+    /// patience.
     rtt_micros: AtomicU64,
     gradient: Mutex<GradientLimit>,
-    /// Wakes a queued request when a foreground slot frees up.
-    freed: Notify,
+    /// Foreground requests waiting for a slot, in the order they get one
+    /// (`queue.rs`); a freed slot is handed to the next of them directly.
+    waiting: Mutex<Waiting>,
     control: Arc<Semaphore>,
     metrics: Metrics,
     /// Set by the first foreground request answered successfully; checked
@@ -84,7 +93,14 @@ impl Admission {
             // Until measured, assume a slow service time, so a fresh node's
             // first burst waits for slots rather than being refused.
             rtt_micros: AtomicU64::new(100_000),
-            freed: Notify::new(),
+            waiting: Mutex::new(Waiting {
+                queue: WaitQueue::new(QueueConfig {
+                    capacity: config.queue_len,
+                    standing_after: config.queue_standing_after,
+                    standing_wait: config.queue_timeout,
+                }),
+                next_key: 0,
+            }),
             control: Arc::new(Semaphore::new(config.control_budget.max(1))),
             metrics: Metrics::default(),
             served: AtomicBool::new(false),
@@ -175,7 +191,7 @@ impl Admission {
                 }
                 Decision::Control => {
                     self.bytes.fetch_add(request_bytes, Ordering::Relaxed);
-                    return Admit::Wait(self.ticket(op, request_bytes, received, false));
+                    return Admit::Wait(self.ticket(op, request_bytes, received, None));
                 }
                 Decision::Admit => {
                     let counter = &self.inflight[class.index()];
@@ -192,19 +208,16 @@ impl Admission {
                     }
                 }
                 Decision::Queue => {
-                    if self
-                        .queued
-                        .compare_exchange(
-                            snapshot.queued,
-                            snapshot.queued + 1,
-                            Ordering::AcqRel,
-                            Ordering::Relaxed,
-                        )
-                        .is_ok()
-                    {
-                        self.bytes.fetch_add(request_bytes, Ordering::Relaxed);
-                        return Admit::Wait(self.ticket(op, request_bytes, received, true));
-                    }
+                    return match self.enqueue(received) {
+                        Some(place) => {
+                            self.bytes.fetch_add(request_bytes, Ordering::Relaxed);
+                            Admit::Wait(self.ticket(op, request_bytes, received, Some(place)))
+                        }
+                        None => Admit::Refused {
+                            reason: ShedReason::QueueFull,
+                            retry_after_ms: self.retry_after_ms.load(Ordering::Relaxed),
+                        },
+                    };
                 }
             }
             // Another request changed a counter between the load and the
@@ -246,7 +259,13 @@ impl Admission {
         }
     }
 
-    fn ticket(self: &Arc<Self>, op: Op, bytes: u64, received: Instant, queued: bool) -> Ticket {
+    fn ticket(
+        self: &Arc<Self>,
+        op: Op,
+        bytes: u64,
+        received: Instant,
+        queued: Option<Place>,
+    ) -> Ticket {
         Ticket {
             admission: Some(self.clone()),
             op,
@@ -256,13 +275,13 @@ impl Admission {
         }
     }
 
-    /// How long a queued request may wait: the configured queue time, or
-    /// one current service time if that is longer (capped at 1 s). With
-    /// anything in flight a slot frees within about one service time, so
-    /// a shorter wait would refuse requests that were about to run (with
-    /// 25 ms group-committed writes, a 5 ms queue would never admit
-    /// anyone), while one service time keeps an admitted request's latency
-    /// within about twice the unqueued one.
+    /// How long a queued request may wait while the queue is not standing
+    /// (a standing one cuts it to `queue_timeout`, see `queue.rs`): the
+    /// configured queue time, or one current service time if that is
+    /// longer (capped at 1 s). With anything in flight a slot frees within
+    /// about one service time, so a shorter wait would refuse requests that
+    /// were about to run (with 25 ms group-committed writes, a 5 ms queue
+    /// would never admit anyone).
     fn patience(&self) -> std::time::Duration {
         let rtt = std::time::Duration::from_micros(self.rtt_micros.load(Ordering::Relaxed));
         self.config
@@ -271,116 +290,27 @@ impl Admission {
             .min(std::time::Duration::from_secs(1))
     }
 
-    /// Takes a foreground slot if one is free.
-    fn take_foreground_slot(&self) -> bool {
-        let counter = &self.inflight[Class::Foreground.index()];
-        counter
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                (n < self.limit()).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    fn release(&self, class: Class, bytes: u64, sample: Option<std::time::Duration>) {
-        let counter = &self.inflight[class.index()];
-        let inflight = counter.fetch_sub(1, Ordering::AcqRel);
+    fn release(self: &Arc<Self>, class: Class, bytes: u64, sample: Option<std::time::Duration>) {
         self.bytes.fetch_sub(bytes, Ordering::Relaxed);
         if class != Class::Foreground {
+            self.inflight[class.index()].fetch_sub(1, Ordering::AcqRel);
             return;
         }
         if let Some(rtt) = sample {
+            let inflight = self.inflight[class.index()].load(Ordering::Relaxed);
             let mut gradient = self.gradient.lock().unwrap_or_else(|e| e.into_inner());
             let limit = gradient.on_sample(rtt, inflight, std::time::Instant::now());
             // A slot frees within about one service time: that is the
             // soonest a retry here can succeed.
             let rtt = gradient.rtt().unwrap_or_default();
-            let hint = (rtt.as_millis() as u32).saturating_add(1).min(1000);
             drop(gradient);
+            let hint = (rtt.as_millis() as u32).saturating_add(1).min(1000);
             self.rtt_micros
                 .store(rtt.as_micros() as u64, Ordering::Relaxed);
             self.limit.store(limit, Ordering::Relaxed);
             self.retry_after_ms.store(hint, Ordering::Relaxed);
         }
-        if self.queued.load(Ordering::Acquire) > 0 {
-            self.freed.notify_one();
-        }
-    }
-}
-
-/// A request allowed to wait: for a foreground slot (bounded by the queue
-/// time and its deadline) or for the control budget. Dropping it gives the
-/// reservation back.
-#[derive(Debug)]
-pub struct Ticket {
-    admission: Option<Arc<Admission>>,
-    op: Op,
-    bytes: u64,
-    received: Instant,
-    /// Holds a place in the foreground queue (otherwise: control).
-    queued: bool,
-}
-
-impl Ticket {
-    /// Waits for the slot. Refused with `Overloaded` past the queue time,
-    /// or `DeadlineExceeded` (counted as a deadline drop) if the deadline
-    /// comes first.
-    pub async fn wait(mut self, deadline: Instant) -> Result<Permit, WireError> {
-        let Some(admission) = self.admission.take() else {
-            return Err(WireError::ShuttingDown);
-        };
-        let (op, bytes, received) = (self.op, self.bytes, self.received);
-        if !self.queued {
-            // Control: waits for the budget, never refused.
-            let permit = admission.control.clone().acquire_owned().await.ok();
-            admission.inflight[Class::Control.index()].fetch_add(1, Ordering::Relaxed);
-            return Ok(admission.permit(op, bytes, received, permit));
-        }
-        let give_up = deadline.min(received + admission.patience());
-        let outcome = loop {
-            let freed = admission.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            if admission.take_foreground_slot() {
-                break Ok(());
-            }
-            if tokio::time::timeout_at(give_up, freed).await.is_err() {
-                break Err(());
-            }
-        };
-        admission.queued.fetch_sub(1, Ordering::AcqRel);
-        match outcome {
-            Ok(()) => Ok(admission.permit(op, bytes, received, None)),
-            Err(()) => {
-                admission.bytes.fetch_sub(bytes, Ordering::Relaxed);
-                if Instant::now() >= deadline {
-                    admission.metrics.record_deadline_drop();
-                    admission
-                        .metrics
-                        .record(op, Outcome::DeadlineExceeded, received.elapsed());
-                    Err(WireError::DeadlineExceeded)
-                } else {
-                    admission
-                        .metrics
-                        .record_shed(op, ShedReason::QueueTimeout, None);
-                    Err(WireError::Overloaded {
-                        retry_after_ms: admission.retry_after_ms.load(Ordering::Relaxed),
-                    })
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        // Dropped without waiting (the task was cancelled): undo the
-        // reservation.
-        if let Some(admission) = self.admission.take() {
-            if self.queued {
-                admission.queued.fetch_sub(1, Ordering::AcqRel);
-            }
-            admission.bytes.fetch_sub(self.bytes, Ordering::Relaxed);
-        }
+        self.free_foreground_slot();
     }
 }
 
@@ -433,6 +363,7 @@ fn load_percent(busy: usize, limit: usize) -> u8 {
 mod tests {
     use super::*;
     use crate::admission::LimitConfig;
+    use crate::proto::WireError;
     use std::time::Duration;
 
     #[test]

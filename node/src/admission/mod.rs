@@ -5,6 +5,8 @@
 //!
 //! - [`limit`]: the adaptive limit (pure, Gradient2-class).
 //! - [`shed`]: the pure admission decision.
+//! - [`queue`]: the pure wait-queue discipline (CoDel-style, adaptive
+//!   LIFO): which waiter gets a freed slot, and how long each may wait.
 //! - `controller.rs`: the admission controller ([`Admission`]) that
 //!   applies it, its tickets and its permits.
 //!
@@ -13,6 +15,7 @@
 
 mod controller;
 pub mod limit;
+pub mod queue;
 pub mod shed;
 
 use std::time::Duration;
@@ -37,8 +40,13 @@ pub struct AdmissionConfig {
     /// benchmark measured 100 ms giving 20% of peak goodput at 1× peak
     /// (requests waited, timed out at the client, and were retried) and
     /// 5 ms 88% — a short wait absorbs a burst, a long one only turns
-    /// overload into latency.
+    /// overload into latency. Once the queue is standing, it is also the
+    /// longest anyone waits (`queue.rs`).
     pub queue_timeout: Duration,
+    /// A wait queue that has not been empty for this long is standing:
+    /// the newest waiter is served first and nobody waits past
+    /// `queue_timeout` (`queue.rs`, Facebook's N: 100 ms).
+    pub queue_standing_after: Duration,
     /// Request bytes admitted requests may hold in total.
     pub max_inflight_bytes: u64,
     /// Control requests executing at once; more wait (never refused).
@@ -55,6 +63,7 @@ impl Default for AdmissionConfig {
             limit: LimitConfig::default(),
             queue_len: 256,
             queue_timeout: Duration::from_millis(5),
+            queue_standing_after: Duration::from_millis(100),
             max_inflight_bytes: 256 * 1024 * 1024,
             control_budget: 64,
             background_share: 0.5,

@@ -133,6 +133,10 @@ pub struct Overrides {
     /// Longest wait in the admission queue (5ms, 1s; a bare number is ms).
     #[arg(long, env = "LEVEE_ADMISSION_QUEUE_TIMEOUT_MS", value_name = "DURATION", value_parser = crate::units::parse_millis)]
     pub admission_queue_timeout_ms: Option<u64>,
+    /// A wait queue not empty for this long is standing: newest first, and
+    /// no wait past the queue timeout (100ms; a bare number is ms).
+    #[arg(long, env = "LEVEE_ADMISSION_QUEUE_STANDING_MS", value_name = "DURATION", value_parser = crate::units::parse_millis)]
+    pub admission_queue_standing_ms: Option<u64>,
     /// Heartbeat interval to the Raft leader (250ms, 30s, 10m; a bare number is ms).
     #[arg(long, env = "LEVEE_HEARTBEAT_MS", value_name = "DURATION", value_parser = crate::units::parse_millis)]
     pub heartbeat_ms: Option<u64>,
@@ -259,6 +263,10 @@ impl Config {
         set(
             &mut self.admission_queue_timeout_ms,
             o.admission_queue_timeout_ms,
+        );
+        set(
+            &mut self.admission_queue_standing_ms,
+            o.admission_queue_standing_ms,
         );
         set(&mut self.max_inflight_bytes, o.max_inflight_bytes);
         set(&mut self.heartbeat_ms, o.heartbeat_ms);

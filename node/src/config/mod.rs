@@ -193,13 +193,26 @@ pub struct Config {
     /// Least time a foreground request waits in that queue (ms) before it
     /// is refused with `Overloaded`; it waits up to one current service
     /// time when that is longer (a slot frees within about that), capped
-    /// at 1 s. 100 ms lets a fresh node absorb one connection's full window
+    /// at 1 s. Once the queue has not been empty for 100 ms (a standing
+    /// queue: overload, not a burst) this is also the longest wait, and
+    /// the newest waiter gets the next slot (`admission/queue.rs`). 100 ms lets a fresh node absorb one connection's full window
     /// (256) of mixed reads and synced writes while the limit is still
     /// settling; a latency-sensitive deployment (or the overload
     /// benchmark) sets a few ms, trading burst absorption for admitted
     /// latency under lasting overload.
     #[serde(deserialize_with = "crate::units::de_millis")]
     pub admission_queue_timeout_ms: u64,
+    /// A wait queue that has not been empty for this long (ms) is
+    /// standing: the node is overloaded, not absorbing a burst, so the
+    /// newest waiter gets the next slot and nobody waits past
+    /// `admission_queue_timeout_ms` (`admission/queue.rs`). 100 ms, as
+    /// Facebook's CoDel-style queues ("Fail at Scale"): far longer than a
+    /// burst takes to drain, short enough to switch within a tenth of a
+    /// second of an overload. Too short and a burst is served newest
+    /// first (unfair, the old waiters refused); too long and an overload
+    /// is served oldest first for that long.
+    #[serde(deserialize_with = "crate::units::de_millis")]
+    pub admission_queue_standing_ms: u64,
     /// How often this node heartbeats the Raft leader (ms), carrying its
     /// load and recovery progress. The failure detector's thresholds
     /// (`down_after`, ...) are cluster settings in the map; this only sets
@@ -306,6 +319,7 @@ impl Default for Config {
             admission_limit_initial_after_restart: admission.limit.min as u32,
             admission_queue_len: admission.queue_len as u32,
             admission_queue_timeout_ms: admission.queue_timeout.as_millis() as u64,
+            admission_queue_standing_ms: admission.queue_standing_after.as_millis() as u64,
             heartbeat_ms: 1_000,
             recovery: Vec::new(),
             max_inflight_bytes: admission.max_inflight_bytes,

@@ -131,6 +131,7 @@ impl Config {
             },
             queue_len: self.admission_queue_len as usize,
             queue_timeout: Duration::from_millis(self.admission_queue_timeout_ms),
+            queue_standing_after: Duration::from_millis(self.admission_queue_standing_ms),
             max_inflight_bytes: self.max_inflight_bytes,
             control_budget: self.control_budget as usize,
             background_share: self.admission_background_share,

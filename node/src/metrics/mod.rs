@@ -80,6 +80,10 @@ pub enum ShedReason {
     QueueFull,
     /// Waited in the queue for the whole queue-time limit.
     QueueTimeout,
+    /// Waited past `admission_queue_timeout_ms` in a standing queue
+    /// (overload): refused before its own patience ran out
+    /// (`admission/queue.rs`).
+    QueueStanding,
     /// Total request bytes in flight would pass `max_inflight_bytes`.
     Bytes,
     /// Background work while foreground needs the room.
@@ -87,9 +91,10 @@ pub enum ShedReason {
 }
 
 impl ShedReason {
-    const ALL: [ShedReason; 4] = [
+    const ALL: [ShedReason; 5] = [
         ShedReason::QueueFull,
         ShedReason::QueueTimeout,
+        ShedReason::QueueStanding,
         ShedReason::Bytes,
         ShedReason::Background,
     ];
@@ -98,6 +103,7 @@ impl ShedReason {
         match self {
             ShedReason::QueueFull => "queue_full",
             ShedReason::QueueTimeout => "queue_timeout",
+            ShedReason::QueueStanding => "queue_standing",
             ShedReason::Bytes => "bytes",
             ShedReason::Background => "background",
         }
@@ -230,7 +236,10 @@ pub struct Metrics {
     requests: Box<[[AtomicU64; 4]]>,
     latency: [Histogram; 3],
     refusal: Histogram,
-    shed: [AtomicU64; 4],
+    shed: [AtomicU64; 5],
+    /// Freed slots handed to a waiter: [oldest first, newest first]
+    /// (the latter only in a standing queue, `admission/queue.rs`).
+    queue_grants: [AtomicU64; 2],
     deadline_dropped: AtomicU64,
     /// Bytes of partition records this node sent to move targets.
     recovery_sent: AtomicU64,
@@ -292,6 +301,7 @@ impl Default for Metrics {
             ],
             refusal: Histogram::new(REFUSAL_BUCKETS),
             shed: Default::default(),
+            queue_grants: Default::default(),
             deadline_dropped: AtomicU64::new(0),
             recovery_sent: AtomicU64::new(0),
             recovery_received: AtomicU64::new(0),
@@ -347,6 +357,12 @@ impl Metrics {
     /// Refusals so far, all reasons.
     pub fn shed_total(&self) -> u64 {
         self.shed.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Counts a freed slot handed to a waiter, newest first (`lifo`, the
+    /// queue stood) or oldest first.
+    pub fn record_queue_grant(&self, lifo: bool) {
+        self.queue_grants[usize::from(lifo)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Requests dropped for a passed deadline so far.
@@ -541,6 +557,14 @@ impl Metrics {
         );
         for (reason, count) in ShedReason::ALL.iter().zip(self.shed.iter()) {
             shed.sample(&[("reason", reason.name())], count.load(Ordering::Relaxed));
+        }
+        let mut grants = text.family(
+            "levee_queue_granted_requests_total",
+            Kind::Counter,
+            "Freed foreground slots handed to a waiting request, by the queue's order: fifo while it absorbs bursts, lifo once it stands (overload).",
+        );
+        for (order, count) in ["fifo", "lifo"].iter().zip(self.queue_grants.iter()) {
+            grants.sample(&[("order", order)], count.load(Ordering::Relaxed));
         }
         text.single(
             "levee_deadline_dropped_requests_total",
