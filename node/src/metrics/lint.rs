@@ -29,6 +29,8 @@ const UNITS: &[&str] = &[
     "connections",
     "records",
     "tasks",
+    "syncs",
+    "segments",
     // 0/1 flags, named for the condition they report.
     "enabled",
     "restart",
