@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-/// Clock ticks per second of `/proc/PID/stat`'s times: `USER_HZ`, 100 on
+/// Clock ticks per second of `/proc/stat`'s times: `USER_HZ`, 100 on
 /// every Linux architecture (the kernel's own tick rate may differ; this
 /// unit does not).
 const USER_HZ: f64 = 100.0;
@@ -15,25 +15,13 @@ const USER_HZ: f64 = 100.0;
 /// this one), or `None` if it is gone or unreadable.
 pub fn seconds(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(Path::new("/proc").join(pid).join("stat")).ok()?;
-    parse_stat(&stat)
+    levee_node::metrics::process::cpu_seconds(&stat)
 }
 
 /// The CPU seconds of the processes `pids` together; `None` if any is
 /// gone.
 pub fn total_seconds(pids: &[String]) -> Option<f64> {
     pids.iter().map(|p| seconds(p)).sum()
-}
-
-/// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line, in
-/// seconds. The command name (field 2) may hold spaces and parentheses,
-/// so the fields are counted from its last `)`.
-fn parse_stat(stat: &str) -> Option<f64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    // After the name: state is field 3, so utime (14) is the 12th here.
-    let utime: u64 = fields.nth(11)?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) as f64 / USER_HZ)
 }
 
 /// CPU seconds the whole machine has spent busy so far (every CPU's user,
@@ -58,7 +46,10 @@ fn parse_machine_busy(line: &str) -> Option<f64> {
     let [user, nice, system, _idle, _iowait, irq, softirq, steal] = ticks[..] else {
         return None;
     };
-    Some((user + nice + system + irq + softirq + steal) as f64 / USER_HZ)
+    let busy = [user, nice, system, irq, softirq, steal]
+        .into_iter()
+        .fold(0u64, u64::saturating_add);
+    Some(busy as f64 / USER_HZ)
 }
 
 /// The 1-minute load average (`/proc/loadavg`). It counts threads waiting
@@ -71,13 +62,6 @@ pub fn load_average() -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_times_are_counted_after_the_name() {
-        let stat = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 5000 0 0 0 250 50 0 0 20 0 8 0 100 0 0";
-        assert_eq!(parse_stat(stat), Some(3.0));
-        assert_eq!(parse_stat("garbage"), None);
-    }
 
     #[test]
     fn machine_busy_time_leaves_out_idle_and_iowait() {

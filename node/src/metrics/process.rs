@@ -88,10 +88,11 @@ impl ProcessSample {
     }
 }
 
-/// utime + stime from `/proc/self/stat`, in seconds. The command name
-/// (field 2) is in parentheses and may hold spaces and parentheses
-/// itself, so the fields are counted from the last `)`.
-fn cpu_seconds(stat: &str) -> Option<f64> {
+/// utime + stime of a `/proc/PID/stat` line, in seconds. The command
+/// name (field 2) is in parentheses and may hold spaces and parentheses
+/// itself, so the fields are counted from the last `)`. Public for the
+/// benchmarks that read other processes' CPU (`benches/etcd`).
+pub fn cpu_seconds(stat: &str) -> Option<f64> {
     let (_, after_comm) = stat.rsplit_once(')')?;
     // After the name come field 3 (state) onwards: utime is field 14,
     // stime field 15 (proc(5)).
