@@ -223,7 +223,7 @@ pub fn tables(c: &Comparison) -> String {
         out.push_str(&recovery::table(recovered));
         let _ = writeln!(
             out,
-            "\nTimes from the status samples (1 s apart): the first node down, the first out, full redundancy (no under-replicated partition, no move in flight). Copied: bytes the targets applied; node rate: the highest per-node average send rate from out to redundant, over `recovery.bytes_per_sec`; model: `down_out_interval + copied / (bytes_per_sec × senders)`, senders being the nodes that sent more than 0 bytes; failed ops: requests of the whole run that did not succeed."
+            "\nTimes from the status samples (a quarter of a second apart): the first node down, the first out, full redundancy (no under-replicated partition, no move in flight). Copied: bytes the targets applied; node rate: the highest per-node average send rate from out to redundant, over `recovery.bytes_per_sec`; model: `down_out_interval + copied / (bytes_per_sec × senders)`, senders being the nodes that sent more than 0 bytes; failed ops: requests of the whole run that did not succeed."
         );
     }
     if !c.targets.is_empty() {

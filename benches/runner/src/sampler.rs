@@ -1,5 +1,5 @@
-//! The status sampler: asks the cluster for its status once a second
-//! during the run and turns each answer into a [`ClusterSample`] (node
+//! The status sampler: asks the cluster for its status four times a
+//! second during the run and turns each answer into a [`ClusterSample`] (node
 //! states, under-replicated partitions, moves in flight and, from the
 //! leader's recovery view, recovery bytes per node and per second).
 
@@ -13,10 +13,14 @@ use tokio::time::Instant;
 
 use super::timeline::{ClusterSample, RecoverySample};
 
-/// How often the cluster is asked for its status.
-const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// How often the cluster is asked for its status: often enough to place
+/// a node's Out and the return of full redundancy within a quarter of a
+/// second (issue #17's recovery target leaves 10% of a 15 s model, which
+/// one-second samples used up alone), rarely enough that the leader's
+/// answers (a map of a few nodes) cost nothing measurable.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 
-/// Asks the cluster for its status every second until `end`. After a
+/// Asks the cluster for its status every [`SAMPLE_EVERY`] until `end`. After a
 /// failure the next ask goes to the next endpoint with a fresh client, so a
 /// stopped node (whose connection stays open but silent) is not asked
 /// forever.
@@ -53,7 +57,7 @@ pub async fn sample(
         let at = start.elapsed();
         let status = tokio::time::timeout(Duration::from_secs(1), client.leader_status()).await;
         let sample = match status {
-            Ok(Ok(status)) => Some(to_sample(&status)),
+            Ok(Ok(status)) => Some(to_sample(&status, at)),
             _ => {
                 first += 1;
                 client = make(first);
@@ -66,9 +70,10 @@ pub async fn sample(
     }
 }
 
-fn to_sample(status: &ClusterStatus) -> ClusterSample {
+fn to_sample(status: &ClusterStatus, at: Duration) -> ClusterSample {
     let map = &status.map;
     ClusterSample {
+        at_ms: Some(u64::try_from(at.as_millis()).unwrap_or(u64::MAX)),
         nodes: map
             .nodes
             .values()

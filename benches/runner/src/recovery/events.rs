@@ -2,10 +2,11 @@
 //! node was marked Down, then Out, and when full redundancy was back.
 //! Pure: the rows and the fault events come in, events come out.
 //!
-//! The samples are one a second, so these events are placed at the
-//! second of the first sample that shows them (up to a second late, never
-//! early), and a state that lasted less than a second between two samples
-//! may be missed.
+//! The samples are four a second, so these events are placed at the time
+//! of the first sample that shows them (up to a quarter of a second late,
+//! never early), and a state that lasted less than that between two
+//! samples may be missed. A sample without its time (tests) is placed at
+//! the start of its second.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -38,10 +39,15 @@ pub fn first_fault(events: &[Event]) -> Option<f64> {
         .reduce(f64::min)
 }
 
-/// The samples of the rows that have one, with their second.
-fn samples(rows: &[SecondRow]) -> impl Iterator<Item = (u64, &ClusterSample)> {
-    rows.iter()
-        .filter_map(|r| r.cluster.as_ref().map(|c| (r.t, c)))
+/// Every sample of the rows, in order, with its row's second and its own
+/// time (s into the run).
+fn samples(rows: &[SecondRow]) -> impl Iterator<Item = (u64, f64, &ClusterSample)> {
+    rows.iter().flat_map(|r| {
+        r.earlier.iter().chain(r.cluster.as_ref()).map(move |c| {
+            let at = c.at_ms.map_or(r.t as f64, |ms| ms as f64 / 1000.0);
+            (r.t, at, c)
+        })
+    })
 }
 
 /// Whether the cluster is short of redundancy in a sample: a partition
@@ -71,22 +77,24 @@ pub fn derive(rows: &[SecondRow], events: &[Event], index: &BTreeMap<u64, u8>) -
             .collect()
     };
     // Nodes already Down or Out before the fault are not its doing.
-    let before = samples(rows).filter(|(t, _)| *t < fault_second).last();
+    let before = samples(rows).filter(|(t, _, _)| *t < fault_second).last();
     // Per state watched: its name, the event it makes, the nodes in it.
     let mut now = [(DOWN_STATE, DOWN), (OUT_STATE, OUT)].map(|(state, kind)| {
-        let nodes = before.map(|(_, s)| in_state(s, state)).unwrap_or_default();
+        let nodes = before
+            .map(|(_, _, s)| in_state(s, state))
+            .unwrap_or_default();
         (state, kind, nodes)
     });
     let mut was_degraded = false;
     let mut found = Vec::new();
-    for (t, s) in samples(rows).filter(|(t, _)| *t >= fault_second) {
+    for (_, at, s) in samples(rows).filter(|(t, _, _)| *t >= fault_second) {
         for entry in &mut now {
             let (state, kind, nodes) = (entry.0, entry.1, &mut entry.2);
             let seen = in_state(s, state);
             for id in seen.difference(nodes) {
                 let node = node_of(*id);
                 found.push(Event {
-                    t_s: t as f64,
+                    t_s: at,
                     kind,
                     action: None,
                     node,
@@ -100,7 +108,7 @@ pub fn derive(rows: &[SecondRow], events: &[Event], index: &BTreeMap<u64, u8>) -
         } else if was_degraded {
             was_degraded = false;
             found.push(Event {
-                t_s: t as f64,
+                t_s: at,
                 kind: REDUNDANT,
                 action: None,
                 node: 0,
@@ -130,6 +138,8 @@ pub fn window(events: &[Event]) -> Option<(f64, Option<f64>)> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::recovery::tests::{fault, row, sample};
 
@@ -180,6 +190,36 @@ mod tests {
         let summary: Vec<_> = got.iter().map(|e| (e.kind, e.t_s)).collect();
         assert_eq!(summary, [(DOWN, 4.0), (REDUNDANT, 7.0)]);
         assert_eq!(window(&got), None, "no out, no recovery window");
+    }
+
+    #[test]
+    fn samples_within_a_second_place_the_events_to_their_own_time() {
+        // Four samples a second through the timeline, as the sampler sends
+        // them: node 2 is Out from 8.5 s, whole again from 9.75 s. Each
+        // event is placed at the first sample that shows it, not at its
+        // row's second (which would place both early) nor at the next
+        // whole second (late).
+        let mut timeline = crate::timeline::Timeline::new(12);
+        for quarter in 0..48u64 {
+            let at_ms = quarter * 250;
+            let state = if at_ms >= 8500 { "out" } else { "up" };
+            let (under, moves) = match at_ms {
+                0..=2999 => (0, 0),
+                3000..=8499 => (4, 0),
+                8500..=9749 => (2, 2),
+                _ => (0, 0),
+            };
+            let mut s = sample(&[(1, "up"), (2, state)], under, moves);
+            s.at_ms = Some(at_ms);
+            timeline.sample(Duration::from_millis(at_ms), Some(s));
+        }
+        let rows = timeline.rows();
+        let got = derive(&rows, &[fault(2.9)], &BTreeMap::new());
+        let summary: Vec<_> = got.iter().map(|e| (e.kind, e.t_s)).collect();
+        assert_eq!(summary, [(OUT, 8.5), (REDUNDANT, 9.75)]);
+        // The row keeps one sample (the second's last) for the report.
+        assert_eq!(rows[8].cluster.as_ref().and_then(|c| c.at_ms), Some(8750));
+        assert_eq!(rows[8].earlier.len(), 3);
     }
 
     #[test]

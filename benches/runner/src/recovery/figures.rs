@@ -38,7 +38,8 @@ pub struct RecoveryFigures {
     /// nodes came back).
     pub redundant_s: Option<f64>,
     /// Fault → Out: the detector's delay (`down_out_interval` after the
-    /// last heartbeat, plus the sample's second).
+    /// last heartbeat, plus the leader's tick and up to one sampling
+    /// interval).
     pub fault_to_out_s: Option<f64>,
     /// Out → redundant: the re-replication itself.
     pub recovery_s: Option<f64>,
@@ -83,8 +84,8 @@ pub struct RecoveryFigures {
     /// The highest, over the nodes, of the bytes a node sent over what
     /// its send bucket allows in the recovery window `t`: `limit × t +
     /// burst`, with `t` the sampled window (Out → redundant, or → the last
-    /// sample) plus 1 s, the samples' resolution (either end may be up to
-    /// a second late).
+    /// sample) plus one sampling interval (the Out sample may be up to
+    /// that late, which shortens the window).
     pub sent_vs_bound: Option<f64>,
     /// The same for the bytes a node received, against its ingest
     /// bucket: `limit × max_moves_per_node × t + burst`.
@@ -93,6 +94,15 @@ pub struct RecoveryFigures {
     pub model_s: Option<f64>,
     /// `fault_to_redundant_s / model_s`.
     pub time_vs_model: Option<f64>,
+    /// The model with the receivers' ingest buckets as well:
+    /// `down_out_interval + bytes_copied / min(limit × sending_nodes,
+    /// limit × max_moves_per_node × receiving_nodes)` (s). Not a target:
+    /// it tells whether a miss of [`Self::time_vs_model`] is the
+    /// receivers' byte budget (when zones leave one possible target, it
+    /// takes everything) or time spent besides bytes.
+    pub ingest_model_s: Option<f64>,
+    /// `fault_to_redundant_s / ingest_model_s`.
+    pub time_vs_ingest_model: Option<f64>,
     /// The baseline phase's p99 (ms).
     pub p99_baseline_ms: Option<f64>,
     /// The recovering phase's p99 (ms).
@@ -283,12 +293,22 @@ impl RecoveryFigures {
             return;
         }
         let delay = self.down_out_interval_s.unwrap_or(0.0);
-        let model = delay + self.bytes_copied as f64 / (limit as f64 * self.sending_nodes as f64);
+        let senders = limit as f64 * self.sending_nodes as f64;
+        let ratio = |model: f64| {
+            self.fault_to_redundant_s
+                .filter(|_| model > 0.0)
+                .map(|t| t / model)
+        };
+        let model = delay + self.bytes_copied as f64 / senders;
         self.model_s = Some(model);
-        self.time_vs_model = self
-            .fault_to_redundant_s
-            .filter(|_| model > 0.0)
-            .map(|t| t / model);
+        self.time_vs_model = ratio(model);
+        if self.receiving_nodes > 0 {
+            let per_node = self.max_moves_per_node.unwrap_or(1).max(1) as f64;
+            let receivers = limit as f64 * per_node * self.receiving_nodes as f64;
+            let ingest_model = delay + self.bytes_copied as f64 / senders.min(receivers);
+            self.ingest_model_s = Some(ingest_model);
+            self.time_vs_ingest_model = ratio(ingest_model);
+        }
     }
 
     /// Each node's bytes sent and received against its buckets' bound
@@ -297,7 +317,7 @@ impl RecoveryFigures {
         let (Some(window), Some(limit)) = (window_s, self.limit_bytes_per_sec) else {
             return;
         };
-        let t = window + 1.0;
+        let t = window + crate::sampler::SAMPLE_EVERY.as_secs_f64();
         let burst = self.burst_bytes.unwrap_or(0) as f64;
         let per_node = self.max_moves_per_node.unwrap_or(1).max(1) as f64;
         let worst = |bytes: &dyn Fn(&NodeRecovery) -> u64, rate: f64| {
@@ -408,18 +428,45 @@ mod tests {
         assert_eq!(rates, [(1, half), (3, half), (4, Some(0.0))]);
         assert_eq!(f.rate_vs_limit, Some(0.5));
         // Node 4 received 10 MiB in the 10 s window: against 2 × 1 MiB/s
-        // × (10 + 1) s + 256 KiB; senders 5 MiB against 1 MiB/s × 11 s +
-        // 256 KiB.
+        // × (10 + 0.25) s + 256 KiB; senders 5 MiB against 1 MiB/s ×
+        // 10.25 s + 256 KiB (a quarter of a second: one sampling interval).
         let received = f.received_vs_bound.unwrap();
-        assert!((received - 10.0 / 22.25).abs() < 1e-9, "{received}");
+        assert!((received - 10.0 / 20.75).abs() < 1e-9, "{received}");
         let sent = f.sent_vs_bound.unwrap();
-        assert!((sent - 5.0 / 11.25).abs() < 1e-6, "{sent}");
+        assert!((sent - 5.0 / 10.5).abs() < 1e-6, "{sent}");
         // 15 s + 10 MiB / (1 MiB/s × 2 senders) = 20 s; measured 24.8 s.
         assert_eq!(f.model_s, Some(20.0));
         assert!((f.time_vs_model.unwrap() - 24.8 / 20.0).abs() < 1e-9);
+        // One receiver with two move slots takes the two senders' 2 MiB/s.
+        assert_eq!(f.ingest_model_s, Some(20.0));
         let p99 = f.p99_recovering_vs_baseline.unwrap();
         assert!((p99 - 1.2).abs() < 0.01, "{p99}");
         assert_eq!(f.failed_ops, 1, "the dropped request");
+    }
+
+    #[test]
+    fn one_receiver_slower_than_its_senders_sets_the_ingest_model() {
+        // Three senders at 1 MiB/s into one node with two move slots:
+        // the senders' model counts 3 MiB/s, the ingest model 2 MiB/s.
+        let mut f = RecoveryFigures {
+            out_s: Some(40.0),
+            fault_to_redundant_s: Some(31.0),
+            limit_bytes_per_sec: Some(MIB),
+            down_out_interval_s: Some(15.0),
+            max_moves_per_node: Some(2),
+            bytes_copied: 30 * MIB,
+            sending_nodes: 3,
+            receiving_nodes: 1,
+            ..RecoveryFigures::default()
+        };
+        f.model(true);
+        assert_eq!(f.model_s, Some(25.0));
+        assert_eq!(f.ingest_model_s, Some(30.0));
+        assert!((f.time_vs_ingest_model.unwrap() - 31.0 / 30.0).abs() < 1e-9);
+        // Receivers faster than the senders change nothing.
+        f.receiving_nodes = 2;
+        f.model(true);
+        assert_eq!(f.ingest_model_s, f.model_s);
     }
 
     #[test]

@@ -124,7 +124,8 @@ pub fn lines(f: &RecoveryFigures) -> String {
         if f.sent_vs_bound.is_some() || f.received_vs_bound.is_some() {
             let _ = writeln!(
                 out,
-                "- per node against its buckets over the recovery window (+1 s): sent {} of rate × t + burst, received {} of ingest rate × t + burst",
+                "- per node against its buckets over the recovery window (+{} s, one sampling interval): sent {} of rate × t + burst, received {} of ingest rate × t + burst",
+                crate::sampler::SAMPLE_EVERY.as_secs_f64(),
                 times(f.sent_vs_bound),
                 times(f.received_vs_bound),
             );
@@ -139,6 +140,15 @@ pub fn lines(f: &RecoveryFigures) -> String {
                 f.sending_nodes,
                 secs(f.fault_to_redundant_s),
                 times(f.time_vs_model),
+            );
+        }
+        if let (Some(model), Some(per_node)) = (f.ingest_model_s, f.max_moves_per_node) {
+            let _ = writeln!(
+                out,
+                "- with the receivers' ingest buckets ({}/s × {per_node} × {} receivers): {model:.1} s, measured {} (not a target: what is left besides the byte budgets)",
+                mib(limit as f64),
+                f.receiving_nodes,
+                times(f.time_vs_ingest_model),
             );
         }
     }

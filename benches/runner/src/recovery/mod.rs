@@ -41,6 +41,7 @@ pub(crate) mod tests {
     /// moves in flight.
     pub fn sample(nodes: &[(u64, &str)], under_replicated: usize, moves: usize) -> ClusterSample {
         ClusterSample {
+            at_ms: None,
             nodes: nodes.iter().map(|(id, s)| (*id, (*s).to_owned())).collect(),
             under_replicated,
             leader: Some(1),
@@ -63,6 +64,7 @@ pub(crate) mod tests {
             p999_ms: None,
             max_ms: None,
             cluster,
+            earlier: Vec::new(),
             status_unreachable: false,
             client: Default::default(),
         }

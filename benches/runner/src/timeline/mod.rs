@@ -63,8 +63,13 @@ pub struct Bucket {
     pub errors: BTreeMap<ErrorKind, u64>,
     /// Latency of the successful ones (µs, from when they were due).
     pub latency: Histogram<u64>,
-    /// The cluster as sampled in this second, if a sample arrived.
+    /// The cluster as sampled in this second, if a sample arrived: the
+    /// last one of the second.
     pub cluster: Option<ClusterSample>,
+    /// The samples of this second before the last one, oldest first: the
+    /// sampler asks several times a second so that recovery events are
+    /// placed to a fraction of a second (`recovery/events.rs`).
+    pub earlier: Vec<ClusterSample>,
     /// What the clients sent in this second (by when it was sent).
     pub client: ClientCounts,
 }
@@ -78,6 +83,7 @@ impl Default for Bucket {
             errors: BTreeMap::new(),
             latency: new_histogram(),
             cluster: None,
+            earlier: Vec::new(),
             client: ClientCounts::default(),
         }
     }
@@ -124,6 +130,10 @@ impl ClientCounts {
 /// What the cluster said about itself at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ClusterSample {
+    /// When the sample was taken (ms since the start of the run); `None`
+    /// in samples built without a clock (tests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<u64>,
     /// Node id → state (`up`, `down`, `out`, ...), from the answering
     /// node's map.
     pub nodes: BTreeMap<u64, String>,
@@ -213,14 +223,21 @@ impl Timeline {
     }
 
     /// Records a cluster sample taken at `at` (the last one in a second
-    /// wins), or that none could be taken. Samples after the last second
-    /// are ignored: they describe no request.
+    /// is the second's, the ones before it are kept beside it), or that
+    /// none could be taken. Samples after the last second are ignored:
+    /// they describe no request.
     pub fn sample(&mut self, at: Duration, sample: Option<ClusterSample>) {
         if at.as_secs() as usize >= self.buckets.len() {
             return;
         }
         match sample {
-            Some(s) => self.bucket(at).cluster = Some(s),
+            Some(s) => {
+                let bucket = self.bucket(at);
+                if let Some(before) = bucket.cluster.replace(s) {
+                    bucket.earlier.push(before);
+                }
+            }
+            None if self.status_misses.last() == Some(&at.as_secs()) => {}
             None => self.status_misses.push(at.as_secs()),
         }
     }
@@ -317,8 +334,13 @@ pub struct SecondRow {
     pub p999_ms: Option<f64>,
     /// Slowest.
     pub max_ms: Option<f64>,
-    /// The cluster's own view, when a sample arrived in this second.
+    /// The cluster's own view, when a sample arrived in this second (the
+    /// last of the second).
     pub cluster: Option<ClusterSample>,
+    /// The second's samples before that one, oldest first (not written to
+    /// result.json: the recovery events already place what they showed).
+    #[serde(skip)]
+    pub earlier: Vec<ClusterSample>,
     /// Whether the status sampler got no answer in this second.
     pub status_unreachable: bool,
     /// What the clients sent in this second: `requests`, `attempts`,
@@ -346,6 +368,7 @@ impl SecondRow {
             p999_ms: pct(0.999),
             max_ms: (b.ok > 0).then(|| us_to_ms(b.latency.max())),
             cluster: b.cluster.clone(),
+            earlier: b.earlier.clone(),
             status_unreachable,
             client: b.client,
         }
