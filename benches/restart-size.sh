@@ -6,23 +6,29 @@
 # the moment the node is spawned, and the node's own startup phases are
 # read from /metrics. With --cold, the data files are dropped from the page
 # cache before each start; --shards=N makes a new DIR with N storage shards.
+# With --kill=N, each start follows a crash with a full journal: before it,
+# the node stores N more 1 KiB values (`levee load`, per_write, so they sit
+# in the write-ahead journal) and is killed with SIGKILL, so the start
+# replays them (issue #17: lazy startup with the shared journal).
 #
 #   cargo build --release --example storage_open && cargo build --release
-#   benches/restart-size.sh /tmp/levee-4g 4 [--cold] [--shards=N] [RUNS]
+#   benches/restart-size.sh /tmp/levee-4g 4 [--cold] [--shards=N] [--kill=N] [RUNS]
 #
 # Prints one line per run and the medians of ready and first_served (ms
 # from process start).
 set -euo pipefail
 
-dir=${1:?usage: restart-size.sh DIR GIB [--cold] [RUNS]}
-gib=${2:?usage: restart-size.sh DIR GIB [--cold] [RUNS]}
+dir=${1:?usage: restart-size.sh DIR GIB [--cold] [--shards=N] [--kill=N] [RUNS]}
+gib=${2:?usage: restart-size.sh DIR GIB [--cold] [--shards=N] [--kill=N] [RUNS]}
 cold=no
 runs=5
 shards=()
+kill_writes=0
 for arg in "${@:3}"; do
     case $arg in
         --cold) cold=yes ;;
         --shards=*) shards=(--storage-shards "${arg#--shards=}") ;;
+        --kill=*) kill_writes=${arg#--kill=} ;;
         *) runs=$arg ;;
     esac
 done
@@ -50,7 +56,9 @@ stop_node() {
 trap stop_node EXIT
 
 start_node() {
-    "$node" --data-dir "$dir" --listen "$listen" --admin "$admin" \
+    # Plaintext: this measures the storage's part of a restart; the TLS
+    # handshake's cost is measured apart (BENCHMARKS.md, "Mutual TLS").
+    "$node" --data-dir "$dir" --listen "$listen" --admin "$admin" --insecure \
         --replicas 1 --voters 1 "$@" >>"$dir/node.log" 2>&1 &
     pid=$!
 }
@@ -77,6 +85,30 @@ if [[ ! -e $dir/meta ]]; then
     "$fill" fill "$dir" "$gib"
 fi
 
+# Writes $kill_writes values through the running node, then kills it with
+# SIGKILL: what it acknowledged is in the journal only (its shards are
+# flushed at the journal's checkpoints, every 8 MiB).
+crash_node() {
+    local batch=$dir/crash-batch.jsonl
+    python3 - "$kill_writes" "$batch" <<'PY'
+import json, os, sys
+n, path = int(sys.argv[1]), sys.argv[2]
+with open(path, "w") as f:
+    for i in range(n):
+        f.write(json.dumps({"key": "crash-%08d" % i, "value": os.urandom(512).hex()}) + "\n")
+PY
+    "$levee" --insecure --endpoints "$listen" load "$batch" >/dev/null
+    kill -KILL "$pid"
+    wait "$pid" 2>/dev/null || true
+    pid=
+}
+
+if [[ $kill_writes -gt 0 ]]; then
+    start_node
+    wait_until "the node to be ready before the first crash" ready
+    crash_node
+fi
+
 phase() { grep -F "levee_startup_phase_seconds{phase=\"$1\"}" <<<"$2" | awk '{printf "%.1f", $2 * 1000}'; }
 
 ready_ms=()
@@ -86,18 +118,23 @@ for run in $(seq "$runs"); do
         sync
         find "$dir" -type f -exec dd if={} iflag=nocache count=0 status=none \;
     fi
+    journal=$(du -sb "$dir/data/journal" 2>/dev/null | cut -f1)
     start_node
     # From the spawn on: the first answer is the first request served.
-    until "$levee" --endpoints "$listen" --timeout-ms 2000 --connect-timeout-ms 100 get "$key" >/dev/null 2>&1; do :; done
+    until "$levee" --insecure --endpoints "$listen" --timeout-ms 2000 --connect-timeout-ms 100 get "$key" >/dev/null 2>&1; do :; done
     wait_until "the storage warm-up" bash -c "curl -fsS http://$admin/metrics | grep -q 'phase=\"storage_warm\"'"
     metrics=$(curl -fsS "http://$admin/metrics")
     r=$(phase ready "$metrics")
     s=$(phase first_served "$metrics")
-    echo "run $run: storage_open_ms=$(phase storage_open "$metrics") ready_ms=$r first_served_ms=$s storage_warm_ms=$(phase storage_warm "$metrics")"
+    echo "run $run: journal_bytes=${journal:-0} storage_open_ms=$(phase storage_open "$metrics") ready_ms=$r first_served_ms=$s storage_warm_ms=$(phase storage_warm "$metrics")"
     ready_ms+=("$r")
     served_ms+=("$s")
-    stop_node
+    if [[ $kill_writes -gt 0 ]]; then
+        crash_node
+    else
+        stop_node
+    fi
 done
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
-echo "gib=$gib cold=$cold runs=$runs median ready_ms=$(median "${ready_ms[@]}") first_served_ms=$(median "${served_ms[@]}")"
+echo "gib=$gib cold=$cold kill_writes=$kill_writes runs=$runs median ready_ms=$(median "${ready_ms[@]}") first_served_ms=$(median "${served_ms[@]}")"
