@@ -181,16 +181,48 @@ impl Remote {
 
     async fn put(self: Arc<Self>, i: u64) {
         let key = &self.keys[(i % KEYS) as usize];
-        self.client
-            .put(key, &self.value)
-            .await
-            .expect("e2e put failed");
+        retrying("put", || self.client.put(key, &self.value)).await;
     }
 
     async fn get(self: Arc<Self>, i: u64) {
         let key = &self.keys[(i % KEYS) as usize];
-        let found = self.client.get(key).await.expect("e2e get failed");
+        let found = retrying("get", || self.client.get(key)).await;
         assert!(found.is_some(), "the workload reads only keys it filled");
+    }
+}
+
+/// Attempts one operation may take before the benchmark gives up.
+const MAX_TRIES: u32 = 20;
+
+/// Whether an operation has failed in this process (the warning is
+/// printed once).
+static FAILED_ONCE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Runs `op` until it succeeds, at most [`MAX_TRIES`] times. On a loaded
+/// machine a node may answer `Overloaded` or a request may time out even
+/// after the client's own retries; counting such an operation as done
+/// would inflate the figure, and aborting the whole benchmark loses the
+/// others, so it is run again and a warning says the figures are suspect.
+async fn retrying<T, E, F, Fut>(what: &str, mut op: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match op().await {
+            Ok(v) => return v,
+            Err(e) if tries < MAX_TRIES => {
+                if !FAILED_ONCE.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    eprintln!(
+                        "e2e: a {what} failed ({e}) and is run again; the machine is probably loaded, so these figures are suspect"
+                    );
+                }
+            }
+            Err(e) => panic!("e2e {what} failed {MAX_TRIES} times, the last with: {e}"),
+        }
     }
 }
 
