@@ -41,7 +41,7 @@ pub fn first_fault(events: &[Event]) -> Option<f64> {
 
 /// Every sample of the rows, in order, with its row's second and its own
 /// time (s into the run).
-fn samples(rows: &[SecondRow]) -> impl Iterator<Item = (u64, f64, &ClusterSample)> {
+pub(super) fn samples(rows: &[SecondRow]) -> impl Iterator<Item = (u64, f64, &ClusterSample)> {
     rows.iter().flat_map(|r| {
         r.earlier.iter().chain(r.cluster.as_ref()).map(move |c| {
             let at = c.at_ms.map_or(r.t as f64, |ms| ms as f64 / 1000.0);

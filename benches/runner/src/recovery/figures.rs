@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::events::{DOWN, OUT, REDUNDANT, first_fault, window};
+use super::events::{DOWN, OUT, REDUNDANT, first_fault, samples, window};
 use crate::cluster::Event;
 use crate::phases::{PhaseKind, PhaseSummary};
 use crate::report::Totals;
@@ -159,10 +159,11 @@ impl RecoveryFigures {
     ) -> Option<Self> {
         let fault_s = first_fault(events)?;
         let fault_second = fault_s.floor() as u64;
-        let after: Vec<(u64, &crate::timeline::ClusterSample)> = rows
-            .iter()
-            .filter(|r| r.t >= fault_second)
-            .filter_map(|r| r.cluster.as_ref().map(|c| (r.t, c)))
+        // Every sample from the fault's second on (several a second), each
+        // with its own time: the same samples the events come from.
+        let after: Vec<(f64, &crate::timeline::ClusterSample)> = samples(rows)
+            .filter(|(t, _, _)| *t >= fault_second)
+            .map(|(_, at, s)| (at, s))
             .collect();
         let mut f = Self {
             fault_s,
@@ -217,7 +218,7 @@ impl RecoveryFigures {
         f.fault_to_redundant_s = f.redundant_s.map(|r| r - fault_s);
         // Without a redundant sample, the window runs to the last sample.
         let window_s = window.and_then(|(out, redundant)| {
-            let end = redundant.or(after.last().map(|(t, _)| *t as f64))?;
+            let end = redundant.or(after.last().map(|(at, _)| *at))?;
             (end > out).then_some((out, end))
         });
         if let (Some(copy), true) = (f.recovery_s, f.max_under_replicated > 0) {
