@@ -59,7 +59,8 @@ pub enum Metric {
     /// recovery window plus the samples' second).
     RecoverySentVsBound,
     /// The same for the bytes a node received, against its ingest
-    /// bucket's `bytes_per_sec × max_moves_per_node × t + bytes_burst`.
+    /// bucket's `bytes_per_sec × max_moves_per_node × SOURCES_PER_MOVE ×
+    /// t + bytes_burst`.
     RecoveryReceivedVsBound,
     /// Time from the fault to full redundancy over the model's
     /// `down_out_interval + bytes copied / (bytes_per_sec × sending nodes)`.

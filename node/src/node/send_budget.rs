@@ -10,15 +10,17 @@
 //! the bucket in debt, so it is paid for, never starved).
 //!
 //! The same budget exists on the receiving side ([`SendBudget::receiving`],
-//! the node's ingest): a node receives from up to `max_moves_per_node`
-//! sources at once, each paced by its own sender's bucket, so without a
-//! bucket of its own its ingest is bounded only by how many senders there
-//! are (CockroachDB's receivers were once swamped by unbounded snapshot
-//! ingest). The receiving bucket's rate is `max_moves_per_node ×
-//! bytes_per_sec`, slowed by the receiver's own pressure the same way, and
-//! its burst the same `bytes_burst`: it never slows a receiver whose
-//! senders are at their configured pace and unpressed, and it holds a
-//! receiver that is busy with clients, or fed by senders that are not.
+//! the node's ingest): a node runs up to `max_moves_per_node` incoming
+//! copies, each drawing pages from up to [`SOURCES_PER_MOVE`] replicas,
+//! each paced by its own sender's bucket, so without a bucket of its own
+//! its ingest is bounded only by how many senders there are (CockroachDB's
+//! receivers were once swamped by unbounded snapshot ingest). The
+//! receiving bucket's rate is `max_moves_per_node × SOURCES_PER_MOVE ×
+//! bytes_per_sec` ([`ingest_streams`]), slowed by the receiver's own
+//! pressure the same way, and its burst the same `bytes_burst`: it never
+//! slows a receiver whose senders are at their configured pace and
+//! unpressed, and it holds a receiver that is busy with clients, or fed by
+//! senders that are not.
 //!
 //! Part of the node's shared state (the sender in
 //! [`crate::recovery::sender`] and the puller in
@@ -74,11 +76,29 @@ pub fn page_bytes(
     u64::from(max_bytes).min(burst.max(1)).min(in_time).max(1)
 }
 
+/// Most replicas one incoming copy draws pages from. A copy asks each
+/// page of whichever of its sources has saved the most budget, so a
+/// receiver that is the only possible target of many partitions (the last
+/// node of a zone) is not held to one sender's rate per copy while the
+/// other replicas' budgets go unused. Two: what R = 3 leaves alive when
+/// one replica is lost.
+pub const SOURCES_PER_MOVE: usize = 2;
+
+/// How many senders' rates a node's ingest bucket allows at once: its
+/// `max_moves_per_node` incoming copies, [`SOURCES_PER_MOVE`] sources each.
+pub fn ingest_streams(settings: &RecoverySettings) -> u32 {
+    settings
+        .max_moves_per_node
+        .max(1)
+        .saturating_mul(SOURCES_PER_MOVE as u32)
+}
+
 /// The bytes per second this node may take in for recovery now: what
-/// its `max_moves_per_node` incoming copies may bring at the configured
-/// rate, scaled down by its own pressure as [`effective_rate`] is.
+/// its incoming copies may bring at the configured rate
+/// ([`ingest_streams`] senders), scaled down by its own pressure as
+/// [`effective_rate`] is.
 pub fn effective_ingest_rate(settings: &RecoverySettings, pressure: f64) -> f64 {
-    effective_rate(settings, pressure) * f64::from(settings.max_moves_per_node.max(1))
+    effective_rate(settings, pressure) * f64::from(ingest_streams(settings))
 }
 
 /// Which way a budget's bytes go.
@@ -264,16 +284,18 @@ mod tests {
             max_moves_per_node: 3,
             ..settings(1000, 100)
         };
-        assert_eq!(effective_ingest_rate(&s, 0.0), 3000.0);
-        assert!((effective_ingest_rate(&s, 0.5) - 1500.0).abs() < 1e-9);
+        // Three copies, two sources each, 1000 B/s a source.
+        assert_eq!(ingest_streams(&s), 6);
+        assert_eq!(effective_ingest_rate(&s, 0.0), 6000.0);
+        assert!((effective_ingest_rate(&s, 0.5) - 3000.0).abs() < 1e-9);
         let t0 = Instant::now();
         let budget = SendBudget::receiving(&s, t0);
         assert!(budget.take(&s, 0.0, 100, t0).is_ok());
         let Err(Wait(wait)) = budget.take(&s, 0.0, 100, t0) else {
             panic!("the burst is spent")
         };
-        // 100 bytes at 3 × 1000 B/s.
-        assert!((wait.as_secs_f64() - 0.1 / 3.0).abs() < 1e-6, "{wait:?}");
+        // 100 bytes at 6 × 1000 B/s.
+        assert!((wait.as_secs_f64() - 0.1 / 6.0).abs() < 1e-6, "{wait:?}");
     }
 
     proptest! {

@@ -28,6 +28,7 @@ use std::time::Instant;
 
 use crate::cluster::NodeId;
 use crate::cluster::map::{ClusterMap, Move, NodeInfo, NodeState, RecoverySettings};
+use crate::node::send_budget::SOURCES_PER_MOVE;
 use crate::token_bucket::TokenBucket;
 
 /// Admission pressure at or above which a node gets no new replica: a copy
@@ -124,19 +125,30 @@ impl Checker {
         };
         let mut round = Round::new(map, pressure, &states, held);
         // Within one class of needs (as many live replicas left), those
-        // whose every source is already copying wait until the others have
+        // whose best source is already copying, or whose every live
+        // replica some copy already draws on, wait until the others have
         // had their turn: two moves from one source each go at half speed
         // while another node that could send sits idle. Never across
         // classes, so one left is still served before two left.
         let mut class = None;
         let mut shared_source = Vec::new();
-        for (live, need) in needs(map, &states, &plan.cancel) {
-            if class != Some(live) {
-                for need in shared_source.drain(..) {
-                    self.start(&mut plan, &mut round, map, need, small, now, now_ms);
-                }
-                class = Some(live);
+        // A `None` after the last need closes the last class too.
+        let needs = needs(map, &states, &plan.cancel);
+        for item in needs.into_iter().map(Some).chain([None]) {
+            let live = item.as_ref().map(|(live, _)| *live);
+            if class != live {
+                self.start_deferred(
+                    &mut plan,
+                    &mut round,
+                    map,
+                    &mut shared_source,
+                    small,
+                    now,
+                    now_ms,
+                );
+                class = live;
             }
+            let Some((_, need)) = item else { break };
             let set = map.replicas(need.partition);
             if !set.iter().any(|n| alive(&states, *n)) {
                 plan.unrecoverable.push(need.partition);
@@ -151,16 +163,41 @@ impl Checker {
             }
             // Cheap (the partition's few replicas): no target is looked
             // for until its turn comes.
-            if round.source_is_busy(set) {
+            if round.source_is_busy(set) || round.all_drawn(set) {
                 shared_source.push(need);
                 continue;
             }
             self.start(&mut plan, &mut round, map, need, small, now, now_ms);
         }
-        for need in shared_source {
-            self.start(&mut plan, &mut round, map, need, small, now, now_ms);
-        }
         plan
+    }
+
+    /// Starts the needs `plan` deferred within a class: first those whose
+    /// best source is idle now (a replica every copy draws on is a
+    /// lesser sharing than a source that already copies), then the rest,
+    /// each in partition order.
+    #[allow(clippy::too_many_arguments)]
+    fn start_deferred(
+        &mut self,
+        plan: &mut Plan,
+        round: &mut Round<'_>,
+        map: &ClusterMap,
+        deferred: &mut Vec<Need>,
+        small: &BTreeSet<u32>,
+        now: Instant,
+        now_ms: u64,
+    ) {
+        let mut busy = Vec::new();
+        for need in deferred.drain(..) {
+            if round.source_is_busy(map.replicas(need.partition)) {
+                busy.push(need);
+            } else {
+                self.start(plan, round, map, need, small, now, now_ms);
+            }
+        }
+        for need in busy {
+            self.start(plan, round, map, need, small, now, now_ms);
+        }
     }
 
     /// Starts a move for `need` if a token (unless it is `small`), a
@@ -180,7 +217,7 @@ impl Checker {
             let set = map.replicas(need.partition);
             match round.choose(set, need.from, now_ms) {
                 Some(m) => {
-                    round.record(&m);
+                    round.record(&m, set);
                     plan.start.push((need.partition, m));
                 }
                 None => plan.waiting += 1,
@@ -205,7 +242,7 @@ impl Checker {
             plan.waiting += 1;
             return;
         }
-        round.record(&m);
+        round.record(&m, set);
         plan.start.push((need.partition, m));
     }
 }
@@ -344,8 +381,12 @@ struct Round<'a> {
     held: ById<usize>,
     /// Moves into each node.
     incoming: ById<usize>,
-    /// Moves copying from each node.
+    /// Moves copying from each node (as their chosen source).
     outgoing: ById<usize>,
+    /// Moves whose target draws pages from each node: the chosen source
+    /// and the other replicas the puller also asks, up to
+    /// `SOURCES_PER_MOVE` in all.
+    drawing: ById<usize>,
     /// Moves in flight cluster-wide. Moves being cancelled still count:
     /// the plan may be applied with the starts first.
     in_flight: usize,
@@ -365,17 +406,27 @@ impl<'a> Round<'a> {
             held,
             incoming: ById::new(map),
             outgoing: ById::new(map),
+            drawing: ById::new(map),
             in_flight: 0,
         };
-        for m in map.moves.values() {
-            round.record(m);
+        for (p, m) in &map.moves {
+            round.record(m, map.replicas(*p));
         }
         round
     }
 
-    fn record(&mut self, m: &Move) {
+    /// Counts `m`, a move of the partition held by `set`.
+    fn record(&mut self, m: &Move, set: &[NodeId]) {
         *self.incoming.get_mut(m.to) += 1;
         *self.outgoing.get_mut(m.source) += 1;
+        let others = set
+            .iter()
+            .copied()
+            .filter(|n| *n != m.source && *n != m.to && alive(self.states, *n))
+            .take(SOURCES_PER_MOVE.saturating_sub(1));
+        for n in std::iter::once(m.source).chain(others) {
+            *self.drawing.get_mut(n) += 1;
+        }
         self.in_flight += 1;
     }
 
@@ -414,6 +465,14 @@ impl<'a> Round<'a> {
             .is_none_or(|n| Self::count(&self.outgoing, n) > 0)
     }
 
+    /// Whether some copy already draws on every live replica of `set`, so
+    /// a copy of this partition would only share senders.
+    fn all_drawn(&self, set: &[NodeId]) -> bool {
+        set.iter()
+            .filter(|n| alive(self.states, **n))
+            .all(|n| Self::count(&self.drawing, *n) > 0)
+    }
+
     /// The least busy live replica with an outgoing slot free (then the
     /// least pressed, then the lowest id). A Draining `from` qualifies: it
     /// is running, and copying from it spares the other replicas.
@@ -425,6 +484,7 @@ impl<'a> Round<'a> {
             .min_by(|a, b| {
                 Self::count(&self.outgoing, *a)
                     .cmp(&Self::count(&self.outgoing, *b))
+                    .then(Self::count(&self.drawing, *a).cmp(&Self::count(&self.drawing, *b)))
                     .then(self.pressure(*a).total_cmp(&self.pressure(*b)))
                     .then(a.cmp(b))
             })

@@ -1,14 +1,22 @@
 //! The receiving side of a recovery transfer: for every move whose target
-//! is this node, a puller copies the partition from a live replica in key
-//! order, page by page, then asks the leader to commit the new replica set.
+//! is this node, a puller copies the partition in key order, page by page,
+//! from up to [`SOURCES_PER_MOVE`] live replicas, then asks the leader to
+//! commit the new replica set.
 //!
-//! - The pace is set by the sender's byte budget ([`super::sender`]) and
+//! - The pace is set by the senders' byte budgets ([`super::sender`]) and
 //!   this node's ingest budget (`Node::recv_budget`, paid before each page
 //!   is asked, sized to what it can pay); the puller only asks for the
 //!   next page.
-//! - Resumable: the puller remembers the last key it applied. A source
-//!   that fails mid-copy is replaced by another live replica, and the copy
-//!   continues after that key rather than from the start.
+//! - Several sources: each page is asked of the replica that has
+//!   presumably saved the most budget since this puller last emptied it
+//!   ([`next_source`]), so a target that is the only possible home of
+//!   many partitions (the last node of a zone) draws on every surviving
+//!   replica's rate, not on one sender per copy. A sender that refuses a
+//!   page (its budget, or its clients, come first) is left alone until
+//!   the time it gave, while the others serve.
+//! - Resumable: the puller remembers the last key it applied. The next
+//!   page, from whichever source, continues after that key; a source that
+//!   fails mid-copy is replaced by another live replica the same way.
 //! - Merge-safe: each record is applied if newer, and the coordinators send
 //!   live writes to the target while the move is in flight (see
 //!   `data::coordinator::write`), so a key written during the copy ends at
@@ -34,6 +42,7 @@ use crate::cluster::NodeId;
 use crate::cluster::map::{ClusterMap, Command, CommandResult, Move, NodeState, RecoverySettings};
 use crate::cluster::status::TransferProgress;
 use crate::node::Node;
+pub use crate::node::send_budget::SOURCES_PER_MOVE;
 use crate::node::transfers::MAX_PULLERS;
 use crate::partition::partition_of;
 use crate::proto::{NodeRequest, RangeRecord, Response, WireError};
@@ -154,11 +163,47 @@ pub fn plan(map: &ClusterMap, me: NodeId, running: &BTreeMap<u32, Move>) -> Plan
     Plan { start, stop }
 }
 
-/// The replica to copy `partition` from, skipping `me` and the nodes in
-/// `failed`: the move's chosen source if it can serve, else another Up
-/// replica of the set (starting at a partition-dependent position, so the
-/// fallback load of many moves spreads out), else the replaced node if it
-/// is Draining (alive and still holding the data). Pure.
+/// The replicas to copy `partition` from, best first, skipping `me` and
+/// the nodes in `failed`: the move's chosen source if it can serve, then
+/// the other Up replicas of the set (from a partition-dependent position,
+/// so the load of many moves spreads out), at most [`SOURCES_PER_MOVE`];
+/// with none of those, the replaced node if it is Draining (alive and
+/// still holding the data, but on its way out). Pure.
+pub fn sources(
+    map: &ClusterMap,
+    partition: u32,
+    m: &Move,
+    me: NodeId,
+    failed: &BTreeSet<NodeId>,
+) -> Vec<NodeId> {
+    let can = |id: NodeId, states: &[NodeState]| {
+        id != me
+            && !failed.contains(&id)
+            && sender::may_serve(map, id, partition)
+            && map.state_of(id).is_some_and(|s| states.contains(&s))
+    };
+    let mut found = Vec::with_capacity(SOURCES_PER_MOVE);
+    if can(m.source, &[NodeState::Up, NodeState::Draining]) {
+        found.push(m.source);
+    }
+    let set = map.replicas(partition);
+    let offset = partition as usize % set.len().max(1);
+    for id in set.iter().cycle().skip(offset).take(set.len()) {
+        if found.len() >= SOURCES_PER_MOVE {
+            break;
+        }
+        if !found.contains(id) && can(*id, &[NodeState::Up]) {
+            found.push(*id);
+        }
+    }
+    if found.is_empty() {
+        found.extend(m.from.filter(|from| can(*from, &[NodeState::Draining])));
+    }
+    found
+}
+
+/// The first of [`sources`]: the replica a puller with no history asks
+/// first (the simulator's copies, one stream each, use it alone).
 pub fn choose_source(
     map: &ClusterMap,
     partition: u32,
@@ -166,22 +211,88 @@ pub fn choose_source(
     me: NodeId,
     failed: &BTreeSet<NodeId>,
 ) -> Option<NodeId> {
-    let can = |id: NodeId, states: &[NodeState]| {
-        id != me
-            && !failed.contains(&id)
-            && sender::may_serve(map, id, partition)
-            && map.state_of(id).is_some_and(|s| states.contains(&s))
+    sources(map, partition, m, me, failed).first().copied()
+}
+
+/// Where a puller asks its next page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Ask this source for about this many bytes.
+    Ask(NodeId, u64),
+    /// Every source refused and said when to come back: wait this long.
+    Wait(Duration),
+}
+
+/// How many of the map's moves draw pages from each node: every node in
+/// each move's [`sources`]. A sender's budget is shared by all of them, so
+/// a puller counts on `1 / draws` of its rate. Pure.
+pub fn draws(map: &ClusterMap) -> BTreeMap<NodeId, u32> {
+    let none = BTreeSet::new();
+    let mut draws = BTreeMap::new();
+    for (p, m) in &map.moves {
+        for id in sources(map, *p, m, m.to, &none) {
+            *draws.entry(id).or_insert(0u32) += 1;
+        }
+    }
+    draws
+}
+
+/// Picks the source of the next page among `sources` (best first), given
+/// when this puller last emptied each one's budget (`drained`: the
+/// arrival of its last page; a time still to come is a source that
+/// refused and said when to come back), how many moves draw on each
+/// ([`draws`]), and the configured rate and burst:
+///
+/// - one source: a full page, which its sender paces;
+/// - several: the one that has presumably saved the most for this puller
+///   since (its rate shared evenly by the moves drawing on it; ties to
+///   the earlier in `sources`), asked for that much but at least half a
+///   burst, so pages are neither tiny nor left waiting at one sender
+///   while another's budget fills up to its burst and stops saving;
+/// - every one refused: wait until the first comes back.
+///
+/// The guess ignores the sender's pressure; a page asked for more than
+/// its sender has simply waits there for the rest. `None` without
+/// sources. Pure.
+pub fn next_source(
+    sources: &[NodeId],
+    drained: &BTreeMap<NodeId, Instant>,
+    draws: &BTreeMap<NodeId, u32>,
+    settings: &RecoverySettings,
+    now: Instant,
+) -> Option<Next> {
+    let burst = settings.bytes_burst.max(1) as f64;
+    let rate = settings.bytes_per_sec as f64;
+    let share = |id: &NodeId| f64::from(draws.get(id).copied().unwrap_or(1).max(1));
+    // Saved budget, or `Err` with the wait of a source that refused.
+    let saved = |id: &NodeId| match drained.get(id) {
+        None => Ok(burst / share(id)),
+        Some(at) if *at > now => Err(*at - now),
+        Some(at) => {
+            let since = now.duration_since(*at).as_secs_f64();
+            Ok((rate * since).min(burst) / share(id))
+        }
     };
-    if can(m.source, &[NodeState::Up, NodeState::Draining]) {
-        return Some(m.source);
+    let mut best: Option<(NodeId, f64)> = None;
+    let mut soonest: Option<Duration> = None;
+    for id in sources {
+        match saved(id) {
+            Ok(bytes) if best.is_none_or(|(_, b)| bytes > b) => best = Some((*id, bytes)),
+            Ok(_) => {}
+            Err(wait) => soonest = Some(soonest.map_or(wait, |s| s.min(wait))),
+        }
     }
-    let set = map.replicas(partition);
-    let offset = partition as usize % set.len().max(1);
-    let others = set.iter().cycle().skip(offset).take(set.len());
-    if let Some(id) = others.copied().find(|id| can(*id, &[NodeState::Up])) {
-        return Some(id);
+    let full = u64::from(PAGE_BYTES);
+    match (best, soonest) {
+        (Some((id, _)), _) if sources.len() == 1 => Some(Next::Ask(id, full)),
+        (Some((id, bytes)), _) => {
+            // `as` saturates; NaN (no rate) becomes 0, then half a burst.
+            let ask = (bytes.max(burst / 2.0) as u64).clamp(1, full);
+            Some(Next::Ask(id, ask))
+        }
+        (None, Some(wait)) => Some(Next::Wait(wait)),
+        (None, None) => None,
     }
-    m.from.filter(|from| can(*from, &[NodeState::Draining]))
 }
 
 /// Checks a page from the network before anything of it is applied:
@@ -420,6 +531,9 @@ async fn settled_epoch(node: &Node, cluster: &Cluster) -> Result<u64, String> {
 async fn copy(node: &Node, cluster: &Cluster, partition: u32, mv: &Move, copied: &mut Copied) {
     let me = cluster.node_id();
     let mut failed: BTreeMap<NodeId, Instant> = BTreeMap::new();
+    // Per source, when this puller last emptied its budget (see
+    // `next_source`).
+    let mut drained: BTreeMap<NodeId, Instant> = BTreeMap::new();
     let mut attempt = 0u32;
     // The last page request failed: the next one is a retry.
     let mut retrying = false;
@@ -428,9 +542,23 @@ async fn copy(node: &Node, cluster: &Cluster, partition: u32, mv: &Move, copied:
         let now = Instant::now();
         failed.retain(|_, at| now.duration_since(*at) < FAILED_HOLD);
         let skip: BTreeSet<NodeId> = failed.keys().copied().collect();
-        let chosen = choose_source(&map, partition, mv, me, &skip)
-            .and_then(|id| map.nodes.get(&id).map(|n| (id, n.spec.addr.clone())));
-        let Some((source, addr)) = chosen else {
+        let candidates = sources(&map, partition, mv, me, &skip);
+        let shared = if candidates.len() > 1 {
+            draws(&map)
+        } else {
+            BTreeMap::new()
+        };
+        let chosen = match next_source(&candidates, &drained, &shared, &map.recovery, now) {
+            Some(Next::Wait(wait)) => {
+                busy_sleep(wait).await;
+                continue;
+            }
+            Some(Next::Ask(id, want)) => {
+                map.nodes.get(&id).map(|n| (id, n.spec.addr.clone(), want))
+            }
+            None => None,
+        };
+        let Some((source, addr, want)) = chosen else {
             if attempt == 0 {
                 tracing::warn!(
                     partition,
@@ -443,13 +571,17 @@ async fn copy(node: &Node, cluster: &Cluster, partition: u32, mv: &Move, copied:
             continue;
         };
         if source != copied.source {
-            tracing::info!(
-                partition,
-                previous = copied.source,
-                source,
-                keys = copied.keys,
-                "transfer source changed; resuming after the last key copied"
-            );
+            // Taking turns between healthy sources is the normal pace;
+            // leaving one that failed is worth an operator's eye.
+            if failed.contains_key(&copied.source) {
+                tracing::info!(
+                    partition,
+                    previous = copied.source,
+                    source,
+                    keys = copied.keys,
+                    "transfer source changed; resuming after the last key copied"
+                );
+            }
             copied.source = source;
             node.transfers().set(copied.progress(partition));
         }
@@ -464,7 +596,7 @@ async fn copy(node: &Node, cluster: &Cluster, partition: u32, mv: &Move, copied:
         // This node's ingest: the page is paid for before it is asked
         // (sized to what the bucket can pay), and what it did not use is
         // given back once it is in.
-        let ask = take_ingest(node, &map.recovery).await;
+        let ask = take_ingest(node, &map.recovery, want).await;
         let before = copied.bytes;
         let step = step(node, partition, map.partitions, &addr, ask, copied).await;
         node.recv_budget().settle(
@@ -477,15 +609,16 @@ async fn copy(node: &Node, cluster: &Cluster, partition: u32, mv: &Move, copied:
         retrying = matches!(step, Step::SourceFailed(_) | Step::LocalFailed);
         match step {
             Step::Done => return,
-            Step::Next => attempt = 0,
-            Step::Busy(wait) => {
-                // Not a failure: come back later, and never sooner than
-                // the base pause, so a busy source gets a few requests a
-                // second from this puller, not a stream.
-                let wait = wait.max(BACKOFF.base);
-                let jitter = wait.mul_f64(rand::random::<f64>() / 2.0);
-                tokio::time::sleep((wait + jitter).min(BACKOFF.cap)).await;
+            Step::Next => {
+                attempt = 0;
+                drained.insert(source, Instant::now());
             }
+            // Not a failure: ask another source meanwhile, if there is
+            // one; `next_source` says when every one has refused.
+            Step::Busy(wait) if candidates.len() > 1 => {
+                drained.insert(source, Instant::now() + wait);
+            }
+            Step::Busy(wait) => busy_sleep(wait).await,
             Step::SourceFailed(why) => {
                 tracing::debug!(partition, source, error = %why, "transfer page failed; trying another source");
                 failed.insert(source, Instant::now());
@@ -517,16 +650,26 @@ enum Step {
     LocalFailed,
 }
 
+/// Waits `wait` for a source that asked to come back later, never less
+/// than the base pause, so a busy source gets a few requests a second
+/// from this puller, not a stream.
+async fn busy_sleep(wait: Duration) {
+    let wait = wait.max(BACKOFF.base);
+    let jitter = wait.mul_f64(rand::random::<f64>() / 2.0);
+    tokio::time::sleep((wait + jitter).min(BACKOFF.cap)).await;
+}
+
 /// Takes the bytes of the next page from this node's ingest budget,
-/// waiting for them as the bucket asks: at most [`PAGE_BYTES`], the
-/// burst, and what the bucket pays for within half a fetch's timeout.
-async fn take_ingest(node: &Node, settings: &RecoverySettings) -> u64 {
+/// waiting for them as the bucket asks: at most `want` (and
+/// [`PAGE_BYTES`]), the burst, and what the bucket pays for within half a
+/// fetch's timeout.
+async fn take_ingest(node: &Node, settings: &RecoverySettings, want: u64) -> u64 {
     let pressure = node.admission().pressure();
     let budget = node.recv_budget();
     let ask = budget.page_bytes(
         settings,
         pressure,
-        PAGE_BYTES,
+        u32::try_from(want).unwrap_or(PAGE_BYTES).min(PAGE_BYTES),
         FETCH_TIMEOUT,
         Instant::now(),
     );

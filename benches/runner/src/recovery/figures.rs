@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use levee_node::node::send_budget::SOURCES_PER_MOVE;
 use serde::Serialize;
 
 use super::events::{DOWN, OUT, REDUNDANT, first_fault, samples, window};
@@ -79,7 +80,7 @@ pub struct RecoveryFigures {
     /// The configured `recovery.bytes_burst`.
     pub burst_bytes: Option<u64>,
     /// The configured `recovery.max_moves_per_node` (a node's ingest
-    /// rate is this many times the limit).
+    /// rate is this many times [`SOURCES_PER_MOVE`] times the limit).
     pub max_moves_per_node: Option<u64>,
     /// The highest, over the nodes, of the bytes a node sent over what
     /// its send bucket allows in the recovery window `t`: `limit × t +
@@ -88,7 +89,7 @@ pub struct RecoveryFigures {
     /// that late, which shortens the window).
     pub sent_vs_bound: Option<f64>,
     /// The same for the bytes a node received, against its ingest
-    /// bucket: `limit × max_moves_per_node × t + burst`.
+    /// bucket: `limit × max_moves_per_node × SOURCES_PER_MOVE × t + burst`.
     pub received_vs_bound: Option<f64>,
     /// `down_out_interval + bytes_copied / (limit × sending_nodes)` (s).
     pub model_s: Option<f64>,
@@ -96,7 +97,8 @@ pub struct RecoveryFigures {
     pub time_vs_model: Option<f64>,
     /// The model with the receivers' ingest buckets as well:
     /// `down_out_interval + bytes_copied / min(limit × sending_nodes,
-    /// limit × max_moves_per_node × receiving_nodes)` (s). Not a target:
+    /// limit × max_moves_per_node × SOURCES_PER_MOVE × receiving_nodes)`
+    /// (s). Not a target:
     /// it tells whether a miss of [`Self::time_vs_model`] is the
     /// receivers' byte budget (when zones leave one possible target, it
     /// takes everything) or time spent besides bytes.
@@ -277,6 +279,13 @@ impl RecoveryFigures {
         self.receiving_nodes = self.nodes.iter().filter(|n| n.received > 0).count();
     }
 
+    /// How many times the limit a node's ingest bucket allows: the node's
+    /// rule ([`levee_node::node::send_budget::ingest_streams`]) on the configured `max_moves_per_node`.
+    fn ingest_streams(&self) -> f64 {
+        let per_node = self.max_moves_per_node.unwrap_or(1);
+        per_node.max(1) as f64 * SOURCES_PER_MOVE as f64
+    }
+
     /// The per-node rate against the limit, and the model time.
     fn model(&mut self, has_window: bool) {
         let Some(limit) = self.limit_bytes_per_sec.filter(|l| *l > 0) else {
@@ -304,8 +313,7 @@ impl RecoveryFigures {
         self.model_s = Some(model);
         self.time_vs_model = ratio(model);
         if self.receiving_nodes > 0 {
-            let per_node = self.max_moves_per_node.unwrap_or(1).max(1) as f64;
-            let receivers = limit as f64 * per_node * self.receiving_nodes as f64;
+            let receivers = limit as f64 * self.ingest_streams() * self.receiving_nodes as f64;
             let ingest_model = delay + self.bytes_copied as f64 / senders.min(receivers);
             self.ingest_model_s = Some(ingest_model);
             self.time_vs_ingest_model = ratio(ingest_model);
@@ -320,7 +328,7 @@ impl RecoveryFigures {
         };
         let t = window + crate::sampler::SAMPLE_EVERY.as_secs_f64();
         let burst = self.burst_bytes.unwrap_or(0) as f64;
-        let per_node = self.max_moves_per_node.unwrap_or(1).max(1) as f64;
+        let per_node = self.ingest_streams();
         let worst = |bytes: &dyn Fn(&NodeRecovery) -> u64, rate: f64| {
             let bound = rate * t + burst;
             (bound > 0.0)
@@ -428,17 +436,19 @@ mod tests {
         let half = Some(MIB as f64 / 2.0);
         assert_eq!(rates, [(1, half), (3, half), (4, Some(0.0))]);
         assert_eq!(f.rate_vs_limit, Some(0.5));
-        // Node 4 received 10 MiB in the 10 s window: against 2 × 1 MiB/s
-        // × (10 + 0.25) s + 256 KiB; senders 5 MiB against 1 MiB/s ×
-        // 10.25 s + 256 KiB (a quarter of a second: one sampling interval).
+        // Node 4 received 10 MiB in the 10 s window: against 2 moves × 2
+        // sources × 1 MiB/s × (10 + 0.25) s + 256 KiB; senders 5 MiB
+        // against 1 MiB/s × 10.25 s + 256 KiB (a quarter of a second: one
+        // sampling interval).
         let received = f.received_vs_bound.unwrap();
-        assert!((received - 10.0 / 20.75).abs() < 1e-9, "{received}");
+        assert!((received - 10.0 / 41.25).abs() < 1e-9, "{received}");
         let sent = f.sent_vs_bound.unwrap();
         assert!((sent - 5.0 / 10.5).abs() < 1e-6, "{sent}");
         // 15 s + 10 MiB / (1 MiB/s × 2 senders) = 20 s; measured 24.8 s.
         assert_eq!(f.model_s, Some(20.0));
         assert!((f.time_vs_model.unwrap() - 24.8 / 20.0).abs() < 1e-9);
-        // One receiver with two move slots takes the two senders' 2 MiB/s.
+        // One receiver with two move slots (4 MiB/s) takes the two
+        // senders' 2 MiB/s.
         assert_eq!(f.ingest_model_s, Some(20.0));
         let p99 = f.p99_recovering_vs_baseline.unwrap();
         assert!((p99 - 1.2).abs() < 0.01, "{p99}");
@@ -447,14 +457,15 @@ mod tests {
 
     #[test]
     fn one_receiver_slower_than_its_senders_sets_the_ingest_model() {
-        // Three senders at 1 MiB/s into one node with two move slots:
-        // the senders' model counts 3 MiB/s, the ingest model 2 MiB/s.
+        // Three senders at 1 MiB/s into one node with one move slot
+        // (two sources): the senders' model counts 3 MiB/s, the ingest
+        // model 2 MiB/s.
         let mut f = RecoveryFigures {
             out_s: Some(40.0),
             fault_to_redundant_s: Some(31.0),
             limit_bytes_per_sec: Some(MIB),
             down_out_interval_s: Some(15.0),
-            max_moves_per_node: Some(2),
+            max_moves_per_node: Some(1),
             bytes_copied: 30 * MIB,
             sending_nodes: 3,
             receiving_nodes: 1,

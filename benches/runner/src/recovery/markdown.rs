@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+use levee_node::node::send_budget::SOURCES_PER_MOVE;
+
 use super::figures::RecoveryFigures;
 use crate::report::num;
 
@@ -145,7 +147,7 @@ pub fn lines(f: &RecoveryFigures) -> String {
         if let (Some(model), Some(per_node)) = (f.ingest_model_s, f.max_moves_per_node) {
             let _ = writeln!(
                 out,
-                "- with the receivers' ingest buckets ({}/s × {per_node} × {} receivers): {model:.1} s, measured {} (not a target: what is left besides the byte budgets)",
+                "- with the receivers' ingest buckets ({}/s × {per_node} moves × {SOURCES_PER_MOVE} sources × {} receivers): {model:.1} s, measured {} (not a target: what is left besides the byte budgets)",
                 mib(limit as f64),
                 f.receiving_nodes,
                 times(f.time_vs_ingest_model),

@@ -5,7 +5,10 @@
 //! leave of each end's disk and network, shared evenly by the flows at
 //! that end. Sources that fail are replaced by the node's own
 //! [`choose_source`], and flows start [`SETTLE`] after their move, as the
-//! real puller does. Time is simulated: pages are taken at the instants
+//! real puller does. One source per flow: the node's puller draws on up
+//! to `SOURCES_PER_MOVE` replicas, so where one target takes many
+//! partitions (the last node of a zone) the simulated copy is slower
+//! than the real one. Time is simulated: pages are taken at the instants
 //! the bucket allows, so the budget is exact whatever the step.
 
 use std::collections::BTreeMap;

@@ -168,7 +168,7 @@ pub struct RecoverySample {
     /// send and ingest buckets.
     pub burst_bytes: u64,
     /// The configured `recovery.max_moves_per_node`: a node's ingest rate
-    /// is this many times `limit_bytes_per_sec`.
+    /// is this many times `SOURCES_PER_MOVE` times `limit_bytes_per_sec`.
     pub max_moves_per_node: u64,
     /// Node id → the guard (`min_in_ratio`, `zone`, `noout`) keeping it
     /// from being marked Out although its silence is past

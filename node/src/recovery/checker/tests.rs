@@ -513,3 +513,26 @@ proptest! {
         prop_assert!(large_started as f64 <= 1.0 + span + 1e-9, "{large_started} in {span} s");
     }
 }
+
+#[test]
+fn moves_into_one_target_draw_on_every_surviving_replica_they_can() {
+    // node-loss.toml's shape: z1 = {1, 4}, z2 = {2, 5}, z3 = {3}; node 2
+    // is lost, so node 5 is the only target of all its partitions, two
+    // at a time. Every set keeps node 3 and one of nodes 1 and 4: the
+    // two copies should between them draw on all three, not leave one
+    // of nodes 1 and 4 idle while the other sends for both.
+    let mut map = cluster(&FIVE, 64);
+    unlimited(&mut map);
+    set(&mut map, "recovery.max_moves_per_node", "2");
+    set_state(&mut map, 2, NodeState::Out);
+    let plan = plan_once(&map, &BTreeMap::new());
+    assert_eq!(plan.start.len(), 2, "{plan:?}");
+    let drawn: BTreeSet<NodeId> = plan
+        .start
+        .iter()
+        .flat_map(|(p, _)| map.replicas(*p).to_vec())
+        .filter(|n| *n != 2)
+        .collect();
+    assert_eq!(drawn, BTreeSet::from([1, 3, 4]), "{plan:?}");
+    assert!(plan.start.iter().all(|(_, m)| m.to == 5), "{plan:?}");
+}

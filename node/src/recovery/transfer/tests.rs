@@ -178,3 +178,201 @@ fn the_copy_waits_for_the_epoch_and_no_longer_than_the_fallback() {
     assert_eq!(settle_step(Some(0), 7, SETTLE), Settle::TimedOut);
     assert_eq!(settle_step(None, 7, SETTLE + ms(1)), Settle::TimedOut);
 }
+
+#[test]
+fn a_copy_draws_on_the_chosen_source_and_another_live_replica() {
+    let mut map = map(5);
+    let (p, m) = start_moves(&mut map, 5, 1)[0].clone();
+    let other = *map.replicas(p).iter().find(|n| **n != m.source).unwrap();
+    let none = BTreeSet::new();
+    assert_eq!(sources(&map, p, &m, 5, &none), vec![m.source, other]);
+    // A full set of R = 3 still gives no more than two.
+    map.assignment[p as usize].push(4);
+    let found = sources(&map, p, &m, 5, &none);
+    assert_eq!(found.len(), SOURCES_PER_MOVE);
+    assert_eq!(found[0], m.source);
+    // A Down replica is no source.
+    set_state(&mut map, other, NodeState::Down);
+    assert!(!sources(&map, p, &m, 5, &none).contains(&other));
+}
+
+fn rate_settings(bytes_per_sec: u64, bytes_burst: u64) -> RecoverySettings {
+    RecoverySettings {
+        bytes_per_sec,
+        bytes_burst,
+        ..RecoverySettings::default()
+    }
+}
+
+#[test]
+fn each_page_goes_to_the_source_that_saved_the_most() {
+    let ms = Duration::from_millis;
+    let s = rate_settings(1000, 400);
+    let one = BTreeMap::new();
+    let t0 = Instant::now();
+    let mut drained = BTreeMap::new();
+    // Nothing asked yet: the chosen source, for its whole burst.
+    assert_eq!(
+        next_source(&[1, 2], &drained, &one, &s, t0),
+        Some(Next::Ask(1, 400))
+    );
+    // Node 1 just gave a page: node 2 has saved its burst.
+    drained.insert(1, t0);
+    assert_eq!(
+        next_source(&[1, 2], &drained, &one, &s, t0),
+        Some(Next::Ask(2, 400))
+    );
+    // Both emptied, node 2 later: node 1 has saved more, and is asked
+    // for what it saved.
+    drained.insert(2, t0 + ms(300));
+    assert_eq!(
+        next_source(&[1, 2], &drained, &one, &s, t0 + ms(350)),
+        Some(Next::Ask(1, 350))
+    );
+    // Never less than half a burst, so pages are not tiny: node 1 has
+    // saved 60 bytes, node 2 only 10.
+    drained.insert(1, t0 + ms(250));
+    assert_eq!(
+        next_source(&[1, 2], &drained, &one, &s, t0 + ms(310)),
+        Some(Next::Ask(1, 200))
+    );
+    // One source: a full page, paced by its sender.
+    assert_eq!(
+        next_source(&[2], &drained, &one, &s, t0 + ms(310)),
+        Some(Next::Ask(2, u64::from(PAGE_BYTES)))
+    );
+    assert_eq!(next_source(&[], &drained, &one, &s, t0), None);
+}
+
+#[test]
+fn a_source_other_moves_draw_on_counts_for_its_share_only() {
+    let ms = Duration::from_millis;
+    let s = rate_settings(1000, 400);
+    let t0 = Instant::now();
+    // Both emptied 300 ms ago, but node 2 serves two moves: this puller
+    // counts on 150 bytes of it, against 300 of node 1.
+    let drained = BTreeMap::from([(1, t0), (2, t0)]);
+    let draws = BTreeMap::from([(1, 1), (2, 2)]);
+    assert_eq!(
+        next_source(&[2, 1], &drained, &draws, &s, t0 + ms(300)),
+        Some(Next::Ask(1, 300))
+    );
+    // Node 1 emptied since: node 2's share is now the larger.
+    let drained = BTreeMap::from([(1, t0 + ms(250)), (2, t0)]);
+    assert_eq!(
+        next_source(&[2, 1], &drained, &draws, &s, t0 + ms(300)),
+        Some(Next::Ask(2, 200))
+    );
+}
+
+#[test]
+fn every_source_of_every_move_counts_as_drawn_on() {
+    let mut map = map(5);
+    let moves = start_moves(&mut map, 5, 3);
+    let draws = draws(&map);
+    let mut expected: BTreeMap<NodeId, u32> = BTreeMap::new();
+    for (p, _) in &moves {
+        for id in map.replicas(*p) {
+            *expected.entry(*id).or_default() += 1;
+        }
+    }
+    assert_eq!(draws, expected);
+    assert_eq!(draws.values().sum::<u32>(), 6, "two sources a move");
+}
+
+#[test]
+fn a_source_that_refused_is_left_alone_until_the_time_it_gave() {
+    let ms = Duration::from_millis;
+    let s = rate_settings(1000, 400);
+    let one = BTreeMap::new();
+    let t0 = Instant::now();
+    let mut drained = BTreeMap::from([(1, t0 + ms(500)), (2, t0 - ms(10))]);
+    // Node 2 saved little, but node 1 refused: node 2.
+    assert_eq!(
+        next_source(&[1, 2], &drained, &one, &s, t0),
+        Some(Next::Ask(2, 200))
+    );
+    // Both refused: wait for the first to come back.
+    drained.insert(2, t0 + ms(200));
+    assert_eq!(
+        next_source(&[1, 2], &drained, &one, &s, t0),
+        Some(Next::Wait(ms(200)))
+    );
+    // Its time has come: it is asked again.
+    assert!(matches!(
+        next_source(&[1, 2], &drained, &one, &s, t0 + ms(200)),
+        Some(Next::Ask(2, _))
+    ));
+}
+
+/// Simulates `pullers`, each copying from its own `sources` through
+/// [`next_source`], against senders that pace every page with a token
+/// bucket (a page waits at its sender for the tokens it lacks, in the
+/// order asked), for `seconds` of simulated time, each page costing
+/// `overhead` besides; returns the bytes copied per second.
+fn simulate(pullers: &[Vec<NodeId>], settings: &RecoverySettings, seconds: f64) -> f64 {
+    use crate::token_bucket::TokenBucket;
+    let overhead = Duration::from_millis(10);
+    let t0 = Instant::now();
+    let end = t0 + Duration::from_secs_f64(seconds);
+    let (rate, burst) = (settings.bytes_per_sec as f64, settings.bytes_burst as f64);
+    let mut buckets: BTreeMap<NodeId, TokenBucket> = BTreeMap::new();
+    let mut state: Vec<(Instant, BTreeMap<NodeId, Instant>)> =
+        pullers.iter().map(|_| (t0, BTreeMap::new())).collect();
+    let mut copied = 0.0;
+    let mut draws: BTreeMap<NodeId, u32> = BTreeMap::new();
+    for id in pullers.iter().flatten() {
+        *draws.entry(*id).or_default() += 1;
+    }
+    loop {
+        // The puller whose turn comes first acts next.
+        let Some((i, _)) = state
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, (at, _))| *at)
+            .filter(|(_, (at, _))| *at < end)
+        else {
+            return copied / seconds;
+        };
+        let (now, drained) = state[i].clone();
+        let (at, bytes, source) = match next_source(&pullers[i], &drained, &draws, settings, now) {
+            Some(Next::Ask(id, want)) => {
+                let bucket = buckets
+                    .entry(id)
+                    .or_insert_with(|| TokenBucket::new(rate, burst, t0));
+                let page = (want as f64).min(burst);
+                let mut at = now;
+                while let Err(crate::token_bucket::Wait(wait)) = bucket.take(page, at) {
+                    at += wait.max(Duration::from_micros(1));
+                }
+                (at + overhead, page, id)
+            }
+            other => panic!("every source is live: {other:?}"),
+        };
+        copied += bytes;
+        state[i].0 = at;
+        state[i].1.insert(source, at);
+    }
+}
+
+#[test]
+fn a_copy_with_two_sources_takes_both_rates_and_shares_a_common_one() {
+    // 1 MiB/s per sender, a quarter-second burst, as in node-loss.toml.
+    let s = rate_settings(1 << 20, 1 << 18);
+    let rate = (1u64 << 20) as f64;
+    let one = simulate(&[vec![1]], &s, 30.0);
+    assert!(one <= rate * 1.05, "one source: {one}");
+    let two = simulate(&[vec![1, 2]], &s, 30.0);
+    assert!(two >= rate * 1.8, "two sources, one copy: {two}");
+    // Two copies sharing node 3, as when one zone has a single node
+    // left: the three senders' rates, not two.
+    let shared = simulate(&[vec![1, 3], vec![4, 3]], &s, 30.0);
+    assert!(
+        shared >= rate * 2.7,
+        "two copies over three senders: {shared}"
+    );
+    assert!(
+        shared <= rate * 3.05,
+        "never above the senders' rates: {shared}"
+    );
+}
