@@ -614,9 +614,10 @@ async fn copy(node: &Node, cluster: &Cluster, partition: u32, mv: &Move, copied:
                 drained.insert(source, Instant::now());
             }
             // Not a failure: ask another source meanwhile, if there is
-            // one; `next_source` says when every one has refused.
+            // one; `next_source` says when every one has refused. The
+            // wait is the sender's word: never longer than a backoff's.
             Step::Busy(wait) if candidates.len() > 1 => {
-                drained.insert(source, Instant::now() + wait);
+                drained.insert(source, Instant::now() + wait.min(BACKOFF.cap));
             }
             Step::Busy(wait) => busy_sleep(wait).await,
             Step::SourceFailed(why) => {
