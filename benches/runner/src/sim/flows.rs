@@ -5,10 +5,11 @@
 //! leave of each end's disk and network, shared evenly by the flows at
 //! that end. Sources that fail are replaced by the node's own
 //! [`choose_source`], and flows start [`SETTLE`] after their move, as the
-//! real puller does. One source per flow: the node's puller draws on up
-//! to `SOURCES_PER_MOVE` replicas, so where one target takes many
-//! partitions (the last node of a zone) the simulated copy is slower
-//! than the real one. Time is simulated: pages are taken at the instants
+//! real puller does. Each step a flow copies from one of its move's
+//! [`sources`] (up to `SOURCES_PER_MOVE`, as the node's puller): the one
+//! with the fewest flows so far that step, which is where the node's
+//! puller, asking each page of the source that saved the most budget,
+//! sends most of its pages. Time is simulated: pages are taken at the instants
 //! the bucket allows, so the budget is exact whatever the step.
 
 use std::collections::BTreeMap;
@@ -18,7 +19,7 @@ use levee_node::cluster::NodeId;
 use levee_node::cluster::map::{ClusterMap, Move, NodeState, RecoverySettings};
 use levee_node::node::send_budget::SendBudget;
 use levee_node::recovery::transfer::{
-    FAILED_HOLD, FETCH_TIMEOUT, PAGE_BYTES, SETTLE, choose_source,
+    FAILED_HOLD, FETCH_TIMEOUT, PAGE_BYTES, SETTLE, choose_source, sources,
 };
 use levee_node::token_bucket::Wait;
 
@@ -143,7 +144,19 @@ impl Transfers {
         let mut outgoing: BTreeMap<NodeId, usize> = BTreeMap::new();
         let mut incoming: BTreeMap<NodeId, usize> = BTreeMap::new();
         for p in &active {
-            if let Some(f) = self.flows.get(p) {
+            if let Some(f) = self.flows.get_mut(p) {
+                // The node's puller asks each page of whichever of its
+                // sources has saved the most budget; over a step, that is
+                // the one with the fewest flows so far (the current one
+                // on a tie).
+                let failed = f.failed.keys().copied().collect();
+                let best = sources(world.map, *p, &f.m, f.m.to, &failed)
+                    .into_iter()
+                    .filter(|id| world.alive(*id))
+                    .min_by_key(|id| (outgoing.get(id).copied().unwrap_or(0), *id != f.source));
+                if let Some(id) = best {
+                    f.source = id;
+                }
                 *outgoing.entry(f.source).or_default() += 1;
                 *incoming.entry(f.m.to).or_default() += 1;
             }
@@ -278,6 +291,7 @@ impl Transfers {
 mod tests {
     use super::*;
     use crate::sim::topology::MIB;
+    use std::collections::BTreeSet;
 
     fn node(id: NodeId, mib_per_sec: f64) -> SimNode {
         SimNode {
@@ -391,6 +405,9 @@ mod tests {
         let mut b = Bench::new(10_000.0);
         b.start(4);
         let p2 = b.start(4);
+        // Nodes 2 and 3 silent: node 1 is the only source either flow has.
+        b.alive[2] = false;
+        b.alive[3] = false;
         let s = settings(8 << 20, 1 << 20);
         let mut t = Transfers::default();
         t.reconcile(&b.map, &[64 << 20; 8], 0);
@@ -405,6 +422,24 @@ mod tests {
         }
         let flows: Vec<u64> = t.flows.values().map(|f| f.copied).collect();
         assert_eq!(flows, [16 << 20, 16 << 20], "served in turn");
+    }
+
+    #[test]
+    fn flows_with_a_second_live_source_spread_over_both() {
+        let mut b = Bench::new(10_000.0);
+        b.start(4);
+        b.start(4);
+        let s = settings(8 << 20, 1 << 20);
+        let mut t = Transfers::default();
+        t.reconcile(&b.map, &[64 << 20; 8], 0);
+        let seconds = run(&b, &mut t, &s, 5000);
+        // Each flow on its own sender from the second second on: twice
+        // one bucket's 8 MiB/s (give or take a burst).
+        for s in &seconds[2..5] {
+            assert!(*s >= 15 << 20, "{s}");
+        }
+        let sources: BTreeSet<NodeId> = t.flows.values().map(|f| f.source).collect();
+        assert_eq!(sources.len(), 2, "{sources:?}");
     }
 
     #[test]

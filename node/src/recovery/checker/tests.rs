@@ -536,3 +536,68 @@ fn moves_into_one_target_draw_on_every_surviving_replica_they_can() {
     assert_eq!(drawn, BTreeSet::from([1, 3, 4]), "{plan:?}");
     assert!(plan.start.iter().all(|(_, m)| m.to == 5), "{plan:?}");
 }
+
+/// Applies a plan's starts, as the leader's commit does.
+fn commit_starts(map: &mut ClusterMap, plan: &Plan) {
+    apply(map, Command::StartMoves(plan.start.clone()));
+}
+
+fn finish(map: &mut ClusterMap, (partition, m): &(u32, Move)) {
+    apply(
+        map,
+        Command::FinishMove {
+            partition: *partition,
+            to: m.to,
+        },
+    );
+}
+
+/// Node 2 of five out, a token every 10 s with `burst` at once; the
+/// checker's first plan, committed, and the checker and map after it,
+/// at `t0` = 1,000 ms of the map's clock.
+fn one_token_every_ten_seconds(burst: &str) -> (ClusterMap, Checker, Instant, Plan) {
+    let mut map = cluster(&FIVE, 64);
+    unlimited(&mut map);
+    set(&mut map, "recovery.moves_burst", burst);
+    set(&mut map, "recovery.moves_per_sec", "0.1");
+    set_state(&mut map, 2, NodeState::Out);
+    let t0 = Instant::now();
+    let mut checker = Checker::new(&map.recovery, t0);
+    let none = BTreeMap::new();
+    let first = checker.plan(&map, &none, t0, 1_000);
+    // Not committed yet: it is neither refunded nor forgotten.
+    let early = checker.plan(&map, &none, t0 + Duration::from_millis(5), 1_005);
+    assert!(early.start.is_empty(), "{early:?}");
+    commit_starts(&mut map, &first);
+    let seen = checker.plan(&map, &none, t0 + Duration::from_millis(10), 1_010);
+    assert!(seen.start.is_empty(), "{seen:?}");
+    (map, checker, t0, first)
+}
+
+#[test]
+fn a_move_done_within_a_token_interval_gives_its_token_back() {
+    let (mut map, mut checker, t0, first) = one_token_every_ten_seconds("1");
+    assert_eq!(first.start.len(), 1, "{first:?}");
+    // Done 80 ms after its start: the next move starts at once, where
+    // the bucket alone would make it wait 10 s.
+    finish(&mut map, &first.start[0]);
+    let next = checker.plan(
+        &map,
+        &BTreeMap::new(),
+        t0 + Duration::from_millis(80),
+        1_080,
+    );
+    assert_eq!(next.start.len(), 1, "{next:?}");
+}
+
+#[test]
+fn a_move_that_lasts_a_token_interval_keeps_its_token() {
+    let (mut map, mut checker, t0, first) = one_token_every_ten_seconds("2");
+    assert_eq!(first.start.len(), 2, "{first:?}");
+    // One finishes after 11 s, longer than a token's 10 s: 1.1 tokens
+    // were earned meanwhile and none comes back, so one move starts,
+    // not two.
+    finish(&mut map, &first.start[0]);
+    let later = checker.plan(&map, &BTreeMap::new(), t0 + Duration::from_secs(11), 12_000);
+    assert_eq!(later.start.len(), 1, "{later:?}");
+}
