@@ -122,6 +122,13 @@ fn retries_of_one_write_leave_one_record_on_every_replica() {
             .await
             .unwrap();
         assert!(first.applied);
+        // The put returned after W = 2 acks; the third replica's copy may
+        // still be on its way, and a retry reaching it first would apply
+        // there (correctly: it is that replica's first copy). Retries are
+        // sent once every replica holds the write.
+        for id in view.map.nodes.keys() {
+            wait_for_record(&clients[0], *id, version).await;
+        }
         for c in &clients {
             let retry = c.put_version(b"once", b"value", version).await.unwrap();
             assert!(!retry.applied, "a retry must not apply again");
