@@ -534,6 +534,8 @@ async fn copy(node: &Node, cluster: &Cluster, partition: u32, mv: &Move, copied:
     // Per source, when this puller last emptied its budget (see
     // `next_source`).
     let mut drained: BTreeMap<NodeId, Instant> = BTreeMap::new();
+    // The map epoch `draws` was counted at, and the counts.
+    let mut shared: (Option<u64>, BTreeMap<NodeId, u32>) = (None, BTreeMap::new());
     let mut attempt = 0u32;
     // The last page request failed: the next one is a retry.
     let mut retrying = false;
@@ -543,12 +545,11 @@ async fn copy(node: &Node, cluster: &Cluster, partition: u32, mv: &Move, copied:
         failed.retain(|_, at| now.duration_since(*at) < FAILED_HOLD);
         let skip: BTreeSet<NodeId> = failed.keys().copied().collect();
         let candidates = sources(&map, partition, mv, me, &skip);
-        let shared = if candidates.len() > 1 {
-            draws(&map)
-        } else {
-            BTreeMap::new()
-        };
-        let chosen = match next_source(&candidates, &drained, &shared, &map.recovery, now) {
+        // Counted once per map epoch, not per page: every move's sources.
+        if candidates.len() > 1 && shared.0 != Some(map.epoch) {
+            shared = (Some(map.epoch), draws(&map));
+        }
+        let chosen = match next_source(&candidates, &drained, &shared.1, &map.recovery, now) {
             Some(Next::Wait(wait)) => {
                 busy_sleep(wait).await;
                 continue;
