@@ -658,8 +658,89 @@ pub(super) mod tests {
         }
     }
 
+    /// Journal segments holding a record (not the one made ahead).
     fn segments(dir: &tempfile::TempDir) -> usize {
-        std::fs::read_dir(journal::dir(dir.path())).unwrap().count()
+        std::fs::read_dir(journal::dir(dir.path()))
+            .unwrap()
+            .filter(|entry| {
+                let bytes = std::fs::read(entry.as_ref().unwrap().path()).unwrap();
+                !journal::decode_segment(&bytes).unwrap().entries.is_empty()
+            })
+            .count()
+    }
+
+    #[tokio::test]
+    async fn journal_segments_are_made_ahead_full_length_and_written_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StorageConfig::new(dir.path());
+        config.shards = 4;
+        config.durability = Durability::PerWrite;
+        config.flush_every_ms = 3_600_000;
+        config.journal_segment_bytes = 16 * 1024;
+        let full = (journal::MAGIC.len() + 16 * 1024) as u64;
+        let s = Storage::open(&config).unwrap();
+        // About three segments' worth: segments made ahead are begun in
+        // turn (the checkpoint may trim the closed ones meanwhile).
+        for i in 0..48u32 {
+            s.apply(i % 8, &i.to_be_bytes(), v(1), Some(&[7; 1000]))
+                .await
+                .unwrap();
+        }
+        let journal_dir = journal::dir(dir.path());
+        let read = || -> Vec<(u64, u64, journal::Decoded)> {
+            let mut files = Vec::new();
+            for entry in std::fs::read_dir(&journal_dir).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+                let seq = u64::from_str_radix(&name, 16).unwrap();
+                let bytes = std::fs::read(&path).unwrap();
+                let decoded = journal::decode_segment(&bytes).unwrap();
+                files.push((seq, bytes.len() as u64, decoded));
+            }
+            files
+        };
+        let files = read();
+        let current = files
+            .iter()
+            .filter(|(_, _, d)| !d.entries.is_empty())
+            .map(|(seq, _, _)| *seq)
+            .max()
+            .expect("a segment with records");
+        assert!(current >= 3, "the writes went to segments 1..={current}");
+        for (seq, len, decoded) in &files {
+            assert_eq!(decoded.stopped, None, "segment {seq}");
+            if !decoded.entries.is_empty() {
+                // A batch that crosses the segment's size may grow it.
+                assert!(*len >= full, "segment {seq} was not made full length");
+            }
+        }
+        // The next one is being made, or made: full length, no record.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let next = read().into_iter().find(|(seq, _, _)| *seq == current + 1);
+            if let Some((_, len, decoded)) = next
+                && len == full
+            {
+                assert!(decoded.entries.is_empty() && decoded.stopped.is_none());
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "segment {} was not made ahead",
+                current + 1
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        drop(s);
+        let s = Storage::open(&config).unwrap();
+        for i in 0..48u32 {
+            let r = s.read(i % 8, &i.to_be_bytes()).await.unwrap();
+            assert!(r.is_some(), "record {i} kept");
+        }
+        assert!(
+            read().iter().all(|(seq, _, _)| *seq <= current),
+            "the segment made ahead, without a record, is deleted at open"
+        );
     }
 
     #[tokio::test]
