@@ -277,6 +277,11 @@ pub struct Workload {
     /// default: the client's, 1000). Below `request_timeout_ms`, a silent
     /// node costs one attempt and leaves time for retries.
     pub attempt_timeout_ms: Option<u64>,
+    /// The multiplier `k` of the client's adaptive throttle (default: the
+    /// client's, 2; 0 turns it off): the cluster is sent up to `k` times
+    /// what it accepted over the last seconds, the rest refused in the
+    /// client. Lower sends less excess to overloaded nodes.
+    pub throttle_k: Option<f64>,
 }
 
 /// The rate `steps` multiply.

@@ -115,6 +115,8 @@ pub struct Variant {
     pub max_attempts: Option<u32>,
     /// Replaces `workload.attempt_timeout_ms`.
     pub attempt_timeout_ms: Option<u64>,
+    /// Replaces `workload.throttle_k`.
+    pub throttle_k: Option<f64>,
     /// Replaces `cluster.tls`: the cluster with mutual TLS or plaintext.
     pub tls: Option<bool>,
 }
@@ -132,6 +134,7 @@ impl Scenario {
         w.routing = variant.routing.unwrap_or(w.routing);
         w.max_attempts = variant.max_attempts.or(w.max_attempts);
         w.attempt_timeout_ms = variant.attempt_timeout_ms.or(w.attempt_timeout_ms);
+        w.throttle_k = variant.throttle_k.or(w.throttle_k);
         s.cluster.tls = variant.tls.unwrap_or(s.cluster.tls);
         s.variants.clear();
         s
@@ -160,6 +163,12 @@ impl Scenario {
             if v.tls.is_some() && !self.is_local() {
                 bail!(
                     "variants[{i}] ({}): tls configures local processes; an existing cluster keeps its own",
+                    v.name
+                );
+            }
+            if v.throttle_k.is_some_and(|k| !(k.is_finite() && k >= 0.0)) {
+                bail!(
+                    "variants[{i}] ({}): throttle_k must be a number ≥ 0 (0 turns the throttle off)",
                     v.name
                 );
             }
@@ -197,6 +206,7 @@ pub fn client_config(workload: &Workload, endpoints: &[String], index: usize) ->
             .map_or(defaults.attempt_timeout, Duration::from_millis),
         max_attempts: workload.max_attempts.unwrap_or(defaults.max_attempts),
         routing: workload.routing.routing(),
+        throttle_k: workload.throttle_k.unwrap_or(defaults.throttle_k),
         ..defaults
     };
     workload.retry.apply(&mut config);
@@ -229,6 +239,7 @@ mod tests {
             r#"
             [[variants]]
             name = "on"
+            throttle_k = 1.1
             [[variants]]
             name = "off"
             node_flags = ["--admission", "off"]
@@ -252,6 +263,16 @@ mod tests {
         assert_eq!(off.workload.routing, RoutingPolicy::Placement);
         assert_eq!(off.workload.max_attempts, Some(4), "kept from the workload");
         assert_eq!(off.workload.attempt_timeout_ms, Some(200));
+        assert_eq!(on.workload.throttle_k, Some(1.1));
+        assert_eq!(off.workload.throttle_k, None);
+        let endpoints = ["a:1".to_owned()];
+        assert_eq!(client_config(&on.workload, &endpoints, 0).throttle_k, 1.1);
+        let mut budget = off.workload.clone();
+        budget.retry = RetryPolicy::Budget;
+        assert_eq!(
+            client_config(&budget, &endpoints, 0).throttle_k,
+            ClientConfig::default().throttle_k
+        );
     }
 
     #[test]
@@ -263,7 +284,11 @@ mod tests {
             let text = format!("[[variants]]\nname = {bad:?}\n");
             assert!(with(&text).is_err(), "{bad:?} accepted");
         }
-        for unknown in ["retry = \"sometimes\"", "routing = \"random\""] {
+        for unknown in [
+            "retry = \"sometimes\"",
+            "routing = \"random\"",
+            "throttle_k = -1.0",
+        ] {
             let text = format!("[[variants]]\nname = \"a\"\n{unknown}\n");
             assert!(with(&text).is_err(), "{unknown} accepted");
         }

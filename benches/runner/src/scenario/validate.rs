@@ -168,6 +168,9 @@ impl Scenario {
         if w.attempt_timeout_ms == Some(0) || w.max_attempts == Some(0) {
             bail!("workload.attempt_timeout_ms and workload.max_attempts must be at least 1");
         }
+        if w.throttle_k.is_some_and(|k| !(k.is_finite() && k >= 0.0)) {
+            bail!("workload.throttle_k must be a number ≥ 0 (0 turns the throttle off)");
+        }
         if w.warmup_s >= w.duration_s {
             bail!("workload.warmup_s must be shorter than duration_s");
         }
