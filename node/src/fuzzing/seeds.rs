@@ -811,16 +811,7 @@ fn storage_seeds(seeds: &mut Seeds, map: &ClusterMap) -> anyhow::Result<()> {
         &record::encode(version(0, 2), None),
     );
     seeds.add("journal", "two-records", segment.clone());
-    // A segment as the writer makes it: full length, zeros where no frame
-    // is yet (a clean end); and one whose last frame was cut in it.
-    let zeros = [0u8; 512];
-    seeds.add("journal", "preallocated", [&segment[..], &zeros].concat());
     let whole = segment.len();
-    seeds.add(
-        "journal",
-        "torn-in-preallocated",
-        [&segment[..whole - 10], &zeros].concat(),
-    );
     segment.truncate(whole - 3);
     seeds.add("journal", "torn-tail", segment);
     seeds.add("journal", "created-cut-short", journal::MAGIC[..9].to_vec());

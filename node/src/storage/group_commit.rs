@@ -16,16 +16,13 @@
 //!
 //! The writer is an OS thread: its work is blocking file I/O, one batch at
 //! a time, and a thread of its own keeps it off the async workers without
-//! handing each batch to the blocking pool. Segments are created full
-//! length (`journal::create_segment`); so that writing a segment's zeros
-//! never holds up a batch, the next one is made by a helper thread as soon
-//! as the current one is begun.
+//! handing each batch to the blocking pool.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -101,7 +98,6 @@ impl GroupCommit {
         let writer = Writer {
             dir: dir.clone(),
             file: None,
-            next: None,
             seq: next_seq,
             written: 0,
             segment_bytes,
@@ -212,8 +208,6 @@ struct Writer {
     /// The segment being written, created on the first append after a
     /// rotation.
     file: Option<std::fs::File>,
-    /// The segment after it, `seq + 1`, being made by a helper thread.
-    next: Option<(u64, JoinHandle<std::io::Result<std::fs::File>>)>,
     /// Its sequence number.
     seq: u64,
     /// Frame bytes in it.
@@ -238,13 +232,6 @@ impl Writer {
                 }
             }
             self.batch(&mut jobs, &mut frames);
-        }
-        // A segment still being made is waited for, so that no file
-        // appears in the directory after the storage is gone (a storage
-        // opened again in this process would not know it). It holds no
-        // record: the next open deletes it.
-        if let Some((_, making)) = self.next.take() {
-            let _ = making.join();
         }
         // The storage is gone: its checkpoint task ends on this.
         self.shared.checkpoint.notify_one();
@@ -338,60 +325,26 @@ impl Writer {
 
     /// Appends `frames` to the current segment and syncs it.
     fn append(&mut self, frames: &[u8]) -> Result<(), String> {
-        if self.file.is_none() {
-            let file = self.begin_segment()?;
-            self.file = Some(file);
-        }
-        let file = self
-            .file
-            .as_ref()
-            .ok_or_else(|| format!("journal segment {} is not open", self.seq))?;
-        journal::write_frames(file, self.written, frames)
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => {
+                let file = journal::create_segment(&self.dir, self.seq).map_err(|e| {
+                    format!(
+                        "cannot create {}: {e}",
+                        journal::segment_path(&self.dir, self.seq).display()
+                    )
+                })?;
+                self.file.insert(file)
+            }
+        };
+        file.write_all(frames)
+            .and_then(|()| file.sync_data())
             .map_err(|e| format!("journal segment {}: {e}", self.seq))?;
         self.written += frames.len() as u64;
         self.shared
             .bytes
             .fetch_add(frames.len() as u64, Ordering::Relaxed);
         Ok(())
-    }
-
-    /// The file of segment `seq`: the one the helper made if it is that
-    /// one and was made, else made here. Then the helper starts on the
-    /// segment after it.
-    fn begin_segment(&mut self) -> Result<std::fs::File, String> {
-        let seq = self.seq;
-        let made = match self.next.take() {
-            Some((next_seq, making)) if next_seq == seq => match making.join() {
-                Ok(Ok(file)) => Some(file),
-                Ok(Err(e)) => {
-                    tracing::warn!(segment = seq, error = %e, "making the next journal segment ahead failed; making it now");
-                    // A half-made file would stop `create_new`.
-                    let _ = std::fs::remove_file(journal::segment_path(&self.dir, seq));
-                    None
-                }
-                Err(_) => None,
-            },
-            Some((other, making)) => {
-                // Not the one needed (segments were skipped): it holds no
-                // record, so it goes.
-                let _ = making.join();
-                let _ = journal::remove_segment(&self.dir, other);
-                None
-            }
-            None => None,
-        };
-        let file = match made {
-            Some(file) => file,
-            None => make_segment(&self.dir, seq, self.segment_bytes)?,
-        };
-        let next_seq = seq.saturating_add(1);
-        let (dir, bytes) = (self.dir.clone(), self.segment_bytes);
-        self.next = std::thread::Builder::new()
-            .name("levee-journal-next".into())
-            .spawn(move || journal::create_segment(&dir, next_seq, bytes))
-            .ok()
-            .map(|making| (next_seq, making));
-        Ok(file)
     }
 
     /// Closes the current segment, if one was begun.
@@ -408,15 +361,6 @@ impl Writer {
         self.written = 0;
         self.seq = self.seq.saturating_add(1);
     }
-}
-
-fn make_segment(dir: &Path, seq: u64, bytes: u64) -> Result<std::fs::File, String> {
-    journal::create_segment(dir, seq, bytes).map_err(|e| {
-        format!(
-            "cannot create {}: {e}",
-            journal::segment_path(dir, seq).display()
-        )
-    })
 }
 
 fn injected(shard: usize) -> bool {

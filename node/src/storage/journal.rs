@@ -24,16 +24,6 @@
 //! before anyone is told, so a crash can only cut the segment's last
 //! frames: decoding stops at the first frame that is short or does not
 //! check, and nothing acknowledged lies past it.
-//!
-//! A segment is created full length, zeros after the magic, and synced
-//! before its first frame ([`create_segment`]); frames then overwrite the
-//! zeros in place. Why: a sync of a file that grew must also write its
-//! inode (its size and new blocks) through the file system's own journal,
-//! while a sync of bytes written inside the file writes only them; on
-//! this project's VM that is 405 µs a sync against 640 µs (etcd
-//! preallocates its WAL files, PostgreSQL zero-fills its own, for the same
-//! reason). Decoding therefore ends cleanly at a frame header of zeros
-//! followed by nothing but zeros: the space no frame reached yet.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -102,9 +92,6 @@ pub struct Decoded {
     pub entries: Vec<Entry>,
     /// Bytes up to the end of the last good frame (the magic included).
     pub good_bytes: usize,
-    /// Zeros after the last good frame up to the end: the preallocated
-    /// space no frame reached. Not a cut.
-    pub zero_tail: usize,
     /// Why decoding stopped before the end, if it did: after a crash, the
     /// frames the last batch did not finish writing.
     pub stopped: Option<JournalError>,
@@ -149,10 +136,6 @@ pub fn decode_segment(bytes: &[u8]) -> Result<Decoded, JournalError> {
                 decoded.entries.push(entry);
                 rest = rest.get(used..).unwrap_or_default();
                 decoded.good_bytes = bytes.len() - rest.len();
-            }
-            Err(_) if rest.iter().all(|b| *b == 0) => {
-                decoded.zero_tail = rest.len();
-                break;
             }
             Err(e) => {
                 decoded.stopped = Some(e);
@@ -299,69 +282,18 @@ pub(super) fn recover(dir: &Path, shards: usize) -> Result<Recovered, StorageErr
     Ok(recovered)
 }
 
-/// Creates segment `seq`: its magic, then zeros up to `frame_bytes` of
-/// frames, all written and synced, and its name made durable in the
-/// directory before any record is written to it. Frames go in with
-/// [`write_frames`] at their offset. The zeros are written, not just
-/// allocated (`fallocate`): ext4 marks allocated blocks unwritten, and the
-/// first write to each would change the inode's extents, which is what
-/// the preallocation is there to spare the syncs.
-pub(super) fn create_segment(
-    dir: &Path,
-    seq: u64,
-    frame_bytes: u64,
-) -> std::io::Result<std::fs::File> {
-    const CHUNK: usize = 256 * 1024;
+/// Creates segment `seq`, its magic written and synced, and its name
+/// made durable in the directory before any record is written to it.
+pub(super) fn create_segment(dir: &Path, seq: u64) -> std::io::Result<std::fs::File> {
     let path = segment_path(dir, seq);
-    let create = || {
-        std::fs::OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .open(&path)
-    };
-    let mut file = match create() {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            // A file by this name that holds no record is one made ahead
-            // for an earlier run of this storage in the same process, after
-            // this run listed the directory. Unlinked, not truncated: its
-            // maker may still be writing zeros to it. A file with records
-            // is never touched.
-            let held = std::fs::read(&path)
-                .ok()
-                .and_then(|bytes| decode_segment(&bytes).ok())
-                .is_some_and(|d| !d.entries.is_empty());
-            if held {
-                return Err(e);
-            }
-            std::fs::remove_file(&path)?;
-            create()?
-        }
-        other => other?,
-    };
+    let mut file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)?;
     file.write_all(MAGIC)?;
-    let zeros = vec![0u8; CHUNK];
-    let mut left = frame_bytes;
-    while left > 0 {
-        let n = left.min(CHUNK as u64) as usize;
-        file.write_all(zeros.get(..n).unwrap_or_default())?;
-        left -= n as u64;
-    }
     file.sync_all()?;
     sync_dir(dir)?;
     Ok(file)
-}
-
-/// Writes `frames` into a segment at `offset` bytes of frames (after the
-/// magic) and syncs their data. Past the preallocated length the file
-/// grows, and that sync writes the inode as well: correct, only slower.
-pub(super) fn write_frames(
-    file: &std::fs::File,
-    offset: u64,
-    frames: &[u8],
-) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    file.write_all_at(frames, MAGIC.len() as u64 + offset)?;
-    file.sync_data()
 }
 
 /// Deletes segment `seq` and makes the deletion durable before the next
@@ -429,11 +361,7 @@ mod tests {
             let decoded = decode_segment(&whole[..cut]).unwrap();
             assert_eq!(decoded.entries.len(), 1, "cut at {cut}");
             assert_eq!(decoded.good_bytes, first);
-            // A cut that left only zeros (the high bytes of a length) is
-            // told from the space a preallocated segment has not used yet
-            // by nothing; either way the frame is not read.
-            let ended = decoded.stopped.is_some() || decoded.zero_tail > 0;
-            assert_eq!(ended, cut > first, "cut at {cut}");
+            assert_eq!(decoded.stopped.is_some(), cut > first, "cut at {cut}");
         }
     }
 
@@ -448,70 +376,16 @@ mod tests {
             decoded.stopped,
             Some(JournalError::Checksum { .. })
         ));
-    }
-
-    #[test]
-    fn zeros_to_the_end_are_space_no_frame_reached_and_not_a_cut() {
-        let mut bytes = segment(&[(1, b"a", b"one")]);
-        let frames = bytes.len();
-        bytes.extend_from_slice(&[0; 64]);
-        let decoded = decode_segment(&bytes).unwrap();
+        // Zeros where a frame should be (a tail the file system extended
+        // but never wrote) are no record either.
+        let mut zeros = segment(&[(1, b"a", b"one")]);
+        zeros.extend_from_slice(&[0; 64]);
+        let decoded = decode_segment(&zeros).unwrap();
         assert_eq!(decoded.entries.len(), 1);
-        assert_eq!((decoded.good_bytes, decoded.zero_tail), (frames, 64));
-        assert_eq!(decoded.stopped, None);
-        // Anything but zeros after them is a frame cut short or damaged.
-        bytes.push(1);
-        let decoded = decode_segment(&bytes).unwrap();
-        assert_eq!((decoded.entries.len(), decoded.zero_tail), (1, 0));
         assert!(matches!(
             decoded.stopped,
             Some(JournalError::BadLength { .. })
         ));
-    }
-
-    #[test]
-    fn a_segment_is_created_full_length_and_frames_overwrite_its_zeros() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = create_segment(dir.path(), 3, 4096).unwrap();
-        let path = segment_path(dir.path(), 3);
-        let len = || std::fs::metadata(&path).unwrap().len();
-        assert_eq!(len(), (MAGIC.len() + 4096) as u64);
-        let mut frames = Vec::new();
-        encode_frame(&mut frames, 1, b"a", b"one");
-        let first = frames.len() as u64;
-        write_frames(&file, 0, &frames).unwrap();
-        frames.clear();
-        encode_frame(&mut frames, 2, b"b", b"two");
-        write_frames(&file, first, &frames).unwrap();
-        assert_eq!(len(), (MAGIC.len() + 4096) as u64, "written in place");
-        let decoded = decode_segment(&std::fs::read(&path).unwrap()).unwrap();
-        let keys: Vec<_> = decoded.entries.iter().map(|e| e.key.clone()).collect();
-        assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec()]);
-        assert_eq!(decoded.stopped, None);
-        // Frames past the end grow the file.
-        write_frames(&file, 4096 - 2, &frames).unwrap();
-        assert!(len() > (MAGIC.len() + 4096) as u64);
-    }
-
-    #[test]
-    fn an_empty_file_by_the_same_name_is_replaced_and_one_with_records_is_not() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            segment_path(dir.path(), 5),
-            [MAGIC.as_slice(), &[0; 32]].concat(),
-        )
-        .unwrap();
-        create_segment(dir.path(), 5, 128).unwrap();
-        let path = segment_path(dir.path(), 5);
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().len(),
-            (MAGIC.len() + 128) as u64
-        );
-        std::fs::write(&path, segment(&[(1, b"a", b"one")])).unwrap();
-        let err = create_segment(dir.path(), 5, 128).unwrap_err();
-        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
-        let decoded = decode_segment(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(decoded.entries.len(), 1, "records are kept");
     }
 
     #[test]
