@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{by_id, start_cluster_with, status, wait_for_members};
 use common::{TestNode, http_body, metric, runtime, wait_for};
-use levee_node::client::{Client, ClientConfig, ClientError, Connection};
+use levee_node::client::{Client, ClientConfig, ClientError, Connection, Routing};
 use levee_node::cluster::map::{ClusterMap, Command, CommandResult, Move};
 use levee_node::cluster::status::ClusterStatus;
 use levee_node::partition::partition_of;
@@ -470,4 +470,120 @@ fn the_leader_answers_the_epoch_every_live_node_has_applied() {
         other => panic!("a follower answered {other:?}"),
     }
     wait_for_finish(&nodes[0], p, &m);
+}
+
+/// A write its coordinator took an older map for, still in flight, holds
+/// back the epoch that coordinator reports as settled: the write goes to
+/// the source of a move started meanwhile but not to its target, so the
+/// copy must not start before it lands (`node/write_epochs.rs`). Once it
+/// ends, the coordinator reports the new epoch.
+#[test]
+fn a_write_in_flight_on_an_older_map_holds_its_coordinators_settled_epoch_back() {
+    let dir = tempfile::tempdir().unwrap();
+    // R = 2, so W = 2: a write waits for both of its replicas.
+    let mut nodes = start_cluster_with(
+        dir.path(),
+        3,
+        &["--partitions", &PARTITIONS.to_string(), "--replicas", "2"],
+    );
+    let view = wait_for_members(&nodes, 3);
+    let leader = view.leader.expect("a leader");
+    let me = status(&nodes[0]).expect("a status").node_id;
+    // A key whose replicas are node 0 first (so that a client routing in
+    // placement order sends it there) and a node that does not lead (so
+    // that freezing it leaves the cluster able to change its map).
+    let (key, other) = (0..1000)
+        .find_map(|i| {
+            let key = format!("held-{i}").into_bytes();
+            match view.map.replicas(partition_of(&key, PARTITIONS))[..] {
+                [first, other] if first == me && other != leader => Some((key, other)),
+                _ => None,
+            }
+        })
+        .expect("a partition led by node 0's copy, with a follower");
+    let client = || {
+        Client::new(ClientConfig {
+            endpoints: vec![nodes[0].addr.clone()],
+            request_timeout: Duration::from_secs(60),
+            attempt_timeout: Duration::from_secs(60),
+            max_attempts: 1,
+            routing: Routing::PlacementOrder,
+            ..common::certs::client_config()
+        })
+    };
+    // A first write opens node 0's connection to the other replica, so
+    // that the held one waits for an answer rather than for a connection.
+    runtime()
+        .block_on(client().put(&key, b"first"))
+        .expect("a put with every replica up");
+    let frozen = nodes[by_id(&nodes, &view, other)].stop();
+    let put = {
+        let key = key.clone();
+        let client = client();
+        std::thread::spawn(move || runtime().block_on(async { client.put(&key, b"held").await }))
+    };
+    let foreground = |node: &TestNode| {
+        http_body(&node.admin, "/metrics").and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("levee_inflight_requests{class=\"foreground\"}"))
+                .and_then(|l| l.rsplit_once(' '))
+                .and_then(|(_, v)| v.parse::<f64>().ok())
+        })
+    };
+    let in_flight = wait_for(
+        "the put to be in flight on node 0",
+        Duration::from_secs(10),
+        || {
+            if put.is_finished() {
+                return Some(false);
+            }
+            (foreground(&nodes[0])? >= 1.0).then_some(true)
+        },
+    );
+    assert!(
+        in_flight,
+        "the put ended while a replica was frozen: {:?}",
+        put.join()
+    );
+    let before = status(&nodes[0]).expect("a status");
+    let old = before.map.epoch;
+    assert_eq!(
+        before.report.as_ref().map(|r| r.epoch),
+        Some(old),
+        "the write took the current map"
+    );
+
+    // A new epoch (any map change will do).
+    let set = nodes[0].cli(&["admin", "set", "down_out_interval=11m"], None);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let during = wait_for(
+        "node 0 to apply the new map",
+        Duration::from_secs(20),
+        || status(&nodes[0]).filter(|s| s.map.epoch > old),
+    );
+    assert_eq!(
+        during.report.as_ref().map(|r| r.epoch),
+        Some(old),
+        "node 0 applied epoch {} but still coordinates a write on {old}",
+        during.map.epoch
+    );
+
+    frozen.resume();
+    let written = put.join().expect("the put's thread");
+    assert!(written.is_ok(), "the held put: {written:?}");
+    wait_for(
+        "node 0 to report the new epoch once the write ended",
+        Duration::from_secs(10),
+        || {
+            let s = status(&nodes[0])?;
+            (s.report.as_ref()?.epoch == s.map.epoch && s.map.epoch > old).then_some(())
+        },
+    );
+    for node in &mut nodes {
+        assert!(node.is_running());
+    }
 }

@@ -37,7 +37,9 @@ impl std::fmt::Display for Role {
 pub struct NodeReport {
     /// The reporting node.
     pub node: NodeId,
-    /// Its map epoch (a node far behind is worth knowing about).
+    /// The epoch it has settled at: its map's, or older while a write it
+    /// coordinates with an older map is still in flight
+    /// (`node/write_epochs.rs`). What a move's copy waits for.
     pub epoch: u64,
     /// Foreground saturation in thousandths (0 idle, 1000 at its limit):
     /// the admission controller's pressure signal.
@@ -79,9 +81,9 @@ pub struct NodeReport {
 pub const MAX_SMALL_REPORTED: usize = 256;
 
 /// The highest epoch every node that may coordinate (Up or Draining in
-/// `map`) has reported applying, from each one's latest report: a write
-/// coordinated from now on uses a map at least that new. 0 while one of
-/// them has not reported. Pure.
+/// `map`) has reported settling at, from each one's latest report: every
+/// write in flight and every write coordinated from now on uses a map at
+/// least that new. 0 while one of them has not reported. Pure.
 pub fn settled_epoch<'a>(
     map: &ClusterMap,
     reports: impl IntoIterator<Item = (NodeId, &'a NodeReport)>,

@@ -109,7 +109,14 @@ pub async fn write(
     epoch: u64,
     deadline: Instant,
 ) -> Result<Response, WireError> {
-    let map = cluster.map();
+    // Counted in its map's epoch until it answers, so that no move's copy
+    // starts while it may still land on the source alone
+    // (`node/write_epochs.rs`).
+    let (map, _in_flight) = node.write_epochs().begin(|| {
+        let map = cluster.map();
+        let epoch = map.epoch;
+        (map, epoch)
+    });
     let (partition, replicas) = route(&map, cluster.node_id(), &key, epoch)?;
     let mut quorum = Quorum::new(usize::from(map.settings.write_quorum), replicas.len());
     let hint = Arc::new(Hint {

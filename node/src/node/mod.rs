@@ -12,6 +12,7 @@ pub mod peer_guard;
 pub mod peers;
 pub mod send_budget;
 pub mod transfers;
+pub mod write_epochs;
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -33,6 +34,7 @@ pub use self::peer_guard::GuardConfig;
 pub use self::peers::Peers;
 pub use self::send_budget::SendBudget;
 pub use self::transfers::Transfers;
+pub use self::write_epochs::WriteEpochs;
 
 /// State shared by every request on a node.
 pub struct Node {
@@ -57,6 +59,9 @@ pub struct Node {
     recv_budget: SendBudget,
     /// Copies this node is receiving, read by the heartbeat.
     transfers: Transfers,
+    /// The map epochs of the writes this node is coordinating, for the
+    /// epoch its heartbeat reports as settled.
+    write_epochs: WriteEpochs,
     /// How this node reaches others, and its certificates.
     transport: Transport,
     /// How far ahead of a certificate's expiry the node warns.
@@ -133,6 +138,7 @@ impl Node {
                 std::time::Instant::now(),
             ),
             transfers: Transfers::default(),
+            write_epochs: WriteEpochs::default(),
             hedge: Mutex::default(),
             started: std::time::Instant::now(),
             limits: config.limits(),
@@ -228,5 +234,10 @@ impl Node {
     /// The copies this node is receiving, with their progress.
     pub fn transfers(&self) -> &Transfers {
         &self.transfers
+    }
+
+    /// The map epochs of the writes this node is coordinating now.
+    pub fn write_epochs(&self) -> &WriteEpochs {
+        &self.write_epochs
     }
 }

@@ -7,10 +7,12 @@
 //! be rebuilt.
 //!
 //! Besides the beat every `heartbeat_ms`, a node beats as soon as it
-//! applies a new map epoch (at most one extra beat per [`EPOCH_BEAT_GAP`]):
-//! a move's target waits, before copying, until every coordinator has
-//! reported the move's epoch (`recovery/transfer.rs`), and that wait is
-//! what one move costs beyond its bytes.
+//! applies a new map epoch, and again as soon as the last write it
+//! coordinated with an older map ends (at most one extra beat per
+//! [`EPOCH_BEAT_GAP`]): a move's target waits, before copying, until every
+//! coordinator has reported the move's epoch as settled
+//! (`recovery/transfer.rs`, `node/write_epochs.rs`), and that wait is what
+//! one move costs beyond its bytes.
 //!
 //! Each beat also names the partitions this node holds that need a new
 //! replica and are small (under the checker's
@@ -139,7 +141,7 @@ pub fn report(node: &Node, cluster: &Cluster) -> NodeReport {
     let metrics = node.admission().metrics();
     NodeReport {
         node: cluster.node_id(),
-        epoch: cluster.map().epoch,
+        epoch: node.write_epochs().settled(|| cluster.map().epoch),
         pressure_permille,
         recovery_bytes_sent: metrics.recovery_bytes_sent(),
         recovery_bytes_received: metrics.recovery_bytes_received(),
@@ -188,23 +190,35 @@ pub async fn run(
     let mut maps = cluster.subscribe();
     let mut sizes = SizeCache::default();
     let mut last_beat = tokio::time::Instant::now();
+    let mut last_settled = 0;
     loop {
-        tokio::select! {
+        let early = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tick.tick() => false,
             changed = maps.changed() => {
                 if changed.is_err() {
                     return;
                 }
-                // A new epoch: beat now, unless one went out just now
-                // (then after the gap, with whatever epoch is newest).
-                let next = last_beat + EPOCH_BEAT_GAP;
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep_until(next) => {}
-                }
-                maps.borrow_and_update();
+                true
             }
+            // The last write on an older map ended: the settled epoch may
+            // have risen, and a move's copy waits for exactly that news.
+            () = node.write_epochs().drained() => {
+                if node.write_epochs().settled(|| cluster.map().epoch) <= last_settled {
+                    continue;
+                }
+                true
+            }
+        };
+        if early {
+            // A new epoch: beat now, unless one went out just now (then
+            // after the gap, with whatever epoch is newest).
+            let next = last_beat + EPOCH_BEAT_GAP;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(next) => {}
+            }
+            maps.borrow_and_update();
         }
         last_beat = tokio::time::Instant::now();
         export_gauges(&node, &cluster);
@@ -212,6 +226,7 @@ pub async fn run(
         // with a call: the gauge is refreshed here too.
         node.peers().export();
         let mut report = report(&node, &cluster);
+        last_settled = report.epoch;
         let map = cluster.map();
         report.small_partitions = small_partitions(&node, &map, report.node, &mut sizes).await;
         if cluster.is_leader() {

@@ -72,12 +72,15 @@ const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// before the copy reads past its key. So the puller waits until every
 /// node that may coordinate has reported (in its heartbeats) an epoch at
 /// least the move's ([`NodeRequest::Settled`], asked of the leader every
-/// [`SETTLE_POLL`]): tens of milliseconds, since a node beats as soon as
-/// it applies a new epoch. This is the fallback when that cannot be
+/// [`SETTLE_POLL`]). A node reports an epoch only once it has applied it
+/// and the last write it coordinated with an older map has ended
+/// (`node/write_epochs.rs`), and beats as soon as that happens: tens of
+/// milliseconds, or a write's deadline at worst. This is the fallback when that cannot be
 /// learned (no leader, a peer that does not report): the fixed pause the
 /// puller used to take for every move, one second, which covers the map
 /// reaching every node (a Raft heartbeat or two) for writes already in
-/// flight. What slips through anyway is repaired by read repair and
+/// flight. What slips through then (a write on an older map still in
+/// flight a second after the move's epoch) is repaired by read repair and
 /// anti-entropy once the target is a replica.
 pub const SETTLE: Duration = Duration::from_secs(1);
 
