@@ -206,7 +206,7 @@ impl Checker {
             }
             // Cheap (the partition's few replicas): no target is looked
             // for until its turn comes.
-            if round.source_is_busy(set) || round.all_drawn(set) {
+            if round.source_is_busy(set, need.from) || round.all_drawn(set, need.from) {
                 shared_source.push(need);
                 continue;
             }
@@ -232,7 +232,7 @@ impl Checker {
     ) {
         let mut busy = Vec::new();
         for need in deferred.drain(..) {
-            if round.source_is_busy(map.replicas(need.partition)) {
+            if round.source_is_busy(map.replicas(need.partition), need.from) {
                 busy.push(need);
             } else {
                 self.start(plan, round, map, need, small, now, now_ms);
@@ -357,6 +357,23 @@ fn alive(states: &ById<Option<NodeState>>, id: NodeId) -> bool {
     matches!(states.get(id), Some(NodeState::Up | NodeState::Draining))
 }
 
+/// The replicas a copy replacing `from` in `set` may draw on: `from`
+/// alone while it runs (Up, or Draining), else every live replica. A
+/// replaced node that runs holds every write it acknowledged, and another
+/// replica may lack some of them (W of R acknowledged each): a copy from
+/// that replica would leave such a write on one replica once the move
+/// ends, where it was on W. `transfer::sources` applies the same rule.
+fn copy_sources<'s>(
+    states: &'s ById<Option<NodeState>>,
+    set: &'s [NodeId],
+    from: Option<NodeId>,
+) -> impl Iterator<Item = NodeId> + 's {
+    let running_from = from.filter(|f| set.contains(f) && alive(states, *f));
+    set.iter()
+        .copied()
+        .filter(move |n| running_from.is_none_or(|f| f == *n) && alive(states, *n))
+}
+
 /// Moves in flight that cannot complete: the target is not Up, or neither
 /// the source nor any other replica is alive to copy from.
 fn stuck_moves(map: &ClusterMap, states: &ById<Option<NodeState>>) -> Vec<u32> {
@@ -463,11 +480,10 @@ impl<'a> Round<'a> {
     fn record(&mut self, m: &Move, set: &[NodeId]) {
         *self.incoming.get_mut(m.to) += 1;
         *self.outgoing.get_mut(m.source) += 1;
-        let others = set
-            .iter()
-            .copied()
-            .filter(|n| *n != m.source && *n != m.to && alive(self.states, *n))
-            .take(SOURCES_PER_MOVE.saturating_sub(1));
+        let others: Vec<NodeId> = copy_sources(self.states, set, m.from)
+            .filter(|n| *n != m.source && *n != m.to)
+            .take(SOURCES_PER_MOVE.saturating_sub(1))
+            .collect();
         for n in std::iter::once(m.source).chain(others) {
             *self.drawing.get_mut(n) += 1;
         }
@@ -492,7 +508,7 @@ impl<'a> Round<'a> {
         if self.in_flight >= self.map.recovery.max_moves as usize {
             return None;
         }
-        let source = self.source(set)?;
+        let source = self.source(set, from)?;
         let to = self.target(set, from)?;
         Some(Move {
             from,
@@ -504,26 +520,24 @@ impl<'a> Round<'a> {
 
     /// Whether the partition's best source is already copying for another
     /// move (or none is free at all).
-    fn source_is_busy(&self, set: &[NodeId]) -> bool {
-        self.source(set)
+    fn source_is_busy(&self, set: &[NodeId], from: Option<NodeId>) -> bool {
+        self.source(set, from)
             .is_none_or(|n| Self::count(&self.outgoing, n) > 0)
     }
 
     /// Whether some copy already draws on every live replica of `set`, so
     /// a copy of this partition would only share senders.
-    fn all_drawn(&self, set: &[NodeId]) -> bool {
-        set.iter()
-            .filter(|n| alive(self.states, **n))
-            .all(|n| Self::count(&self.drawing, *n) > 0)
+    fn all_drawn(&self, set: &[NodeId], from: Option<NodeId>) -> bool {
+        copy_sources(self.states, set, from).all(|n| Self::count(&self.drawing, n) > 0)
     }
 
-    /// The least busy live replica with an outgoing slot free (then the
-    /// least pressed, then the lowest id). A Draining `from` qualifies: it
-    /// is running, and copying from it spares the other replicas.
-    fn source(&self, set: &[NodeId]) -> Option<NodeId> {
-        set.iter()
-            .copied()
-            .filter(|n| alive(self.states, *n))
+    /// Among the replicas the copy may draw on ([`copy_sources`]: a
+    /// running `from` alone), the least busy with an outgoing slot free
+    /// (then the least pressed, then the lowest id). A running `from` whose
+    /// slots are all taken makes the move wait rather than copy from a
+    /// replica that may lack some of its writes.
+    fn source(&self, set: &[NodeId], from: Option<NodeId>) -> Option<NodeId> {
+        copy_sources(self.states, set, from)
             .filter(|n| Self::count(&self.outgoing, *n) < self.per_node_cap())
             .min_by(|a, b| {
                 Self::count(&self.outgoing, *a)

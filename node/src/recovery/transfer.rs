@@ -167,11 +167,19 @@ pub fn plan(map: &ClusterMap, me: NodeId, running: &BTreeMap<u32, Move>) -> Plan
 }
 
 /// The replicas to copy `partition` from, best first, skipping `me` and
-/// the nodes in `failed`: the move's chosen source if it can serve, then
-/// the other Up replicas of the set (from a partition-dependent position,
-/// so the load of many moves spreads out), at most [`SOURCES_PER_MOVE`];
-/// with none of those, the replaced node if it is Draining (alive and
-/// still holding the data, but on its way out). Pure.
+/// the nodes in `failed`.
+///
+/// While the replaced node runs (Up, or Draining: a drain, a move for
+/// placement), it alone, whether it failed lately or not (the puller's
+/// pauses pace the retries): it holds every write it acknowledged, and
+/// another replica may lack some of them (W of R acknowledged each), so a
+/// copy from that replica would leave such a write on one replica once
+/// the move ends, where it was on W.
+///
+/// Otherwise (the replaced node is down or out: a failure, which W of R
+/// survives): the move's chosen source if it can serve, then the other
+/// Up replicas of the set (from a partition-dependent position, so the
+/// load of many moves spreads out), at most [`SOURCES_PER_MOVE`]. Pure.
 pub fn sources(
     map: &ClusterMap,
     partition: u32,
@@ -179,6 +187,16 @@ pub fn sources(
     me: NodeId,
     failed: &BTreeSet<NodeId>,
 ) -> Vec<NodeId> {
+    let running = |id: NodeId| {
+        map.state_of(id)
+            .is_some_and(|s| matches!(s, NodeState::Up | NodeState::Draining))
+    };
+    if let Some(from) = m
+        .from
+        .filter(|f| *f != me && running(*f) && sender::may_serve(map, *f, partition))
+    {
+        return vec![from];
+    }
     let can = |id: NodeId, states: &[NodeState]| {
         id != me
             && !failed.contains(&id)
@@ -198,9 +216,6 @@ pub fn sources(
         if !found.contains(id) && can(*id, &[NodeState::Up]) {
             found.push(*id);
         }
-    }
-    if found.is_empty() {
-        found.extend(m.from.filter(|from| can(*from, &[NodeState::Draining])));
     }
     found
 }

@@ -331,6 +331,40 @@ fn a_draining_node_is_emptied_then_listed_for_removal() {
     assert!(map.assignment.iter().all(|set| set.len() == 3));
 }
 
+/// A drained node still runs and holds every write it acknowledged,
+/// which another replica may lack: every move off it copies from it, at
+/// most its outgoing cap at once, and never from the others.
+#[test]
+fn a_drain_copies_from_the_draining_node_alone() {
+    let mut map = cluster(&FIVE, 32);
+    set_state(&mut map, 4, NodeState::Draining);
+    let cap = map.recovery.max_moves_per_node as usize;
+    let mut started = 0;
+    let removed = run_rounds(&mut map, 1_000, |_, plan, map| {
+        for (_, m) in &plan.start {
+            assert_eq!(m.from, Some(4));
+            assert_eq!(
+                m.source, 4,
+                "a copy off a running node from another replica: {m:?}"
+            );
+        }
+        let from_4 = map
+            .moves
+            .values()
+            .chain(plan.start.iter().map(|(_, m)| m))
+            .filter(|m| m.source == 4)
+            .count();
+        assert!(
+            from_4 <= cap,
+            "{from_4} copies from node 4 at once, cap {cap}"
+        );
+        started += plan.start.len();
+        plan.remove.contains(&4)
+    });
+    assert!(removed, "node 4 was never emptied");
+    assert!(started > 0);
+}
+
 #[test]
 fn a_lost_node_is_rebuilt_at_r_replicas_in_distinct_zones() {
     let mut map = cluster(&FIVE, 64);

@@ -101,8 +101,13 @@ fn a_failed_or_down_source_is_replaced_by_another_live_replica() {
     assert_eq!(choose_source(&map, p, &m, 5, &BTreeSet::new()), None);
 }
 
+/// A drain: the replaced node still runs and holds every write it
+/// acknowledged; the other replicas may each lack some (W of R
+/// acknowledged them). So it alone is copied from, even when the move's
+/// chosen source is another replica and even after it failed a page;
+/// only once it is down do the others serve.
 #[test]
-fn a_draining_node_being_replaced_is_the_last_resort() {
+fn a_running_replaced_node_is_the_only_source_until_it_is_down() {
     let mut map = map(4);
     let p = (0..map.partitions)
         .find(|p| !map.replicas(*p).contains(&4))
@@ -118,10 +123,18 @@ fn a_draining_node_being_replaced_is_the_last_resort() {
     };
     map.apply(&Command::StartMoves(vec![(p, m.clone())]));
     assert_eq!(map.moves.get(&p), Some(&m));
-    let all_up = BTreeSet::from([set[1], set[2]]);
-    assert_eq!(choose_source(&map, p, &m, 4, &all_up), Some(from));
+    let none = BTreeSet::new();
+    assert_eq!(sources(&map, p, &m, 4, &none), vec![from]);
+    let failed = BTreeSet::from([from]);
+    assert_eq!(sources(&map, p, &m, 4, &failed), vec![from]);
     // Never itself, even if the map lists it.
-    assert_eq!(choose_source(&map, p, &m, from, &all_up), None);
+    assert!(!sources(&map, p, &m, from, &none).contains(&from));
+    // Up (a move for placement) counts as running too.
+    set_state(&mut map, from, NodeState::Up);
+    assert_eq!(sources(&map, p, &m, 4, &none), vec![from]);
+    // Down: a failure, which W of R survives; the others serve.
+    set_state(&mut map, from, NodeState::Down);
+    assert_eq!(sources(&map, p, &m, 4, &none), vec![set[1], set[2]]);
 }
 
 fn record(key: &[u8]) -> RangeRecord {
