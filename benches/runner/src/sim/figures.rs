@@ -299,6 +299,7 @@ impl SimFigures {
         else {
             return;
         };
+        let overhead_s = SETTLE.as_secs_f64() + s.heartbeat_ms as f64 / 2000.0;
         let model = Work {
             delay_s: work_delay(settings, fault, work),
             moves: run.moves_finished,
@@ -309,7 +310,8 @@ impl SimFigures {
             max_moves: settings.max_moves,
             moves_per_sec: settings.moves_per_sec,
             moves_burst: settings.moves_burst,
-            overhead_s: SETTLE.as_secs_f64() + s.heartbeat_ms as f64 / 2000.0,
+            overhead_s,
+            fixed_sender_s: fixed_sender_s(&run.fixed_senders, overhead_s, settings),
         };
         self.work = Some(model);
         self.model = model.predict();
@@ -340,6 +342,24 @@ impl SimFigures {
 
 /// The model's delay before copying: `down_out_interval` after a loss
 /// (the detector's), none when the work is a drain (it starts at once).
+/// The longest any drained node takes to send what it holds (bytes,
+/// partitions, rate) as its copies' only source: its bytes at its rate,
+/// plus each copy's overhead over its `max_moves_per_node` slots. Pure.
+fn fixed_sender_s(
+    senders: &[(u64, u64, f64)],
+    overhead_s: f64,
+    settings: &RecoverySettings,
+) -> f64 {
+    let slots = f64::from(settings.max_moves_per_node.max(1));
+    senders
+        .iter()
+        .filter(|(_, _, rate)| rate.is_finite() && *rate > 0.0)
+        .map(|(bytes, partitions, rate)| {
+            *bytes as f64 / rate + *partitions as f64 * overhead_s / slots
+        })
+        .fold(0.0, f64::max)
+}
+
 fn work_delay(settings: &RecoverySettings, fault_s: f64, work_s: f64) -> f64 {
     let interval = settings.down_out_interval_ms as f64 / 1000.0;
     if work_s - fault_s >= interval / 2.0 {
@@ -476,5 +496,25 @@ mod tests {
         );
         assert_eq!(got[1].2, Some(false));
         assert_eq!(got[2].2, Some(true));
+    }
+
+    #[test]
+    fn a_drained_node_sends_all_it_holds_through_its_own_slots() {
+        let settings = RecoverySettings {
+            max_moves_per_node: 2,
+            ..RecoverySettings::default()
+        };
+        // 100 GiB in 100 partitions at 50 MiB/s, 1.5 s per copy over 2
+        // slots; the other node holds less; a node without a rate is left out.
+        let gib = (1u64 << 30) as f64;
+        let senders = [
+            (100 << 30, 100, 50.0 * (1 << 20) as f64),
+            (10 << 30, 10, 50.0 * (1 << 20) as f64),
+            (500 << 30, 500, 0.0),
+        ];
+        let t = fixed_sender_s(&senders, 1.5, &settings);
+        let expected = 100.0 * gib / (50.0 * (1 << 20) as f64) + 100.0 * 1.5 / 2.0;
+        assert!((t - expected).abs() < 1e-6, "{t} against {expected}");
+        assert_eq!(fixed_sender_s(&[], 1.5, &settings), 0.0);
     }
 }

@@ -427,8 +427,18 @@ mod tests {
     #[test]
     fn flows_with_a_second_live_source_spread_over_both() {
         let mut b = Bench::new(10_000.0);
-        b.start(4);
-        b.start(4);
+        let moved = [b.start(4), b.start(4)];
+        // The replaced nodes failed: a running one would be its copy's
+        // only source (`transfer::sources`).
+        for p in moved {
+            let from = b.map.moves[&p].from.expect("a replaced node");
+            b.map
+                .apply(&levee_node::cluster::map::Command::SetNodeState {
+                    id: from,
+                    state: NodeState::Out,
+                    at_ms: 0,
+                });
+        }
         let s = settings(8 << 20, 1 << 20);
         let mut t = Transfers::default();
         t.reconcile(&b.map, &[64 << 20; 8], 0);

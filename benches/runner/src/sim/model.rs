@@ -16,7 +16,10 @@
 //! - the largest copy at the slowest source's rate: `overhead + largest /
 //!   r_min` (sources under more client pressure send slower; no single
 //!   copy can take longer than this, and when a loss needs few moves, all
-//!   in flight at once, the slowest of them is the recovery).
+//!   in flight at once, the slowest of them is the recovery);
+//! - a drain's busiest sender: a drained node is the only source of its
+//!   copies, so it sends all it holds, `B_i / r_i + n_i × overhead /
+//!   max_moves_per_node` for the node with the most.
 
 use serde::Serialize;
 
@@ -43,6 +46,9 @@ pub struct Work {
     pub moves_burst: u32,
     /// Per-move cost besides the bytes (s).
     pub overhead_s: f64,
+    /// The longest a drained node takes to send all it holds, as its
+    /// copies' only source (s; 0 without a drain).
+    pub fixed_sender_s: f64,
 }
 
 /// The model's answer.
@@ -52,7 +58,8 @@ pub struct Prediction {
     pub copy_s: f64,
     /// From the fault to full redundancy: `delay_s + copy_s`.
     pub total_s: f64,
-    /// Which bound set the copy time: `slots`, `starts` or `largest`.
+    /// Which bound set the copy time: `slots`, `starts`, `largest` or
+    /// `sender`.
     pub bound: &'static str,
 }
 
@@ -84,6 +91,7 @@ impl Work {
                 "largest",
                 self.overhead_s + self.largest as f64 / self.slowest_rate.min(self.rate),
             ),
+            ("sender", self.fixed_sender_s),
         ];
         let (bound, copy_s) =
             candidates.into_iter().fold(
@@ -116,6 +124,7 @@ mod tests {
             moves_per_sec: 10.0,
             moves_burst: 20,
             overhead_s: 1.5,
+            fixed_sender_s: 0.0,
         }
     }
 
@@ -150,6 +159,18 @@ mod tests {
         // At half the rate on the slowest source, the largest takes twice.
         w.slowest_rate = w.rate / 2.0;
         assert!((w.predict().unwrap().copy_s - (1.5 + 256.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_drain_is_bound_by_its_busiest_sender() {
+        // 4000 moves that the slots would finish in 273 s, but one drained
+        // node must send 200 GiB itself at 64 MiB/s: 3,200 s.
+        let mut w = work(4000, 256);
+        w.moves_per_sec = 50.0;
+        w.fixed_sender_s = 3200.0;
+        let p = w.predict().unwrap();
+        assert_eq!(p.bound, "sender");
+        assert!((p.copy_s - 3200.0).abs() < 1e-9, "{p:?}");
     }
 
     #[test]

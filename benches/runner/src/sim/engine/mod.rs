@@ -68,6 +68,11 @@ pub struct Run {
     pub model_rate: Option<f64>,
     /// The slowest of those rates.
     pub slowest_rate: Option<f64>,
+    /// Each Draining node at that time: the bytes and partitions it
+    /// holds and its send rate (as above). A replaced node that runs is
+    /// the only source of its copies (`transfer::sources`), so each must
+    /// send all of it.
+    pub fixed_senders: Vec<(u64, u64, f64)>,
     /// When that was (simulated ms).
     pub work_ms: Option<u64>,
     /// Replicas the placement moved at joins (copied by anti-entropy,
@@ -382,20 +387,37 @@ impl<'a> Engine<'a> {
             return;
         }
         self.spread_load();
-        let rates: Vec<f64> = self
-            .nodes
-            .iter()
-            .flatten()
-            .filter(|n| self.alive(n.id) && self.map.state_of(n.id) == Some(NodeState::Up))
-            .map(|n| {
-                let load = self.load[n.id as usize];
-                effective_rate(&self.settings, load).min(n.spare(load))
+        let rates = |state: NodeState| -> Vec<(NodeId, f64)> {
+            self.nodes
+                .iter()
+                .flatten()
+                .filter(|n| self.alive(n.id) && self.map.state_of(n.id) == Some(state))
+                .map(|n| {
+                    let load = self.load[n.id as usize];
+                    (
+                        n.id,
+                        effective_rate(&self.settings, load).min(n.spare(load)),
+                    )
+                })
+                .collect()
+        };
+        let up: Vec<f64> = rates(NodeState::Up).into_iter().map(|(_, r)| r).collect();
+        let draining = rates(NodeState::Draining);
+        if !up.is_empty() {
+            self.run.model_rate = Some(up.iter().sum::<f64>() / up.len() as f64);
+            self.run.slowest_rate = up.iter().copied().reduce(f64::min);
+        }
+        self.run.fixed_senders = draining
+            .into_iter()
+            .map(|(id, rate)| {
+                let (bytes, partitions) = (0..self.map.partitions)
+                    .filter(|p| self.map.replicas(*p).contains(&id))
+                    .fold((0u64, 0u64), |(b, n), p| {
+                        (b + self.sizes.get(p as usize).copied().unwrap_or(0), n + 1)
+                    });
+                (bytes, partitions, rate)
             })
             .collect();
-        if !rates.is_empty() {
-            self.run.model_rate = Some(rates.iter().sum::<f64>() / rates.len() as f64);
-            self.run.slowest_rate = rates.iter().copied().reduce(f64::min);
-        }
         self.run.work_ms = Some(self.now_ms);
     }
 

@@ -15,7 +15,9 @@ impl Engine<'_> {
     /// After a tick that started a move of a partition with two or more
     /// live replicas: partitions at one live replica that need a move and
     /// still have none. Each counts as an inversion if a live replica of it
-    /// had an outgoing slot free and some node could have received it (Up,
+    /// (its replaced node alone while that one runs, as
+    /// `transfer::sources` copies from it alone) had an outgoing slot free
+    /// and some node could have received it (Up,
     /// outside the set, in a zone the rest of the set lacks when one is
     /// Up, incoming slot free, not pressed); else as waiting for a busy
     /// source or target, which no order of the needs would have changed.
@@ -49,8 +51,10 @@ impl Engine<'_> {
             if from.is_none() && set.len() >= want {
                 continue;
             }
+            let running_from = from.copied().filter(|f| alive(states.get(*f)));
             let source = set
                 .iter()
+                .filter(|n| running_from.is_none_or(|f| f == **n))
                 .any(|n| alive(states.get(*n)) && outgoing.get(n).copied().unwrap_or(0) < cap);
             if source && self.target_free(set, from.copied(), &incoming) {
                 inverted = true;
