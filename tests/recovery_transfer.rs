@@ -101,9 +101,11 @@ fn fill(rt: &Runtime, client: &Client) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
 }
 
 /// A move of the partition with the most keys to a node that does not
-/// hold it, replacing the first replica and copying from the second,
-/// neither of them the leader (so the test is about the transfer, not
-/// about an election).
+/// hold it, replacing the first replica and copying from it, as the
+/// checker does while the replaced node runs (it alone holds every write
+/// it acknowledged: `transfer::sources`); neither it nor the second replica
+/// is the leader (so the test is about the transfer, not about an
+/// election).
 fn plan_move(view: &ClusterStatus, keys: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> (u32, Move) {
     let map = &view.map;
     let leader = view.leader.expect("a leader");
@@ -124,7 +126,7 @@ fn plan_move(view: &ClusterStatus, keys: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) ->
         let m = Move {
             from: Some(set[0]),
             to,
-            source: set[1],
+            source: set[0],
             started_ms: levee_node::hlc::wall_ms(),
         };
         return (p, m);
@@ -323,6 +325,8 @@ fn a_source_that_dies_mid_copy_is_replaced_and_the_copy_resumes() {
     start_move(&rt, &nodes, &view, p, &m);
 
     // Kill the source once the target has about half of the partition.
+    // It is the replaced node: the copy waits for it while the map says
+    // it runs, then, once it is marked down, goes on from another replica.
     let started = Instant::now();
     wait_for("half the partition copied", MOVE_DEADLINE, || {
         (metric_of(&nodes[to], "levee_recovery_received_bytes_total")
