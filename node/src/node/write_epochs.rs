@@ -63,8 +63,9 @@ impl WriteEpochs {
         self.drained.notified().await;
     }
 
-    /// Writes in flight, for tests and metrics.
-    pub fn in_flight(&self) -> usize {
+    /// Writes in flight.
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.lock().values().sum()
     }
 
