@@ -186,6 +186,12 @@ impl Client {
     ) -> Result<Response, ClientError> {
         let mut attempts = self.retry.begin();
         let mut refreshes = 0;
+        // Whether the request carries the map's epoch, so that a node with
+        // a newer map refuses it and the client learns that map. Cleared
+        // once refreshing cannot keep up (below): the node's own map picks
+        // the replicas anyway, so the check only serves the client's
+        // learning, never correctness.
+        let mut check_epoch = true;
         let mut last = None;
         let mut round = 0;
         'rounds: loop {
@@ -226,7 +232,11 @@ impl Client {
                 self.retry.acquire(&addr, now);
                 let result = self
                     .pool
-                    .send(&addr, Request::Client(request(map.epoch)), timeout)
+                    .send(
+                        &addr,
+                        Request::Client(request(if check_epoch { map.epoch } else { 0 })),
+                        timeout,
+                    )
                     .await;
                 self.retry
                     .record(&addr, retry::verdict(&result), std::time::Instant::now());
@@ -234,16 +244,17 @@ impl Client {
                     Ok(response) => return Ok(response),
                     Err(ClientError::Server(
                         WireError::NotReplica { epoch } | WireError::StaleMap { epoch },
-                    )) if refreshes == 0
-                        || (refreshes < MAX_MAP_REFRESHES && epoch > map.epoch) =>
-                    {
+                    )) if refreshes < MAX_MAP_REFRESHES && epoch > map.epoch => {
                         // While partitions move the map changes several
                         // times a second, so one refresh may already be
                         // stale; refresh again as long as the node knows a
                         // newer map than ours (bounded, and within the
                         // deadline).
                         // The refresh counts against the same deadline, and
-                        // asks the node that knows the newer map.
+                        // asks the node that knows the newer map. A node
+                        // whose map is not newer (a move's target that has
+                        // not applied it yet) has nothing to teach: its
+                        // `NotReplica` fails over to the next replica below.
                         *map = tokio::time::timeout_at(deadline, self.refresh_map_from(&addr))
                             .await
                             .map_err(|_| ClientError::Timeout {
@@ -251,6 +262,17 @@ impl Client {
                                 after: self.config.request_timeout,
                             })??;
                         refreshes += 1;
+                        attempts.grant_resend();
+                        continue 'rounds;
+                    }
+                    // The map changed again since the last refresh (while
+                    // partitions move it changes several times a second,
+                    // and nodes apply it a few milliseconds apart): resend
+                    // once without the epoch rather than fail a request
+                    // every replica could serve. The client has learnt the
+                    // newer maps already.
+                    Err(ClientError::Server(WireError::StaleMap { .. })) if check_epoch => {
+                        check_epoch = false;
                         attempts.grant_resend();
                         continue 'rounds;
                     }
@@ -361,6 +383,10 @@ fn fails_over(e: &ClientError) -> bool {
         ClientError::Connect { .. }
         | ClientError::ConnectTimeout { .. }
         | ClientError::HeldOff { .. }
+        // A node killed while the connection was being opened resets it
+        // mid-handshake; one answering another protocol version (a rolling
+        // upgrade) is that node alone.
+        | ClientError::Handshake { .. }
         | ClientError::Tls { .. }
         | ClientError::Timeout { .. }
         | ClientError::ConnectionClosed { .. } => true,
@@ -387,4 +413,205 @@ fn lock_throttle(
     m: &std::sync::Mutex<throttle::Throttle>,
 ) -> std::sync::MutexGuard<'_, throttle::Throttle> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::client::ClientConfig;
+    use crate::cluster::map::{Command, NodeSpec, Settings};
+    use crate::proto::{ResponseFrame, codec, frame, handshake};
+
+    /// Bounds every wait of the tests.
+    const BOUND: Duration = Duration::from_secs(10);
+
+    /// What a fake node does with its connections.
+    #[derive(Clone, Copy)]
+    enum Fake {
+        /// Its map changes between any two of its answers: every `GetMap`
+        /// gets a newer map, every put sent with an epoch is refused as
+        /// stale with a newer one still; a put without one is served.
+        Racing,
+        /// Serves every put and `GetMap` (the map never changes).
+        Serving,
+        /// Closes every connection before the handshake's answer, as a
+        /// node killed while the connection was being opened.
+        DroppingHandshakes,
+        /// Its map is older than everyone's and does not list it for any
+        /// partition yet (a move's target before it applies the move): it
+        /// answers puts `NotReplica` with epoch 0.
+        Lagging,
+    }
+
+    /// What a fake node was asked.
+    #[derive(Default)]
+    struct Counts {
+        /// Requests of any kind.
+        requests: AtomicU64,
+        /// Puts it served.
+        served: AtomicU64,
+    }
+
+    /// A cluster of `nodes` (listening, not yet answering) and its map:
+    /// R = `nodes`, so every partition is on all of them.
+    async fn cluster(nodes: u64) -> (Vec<TcpListener>, ClusterMap) {
+        let mut listeners = Vec::new();
+        let mut map = ClusterMap::default();
+        for i in 1..=nodes {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let spec = NodeSpec {
+                addr: listener.local_addr().unwrap().to_string(),
+                admin: String::new(),
+                zone: format!("z{i}"),
+                capacity: 1,
+                join_token: i,
+            };
+            listeners.push(listener);
+            map.apply(&if i == 1 {
+                Command::Init {
+                    cluster_id: 1,
+                    partitions: 4,
+                    settings: Settings::majority(nodes as u8, 1),
+                    first: spec,
+                }
+            } else {
+                Command::AddNode(spec)
+            });
+        }
+        (listeners, map)
+    }
+
+    /// Runs a fake node on `listener`, counting what it is asked.
+    fn fake(listener: TcpListener, map: ClusterMap, fake: Fake, counts: Arc<Counts>) {
+        let map = Arc::new(std::sync::Mutex::new(map));
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                if let Fake::DroppingHandshakes = fake {
+                    drop(stream);
+                    continue;
+                }
+                let (map, counts) = (map.clone(), counts.clone());
+                tokio::spawn(async move {
+                    handshake::accept(&mut stream, BOUND).await.unwrap();
+                    while let Ok(Some(payload)) =
+                        frame::read_frame(&mut stream, 1 << 20, BOUND).await
+                    {
+                        let frame = codec::decode_request(&payload).unwrap();
+                        counts.requests.fetch_add(1, Ordering::SeqCst);
+                        let result = {
+                            let mut map = map.lock().unwrap();
+                            if let Fake::Racing = fake {
+                                map.epoch += 1;
+                            }
+                            match frame.request {
+                                Request::Client(ClientRequest::GetMap) => {
+                                    Ok(Response::Map(Box::new(map.clone())))
+                                }
+                                Request::Client(ClientRequest::Put { .. })
+                                    if matches!(fake, Fake::Lagging) =>
+                                {
+                                    Err(WireError::NotReplica { epoch: 0 })
+                                }
+                                Request::Client(ClientRequest::Put { epoch, version, .. })
+                                    if epoch == 0 || !matches!(fake, Fake::Racing) =>
+                                {
+                                    counts.served.fetch_add(1, Ordering::SeqCst);
+                                    Ok(Response::Written {
+                                        applied: true,
+                                        version,
+                                    })
+                                }
+                                Request::Client(ClientRequest::Put { .. }) => {
+                                    Err(WireError::StaleMap { epoch: map.epoch })
+                                }
+                                other => panic!("unexpected {other:?}"),
+                            }
+                        };
+                        let answer = ResponseFrame {
+                            id: frame.id,
+                            pressure: 0,
+                            result,
+                        };
+                        let bytes = codec::encode(&answer).unwrap();
+                        stream.write_all(&bytes).await.unwrap();
+                    }
+                });
+            }
+        });
+    }
+
+    fn client(endpoint: &str) -> Client {
+        Client::new(ClientConfig {
+            endpoints: vec![endpoint.to_owned()],
+            request_timeout: BOUND,
+            routing: Routing::PlacementOrder,
+            ..ClientConfig::default()
+        })
+    }
+
+    /// The map changing between every refresh and the next attempt (as
+    /// while partitions move, one epoch after another) used to fail the
+    /// request with `StaleMap` once the refreshes ran out, though the
+    /// node could serve it: the client now resends it once without the
+    /// epoch, and the node's own map decides.
+    #[tokio::test]
+    async fn a_map_that_changes_faster_than_the_client_refreshes_does_not_fail_the_request() {
+        let (mut listeners, map) = cluster(1).await;
+        let addr = map.nodes[&1].spec.addr.clone();
+        let counts = Arc::new(Counts::default());
+        fake(listeners.remove(0), map, Fake::Racing, counts.clone());
+        let outcome = client(&addr).put(b"k", b"v").await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert_eq!(
+            counts.served.load(Ordering::SeqCst),
+            1,
+            "one resend, unchecked"
+        );
+    }
+
+    /// A put of a key whose partition lists node 1 first (so it is tried
+    /// first) to a two-node cluster whose node 1 behaves as `first` and
+    /// node 2 serves; the client starts from node 2's map. Returns the
+    /// outcome and what each node was asked.
+    async fn put_past(first: Fake) -> (Result<WriteOutcome, ClientError>, [Arc<Counts>; 2]) {
+        let (listeners, map) = cluster(2).await;
+        let key = (0..)
+            .map(|i: u32| format!("k{i}").into_bytes())
+            .find(|k| map.replicas(partition_of(k, map.partitions)).first() == Some(&1))
+            .unwrap();
+        let counts = [Arc::new(Counts::default()), Arc::new(Counts::default())];
+        let second = map.nodes[&2].spec.addr.clone();
+        let behaviours = [first, Fake::Serving];
+        for ((listener, behaviour), counts) in listeners.into_iter().zip(behaviours).zip(&counts) {
+            fake(listener, map.clone(), behaviour, counts.clone());
+        }
+        (client(&second).put(&key, b"v").await, counts)
+    }
+
+    /// A replica that resets the connection during the handshake (killed
+    /// as the client connected) is failed over like a refused connect;
+    /// it used to fail the request at once.
+    #[tokio::test]
+    async fn a_handshake_cut_short_goes_to_the_next_replica() {
+        let (outcome, [_, second]) = put_past(Fake::DroppingHandshakes).await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert_eq!(second.served.load(Ordering::SeqCst), 1);
+    }
+
+    /// `NotReplica` from a node whose map is older than the client's goes
+    /// to the next replica at once: that node is asked once, not asked
+    /// for its (older) map and then the same put again.
+    #[tokio::test]
+    async fn a_replica_behind_the_clients_map_is_asked_once() {
+        let (outcome, [first, second]) = put_past(Fake::Lagging).await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert_eq!(first.requests.load(Ordering::SeqCst), 1);
+        assert_eq!(second.served.load(Ordering::SeqCst), 1);
+    }
 }
