@@ -47,7 +47,8 @@ pub fn value() -> Vec<u8> {
 
 /// Storage opened directly, with no protocol in front of it.
 pub struct Direct {
-    storage: Storage,
+    /// The storage (a benchmark may open the node's hints on it).
+    pub storage: Storage,
     /// (partition, key) computed once, as the node would per request; the
     /// hash is cheap next to sled, and precomputing keeps it out of the
     /// figure either way.
