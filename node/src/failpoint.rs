@@ -34,6 +34,10 @@ pub const STORAGE_DAMAGE: &str = "storage-damage";
 /// ARG: the shard number.
 pub const GROUP_COMMIT_FLUSH: &str = "storage-group-commit-flush";
 
+/// Before the flusher flushes the hints: `pause`, `sleep(ms)` or
+/// `delay(ms)` hold it there (a `return` does nothing). No ARG.
+pub const HINTS_FLUSH: &str = "storage-hints-flush";
+
 /// Inside a request's handler, before it runs: the handler panics (the
 /// query of death). ARG: the key.
 pub const HANDLER_PANIC: &str = "server-handler-panic";
@@ -65,6 +69,20 @@ pub fn fires(name: &str, arg: &[u8]) -> bool {
 pub fn fires(_name: &str, _arg: &[u8]) -> bool {
     false
 }
+
+/// Evaluates failpoint `name` for what its action does on the way (a
+/// `pause`, `sleep` or `delay` holds the thread here); a `return` does
+/// nothing.
+#[cfg(feature = "failpoints")]
+pub fn hold(name: &str) {
+    fail::fail_point!(name, |_| ());
+}
+
+/// Evaluates failpoint `name`: nothing, in a build without the
+/// `failpoints` feature.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn hold(_name: &str) {}
 
 /// [`fires`] for a numbered thing (a partition, a shard), formatted only
 /// in a build with failpoints.

@@ -12,11 +12,16 @@
 //!
 //! The hint instance is not journaled (its records are deleted as they are
 //! delivered, which a journal replay would undo): a hint waits for a flush
-//! of its sled instance, run by the same batch beside the journal's sync.
+//! of its sled instance, run by a second thread, the flusher, in batches of
+//! its own. It used to run inside the journal's batch, beside the sync, so
+//! every write on the node waited for the slower of the two: while a
+//! replica was down (a hint for each write it missed) each batch waited for
+//! a whole sled flush of the hints, and one of them took the writes of a
+//! node past their deadline (BENCHMARKS.md, "Node loss").
 //!
-//! The writer is an OS thread: its work is blocking file I/O, one batch at
-//! a time, and a thread of its own keeps it off the async workers without
-//! handing each batch to the blocking pool.
+//! The writer and the flusher are OS threads: their work is blocking file
+//! I/O, one batch at a time, and threads of their own keep it off the async
+//! workers without handing each batch to the blocking pool.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -43,14 +48,6 @@ enum Job {
         shards: Vec<usize>,
         done: Done,
     },
-    /// A sled instance to flush whole (the hints). It carries the handle so
-    /// that the writer holds none between batches: dropping the last
-    /// [`super::Storage`] then closes sled at once.
-    Flush {
-        shard: usize,
-        db: sled::Db,
-        done: Done,
-    },
     /// Close the current segment: every frame appended before is then in
     /// a closed one (a checkpoint's first step).
     Rotate { done: Done },
@@ -69,11 +66,21 @@ struct Shared {
     checkpoint: Notify,
 }
 
-/// Handle to the writer thread; the thread ends when the last clone is
-/// dropped.
+/// A sled instance to flush whole (the hints). It carries the handle so
+/// that the flusher holds none between batches: dropping the last
+/// [`super::Storage`] then closes sled at once.
+struct Flush {
+    shard: usize,
+    db: sled::Db,
+    done: Done,
+}
+
+/// Handle to the writer and flusher threads; they end when the last clone
+/// is dropped.
 #[derive(Clone)]
 pub struct GroupCommit {
     tx: mpsc::Sender<Job>,
+    flush_tx: mpsc::Sender<Flush>,
     shared: Arc<Shared>,
     dir: PathBuf,
 }
@@ -104,11 +111,21 @@ impl GroupCommit {
             shards: BTreeSet::new(),
             shared: shared.clone(),
         };
+        let (flush_tx, flush_rx) = mpsc::channel(QUEUE_BOUND);
+        std::thread::Builder::new()
+            .name("levee-hints-flush".into())
+            .spawn(move || flush_batches(flush_rx))
+            .map_err(|e| StorageError::Flush(format!("cannot start the hints flusher: {e}")))?;
         std::thread::Builder::new()
             .name("levee-journal".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StorageError::Flush(format!("cannot start the journal writer: {e}")))?;
-        Ok(Self { tx, shared, dir })
+        Ok(Self {
+            tx,
+            flush_tx,
+            shared,
+            dir,
+        })
     }
 
     /// Appends `frames` (records of `shards`, already applied to them) to
@@ -127,10 +144,16 @@ impl GroupCommit {
     }
 
     /// Waits until every write applied to `db` (shard number `shard`)
-    /// before this call is on disk, by flushing it whole.
+    /// before this call is on disk, by flushing it whole (on the flusher,
+    /// so the journal's batches do not wait for it).
     pub(super) async fn wait(&self, shard: usize, db: &sled::Db) -> Result<(), StorageError> {
+        let (done, done_rx) = oneshot::channel();
         let db = db.clone();
-        self.call(|done| Job::Flush { shard, db, done }).await
+        self.flush_tx
+            .send(Flush { shard, db, done })
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        answer(done_rx).await
     }
 
     /// Closes the current segment.
@@ -144,11 +167,7 @@ impl GroupCommit {
             .send(job(done))
             .await
             .map_err(|_| StorageError::Closed)?;
-        match done_rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StorageError::Flush(e)),
-            Err(_) => Err(StorageError::Closed),
-        }
+        answer(done_rx).await
     }
 
     /// The closed segments not yet trimmed, oldest first.
@@ -202,6 +221,64 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+async fn answer(done: oneshot::Receiver<Result<(), String>>) -> Result<(), StorageError> {
+    match done.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(StorageError::Flush(e)),
+        Err(_) => Err(StorageError::Closed),
+    }
+}
+
+/// Waits for the next request, then takes every one queued behind it (up
+/// to the queue's bound) into `batch`; `false` once every sender is gone.
+fn next_batch<T>(rx: &mut mpsc::Receiver<T>, batch: &mut Vec<T>) -> bool {
+    let Some(first) = rx.blocking_recv() else {
+        return false;
+    };
+    batch.push(first);
+    while batch.len() < QUEUE_BOUND {
+        match rx.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
+    true
+}
+
+/// The flusher thread: every flush asked for while the last one ran is
+/// served by one flush of each instance named (a hint is inserted before
+/// its flush is asked for, so a flush started after the ask covers it).
+fn flush_batches(mut rx: mpsc::Receiver<Flush>) {
+    let mut jobs: Vec<Flush> = Vec::new();
+    while next_batch(&mut rx, &mut jobs) {
+        let mut results: Vec<(usize, Result<(), String>)> = Vec::new();
+        for job in &jobs {
+            if results.iter().any(|(shard, _)| *shard == job.shard) {
+                continue;
+            }
+            failpoint::hold(failpoint::HINTS_FLUSH);
+            let result = if injected(job.shard) {
+                Err(injected_message(job.shard))
+            } else {
+                job.db.flush().map(drop).map_err(|e| e.to_string())
+            };
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "hints flush failed");
+            }
+            results.push((job.shard, result));
+        }
+        for Flush { shard, db, done } in jobs.drain(..) {
+            // The handle goes before the answer (see `Flush`).
+            drop(db);
+            let result = results
+                .iter()
+                .find(|(s, _)| *s == shard)
+                .map_or_else(|| Err("not flushed".to_owned()), |(_, r)| r.clone());
+            let _ = done.send(result);
+        }
+    }
+}
+
 /// The writer thread's state.
 struct Writer {
     dir: PathBuf,
@@ -223,14 +300,7 @@ impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let mut jobs = Vec::new();
         let mut frames = Vec::new();
-        while let Some(first) = rx.blocking_recv() {
-            jobs.push(first);
-            while jobs.len() < QUEUE_BOUND {
-                match rx.try_recv() {
-                    Ok(next) => jobs.push(next),
-                    Err(_) => break,
-                }
-            }
+        while next_batch(&mut rx, &mut jobs) {
             self.batch(&mut jobs, &mut frames);
         }
         // The storage is gone: its checkpoint task ends on this.
@@ -242,7 +312,6 @@ impl Writer {
         frames.clear();
         let mut appended: Vec<Done> = Vec::new();
         let mut refused: Vec<(Done, String)> = Vec::new();
-        let mut flushes: Vec<(usize, sled::Db, Done)> = Vec::new();
         let mut rotations: Vec<Done> = Vec::new();
         for job in jobs.drain(..) {
             match job {
@@ -259,36 +328,14 @@ impl Writer {
                     self.shards.extend(shards);
                     appended.push(done);
                 }
-                Job::Flush { shard, db, done } => flushes.push((shard, db, done)),
                 Job::Rotate { done } => rotations.push(done),
             }
         }
-        let (journal, flushed) = std::thread::scope(|scope| {
-            let running: Vec<_> = flushes
-                .iter()
-                .map(|(shard, db, _)| {
-                    scope.spawn(move || {
-                        if injected(*shard) {
-                            return Err(injected_message(*shard));
-                        }
-                        db.flush().map(drop).map_err(|e| e.to_string())
-                    })
-                })
-                .collect();
-            let journal = if frames.is_empty() {
-                Ok(())
-            } else {
-                self.append(frames)
-            };
-            let flushed: Vec<Result<(), String>> = running
-                .into_iter()
-                .map(|t| {
-                    t.join()
-                        .unwrap_or_else(|_| Err("the flush thread panicked".into()))
-                })
-                .collect();
-            (journal, flushed)
-        });
+        let journal = if frames.is_empty() {
+            Ok(())
+        } else {
+            self.append(frames)
+        };
         self.shared.flushes.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = &journal {
             tracing::error!(error = %e, waiters = appended.len(), "journal write failed");
@@ -300,14 +347,6 @@ impl Writer {
         for (done, e) in refused {
             tracing::error!(error = %e, "group commit failed a writer");
             let _ = done.send(Err(e));
-        }
-        for ((_, db, done), result) in flushes.into_iter().zip(flushed) {
-            // The handle goes before the answer (see `Job::Flush`).
-            drop(db);
-            if let Err(e) = &result {
-                tracing::error!(error = %e, "group flush failed");
-            }
-            let _ = done.send(result);
         }
         // A failed write may have left a frame cut short: later frames go
         // to a new segment, never after it.

@@ -260,6 +260,73 @@ mod tests {
         ));
     }
 
+    /// A hint's flush runs on a thread of its own: held there (as a slow
+    /// sled flush of the hints holds it), no write of the node waits for
+    /// it. It used to run inside the journal's batch, so while a replica
+    /// was down every write waited for a flush of the hints.
+    #[cfg(feature = "failpoints")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_held_hints_flush_holds_no_write() {
+        use crate::failpoint;
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{Arc, Condvar};
+        use std::time::{Duration, Instant};
+
+        const BOUND: Duration = Duration::from_secs(10);
+        /// Whether the flusher reached the failpoint, and whether it may go.
+        type Gate = Arc<(AtomicBool, Mutex<bool>, Condvar)>;
+        /// Opens the gate however the test ends (the failpoint registry is
+        /// the test process's).
+        struct Release(Gate);
+        impl Drop for Release {
+            fn drop(&mut self) {
+                fail::remove(failpoint::HINTS_FLUSH);
+                *lock(&self.0.1) = true;
+                self.0.2.notify_all();
+            }
+        }
+        let gate: Gate = Arc::new((AtomicBool::new(false), Mutex::new(false), Condvar::new()));
+        let release = Release(gate.clone());
+        fail::cfg_callback(failpoint::HINTS_FLUSH, move || {
+            gate.0.store(true, Ordering::SeqCst);
+            let mut open = lock(&gate.1);
+            let until = Instant::now() + BOUND;
+            while !*open && Instant::now() < until {
+                open = gate
+                    .2
+                    .wait_timeout(open, BOUND)
+                    .map_or_else(|e| e.into_inner().0, |r| r.0);
+            }
+        })
+        .unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(&StorageConfig::new(dir.path())).unwrap();
+        let hints = Arc::new(HintStore::open(&storage, 1 << 20).unwrap());
+        let held = tokio::spawn({
+            let hints = hints.clone();
+            async move { hints.add(7, &hint("missed", 10)).await }
+        });
+        let deadline = Instant::now() + BOUND;
+        while !release.0.0.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "the hints flush never began");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for hlc in 1..=2 {
+            let version = Version { hlc, writer: 1 };
+            let write =
+                tokio::time::timeout(BOUND, storage.apply(3, b"k", version, Some(b"v"))).await;
+            assert!(
+                matches!(write, Ok(Ok(_))),
+                "a write waited for the held hints flush: {write:?}"
+            );
+        }
+        assert!(!held.is_finished(), "the hint waits for its flush");
+        drop(release);
+        let stored = tokio::time::timeout(BOUND, held).await;
+        assert!(matches!(stored, Ok(Ok(Ok(true)))), "{stored:?}");
+    }
+
     #[tokio::test]
     async fn hints_past_the_bound_are_dropped_and_counted() {
         let dir = tempfile::tempdir().unwrap();
