@@ -333,7 +333,7 @@ fn spawn_background(
     ));
     tokio::spawn(levee_node::recovery::leader::run(
         cluster.clone(),
-        heartbeat,
+        levee_node::recovery::leader::tick(heartbeat),
         shutdown.clone(),
     ));
     // First round after `anti_entropy_startup_delay_ms`, then at

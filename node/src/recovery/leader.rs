@@ -46,6 +46,17 @@ struct Leading {
     finished: VecDeque<Instant>,
 }
 
+/// The loop's period for nodes that beat every `heartbeat`: a quarter of
+/// it (at least 25 ms). A node's silence is judged from its last beat, so
+/// a tick as long as the heartbeat could mark a node down or out up to a
+/// whole heartbeat after its `down_after` or `down_out_interval`; a
+/// quarter keeps that within a quarter. Between map changes a tick plans
+/// nothing new (the buckets pace the moves), at about a millisecond at
+/// 1,000 nodes (see [`REPLAN_GAP`]).
+pub fn tick(heartbeat: Duration) -> Duration {
+    (heartbeat / 4).max(Duration::from_millis(25))
+}
+
 /// Runs the loop every `tick` until shutdown.
 pub async fn run(cluster: Arc<Cluster>, tick: Duration, shutdown: CancellationToken) {
     let mut interval = tokio::time::interval(tick);
@@ -280,4 +291,17 @@ fn eta(state: &Leading, map: &ClusterMap, plan: &Plan, now: Instant) -> Option<u
     let span = now.duration_since(*first).as_secs_f64().max(1.0);
     let rate = state.finished.len() as f64 / span;
     Some((remaining as f64 / rate).ceil() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_leader_judges_four_times_a_heartbeat_and_not_faster_than_every_25_ms() {
+        let ms = Duration::from_millis;
+        assert_eq!(tick(ms(500)), ms(125));
+        assert_eq!(tick(ms(1000)), ms(250));
+        assert_eq!(tick(ms(40)), ms(25));
+    }
 }
