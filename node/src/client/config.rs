@@ -24,7 +24,10 @@ pub struct ClientConfig {
     /// of times a normal write, so a slow but working node is not
     /// abandoned; short enough that a stopped node (whose connection
     /// stays open and silent) costs a fraction of the request timeout
-    /// instead of all of it.
+    /// instead of all of it. With a short `request_timeout` an attempt
+    /// gets at most its share of it, `request_timeout / max_attempts`
+    /// ([`ClientConfig::attempt_limit`]), so that a node killed or frozen
+    /// with the request on it still leaves time for another replica.
     pub attempt_timeout: Duration,
     /// Attempts per key operation, the first included (default 3: the
     /// replicas of a partition with R = 3). More only multiplies the load
@@ -108,6 +111,16 @@ pub enum Routing {
     /// The first Up replica in placement order, the rest after it: what
     /// levee did before load-aware routing, kept for comparison.
     PlacementOrder,
+}
+
+impl ClientConfig {
+    /// The longest one attempt waits when another can follow:
+    /// `attempt_timeout`, and at most an even share of `request_timeout`
+    /// among `max_attempts`.
+    pub fn attempt_limit(&self) -> Duration {
+        self.attempt_timeout
+            .min(self.request_timeout / self.max_attempts.max(1))
+    }
 }
 
 impl Default for ClientConfig {

@@ -227,7 +227,7 @@ impl Client {
                 let timeout = if attempts.is_last(now) {
                     remaining
                 } else {
-                    remaining.min(self.config.attempt_timeout)
+                    remaining.min(self.config.attempt_limit())
                 };
                 self.retry.acquire(&addr, now);
                 let result = self
@@ -443,6 +443,10 @@ mod tests {
         /// Closes every connection before the handshake's answer, as a
         /// node killed while the connection was being opened.
         DroppingHandshakes,
+        /// Handshakes and reads requests but answers none, as a node
+        /// killed (or stopped) with requests on it whose connection has
+        /// not failed yet.
+        Silent,
         /// Its map is older than everyone's and does not list it for any
         /// partition yet (a move's target before it applies the move): it
         /// answers puts `NotReplica` with epoch 0.
@@ -504,6 +508,9 @@ mod tests {
                     {
                         let frame = codec::decode_request(&payload).unwrap();
                         counts.requests.fetch_add(1, Ordering::SeqCst);
+                        if let Fake::Silent = fake {
+                            continue;
+                        }
                         let result = {
                             let mut map = map.lock().unwrap();
                             if let Fake::Racing = fake {
@@ -547,9 +554,13 @@ mod tests {
     }
 
     fn client(endpoint: &str) -> Client {
+        client_with(endpoint, BOUND)
+    }
+
+    fn client_with(endpoint: &str, request_timeout: Duration) -> Client {
         Client::new(ClientConfig {
             endpoints: vec![endpoint.to_owned()],
-            request_timeout: BOUND,
+            request_timeout,
             routing: Routing::PlacementOrder,
             ..ClientConfig::default()
         })
@@ -580,6 +591,13 @@ mod tests {
     /// node 2 serves; the client starts from node 2's map. Returns the
     /// outcome and what each node was asked.
     async fn put_past(first: Fake) -> (Result<WriteOutcome, ClientError>, [Arc<Counts>; 2]) {
+        put_past_within(first, BOUND).await
+    }
+
+    async fn put_past_within(
+        first: Fake,
+        request_timeout: Duration,
+    ) -> (Result<WriteOutcome, ClientError>, [Arc<Counts>; 2]) {
         let (listeners, map) = cluster(2).await;
         let key = (0..)
             .map(|i: u32| format!("k{i}").into_bytes())
@@ -591,7 +609,10 @@ mod tests {
         for ((listener, behaviour), counts) in listeners.into_iter().zip(behaviours).zip(&counts) {
             fake(listener, map.clone(), behaviour, counts.clone());
         }
-        (client(&second).put(&key, b"v").await, counts)
+        (
+            client_with(&second, request_timeout).put(&key, b"v").await,
+            counts,
+        )
     }
 
     /// A replica that resets the connection during the handshake (killed
@@ -602,6 +623,36 @@ mod tests {
         let (outcome, [_, second]) = put_past(Fake::DroppingHandshakes).await;
         assert!(outcome.is_ok(), "{outcome:?}");
         assert_eq!(second.served.load(Ordering::SeqCst), 1);
+    }
+
+    /// A replica that takes the request and never answers (killed with
+    /// it in flight, its connection not failed yet) costs the request its
+    /// attempt's share of a short request timeout, not all of it: with
+    /// `request_timeout` 1 s and the default `attempt_timeout` (1 s) the
+    /// first attempt used to wait the whole second and the request
+    /// failed; it now waits a third of it and the next replica answers.
+    #[tokio::test]
+    async fn a_silent_replica_leaves_time_for_the_next_within_a_short_request_timeout() {
+        let (outcome, [first, second]) =
+            put_past_within(Fake::Silent, Duration::from_secs(1)).await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert_eq!(first.requests.load(Ordering::SeqCst), 1);
+        assert_eq!(second.served.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn an_attempt_gets_at_most_its_share_of_the_request_timeout() {
+        let config = |request_ms, attempt_ms, max_attempts| ClientConfig {
+            request_timeout: Duration::from_millis(request_ms),
+            attempt_timeout: Duration::from_millis(attempt_ms),
+            max_attempts,
+            ..ClientConfig::default()
+        };
+        let ms = Duration::from_millis;
+        assert_eq!(ClientConfig::default().attempt_limit(), ms(1000));
+        assert_eq!(config(900, 1000, 3).attempt_limit(), ms(300));
+        assert_eq!(config(10_000, 500, 3).attempt_limit(), ms(500));
+        assert_eq!(config(1000, 1000, 0).attempt_limit(), ms(1000));
     }
 
     /// `NotReplica` from a node whose map is older than the client's goes
