@@ -24,7 +24,7 @@
 //! I/O, one batch at a time, and threads of their own keep it off the async
 //! workers without handing each batch to the blocking pool.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -252,32 +252,31 @@ fn next_batch<T>(rx: &mut mpsc::Receiver<T>, batch: &mut Vec<T>) -> bool {
 fn flush_batches(mut rx: mpsc::Receiver<Flush>) {
     let mut jobs: Vec<Flush> = Vec::new();
     while next_batch(&mut rx, &mut jobs) {
-        let mut results: Vec<(usize, Result<(), String>)> = Vec::new();
+        let mut flushed: BTreeMap<usize, Result<(), String>> = BTreeMap::new();
         for job in &jobs {
-            if results.iter().any(|(shard, _)| *shard == job.shard) {
-                continue;
-            }
-            failpoint::hold(failpoint::HINTS_FLUSH);
-            let result = if injected(job.shard) {
-                Err(injected_message(job.shard))
-            } else {
-                job.db.flush().map(drop).map_err(|e| e.to_string())
-            };
-            if let Err(e) = &result {
-                tracing::error!(error = %e, "hints flush failed");
-            }
-            results.push((job.shard, result));
+            flushed.entry(job.shard).or_insert_with(|| flush(job));
         }
         for Flush { shard, db, done } in jobs.drain(..) {
             // The handle goes before the answer (see `Flush`).
             drop(db);
-            let result = results
-                .iter()
-                .find(|(s, _)| *s == shard)
-                .map_or_else(|| Err("not flushed".to_owned()), |(_, r)| r.clone());
-            let _ = done.send(result);
+            let result = flushed.get(&shard).cloned();
+            let _ = done.send(result.unwrap_or_else(|| Err("not flushed".into())));
         }
     }
+}
+
+/// Flushes one job's instance (the failpoints first).
+fn flush(job: &Flush) -> Result<(), String> {
+    failpoint::hold(failpoint::HINTS_FLUSH);
+    let result = if injected(job.shard) {
+        Err(injected_message(job.shard))
+    } else {
+        job.db.flush().map(drop).map_err(|e| e.to_string())
+    };
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "hints flush failed");
+    }
+    result
 }
 
 /// The writer thread's state.

@@ -340,8 +340,6 @@ impl SimFigures {
     }
 }
 
-/// The model's delay before copying: `down_out_interval` after a loss
-/// (the detector's), none when the work is a drain (it starts at once).
 /// The longest any drained node takes to send what it holds (bytes,
 /// partitions, rate) as its copies' only source: its bytes at its rate,
 /// plus each copy's overhead over its `max_moves_per_node` slots. Pure.
@@ -360,6 +358,8 @@ fn fixed_sender_s(
         .fold(0.0, f64::max)
 }
 
+/// The model's delay before copying: `down_out_interval` after a loss
+/// (the detector's), none when the work is a drain (it starts at once).
 fn work_delay(settings: &RecoverySettings, fault_s: f64, work_s: f64) -> f64 {
     let interval = settings.down_out_interval_ms as f64 / 1000.0;
     if work_s - fault_s >= interval / 2.0 {

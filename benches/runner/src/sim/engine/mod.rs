@@ -255,7 +255,11 @@ impl<'a> Engine<'a> {
     }
 
     /// The leader's tick, as `recovery/leader.rs` does it: the detector's
-    /// transitions committed, then the checker's plan.
+    /// transitions committed, then the checker's plan. Once a heartbeat,
+    /// where the node's leader ticks every quarter heartbeat
+    /// (`recovery::leader::tick`) and on map changes: a simulated state
+    /// change can come up to three quarters of a heartbeat later than a
+    /// node's, and a freed move slot waits for the next tick.
     fn tick(&mut self) {
         let now = self.instant();
         let wall = Instant::now();
