@@ -9,7 +9,8 @@
 //! Besides the beat every `heartbeat_ms`, a node beats as soon as it
 //! applies a new map epoch, and again as soon as the last write it
 //! coordinated with an older map ends (at most one extra beat per
-//! [`EPOCH_BEAT_GAP`]): a move's target waits, before copying, until every
+//! [`epoch_beat_gap`], 5 ms in a small cluster, more in a large one so
+//! that the leader's load stays bounded): a move's target waits, before copying, until every
 //! coordinator has reported the move's epoch as settled
 //! (`recovery/transfer.rs`, `node/write_epochs.rs`), and that wait is what
 //! one move costs beyond its bytes.
@@ -35,11 +36,44 @@ use crate::node::Node;
 use crate::proto::{NodeRequest, Response};
 use crate::raft::Cluster;
 
-/// Least time between two beats sent for a new epoch. During recovery the
-/// map changes with every move started and finished; at 1,000 nodes a
-/// beat from each per change would be a storm at the leader, while 25 ms
-/// keeps a move's wait for its epoch to tens of milliseconds.
-pub const EPOCH_BEAT_GAP: Duration = Duration::from_millis(25);
+/// Epoch beats a second the leader is asked to take, cluster-wide, at
+/// most: during a recovery the map changes with every move started and
+/// finished, and each node beats for each new epoch. 40,000 is a 25 ms gap
+/// at 1,000 nodes, what every cluster used to get.
+pub const EPOCH_BEATS_PER_SEC: u32 = 40_000;
+
+/// Least time between two epoch beats of one node, whatever the cluster's
+/// size: a few per map change at most.
+pub const MIN_EPOCH_BEAT_GAP: Duration = Duration::from_millis(5);
+
+/// What one epoch beat's pass over the map costs per replica entry
+/// (`size_candidates`, a few nanoseconds), times twenty: the gap is at
+/// least that, so the pass takes at most a twentieth of a core however
+/// many partitions a small cluster holds.
+const BEAT_NS_PER_REPLICA: u64 = 100;
+
+/// Least time between two beats a node sends for a new epoch in a
+/// cluster of `nodes` and `partitions` × `replicas` replica entries: what
+/// keeps the cluster's epoch beats within [`EPOCH_BEATS_PER_SEC`] and a
+/// beat's pass over the map within a twentieth of a core
+/// ([`BEAT_NS_PER_REPLICA`]), and at least [`MIN_EPOCH_BEAT_GAP`]. A
+/// move's target waits for every coordinator's beat before it copies, so
+/// this gap is most of what a small move costs: 5 ms in a cluster of up
+/// to 200 nodes and 16,384 partitions of 3 replicas, 25 ms at 1,000 nodes
+/// (issue #17: a fixed 25 ms made the 32 moves of an almost-empty node
+/// take a second, two at a time). Pure.
+pub fn epoch_beat_gap(nodes: usize, partitions: u32, replicas: u8) -> Duration {
+    let nodes = u32::try_from(nodes).unwrap_or(u32::MAX);
+    let by_nodes = (Duration::from_secs(1) / EPOCH_BEATS_PER_SEC).saturating_mul(nodes);
+    let entries = u64::from(partitions) * u64::from(replicas);
+    let by_map = Duration::from_nanos(entries.saturating_mul(BEAT_NS_PER_REPLICA));
+    by_nodes.max(by_map).max(MIN_EPOCH_BEAT_GAP)
+}
+
+/// [`epoch_beat_gap`] for `map`'s cluster.
+pub fn epoch_beat_gap_of(map: &ClusterMap) -> Duration {
+    epoch_beat_gap(map.nodes.len(), map.partitions, map.settings.replicas)
+}
 
 /// How long a partition's size, once read, is trusted: a small partition
 /// that grows past the threshold is still paced by the byte budgets, so
@@ -75,7 +109,7 @@ pub fn size_candidates(map: &ClusterMap, me: NodeId) -> Vec<u32> {
 struct SizeCache {
     /// [`size_candidates`] of the map epoch it was computed for: a pass
     /// over every partition, repeated only when the map changes (beats
-    /// come up to every [`EPOCH_BEAT_GAP`] during a recovery).
+    /// come up to every [`epoch_beat_gap`] during a recovery).
     candidates: Option<(u64, Vec<u32>)>,
     /// Partition → when its size was read and whether it was small; only
     /// candidates, so it stays bounded by them.
@@ -213,7 +247,7 @@ pub async fn run(
         if early {
             // A new epoch: beat now, unless one went out just now (then
             // after the gap, with whatever epoch is newest).
-            let next = last_beat + EPOCH_BEAT_GAP;
+            let next = last_beat + epoch_beat_gap_of(&cluster.map());
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep_until(next) => {}
@@ -255,6 +289,43 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::cluster::map::{Command, Move};
+
+    #[test]
+    fn the_epoch_beat_gap_keeps_the_leaders_beats_bounded_and_small_clusters_fast() {
+        let ms = Duration::from_millis;
+        let gap = |nodes| epoch_beat_gap(nodes, 64, 3);
+        assert_eq!(gap(0), MIN_EPOCH_BEAT_GAP);
+        assert_eq!(gap(5), ms(5));
+        assert_eq!(gap(200), ms(5));
+        assert_eq!(gap(1_000), ms(25));
+        assert_eq!(gap(10_000), ms(250));
+        assert!(
+            gap(usize::MAX) > Duration::from_secs(100_000),
+            "no overflow"
+        );
+        for nodes in [1usize, 7, 199, 201, 999, 1_000, 4_096, 65_536] {
+            let per_sec = nodes as f64 / gap(nodes).as_secs_f64();
+            assert!(
+                per_sec <= f64::from(EPOCH_BEATS_PER_SEC) + 1e-6,
+                "{nodes} nodes: {per_sec} epoch beats/s"
+            );
+        }
+    }
+
+    #[test]
+    fn a_map_with_many_partitions_is_not_passed_over_more_than_a_twentieth_of_the_time() {
+        let ms = Duration::from_millis;
+        assert_eq!(epoch_beat_gap(5, 16_384, 3), ms(5));
+        assert_eq!(
+            epoch_beat_gap(5, 65_536, 3),
+            Duration::from_nanos(19_660_800)
+        );
+        assert_eq!(epoch_beat_gap(1_000, 65_536, 3), ms(25), "the nodes bound");
+        assert!(epoch_beat_gap(5, u32::MAX, u8::MAX) > Duration::from_secs(100_000));
+        let mut map = crate::cluster::test_maps::map_with(5, 4_096);
+        map.settings.replicas = 3;
+        assert_eq!(epoch_beat_gap_of(&map), ms(5));
+    }
 
     #[test]
     fn sizes_are_read_only_for_partitions_needing_a_replica_without_a_move() {

@@ -5,7 +5,7 @@
 //! `levee status`. On any other node it does nothing but wait.
 //!
 //! Besides every tick, it runs when the map changes (at most once per
-//! [`REPLAN_GAP`]): a move that finishes frees its slots at once, so a
+//! [`replan_gap`]): a move that finishes frees its slots at once, so a
 //! node's worth of small partitions is not copied one tick per move slot.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -23,10 +23,27 @@ use crate::cluster::status::RecoveryStatus;
 use crate::hlc::wall_ms;
 use crate::raft::Cluster;
 
-/// Least time between two runs of the loop woken by map changes: the
-/// plan is about a millisecond at 1,000 nodes × 65,536 partitions, and
-/// during a recovery the map changes with every move.
+/// Least time between two runs of the loop woken by map changes, for
+/// the largest maps: a plan is about a millisecond at 1,000 nodes × 65,536
+/// partitions, and during a recovery the map changes with every move.
 const REPLAN_GAP: Duration = Duration::from_millis(20);
+
+/// Least time between two runs woken by map changes, for the smallest
+/// maps, whose plan takes microseconds.
+const MIN_REPLAN_GAP: Duration = Duration::from_millis(2);
+
+/// Least time between two runs of the loop woken by map changes, for a
+/// map of `partitions` × `replicas` replica entries: about twenty times
+/// what a plan over them costs (a pass over every replica, about 5 ns
+/// each), between [`MIN_REPLAN_GAP`] and [`REPLAN_GAP`]. So a large map's
+/// recovery costs the leader about 5% of a core in plans, and a small
+/// one's moves follow each other within milliseconds: the loop's own
+/// commit wakes it too, and a fixed 20 ms made a finished move wait up to
+/// that long for its slot to be used again (issue #17). Pure.
+pub fn replan_gap(partitions: u32, replicas: u8) -> Duration {
+    let entries = u64::from(partitions) * u64::from(replicas);
+    Duration::from_nanos(entries.saturating_mul(100)).clamp(MIN_REPLAN_GAP, REPLAN_GAP)
+}
 
 /// Seconds of recovery byte counts kept to compute the current rate.
 const RATE_WINDOW: Duration = Duration::from_secs(5);
@@ -52,7 +69,7 @@ struct Leading {
 /// whole heartbeat after its `down_after` or `down_out_interval`; a
 /// quarter keeps that within a quarter. Between map changes a tick plans
 /// nothing new (the buckets pace the moves), at about a millisecond at
-/// 1,000 nodes (see [`REPLAN_GAP`]).
+/// 1,000 nodes (see [`replan_gap`]).
 pub fn tick(heartbeat: Duration) -> Duration {
     (heartbeat / 4).max(Duration::from_millis(25))
 }
@@ -72,9 +89,13 @@ pub async fn run(cluster: Arc<Cluster>, tick: Duration, shutdown: CancellationTo
                 if changed.is_err() {
                     return;
                 }
+                let gap = {
+                    let map = cluster.map();
+                    replan_gap(map.partitions, map.settings.replicas)
+                };
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep_until(last + REPLAN_GAP) => {}
+                    _ = tokio::time::sleep_until(last + gap) => {}
                 }
                 maps.borrow_and_update();
             }
@@ -296,6 +317,17 @@ fn eta(state: &Leading, map: &ClusterMap, plan: &Plan, now: Instant) -> Option<u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_small_map_is_replanned_within_milliseconds_a_large_one_every_20() {
+        let ms = Duration::from_millis;
+        assert_eq!(replan_gap(64, 3), MIN_REPLAN_GAP);
+        assert_eq!(replan_gap(0, 0), MIN_REPLAN_GAP);
+        assert_eq!(replan_gap(16_384, 3), Duration::from_nanos(4_915_200));
+        assert!(replan_gap(65_536, 3) >= ms(19));
+        assert_eq!(replan_gap(65_536, 5), REPLAN_GAP);
+        assert_eq!(replan_gap(u32::MAX, u8::MAX), REPLAN_GAP);
+    }
 
     #[test]
     fn the_leader_judges_four_times_a_heartbeat_and_not_faster_than_every_25_ms() {

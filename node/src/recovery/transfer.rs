@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::heartbeat::epoch_beat_gap_of;
 use super::sender;
 use crate::client::ClientError;
 use crate::client::backoff::Backoff;
@@ -71,12 +72,12 @@ const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// to the target; it reaches the source instead, and must land there
 /// before the copy reads past its key. So the puller waits until every
 /// node that may coordinate has reported (in its heartbeats) an epoch at
-/// least the move's ([`NodeRequest::Settled`], asked of the leader every
-/// [`SETTLE_POLL`]). A node reports an epoch only once it has applied it
+/// least the move's ([`NodeRequest::Settled`], asked of the leader as
+/// often as the nodes beat for a new epoch, see [`settle_step`]). A node reports an epoch only once it has applied it
 /// and the last write it coordinated with an older map has ended
-/// (`node/write_epochs.rs`), and beats as soon as that happens: tens of
-/// milliseconds, or a write's deadline at worst. This is the fallback when that cannot be
-/// learned (no leader, a peer that does not report): the fixed pause the
+/// (`node/write_epochs.rs`), and beats as soon as that happens: a few
+/// milliseconds, or a write's deadline at worst. This is the fallback
+/// when that cannot be learned (no leader, a peer that does not report): the fixed pause the
 /// puller used to take for every move, one second, which covers the map
 /// reaching every node (a Raft heartbeat or two) for writes already in
 /// flight. What slips through then (a write on an older map still in
@@ -84,10 +85,9 @@ const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// anti-entropy once the target is a replica.
 pub const SETTLE: Duration = Duration::from_secs(1);
 
-/// Pause between two questions to the leader while a move's epoch
-/// settles: a few per beat gap, and at most `SETTLE / SETTLE_POLL` (50)
-/// small control requests per move.
-pub const SETTLE_POLL: Duration = Duration::from_millis(20);
+/// Longest wait for one answer to [`NodeRequest::Settled`]: a late
+/// answer is no better than the next question.
+const SETTLED_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Longest sleep while waiting for ingest tokens, so that a rate raised
 /// meanwhile (operator, pressure gone) takes effect at once.
@@ -106,13 +106,18 @@ pub enum Settle {
 }
 
 /// Decides, with the `settled` epoch the leader last gave (if any), the
-/// move's `epoch` and the time `waited` so far. Pure.
-pub fn settle_step(settled: Option<u64>, epoch: u64, waited: Duration) -> Settle {
+/// move's `epoch` and the time `waited` so far. `gap` is how often the
+/// nodes beat for a new epoch ([`super::heartbeat::epoch_beat_gap`]): the leader's
+/// answer can change no faster, so the puller asks that often at first;
+/// past four gaps it asks every quarter of the time waited, so that a
+/// node that never reports costs a move tens of questions before the
+/// fallback, not hundreds. Pure.
+pub fn settle_step(settled: Option<u64>, epoch: u64, waited: Duration, gap: Duration) -> Settle {
     if settled.is_some_and(|s| s >= epoch) {
         return Settle::Go;
     }
     match SETTLE.checked_sub(waited) {
-        Some(left) if !left.is_zero() => Settle::Poll(SETTLE_POLL.min(left)),
+        Some(left) if !left.is_zero() => Settle::Poll(gap.max(waited / 4).min(left)),
         _ => Settle::TimedOut,
     }
 }
@@ -517,7 +522,8 @@ async fn settle(node: &Node, cluster: &Cluster, epoch: u64) -> Settle {
                 None
             }
         };
-        match settle_step(settled, epoch, started.elapsed()) {
+        let gap = epoch_beat_gap_of(&cluster.map());
+        match settle_step(settled, epoch, started.elapsed(), gap) {
             Settle::Poll(wait) => tokio::time::sleep(wait).await,
             done => return done,
         }
@@ -525,8 +531,7 @@ async fn settle(node: &Node, cluster: &Cluster, epoch: u64) -> Settle {
 }
 
 /// The epoch every coordinator has applied, from the leader (this node's
-/// own tables if it leads). Each question gets at most [`SETTLE_POLL`]
-/// times a few: a late answer is no better than the next question.
+/// own tables if it leads), within [`SETTLED_TIMEOUT`].
 async fn settled_epoch(node: &Node, cluster: &Cluster) -> Result<u64, String> {
     if cluster.is_leader() {
         return cluster.settled().map_err(|e| e.to_string());
@@ -534,7 +539,7 @@ async fn settled_epoch(node: &Node, cluster: &Cluster) -> Result<u64, String> {
     let (_, addr) = cluster.leader().ok_or("no leader known")?;
     match node
         .peers()
-        .request(&addr, NodeRequest::Settled, SETTLE_POLL * 10)
+        .request(&addr, NodeRequest::Settled, SETTLED_TIMEOUT)
         .await
     {
         Ok(Response::Settled { epoch }) => Ok(epoch),

@@ -181,15 +181,38 @@ fn pages_that_could_corrupt_or_loop_are_refused() {
 #[test]
 fn the_copy_waits_for_the_epoch_and_no_longer_than_the_fallback() {
     let ms = Duration::from_millis;
+    let gap = ms(5);
     // Settled at or past the move's epoch: copy at once.
-    assert_eq!(settle_step(Some(7), 7, ms(0)), Settle::Go);
-    assert_eq!(settle_step(Some(9), 7, ms(900)), Settle::Go);
-    // Not yet, or no answer: ask again soon, never past the fallback.
-    assert_eq!(settle_step(Some(6), 7, ms(0)), Settle::Poll(SETTLE_POLL));
-    assert_eq!(settle_step(None, 7, ms(100)), Settle::Poll(SETTLE_POLL));
-    assert_eq!(settle_step(None, 7, SETTLE - ms(5)), Settle::Poll(ms(5)));
-    assert_eq!(settle_step(Some(0), 7, SETTLE), Settle::TimedOut);
-    assert_eq!(settle_step(None, 7, SETTLE + ms(1)), Settle::TimedOut);
+    assert_eq!(settle_step(Some(7), 7, ms(0), gap), Settle::Go);
+    assert_eq!(settle_step(Some(9), 7, ms(900), gap), Settle::Go);
+    // Not yet, or no answer: ask again after a beat gap, never past the
+    // fallback.
+    assert_eq!(settle_step(Some(6), 7, ms(0), gap), Settle::Poll(gap));
+    assert_eq!(settle_step(None, 7, ms(12), gap), Settle::Poll(gap));
+    assert_eq!(settle_step(Some(6), 7, ms(0), ms(25)), Settle::Poll(ms(25)));
+    // Waiting long: a quarter of the time waited, up to the fallback.
+    assert_eq!(settle_step(None, 7, ms(100), gap), Settle::Poll(ms(25)));
+    assert_eq!(
+        settle_step(None, 7, SETTLE - ms(5), gap),
+        Settle::Poll(ms(5))
+    );
+    assert_eq!(settle_step(Some(0), 7, SETTLE, gap), Settle::TimedOut);
+    assert_eq!(settle_step(None, 7, SETTLE + ms(1), gap), Settle::TimedOut);
+}
+
+#[test]
+fn a_node_that_never_reports_costs_a_move_tens_of_questions() {
+    for gap_ms in [5, 25, 250] {
+        let gap = Duration::from_millis(gap_ms);
+        let (mut waited, mut questions) = (Duration::ZERO, 0);
+        while let Settle::Poll(wait) = settle_step(Some(6), 7, waited, gap) {
+            assert!(!wait.is_zero());
+            waited += wait;
+            questions += 1;
+        }
+        assert!(waited >= SETTLE && waited <= SETTLE + gap);
+        assert!(questions <= 25, "gap {gap_ms} ms: {questions} questions");
+    }
 }
 
 #[test]
