@@ -115,7 +115,10 @@ pub fn step_spans(multiples: &[f64], step_s: u64, warmup_s: u64) -> Vec<PhaseSpa
 /// the end). The seconds of the other phases that fall inside it leave
 /// them; what follows it of the during-fault phase becomes `recovered`
 /// (the other phases keep their kind). Event seconds belong to the phase
-/// they start, as in [`spans`].
+/// they start, as in [`spans`], but for a recovery that starts and ends
+/// within one second: that second is the recovering phase, so a recovery
+/// faster than a second still has its latency measured rather than
+/// blended into the recovered phase.
 pub fn with_recovery(
     spans: Vec<PhaseSpan>,
     out_s: f64,
@@ -124,6 +127,11 @@ pub fn with_recovery(
     let end = spans.iter().map(|s| s.to_s).max().unwrap_or(0);
     let from = (out_s.max(0.0).floor() as u64).min(end);
     let to = redundant_s.map_or(end, |r| (r.max(0.0).floor() as u64).clamp(from, end));
+    let to = if redundant_s.is_some() && to == from {
+        (from + 1).min(end)
+    } else {
+        to
+    };
     let mut out = Vec::new();
     let mut recovering = Some(PhaseSpan {
         kind: PhaseKind::Recovering,
@@ -250,14 +258,26 @@ mod tests {
                 (PhaseKind::AfterFault, 40, 60),
             ]
         );
-        // Redundant in the second it went out: no empty phase.
+        // Redundant in the second it went out: that second is the
+        // recovering phase.
         let s = with_recovery(spans(60, 2, &[10.0]), 20.5, Some(20.9));
         assert_eq!(
             shape(&s),
             [
                 (PhaseKind::BeforeFault, 2, 10),
                 (PhaseKind::DuringFault, 10, 20),
-                (PhaseKind::Recovered, 20, 60),
+                (PhaseKind::Recovering, 20, 21),
+                (PhaseKind::Recovered, 21, 60),
+            ]
+        );
+        // At the run's last second: no phase past the end.
+        let s = with_recovery(spans(60, 2, &[10.0]), 59.2, Some(59.5));
+        assert_eq!(
+            shape(&s),
+            [
+                (PhaseKind::BeforeFault, 2, 10),
+                (PhaseKind::DuringFault, 10, 59),
+                (PhaseKind::Recovering, 59, 60),
             ]
         );
     }
