@@ -45,6 +45,7 @@ fn get_response(value: Vec<u8>) -> ResponseFrame {
     ResponseFrame {
         id: 42,
         pressure: 40,
+        epoch: 1_234,
         result: Ok(Response::Get(Some(Found {
             version: VERSION,
             value: Some(value),

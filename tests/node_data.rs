@@ -151,3 +151,71 @@ fn many_requests_share_one_connection_and_each_gets_its_own_answer() {
         );
     });
 }
+
+/// A request routed by an older map than the node's is served by the
+/// node's own map, and the answer carries the node's epoch so that the
+/// client learns the newer map (protocol 5). It used to be refused with
+/// `StaleMap` and cost a second attempt each time the map changed.
+#[test]
+fn a_request_on_an_older_map_is_served_and_the_answer_names_the_newer_epoch() {
+    use common::raw::RawConn;
+    use levee_node::proto::{AdminCommand, ClientRequest, Request, RequestFrame, Response};
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]);
+    let mut conn = RawConn::handshaken(&node.addr);
+    let mut ask = |id: u64, request: ClientRequest| {
+        conn.send_request(&RequestFrame {
+            id,
+            timeout_ms: 5000,
+            request: Request::Client(request),
+        });
+        let answer = conn.read_response();
+        assert_eq!(answer.id, id);
+        answer
+    };
+    let first = ask(1, ClientRequest::GetMap);
+    let Ok(Response::Map(map)) = first.result else {
+        panic!("GetMap answered {:?}", first.result)
+    };
+    let old = map.epoch;
+    assert_eq!(first.epoch, old, "the frame carries the map's epoch");
+    // Any map change moves the epoch on.
+    let set = ask(
+        2,
+        ClientRequest::Admin(AdminCommand::Set {
+            key: "recovery.moves_per_sec".into(),
+            value: "3".into(),
+        }),
+    );
+    assert!(matches!(set.result, Ok(Response::Proposed(_))), "{set:?}");
+    assert!(set.epoch > old, "{} after {old}", set.epoch);
+
+    let put = ask(
+        3,
+        ClientRequest::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            version: Version { hlc: 1, writer: 7 },
+            epoch: old,
+        },
+    );
+    assert!(
+        matches!(put.result, Ok(Response::Written { .. })),
+        "{:?}",
+        put.result
+    );
+    assert!(put.epoch > old);
+    let get = ask(
+        4,
+        ClientRequest::Get {
+            key: b"k".to_vec(),
+            epoch: old,
+        },
+    );
+    let Ok(Response::Get(Some(found))) = get.result else {
+        panic!("get answered {:?}", get.result)
+    };
+    assert_eq!(found.value.as_deref(), Some(&b"v"[..]));
+    assert!(get.epoch > old);
+}

@@ -48,6 +48,8 @@ struct ConnState {
     reason: Mutex<Option<WireError>>,
     /// The pressure the node reported with its latest answer.
     pressure: AtomicU8,
+    /// The newest map epoch the node reported with an answer.
+    epoch: AtomicU64,
 }
 
 impl Connection {
@@ -112,6 +114,12 @@ impl Connection {
     /// (see [`ResponseFrame::pressure`]); 0 before any answer.
     pub fn pressure(&self) -> u8 {
         self.state.pressure.load(Ordering::Relaxed)
+    }
+
+    /// The newest map epoch the node reported with its answers on this
+    /// connection (see [`ResponseFrame::epoch`]); 0 before any answer.
+    pub fn epoch(&self) -> u64 {
+        self.state.epoch.load(Ordering::Relaxed)
     }
 
     /// Sends a request and waits up to `timeout` for its response.
@@ -276,6 +284,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         let ResponseFrame {
             id,
             pressure,
+            epoch,
             result,
         } = match codec::decode_response(&payload) {
             Ok(frame) => frame,
@@ -287,6 +296,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         };
         if id != 0 {
             state.pressure.store(pressure, Ordering::Relaxed);
+            state.epoch.fetch_max(epoch, Ordering::Relaxed);
         }
         if id == 0 {
             if let Err(e) = result {

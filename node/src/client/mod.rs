@@ -4,7 +4,8 @@
 //! each key operation straight to a replica of the key's partition (one
 //! multiplexed [`Connection`] per node, in a [`Pool`]). If that replica
 //! cannot be reached or is busy, the same request goes to the next replica;
-//! if a node says the map is out of date, the map is fetched again, once.
+//! a node whose map is newer serves the request by its own map and says
+//! so on the answer, and the client fetches that map in the background.
 //! Every connect and every request has a timeout. Writes are stamped with a
 //! version `(hybrid clock, writer id)` by the client, so sending the same
 //! write again, to any replica, is harmless: see [`Client::put_version`].
@@ -212,10 +213,12 @@ pub struct Client {
     conn: Mutex<Option<Arc<Connection>>>,
     /// Endpoint to try first on the next connect; moves on after failures.
     next_endpoint: AtomicUsize,
-    /// The cached cluster map.
-    map: std::sync::RwLock<Option<Arc<ClusterMap>>>,
+    /// The cached cluster map (shared with its background refresh).
+    map: Arc<std::sync::RwLock<Option<Arc<ClusterMap>>>>,
+    /// Whether a background refresh of the map is running (at most one).
+    refreshing: Arc<std::sync::atomic::AtomicBool>,
     /// Connections to the nodes holding replicas.
-    pool: Pool,
+    pool: Arc<Pool>,
     /// Retry budget, breakers and counters shared by all requests.
     retry: Retry,
     /// Adaptive client-side throttling (see `throttle.rs`).
@@ -235,12 +238,13 @@ impl Client {
             writer: rand::random(),
             conn: Mutex::new(None),
             next_endpoint: AtomicUsize::new(0),
-            map: std::sync::RwLock::new(None),
-            pool: Pool::new(
+            map: Arc::new(std::sync::RwLock::new(None)),
+            refreshing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            pool: Arc::new(Pool::new(
                 config.connect_timeout,
                 config.max_frame_bytes,
                 config.transport.clone(),
-            ),
+            )),
             retry: Retry::new(&config, std::time::Instant::now()),
             throttle: std::sync::Mutex::new(throttle::Throttle::new(
                 config.throttle_k,

@@ -14,6 +14,7 @@
 //! loaded each looks, for a client and for a coordinator alike.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,6 +39,12 @@ pub struct Pool {
     max_frame_bytes: u32,
     transport: Transport,
     loads: Mutex<LoadBoard>,
+    /// The newest map epoch any node reported with an answer, and that
+    /// node's address (it can serve that map).
+    newest: Mutex<Option<(u64, String)>>,
+    /// The epoch in `newest`, read without the lock: almost every answer
+    /// names an epoch already known.
+    newest_epoch: AtomicU64,
 }
 
 impl Default for Pool {
@@ -66,7 +73,15 @@ impl Pool {
             max_frame_bytes,
             transport,
             loads: Mutex::new(LoadBoard::new(LoadConfig::default())),
+            newest: Mutex::new(None),
+            newest_epoch: AtomicU64::new(0),
         }
+    }
+
+    /// The newest map epoch any node has reported with an answer, and the
+    /// address of the node that reported it.
+    pub fn newest_epoch(&self) -> Option<(u64, String)> {
+        lock(&self.newest).clone()
     }
 
     /// Orders `addrs` best first by what this pool has seen of each node
@@ -118,6 +133,14 @@ impl Pool {
             self.lock().remove(addr);
         }
         tally.outcome = Some(outcome(&result, sent.elapsed(), conn.pressure()));
+        let epoch = conn.epoch();
+        if epoch > self.newest_epoch.load(Ordering::Relaxed) {
+            let mut newest = lock(&self.newest);
+            if newest.as_ref().is_none_or(|(e, _)| *e < epoch) {
+                *newest = Some((epoch, addr.to_owned()));
+                self.newest_epoch.store(epoch, Ordering::Relaxed);
+            }
+        }
         result
     }
 

@@ -241,7 +241,10 @@ impl Client {
                 self.retry
                     .record(&addr, retry::verdict(&result), std::time::Instant::now());
                 match result {
-                    Ok(response) => return Ok(response),
+                    Ok(response) => {
+                        self.learn_epoch();
+                        return Ok(response);
+                    }
                     Err(ClientError::Server(
                         WireError::NotReplica { epoch } | WireError::StaleMap { epoch },
                     )) if refreshes < MAX_MAP_REFRESHES && epoch > map.epoch => {
@@ -451,6 +454,10 @@ mod tests {
         /// partition yet (a move's target before it applies the move): it
         /// answers puts `NotReplica` with epoch 0.
         Lagging,
+        /// Serves every put and `GetMap`, and its map moves on by an epoch
+        /// after every put it serves (as while partitions move); its
+        /// answers carry its epoch.
+        Advancing,
     }
 
     /// What a fake node was asked.
@@ -460,6 +467,8 @@ mod tests {
         requests: AtomicU64,
         /// Puts it served.
         served: AtomicU64,
+        /// `GetMap`s it answered.
+        maps: AtomicU64,
     }
 
     /// A cluster of `nodes` (listening, not yet answering) and its map:
@@ -511,13 +520,14 @@ mod tests {
                         if let Fake::Silent = fake {
                             continue;
                         }
-                        let result = {
+                        let (result, epoch) = {
                             let mut map = map.lock().unwrap();
                             if let Fake::Racing = fake {
                                 map.epoch += 1;
                             }
-                            match frame.request {
+                            let result = match frame.request {
                                 Request::Client(ClientRequest::GetMap) => {
+                                    counts.maps.fetch_add(1, Ordering::SeqCst);
                                     Ok(Response::Map(Box::new(map.clone())))
                                 }
                                 Request::Client(ClientRequest::Put { .. })
@@ -529,6 +539,9 @@ mod tests {
                                     if epoch == 0 || !matches!(fake, Fake::Racing) =>
                                 {
                                     counts.served.fetch_add(1, Ordering::SeqCst);
+                                    if let Fake::Advancing = fake {
+                                        map.epoch += 1;
+                                    }
                                     Ok(Response::Written {
                                         applied: true,
                                         version,
@@ -538,11 +551,13 @@ mod tests {
                                     Err(WireError::StaleMap { epoch: map.epoch })
                                 }
                                 other => panic!("unexpected {other:?}"),
-                            }
+                            };
+                            (result, map.epoch)
                         };
                         let answer = ResponseFrame {
                             id: frame.id,
                             pressure: 0,
+                            epoch,
                             result,
                         };
                         let bytes = codec::encode(&answer).unwrap();
@@ -584,6 +599,45 @@ mod tests {
             1,
             "one resend, unchecked"
         );
+    }
+
+    /// A node whose map moves on after every put (a recovery's moves)
+    /// serves each put at the first attempt, however old the client's map;
+    /// the client learns the newer map from the epoch on the answers, in
+    /// the background and one fetch at a time, and ends with the node's.
+    #[tokio::test]
+    async fn a_map_that_moves_on_costs_no_second_attempt_and_the_client_catches_up() {
+        let (mut listeners, map) = cluster(1).await;
+        let addr = map.nodes[&1].spec.addr.clone();
+        let start = map.epoch;
+        let counts = Arc::new(Counts::default());
+        fake(listeners.remove(0), map, Fake::Advancing, counts.clone());
+        let client = client(&addr);
+        let puts = 20u64;
+        for i in 0..puts {
+            let outcome = client.put(format!("k{i}").as_bytes(), b"v").await;
+            assert!(outcome.is_ok(), "{outcome:?}");
+        }
+        assert_eq!(counts.served.load(Ordering::SeqCst), puts);
+        let node_epoch = start + puts;
+        let deadline = tokio::time::Instant::now() + BOUND;
+        loop {
+            let cached = client.cached_map().await.unwrap().epoch;
+            if cached == node_epoch {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the client's map stayed at epoch {cached}, the node's is {node_epoch}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (requests, maps) = (
+            counts.requests.load(Ordering::SeqCst),
+            counts.maps.load(Ordering::SeqCst),
+        );
+        assert_eq!(requests, puts + maps, "nothing but puts and map fetches");
+        assert!(maps >= 2, "the first map and at least one refresh: {maps}");
     }
 
     /// A put of a key whose partition lists node 1 first (so it is tried

@@ -774,6 +774,7 @@ fn response_seeds(seeds: &mut Seeds, map: &ClusterMap, entries: &[Entry]) -> any
         let frame = codec::encode(&ResponseFrame {
             id,
             pressure: (id % 256) as u8,
+            epoch: map.epoch,
             result,
         })?;
         seeds.add("response", name, frame[4..].to_vec());

@@ -323,8 +323,8 @@ mod tests {
         }
 
         #[test]
-        fn every_response_round_trips(id: u64, pressure: u8, result in response()) {
-            let frame = ResponseFrame { id, pressure, result };
+        fn every_response_round_trips(id: u64, pressure: u8, epoch: u64, result in response()) {
+            let frame = ResponseFrame { id, pressure, epoch, result };
             let encoded = encode(&frame).unwrap();
             prop_assert_eq!(decode_response(payload(&encoded)).unwrap(), frame);
         }

@@ -226,8 +226,9 @@ pub enum ClientRequest {
         /// The key.
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
-        /// Epoch of the map the client routed by; 0 skips the check. A
-        /// node with a newer map answers [`WireError::StaleMap`].
+        /// Epoch of the map the client routed by (0: none). Informational
+        /// since protocol 5: the node routes by its own map, and its
+        /// epoch comes back on every answer ([`ResponseFrame::epoch`]).
         epoch: u64,
     },
     /// Writes a value under a version chosen by the client. Retrying with
@@ -241,7 +242,8 @@ pub enum ClientRequest {
         value: Vec<u8>,
         /// The write's version.
         version: Version,
-        /// Epoch of the map the client routed by; 0 skips the check.
+        /// Epoch of the map the client routed by (0: none); informational
+        /// since protocol 5, as for `Get`.
         epoch: u64,
     },
     /// Deletes a key by writing a tombstone with this version.
@@ -251,7 +253,8 @@ pub enum ClientRequest {
         key: Vec<u8>,
         /// The tombstone's version.
         version: Version,
-        /// Epoch of the map the client routed by; 0 skips the check.
+        /// Epoch of the map the client routed by (0: none); informational
+        /// since protocol 5, as for `Get`.
         epoch: u64,
     },
     /// Reads this node's own copy of a key: no quorum, no repair. For
@@ -286,7 +289,8 @@ pub enum ClientRequest {
         limit: u32,
         /// Whether to return values too, or keys and versions only.
         values: bool,
-        /// Epoch of the map the client routed by; 0 skips the check.
+        /// Epoch of the map the client routed by (0: none); informational
+        /// since protocol 5, as for `Get`.
         epoch: u64,
     },
 }
@@ -303,6 +307,12 @@ pub struct ResponseFrame {
     /// by it (with their own latency figures), so load moves away from a
     /// node before it has to shed; 0 when the node does not say.
     pub pressure: u8,
+    /// The answering node's cluster map epoch (0 before it has one). A
+    /// client whose map is older fetches the newer one (in the
+    /// background); the request itself was served by the node's own map,
+    /// so a map that changes several times a second during a recovery
+    /// costs no request a second attempt. Added in protocol 5.
+    pub epoch: u64,
     /// The answer.
     pub result: Result<Response, WireError>,
 }
@@ -506,7 +516,10 @@ pub enum WireError {
         /// The node's map epoch.
         epoch: u64,
     },
-    /// The client routed by an older map than the node's.
+    /// The client routed by an older map than the node's. Not sent by
+    /// nodes since protocol 5 (the node serves the request with its own
+    /// map and its epoch rides on the answer, [`ResponseFrame::epoch`]);
+    /// kept so that clients still handle it.
     #[error("the client's map is older than this node's (epoch {epoch}); refresh the map")]
     StaleMap {
         /// The node's map epoch.

@@ -30,4 +30,4 @@ pub const MAGIC: [u8; 4] = *b"LEVE";
 
 /// The protocol version this build speaks. A peer with another version is
 /// refused at the handshake with a message naming both.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;

@@ -318,6 +318,7 @@ async fn serve_open<S>(
                 let encoded = codec::encode(&ResponseFrame {
                     id,
                     pressure,
+                    epoch: map_epoch(&node),
                     result,
                 });
                 // Refusal time: receipt to an encoded answer. Waiting for
@@ -396,6 +397,7 @@ async fn reply_to_broken_stream(tx: &mpsc::Sender<Vec<u8>>, peer: SocketAddr, e:
         ResponseFrame {
             id: 0,
             pressure: 0,
+            epoch: 0,
             result: Err(error),
         },
     )
@@ -403,7 +405,8 @@ async fn reply_to_broken_stream(tx: &mpsc::Sender<Vec<u8>>, peer: SocketAddr, e:
 }
 
 /// Queues the answer to request `id` for the writer, with the node's
-/// pressure as it leaves (clients rank replicas by it).
+/// pressure as it leaves (clients rank replicas by it) and its map epoch
+/// (clients refresh an older map by it).
 async fn answer(
     tx: &mpsc::Sender<Vec<u8>>,
     node: &Node,
@@ -416,10 +419,16 @@ async fn answer(
         ResponseFrame {
             id,
             pressure,
+            epoch: map_epoch(node),
             result,
         },
     )
     .await;
+}
+
+/// The node's map epoch, 0 before its cluster membership has started.
+fn map_epoch(node: &Node) -> u64 {
+    node.cluster().map_or(0, |c| c.map().epoch)
 }
 
 async fn send(tx: &mpsc::Sender<Vec<u8>>, response: ResponseFrame) {
