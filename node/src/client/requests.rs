@@ -273,7 +273,9 @@ impl Client {
                     // and nodes apply it a few milliseconds apart): resend
                     // once without the epoch rather than fail a request
                     // every replica could serve. The client has learnt the
-                    // newer maps already.
+                    // newer maps already. (Nodes no longer answer
+                    // `StaleMap` since protocol 5, which serves such a
+                    // request; the path stays for any node that does.)
                     Err(ClientError::Server(WireError::StaleMap { .. })) if check_epoch => {
                         check_epoch = false;
                         attempts.grant_resend();
