@@ -278,6 +278,12 @@ impl Cluster {
         self.map.borrow().clone()
     }
 
+    /// The current map's epoch, read without taking a handle on the map:
+    /// every answer a node sends carries it.
+    pub fn epoch(&self) -> u64 {
+        self.map.borrow().epoch
+    }
+
     /// A receiver that sees every new map as it is applied.
     pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterMap>> {
         self.map.clone()

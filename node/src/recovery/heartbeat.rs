@@ -46,17 +46,11 @@ pub const EPOCH_BEATS_PER_SEC: u32 = 40_000;
 /// size: a few per map change at most.
 pub const MIN_EPOCH_BEAT_GAP: Duration = Duration::from_millis(5);
 
-/// What one epoch beat's pass over the map costs per replica entry
-/// (`size_candidates`, a few nanoseconds), times twenty: the gap is at
-/// least that, so the pass takes at most a twentieth of a core however
-/// many partitions a small cluster holds.
-const BEAT_NS_PER_REPLICA: u64 = 100;
-
 /// Least time between two beats a node sends for a new epoch in a
 /// cluster of `nodes` and `partitions` × `replicas` replica entries: what
 /// keeps the cluster's epoch beats within [`EPOCH_BEATS_PER_SEC`] and a
-/// beat's pass over the map within a twentieth of a core
-/// ([`BEAT_NS_PER_REPLICA`]), and at least [`MIN_EPOCH_BEAT_GAP`]. A
+/// beat's pass over the map (`size_candidates`) within a twentieth of a
+/// core ([`super::map_pass_gap`]), and at least [`MIN_EPOCH_BEAT_GAP`]. A
 /// move's target waits for every coordinator's beat before it copies, so
 /// this gap is most of what a small move costs: 5 ms in a cluster of up
 /// to 200 nodes and 16,384 partitions of 3 replicas, 25 ms at 1,000 nodes
@@ -65,9 +59,9 @@ const BEAT_NS_PER_REPLICA: u64 = 100;
 pub fn epoch_beat_gap(nodes: usize, partitions: u32, replicas: u8) -> Duration {
     let nodes = u32::try_from(nodes).unwrap_or(u32::MAX);
     let by_nodes = (Duration::from_secs(1) / EPOCH_BEATS_PER_SEC).saturating_mul(nodes);
-    let entries = u64::from(partitions) * u64::from(replicas);
-    let by_map = Duration::from_nanos(entries.saturating_mul(BEAT_NS_PER_REPLICA));
-    by_nodes.max(by_map).max(MIN_EPOCH_BEAT_GAP)
+    by_nodes
+        .max(super::map_pass_gap(partitions, replicas))
+        .max(MIN_EPOCH_BEAT_GAP)
 }
 
 /// [`epoch_beat_gap`] for `map`'s cluster.
@@ -175,7 +169,7 @@ pub fn report(node: &Node, cluster: &Cluster) -> NodeReport {
     let metrics = node.admission().metrics();
     NodeReport {
         node: cluster.node_id(),
-        epoch: node.write_epochs().settled(|| cluster.map().epoch),
+        epoch: node.write_epochs().settled(|| cluster.epoch()),
         pressure_permille,
         recovery_bytes_sent: metrics.recovery_bytes_sent(),
         recovery_bytes_received: metrics.recovery_bytes_received(),
@@ -238,7 +232,7 @@ pub async fn run(
             // The last write on an older map ended: the settled epoch may
             // have risen, and a move's copy waits for exactly that news.
             () = node.write_epochs().drained() => {
-                if node.write_epochs().settled(|| cluster.map().epoch) <= last_settled {
+                if node.write_epochs().settled(|| cluster.epoch()) <= last_settled {
                     continue;
                 }
                 true

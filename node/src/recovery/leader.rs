@@ -34,15 +34,14 @@ const MIN_REPLAN_GAP: Duration = Duration::from_millis(2);
 
 /// Least time between two runs of the loop woken by map changes, for a
 /// map of `partitions` × `replicas` replica entries: about twenty times
-/// what a plan over them costs (a pass over every replica, about 5 ns
-/// each), between [`MIN_REPLAN_GAP`] and [`REPLAN_GAP`]. So a large map's
+/// what a plan over them costs ([`super::map_pass_gap`]), between
+/// [`MIN_REPLAN_GAP`] and [`REPLAN_GAP`]. So a large map's
 /// recovery costs the leader about 5% of a core in plans, and a small
 /// one's moves follow each other within milliseconds: the loop's own
 /// commit wakes it too, and a fixed 20 ms made a finished move wait up to
 /// that long for its slot to be used again (issue #17). Pure.
 pub fn replan_gap(partitions: u32, replicas: u8) -> Duration {
-    let entries = u64::from(partitions) * u64::from(replicas);
-    Duration::from_nanos(entries.saturating_mul(100)).clamp(MIN_REPLAN_GAP, REPLAN_GAP)
+    super::map_pass_gap(partitions, replicas).clamp(MIN_REPLAN_GAP, REPLAN_GAP)
 }
 
 /// Seconds of recovery byte counts kept to compute the current rate.

@@ -428,7 +428,7 @@ async fn answer(
 
 /// The node's map epoch, 0 before its cluster membership has started.
 fn map_epoch(node: &Node) -> u64 {
-    node.cluster().map_or(0, |c| c.map().epoch)
+    node.cluster().map_or(0, |c| c.epoch())
 }
 
 async fn send(tx: &mpsc::Sender<Vec<u8>>, response: ResponseFrame) {
