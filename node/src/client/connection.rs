@@ -190,7 +190,7 @@ where
     let state = Arc::new(ConnState::default());
     tokio::spawn(write_loop(writer, rx, state.clone()));
     tokio::spawn(read_loop(
-        reader,
+        frame::buffered(reader),
         pending.clone(),
         state.clone(),
         max_frame_bytes,
@@ -246,13 +246,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let written = tokio::select! {
             biased;
             _ = state.closed.cancelled() => break,
-            written = async {
-                frame::write_frame(&mut writer, &bytes).await?;
-                if rx.is_empty() {
-                    writer.flush().await?;
-                }
-                Ok::<(), std::io::Error>(())
-            } => written,
+            // Bursts of requests share a send.
+            written = frame::write_batched(&mut writer, &bytes, || !rx.is_empty()) => written,
         };
         if written.is_err() {
             break;

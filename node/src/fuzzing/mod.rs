@@ -133,7 +133,9 @@ fn assert_malformed(what: &str, error: &WireError) {
 /// Checks: a frame is exactly its 4-byte length and that many bytes of the
 /// stream, non-empty and within the bound; a clean end is only at the end
 /// of the bytes; the only errors an in-memory stream can cause are a
-/// frame over the bound, an empty frame and a stream cut inside a frame.
+/// frame over the bound, an empty frame and a stream cut inside a frame;
+/// read through the connections' buffer, the same bytes give the same
+/// frames and the same end.
 pub fn frame(data: &[u8]) {
     for max in [Limits::default().max_frame_bytes, 16] {
         let mut reader = data;
@@ -168,6 +170,32 @@ pub fn frame(data: &[u8]) {
                 }
                 Err(e) => panic!("an in-memory stream failed a frame read: {e}"),
             }
+        }
+        assert_eq!(
+            frames_read(data, max, false),
+            frames_read(data, max, true),
+            "the connections' buffered reader reads other frames than the stream"
+        );
+    }
+}
+
+/// The frames `data` reads as at the frame bound `max`, then how the
+/// reading ended, read straight off the bytes or through the buffer the
+/// connections read through (`frame::buffered`).
+fn frames_read(data: &[u8], max: u32, buffered: bool) -> (Vec<Vec<u8>>, String) {
+    let mut plain = data;
+    let mut through = frame::buffered(data);
+    let mut frames = Vec::new();
+    loop {
+        let read = if buffered {
+            block_on(frame::read_frame(&mut through, max, FRAME_TIMEOUT))
+        } else {
+            block_on(frame::read_frame(&mut plain, max, FRAME_TIMEOUT))
+        };
+        match read {
+            Ok(Some(payload)) => frames.push(payload),
+            Ok(None) => return (frames, "end".to_owned()),
+            Err(e) => return (frames, e.to_string()),
         }
     }
 }

@@ -204,7 +204,8 @@ async fn serve_open<S>(
         tarpit,
         ..
     } = context;
-    let (mut reader, writer) = tokio::io::split(stream);
+    let (reader, writer) = tokio::io::split(stream);
+    let mut reader = frame::buffered(reader);
     let inflight = options.max_inflight_per_connection;
     // Bounded: at most one queued response per in-flight request, plus
     // room for connection-level errors.
@@ -455,12 +456,8 @@ async fn write_responses<W: AsyncWrite + Unpin>(
     let mut writer = BufWriter::new(writer);
     while let Some(bytes) = rx.recv().await {
         let written = tokio::time::timeout(timeout, async {
-            frame::write_frame(&mut writer, &bytes).await?;
-            // Flush when nothing else is ready, so bursts share a syscall.
-            if rx.is_empty() {
-                writer.flush().await?;
-            }
-            Ok::<_, std::io::Error>(())
+            // Bursts of answers share a send.
+            frame::write_batched(&mut writer, &bytes, || !rx.is_empty()).await
         })
         .await;
         match written {
