@@ -23,6 +23,7 @@ use openraft::Vote;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::io::AsyncRead;
 
 use crate::cluster::NodeId;
 use crate::config::Config;
@@ -172,27 +173,20 @@ pub fn frame(data: &[u8]) {
             }
         }
         assert_eq!(
-            frames_read(data, max, false),
-            frames_read(data, max, true),
+            frames_read(data, max),
+            frames_read(frame::buffered(data), max),
             "the connections' buffered reader reads other frames than the stream"
         );
     }
 }
 
-/// The frames `data` reads as at the frame bound `max`, then how the
-/// reading ended, read straight off the bytes or through the buffer the
-/// connections read through (`frame::buffered`).
-fn frames_read(data: &[u8], max: u32, buffered: bool) -> (Vec<Vec<u8>>, String) {
-    let mut plain = data;
-    let mut through = frame::buffered(data);
+/// The frames `reader` yields at the frame bound `max`, then how the
+/// reading ended: the same for the bytes read straight and through the
+/// buffer the connections read through (`frame::buffered`).
+fn frames_read<R: AsyncRead + Unpin>(mut reader: R, max: u32) -> (Vec<Vec<u8>>, String) {
     let mut frames = Vec::new();
     loop {
-        let read = if buffered {
-            block_on(frame::read_frame(&mut through, max, FRAME_TIMEOUT))
-        } else {
-            block_on(frame::read_frame(&mut plain, max, FRAME_TIMEOUT))
-        };
-        match read {
+        match block_on(frame::read_frame(&mut reader, max, FRAME_TIMEOUT)) {
             Ok(Some(payload)) => frames.push(payload),
             Ok(None) => return (frames, "end".to_owned()),
             Err(e) => return (frames, e.to_string()),
