@@ -282,6 +282,11 @@ pub struct Workload {
     /// what it accepted over the last seconds, the rest refused in the
     /// client. Lower sends less excess to overloaded nodes.
     pub throttle_k: Option<f64>,
+    /// The client's `overload_retry_below` (default: the client's, 0.1):
+    /// an `Overloaded` answer goes on to another replica only while less
+    /// than this share of the client's recent requests ended refused; 1
+    /// retries them always, as the client did before the rule.
+    pub overload_retry_below: Option<f64>,
 }
 
 /// The rate `steps` multiply.

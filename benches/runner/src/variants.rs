@@ -57,6 +57,7 @@ impl RetryPolicy {
                 config.backoff_base = Duration::ZERO;
                 config.backoff_cap = Duration::ZERO;
                 config.throttle_k = 0.0;
+                config.overload_retry_below = 1.0;
             }
         }
     }
@@ -117,6 +118,8 @@ pub struct Variant {
     pub attempt_timeout_ms: Option<u64>,
     /// Replaces `workload.throttle_k`.
     pub throttle_k: Option<f64>,
+    /// Replaces `workload.overload_retry_below`.
+    pub overload_retry_below: Option<f64>,
     /// Replaces `cluster.tls`: the cluster with mutual TLS or plaintext.
     pub tls: Option<bool>,
 }
@@ -135,6 +138,7 @@ impl Scenario {
         w.max_attempts = variant.max_attempts.or(w.max_attempts);
         w.attempt_timeout_ms = variant.attempt_timeout_ms.or(w.attempt_timeout_ms);
         w.throttle_k = variant.throttle_k.or(w.throttle_k);
+        w.overload_retry_below = variant.overload_retry_below.or(w.overload_retry_below);
         s.cluster.tls = variant.tls.unwrap_or(s.cluster.tls);
         s.variants.clear();
         s
@@ -169,6 +173,14 @@ impl Scenario {
             if v.throttle_k.is_some_and(|k| !(k.is_finite() && k >= 0.0)) {
                 bail!(
                     "variants[{i}] ({}): throttle_k must be a number ≥ 0 (0 turns the throttle off)",
+                    v.name
+                );
+            }
+            if v.overload_retry_below
+                .is_some_and(|b| !(b.is_finite() && b >= 0.0))
+            {
+                bail!(
+                    "variants[{i}] ({}): overload_retry_below must be a number ≥ 0 (1 retries always)",
                     v.name
                 );
             }
@@ -207,6 +219,9 @@ pub fn client_config(workload: &Workload, endpoints: &[String], index: usize) ->
         max_attempts: workload.max_attempts.unwrap_or(defaults.max_attempts),
         routing: workload.routing.routing(),
         throttle_k: workload.throttle_k.unwrap_or(defaults.throttle_k),
+        overload_retry_below: workload
+            .overload_retry_below
+            .unwrap_or(defaults.overload_retry_below),
         ..defaults
     };
     workload.retry.apply(&mut config);
@@ -240,6 +255,7 @@ mod tests {
             [[variants]]
             name = "on"
             throttle_k = 1.1
+            overload_retry_below = 1.0
             [[variants]]
             name = "off"
             node_flags = ["--admission", "off"]
@@ -267,6 +283,15 @@ mod tests {
         assert_eq!(off.workload.throttle_k, None);
         let endpoints = ["a:1".to_owned()];
         assert_eq!(client_config(&on.workload, &endpoints, 0).throttle_k, 1.1);
+        assert_eq!(
+            client_config(&on.workload, &endpoints, 0).overload_retry_below,
+            1.0
+        );
+        // Naive retries every refusal, overloaded or not.
+        assert_eq!(
+            client_config(&off.workload, &endpoints, 0).overload_retry_below,
+            1.0
+        );
         let mut budget = off.workload.clone();
         budget.retry = RetryPolicy::Budget;
         assert_eq!(
@@ -288,6 +313,7 @@ mod tests {
             "retry = \"sometimes\"",
             "routing = \"random\"",
             "throttle_k = -1.0",
+            "overload_retry_below = -0.5",
         ] {
             let text = format!("[[variants]]\nname = \"a\"\n{unknown}\n");
             assert!(with(&text).is_err(), "{unknown} accepted");

@@ -117,6 +117,18 @@ impl Breaker {
         held.max(state)
     }
 
+    /// Whether the node is unavailable now only because it answered
+    /// `Overloaded`: held off, while its breaker would let a request go.
+    pub fn held_off_only(&self, now: Instant) -> bool {
+        let held = self.held_until.is_some_and(|until| now < until);
+        let breaker_shut = match self.state {
+            State::Closed { .. } => false,
+            State::Open { until } => now < until,
+            State::HalfOpen { probe } => !self.probe_expired(probe, now),
+        };
+        held && !breaker_shut
+    }
+
     /// Takes the way through for one request. In half-open, this request
     /// becomes the probe and no other goes until it reports or its
     /// cool-down passes. Returns `false` if the request should not go.

@@ -79,6 +79,21 @@ pub struct ClientConfig {
     /// lets go as soon as capacity returns, while most of a sustained
     /// excess never costs a node anything. 0 turns it off.
     pub throttle_k: f64,
+    /// An `Overloaded` answer goes on to the next replica only while less
+    /// than this share of the client's recent requests (over
+    /// `throttle_window`) ended refused as overloaded. Default 0.1. Below
+    /// it one node is short of room (a hot key, a slow disk) and another
+    /// replica may have some. Above it the cluster as a whole is: a retry
+    /// only waits in another node's queue, is refused there as likely, and
+    /// the wait lands on the requests that do get through (measured: at
+    /// three times the cluster's peak the tenth of requests retried made
+    /// the admitted p99 2.5 times that of one attempt each). The answer
+    /// then ends the request, the SRE book's "overloaded; don't retry",
+    /// and so does a moment when every replica is still held off by its
+    /// `retry_after`: the request is refused here, with the soonest
+    /// replica's `retry_after`, instead of waiting for it. 1 retries
+    /// them always; 0 never.
+    pub overload_retry_below: f64,
     /// The throttle's memory (default 10 s): long enough to see a trend,
     /// short enough to let go soon after an overload ends.
     pub throttle_window: Duration,
@@ -140,6 +155,7 @@ impl Default for ClientConfig {
             breaker_cooldown: Duration::from_secs(1),
             breaker_max_cooldown: Duration::from_secs(30),
             throttle_k: 2.0,
+            overload_retry_below: 0.1,
             throttle_window: Duration::from_secs(10),
             max_frame_bytes: 64 * 1024 * 1024,
             transport: Transport::Plain,

@@ -194,27 +194,44 @@ impl Client {
         let mut check_epoch = true;
         let mut last = None;
         let mut round = 0;
+        // Decided once per request: whether an `Overloaded` answer goes on
+        // to another replica, or the overload is the cluster's and ends it.
+        let retry_overloaded = retry::retries_overloaded(
+            lock_throttle(&self.throttle).refused_share(std::time::Instant::now()),
+            self.config.overload_retry_below,
+        );
         'rounds: loop {
             let now = std::time::Instant::now();
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let addrs =
-                match self
-                    .retry
-                    .route(&self.replica_order(map, partition), now, now + remaining)
-                {
-                    Route::Try(addrs) => addrs,
-                    Route::WaitUntil(at) => {
-                        // Nothing is available yet: wait (no attempt, no
-                        // budget), a little at a time, since another request's
-                        // probe may reopen a node sooner.
-                        let wait = at.saturating_duration_since(now).min(self.retry.max_wait());
-                        tokio::time::sleep(wait.min(remaining)).await;
-                        if remaining.is_zero() {
-                            break;
-                        }
-                        continue;
+            let addrs = match self.retry.route(
+                &self.replica_order(map, partition),
+                now,
+                now + remaining,
+                retry_overloaded,
+            ) {
+                Route::Try(addrs) => addrs,
+                // Every replica asked not to be sent anything yet, and
+                // the cluster refuses more than one node's worth:
+                // waiting would only queue this request behind the
+                // hold-off and send it to a node as likely to refuse.
+                Route::Refuse(at) => {
+                    let wait = at.saturating_duration_since(now).as_millis();
+                    return Err(ClientError::Server(WireError::Overloaded {
+                        retry_after_ms: u32::try_from(wait.max(1)).unwrap_or(u32::MAX),
+                    }));
+                }
+                Route::WaitUntil(at) => {
+                    // Nothing is available yet: wait (no attempt, no
+                    // budget), a little at a time, since another request's
+                    // probe may reopen a node sooner.
+                    let wait = at.saturating_duration_since(now).min(self.retry.max_wait());
+                    tokio::time::sleep(wait.min(remaining)).await;
+                    if remaining.is_zero() {
+                        break;
                     }
-                };
+                    continue;
+                }
+            };
             if addrs.is_empty() {
                 break;
             }
@@ -293,6 +310,14 @@ impl Client {
                         }
                         None => keep_most_telling(&mut last, e),
                     },
+                    // The cluster, not this node, is short of room: a
+                    // retry would wait in another node's queue and add
+                    // that wait to the requests that get through.
+                    Err(e @ ClientError::Server(WireError::Overloaded { .. }))
+                        if !retry_overloaded =>
+                    {
+                        return Err(e);
+                    }
                     // Overloaded included: the next replica is tried at
                     // once, and this node is held off (recorded above).
                     Err(e) if fails_over(&e) => keep_most_telling(&mut last, e),
@@ -460,6 +485,9 @@ mod tests {
         /// after every put it serves (as while partitions move); its
         /// answers carry its epoch.
         Advancing,
+        /// Answers every put `Overloaded` with this `retry_after_ms`;
+        /// serves `GetMap`.
+        Overloaded(u32),
     }
 
     /// What a fake node was asked.
@@ -536,6 +564,11 @@ mod tests {
                                     if matches!(fake, Fake::Lagging) =>
                                 {
                                     Err(WireError::NotReplica { epoch: 0 })
+                                }
+                                Request::Client(ClientRequest::Put { .. })
+                                    if let Fake::Overloaded(retry_after_ms) = fake =>
+                                {
+                                    Err(WireError::Overloaded { retry_after_ms })
                                 }
                                 Request::Client(ClientRequest::Put { epoch, version, .. })
                                     if epoch == 0 || !matches!(fake, Fake::Racing) =>
@@ -654,21 +687,124 @@ mod tests {
         first: Fake,
         request_timeout: Duration,
     ) -> (Result<WriteOutcome, ClientError>, [Arc<Counts>; 2]) {
+        let (outcomes, counts) = puts_past(first, Fake::Serving, 1, |addr| {
+            client_with(addr, request_timeout)
+        })
+        .await;
+        (outcomes.into_iter().next().unwrap(), counts)
+    }
+
+    /// `puts` puts of one key whose partition lists node 1 first to a
+    /// two-node cluster whose nodes behave as `first` and `second`, by the
+    /// client `make` builds from node 2's address.
+    async fn puts_past(
+        first: Fake,
+        second: Fake,
+        puts: usize,
+        make: impl FnOnce(&str) -> Client,
+    ) -> (Vec<Result<WriteOutcome, ClientError>>, [Arc<Counts>; 2]) {
         let (listeners, map) = cluster(2).await;
         let key = (0..)
             .map(|i: u32| format!("k{i}").into_bytes())
             .find(|k| map.replicas(partition_of(k, map.partitions)).first() == Some(&1))
             .unwrap();
         let counts = [Arc::new(Counts::default()), Arc::new(Counts::default())];
-        let second = map.nodes[&2].spec.addr.clone();
-        let behaviours = [first, Fake::Serving];
+        let endpoint = map.nodes[&2].spec.addr.clone();
+        let behaviours = [first, second];
         for ((listener, behaviour), counts) in listeners.into_iter().zip(behaviours).zip(&counts) {
             fake(listener, map.clone(), behaviour, counts.clone());
         }
-        (
-            client_with(&second, request_timeout).put(&key, b"v").await,
-            counts,
+        let client = make(&endpoint);
+        let mut outcomes = Vec::new();
+        for _ in 0..puts {
+            outcomes.push(client.put(&key, b"v").await);
+        }
+        (outcomes, counts)
+    }
+
+    /// Puts a node was sent (its requests but the map fetches).
+    fn puts_sent(counts: &Counts) -> u64 {
+        counts.requests.load(Ordering::SeqCst) - counts.maps.load(Ordering::SeqCst)
+    }
+
+    /// A client whose recent requests were mostly refused as overloaded
+    /// (half of 100), with its throttle off so that only the retry rule
+    /// acts on that history; `overload_retry_below` as given.
+    fn client_in_an_overloaded_cluster(endpoint: &str, overload_retry_below: f64) -> Client {
+        let client = Client::new(ClientConfig {
+            endpoints: vec![endpoint.to_owned()],
+            request_timeout: BOUND,
+            routing: Routing::PlacementOrder,
+            throttle_k: 0.0,
+            overload_retry_below,
+            ..ClientConfig::default()
+        });
+        let now = std::time::Instant::now();
+        for i in 0..100 {
+            lock_throttle(&client.throttle).record(i % 2 == 0, now);
+        }
+        client
+    }
+
+    /// One node refusing as overloaded while the cluster accepts what this
+    /// client asks: the next replica takes the request.
+    #[tokio::test]
+    async fn an_overloaded_replica_goes_to_the_next_while_the_cluster_accepts() {
+        let (outcome, [first, second]) = put_past(Fake::Overloaded(1)).await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert_eq!(puts_sent(&first), 1);
+        assert_eq!(second.served.load(Ordering::SeqCst), 1);
+    }
+
+    /// With half of its recent requests refused, the overload is the
+    /// cluster's: an `Overloaded` answer ends the request (no second
+    /// replica asked), and once every replica is held off by its
+    /// `retry_after`, a request is refused without being sent at all.
+    #[tokio::test]
+    async fn in_an_overloaded_cluster_an_overloaded_answer_ends_the_request() {
+        let (outcomes, [first, second]) = puts_past(
+            Fake::Overloaded(60_000),
+            Fake::Overloaded(60_000),
+            3,
+            |addr| {
+                client_in_an_overloaded_cluster(addr, ClientConfig::default().overload_retry_below)
+            },
         )
+        .await;
+        for outcome in &outcomes {
+            assert!(
+                matches!(
+                    outcome,
+                    Err(ClientError::Server(WireError::Overloaded { .. }))
+                ),
+                "{outcome:?}"
+            );
+        }
+        // The first put to node 1 only; the second to node 2 (node 1 held
+        // off); the third to neither.
+        assert_eq!((puts_sent(&first), puts_sent(&second)), (1, 1));
+        // Refused here with what is left of the nodes' hold-off.
+        let Err(ClientError::Server(WireError::Overloaded { retry_after_ms })) = outcomes[2] else {
+            unreachable!()
+        };
+        assert!(
+            retry_after_ms > 50_000 && retry_after_ms <= 60_000,
+            "{retry_after_ms}"
+        );
+    }
+
+    /// The same history with the rule off (`overload_retry_below` 1, as
+    /// before it): the refused put goes on to node 2, which serves it.
+    #[tokio::test]
+    async fn with_overload_retries_always_on_the_next_replica_is_asked() {
+        let (outcomes, [first, second]) =
+            puts_past(Fake::Overloaded(60_000), Fake::Serving, 1, |addr| {
+                client_in_an_overloaded_cluster(addr, 1.0)
+            })
+            .await;
+        assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
+        assert_eq!(puts_sent(&first), 1);
+        assert_eq!(second.served.load(Ordering::SeqCst), 1);
     }
 
     /// A replica that resets the connection during the handshake (killed

@@ -80,6 +80,20 @@ pub(super) enum Route {
     /// (a cool-down or an overload hold-off ends): wait rather than
     /// send to a node that asked not to be sent to.
     WaitUntil(Instant),
+    /// No replica is available now, the first to be is one held off for
+    /// its `Overloaded` answer (its breaker closed), and the overload is
+    /// the cluster's ([`retries_overloaded`]): refuse the request here;
+    /// that replica is back at this instant.
+    Refuse(Instant),
+}
+
+/// Whether a request goes on after an `Overloaded` answer (to the next
+/// replica, or waiting for a held-off one), given the share of the
+/// client's recent requests that ended refused as overloaded and
+/// `ClientConfig::overload_retry_below`: only while that share is below
+/// it (one node short of room, not the cluster); always at 1 or more.
+pub(super) fn retries_overloaded(refused_share: f64, below: f64) -> bool {
+    below >= 1.0 || refused_share < below
 }
 
 /// Why a logical request stops retrying.
@@ -146,10 +160,18 @@ impl Retry {
     }
 
     /// The replicas to try this round: those available now, in the given
-    /// order. When none is, wait for the first that will be, if that is
-    /// before `deadline`; otherwise try them all, soonest available first
-    /// (the breaker skips a node only when another can take the request).
-    pub(super) fn route(&self, replicas: &[String], now: Instant, deadline: Instant) -> Route {
+    /// order. When none is: refuse, if the first to be available is held
+    /// off for overload and `retry_overloaded` is false; else wait for it,
+    /// if that is before `deadline`; otherwise try them all, soonest
+    /// available first (the breaker skips a node only when another can
+    /// take the request).
+    pub(super) fn route(
+        &self,
+        replicas: &[String],
+        now: Instant,
+        deadline: Instant,
+        retry_overloaded: bool,
+    ) -> Route {
         let breakers = lock(&self.breakers);
         let available_at = |addr: &String| {
             breakers
@@ -170,7 +192,10 @@ impl Retry {
             .map(|a| (available_at(a), a.clone()))
             .collect();
         all.sort_by_key(|(at, _)| *at);
+        let held_off_only =
+            |addr: &String| breakers.get(addr).is_some_and(|b| b.held_off_only(now));
         match all.first() {
+            Some((at, addr)) if !retry_overloaded && held_off_only(addr) => Route::Refuse(*at),
             Some((at, _)) if *at < deadline => Route::WaitUntil(*at),
             _ => Route::Try(all.into_iter().map(|(_, a)| a).collect()),
         }
@@ -407,12 +432,15 @@ mod tests {
         retry.record("a", Verdict::Failed, t0);
         assert_eq!(retry.breaker_state("a", t0), BreakerState::Open);
         assert_eq!(
-            retry.route(&all, t0, deadline),
+            retry.route(&all, t0, deadline, true),
             Route::Try(addrs(&["b", "c"]))
         );
         retry.record("b", Verdict::Overloaded(Duration::from_millis(100)), t0);
         assert_eq!(retry.breaker_state("b", t0), BreakerState::Closed);
-        assert_eq!(retry.route(&all, t0, deadline), Route::Try(addrs(&["c"])));
+        assert_eq!(
+            retry.route(&all, t0, deadline, true),
+            Route::Try(addrs(&["c"]))
+        );
     }
 
     #[test]
@@ -423,12 +451,34 @@ mod tests {
         retry.record("a", Verdict::Failed, t0);
         retry.record("b", Verdict::Overloaded(Duration::from_millis(100)), t0);
         let soon = t0 + Duration::from_millis(100);
-        assert_eq!(
-            retry.route(&all, t0, t0 + Duration::from_secs(5)),
-            Route::WaitUntil(soon)
-        );
+        let later = t0 + Duration::from_secs(5);
+        assert_eq!(retry.route(&all, t0, later, true), Route::WaitUntil(soon));
         // Past the deadline, waiting is useless: try all, soonest first.
-        assert_eq!(retry.route(&all, t0, soon), Route::Try(addrs(&["b", "a"])));
+        assert_eq!(
+            retry.route(&all, t0, soon, true),
+            Route::Try(addrs(&["b", "a"]))
+        );
+        // The first available is b, held off for its `Overloaded`: when
+        // the overload is the cluster's, refused, deadline or not.
+        assert_eq!(retry.route(&all, t0, later, false), Route::Refuse(soon));
+        assert_eq!(retry.route(&all, t0, soon, false), Route::Refuse(soon));
+        // Held off longer than a's cool-down (1 s): a's probe comes first,
+        // and a is not refusing, it failed: wait for it.
+        retry.record("b", Verdict::Overloaded(Duration::from_secs(2)), t0);
+        assert_eq!(
+            retry.route(&all, t0, later, false),
+            Route::WaitUntil(t0 + Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn overloaded_answers_are_retried_only_while_the_cluster_mostly_accepts() {
+        assert!(retries_overloaded(0.0, 0.1));
+        assert!(retries_overloaded(0.09, 0.1));
+        assert!(!retries_overloaded(0.1, 0.1));
+        assert!(!retries_overloaded(0.6, 0.1));
+        assert!(retries_overloaded(1.0, 1.0), "1 retries always");
+        assert!(!retries_overloaded(0.0, 0.0), "0 never");
     }
 
     #[test]

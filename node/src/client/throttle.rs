@@ -71,6 +71,19 @@ impl Throttle {
         ((requests as f64 - self.k * accepts as f64) / (requests as f64 + 1.0)).max(0.0)
     }
 
+    /// The share of the window's requests that ended refused as
+    /// overloaded, by a node or by this throttle; 0 when none was made.
+    /// Counted whether or not the throttle itself is on (`k` ≤ 0): the
+    /// client's retries read it too (`ClientConfig::overload_retry_below`).
+    pub fn refused_share(&mut self, now: Instant) -> f64 {
+        self.advance(now);
+        let (requests, accepts) = self.totals();
+        if requests == 0 {
+            return 0.0;
+        }
+        requests.saturating_sub(accepts) as f64 / requests as f64
+    }
+
     /// Decides for one request, given a uniform draw in `[0, 1)`. A
     /// request refused here must be [`record`](Self::record)ed as not
     /// accepted, so the throttle keeps seeing the demand it turns away.
@@ -115,6 +128,21 @@ mod tests {
             assert!(t.admit(0.0, now), "request {i} refused");
             t.record(true, now);
         }
+    }
+
+    #[test]
+    fn the_refused_share_counts_the_window_only_and_ignores_k() {
+        let t0 = Instant::now();
+        let mut t = Throttle::new(0.0, WINDOW, t0);
+        assert_eq!(t.refused_share(t0), 0.0);
+        for i in 0..1_000u64 {
+            t.record(i % 4 != 0, t0 + Duration::from_millis(i));
+        }
+        let share = t.refused_share(t0 + Duration::from_secs(1));
+        assert!((share - 0.25).abs() < 1e-9, "{share}");
+        // Off (k = 0) it refuses nothing itself, but still counts.
+        assert!(t.admit(0.0, t0 + Duration::from_secs(1)));
+        assert_eq!(t.refused_share(t0 + WINDOW * 3), 0.0, "forgotten");
     }
 
     #[test]

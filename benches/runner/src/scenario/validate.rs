@@ -171,6 +171,11 @@ impl Scenario {
         if w.throttle_k.is_some_and(|k| !(k.is_finite() && k >= 0.0)) {
             bail!("workload.throttle_k must be a number ≥ 0 (0 turns the throttle off)");
         }
+        if w.overload_retry_below
+            .is_some_and(|b| !(b.is_finite() && b >= 0.0))
+        {
+            bail!("workload.overload_retry_below must be a number ≥ 0 (1 retries always)");
+        }
         if w.warmup_s >= w.duration_s {
             bail!("workload.warmup_s must be shorter than duration_s");
         }
