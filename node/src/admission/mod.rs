@@ -36,12 +36,15 @@ pub struct AdmissionConfig {
     pub queue_len: usize,
     /// Least time a foreground request may wait for a slot before
     /// `Overloaded`; it may wait up to one current service time if that is
-    /// longer (see `Admission::patience`). Default 5 ms: the overload
+    /// longer (see `Admission::patience`). Default 1 ms: the overload
     /// benchmark measured 100 ms giving 20% of peak goodput at 1× peak
     /// (requests waited, timed out at the client, and were retried) and
     /// 5 ms 88% — a short wait absorbs a burst, a long one only turns
-    /// overload into latency. Once the queue is standing, it is also the
-    /// longest anyone waits (`queue.rs`).
+    /// overload into latency; then 1 ms against 5 ms gave the same
+    /// goodput at 1×–4× and a sixth less admitted p99 under overload
+    /// (BENCHMARKS.md, "Overload"). Once the queue is standing, it is also
+    /// the longest anyone waits (`queue.rs`); in a burst a waiter still
+    /// waits up to one service time, which under load is milliseconds.
     pub queue_timeout: Duration,
     /// A wait queue that has not been empty for this long is standing:
     /// the newest waiter is served first and nobody waits past
@@ -62,7 +65,7 @@ impl Default for AdmissionConfig {
             enabled: true,
             limit: LimitConfig::default(),
             queue_len: 256,
-            queue_timeout: Duration::from_millis(5),
+            queue_timeout: Duration::from_millis(1),
             queue_standing_after: Duration::from_millis(100),
             max_inflight_bytes: 256 * 1024 * 1024,
             control_budget: 64,

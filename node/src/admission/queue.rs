@@ -34,7 +34,7 @@ pub struct QueueConfig {
     /// within a tenth of a second.
     pub standing_after: Duration,
     /// Longest wait in a standing queue. Facebook's M is 5 ms; ours is the
-    /// node's `admission_queue_timeout_ms` (5 ms): with LIFO most admitted
+    /// node's `admission_queue_timeout_ms` (1 ms): with LIFO most admitted
     /// waiters have waited far less, and the ones refused at this age are
     /// refused within a fraction of an unloaded request's latency.
     pub standing_wait: Duration,
