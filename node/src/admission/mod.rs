@@ -41,7 +41,7 @@ pub struct AdmissionConfig {
     /// (requests waited, timed out at the client, and were retried) and
     /// 5 ms 88% — a short wait absorbs a burst, a long one only turns
     /// overload into latency; then 1 ms against 5 ms gave the same
-    /// goodput at 1×–4× and a sixth less admitted p99 under overload
+    /// goodput at 1×–4× and about 15% less admitted p99 under overload
     /// (BENCHMARKS.md, "Overload"). Once the queue is standing, it is also
     /// the longest anyone waits (`queue.rs`); in a burst a waiter still
     /// waits up to one service time, which under load is milliseconds.

@@ -727,8 +727,8 @@ mod tests {
         counts.requests.load(Ordering::SeqCst) - counts.maps.load(Ordering::SeqCst)
     }
 
-    /// A client whose recent requests were mostly refused as overloaded
-    /// (half of 100), with its throttle off so that only the retry rule
+    /// A client half of whose recent requests (50 of 100) were refused as
+    /// overloaded, with its throttle off so that only the retry rule
     /// acts on that history; `overload_retry_below` as given.
     fn client_in_an_overloaded_cluster(endpoint: &str, overload_retry_below: f64) -> Client {
         let client = Client::new(ClientConfig {

@@ -196,8 +196,8 @@ pub struct Config {
     /// at 1 s. Once the queue has not been empty for 100 ms (a standing
     /// queue: overload, not a burst) this is also the longest wait, and
     /// the newest waiter gets the next slot (`admission/queue.rs`).
-    /// Default 1 ms (measured against 5 ms: the same goodput, a sixth less
-    /// admitted p99 under overload); longer absorbs larger bursts at low
+    /// Default 1 ms (measured against 5 ms: the same goodput, about 15%
+    /// less admitted p99 under overload); longer absorbs larger bursts at low
     /// load, at the price of admitted latency under lasting overload.
     #[serde(deserialize_with = "crate::units::de_millis")]
     pub admission_queue_timeout_ms: u64,
