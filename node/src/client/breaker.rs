@@ -93,14 +93,21 @@ impl Breaker {
     /// Whether a request could go to this node now. Changes nothing, so a
     /// caller can look at every replica before choosing one.
     pub fn is_available(&self, now: Instant) -> bool {
-        if self.held_until.is_some_and(|until| now < until) {
-            return false;
-        }
+        !self.held_off(now) && self.lets_through(now)
+    }
+
+    /// Whether the breaker itself would let a request go, hold-off aside.
+    fn lets_through(&self, now: Instant) -> bool {
         match self.state {
             State::Closed { .. } => true,
             State::Open { until } => now >= until,
             State::HalfOpen { probe } => self.probe_expired(probe, now),
         }
+    }
+
+    /// Whether the node asked, with `Overloaded`, to be sent nothing yet.
+    fn held_off(&self, now: Instant) -> bool {
+        self.held_until.is_some_and(|until| now < until)
     }
 
     /// When the node becomes available again, if it is not now.
@@ -120,13 +127,7 @@ impl Breaker {
     /// Whether the node is unavailable now only because it answered
     /// `Overloaded`: held off, while its breaker would let a request go.
     pub fn held_off_only(&self, now: Instant) -> bool {
-        let held = self.held_until.is_some_and(|until| now < until);
-        let breaker_shut = match self.state {
-            State::Closed { .. } => false,
-            State::Open { until } => now < until,
-            State::HalfOpen { probe } => !self.probe_expired(probe, now),
-        };
-        held && !breaker_shut
+        self.held_off(now) && self.lets_through(now)
     }
 
     /// Takes the way through for one request. In half-open, this request

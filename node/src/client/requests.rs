@@ -142,10 +142,10 @@ impl Client {
     ) -> Result<Response, ClientError> {
         let deadline = tokio::time::Instant::now() + self.config.request_timeout;
         let mut map = self.cached_map().await?;
-        self.throttle_gate()?;
+        let retry_overloaded = self.throttle_gate()?;
         let partition = by.partition(&map);
         let result = self
-            .attempt_rounds(partition, &request, deadline, &mut map)
+            .attempt_rounds(partition, &request, deadline, &mut map, retry_overloaded)
             .await;
         // Accepted: some node took the request on (any answer but
         // `Overloaded`, including errors about the request itself). No
@@ -162,13 +162,19 @@ impl Client {
         result
     }
 
-    /// Refuses locally when the throttle says so.
-    fn throttle_gate(&self) -> Result<(), ClientError> {
+    /// Refuses locally when the throttle says so. Otherwise says, from
+    /// the same window, whether an `Overloaded` answer to this request may
+    /// go on to another replica, or the overload is the cluster's and ends
+    /// it ([`retry::retries_overloaded`]).
+    fn throttle_gate(&self) -> Result<bool, ClientError> {
         let now = std::time::Instant::now();
         let mut throttle = lock_throttle(&self.throttle);
         let p = throttle.reject_probability(now);
         if throttle.admit(rand::random::<f64>(), now) {
-            return Ok(());
+            return Ok(retry::retries_overloaded(
+                throttle.refused_share(now),
+                self.config.overload_retry_below,
+            ));
         }
         throttle.record(false, now);
         self.throttled.fetch_add(1, Ordering::Relaxed);
@@ -183,6 +189,7 @@ impl Client {
         request: &impl Fn(u64) -> ClientRequest,
         deadline: tokio::time::Instant,
         map: &mut Arc<ClusterMap>,
+        retry_overloaded: bool,
     ) -> Result<Response, ClientError> {
         let mut attempts = self.retry.begin();
         let mut refreshes = 0;
@@ -194,12 +201,6 @@ impl Client {
         let mut check_epoch = true;
         let mut last = None;
         let mut round = 0;
-        // Decided once per request: whether an `Overloaded` answer goes on
-        // to another replica, or the overload is the cluster's and ends it.
-        let retry_overloaded = retry::retries_overloaded(
-            lock_throttle(&self.throttle).refused_share(std::time::Instant::now()),
-            self.config.overload_retry_below,
-        );
         'rounds: loop {
             let now = std::time::Instant::now();
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
