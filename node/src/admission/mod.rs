@@ -46,8 +46,9 @@ pub struct AdmissionConfig {
     /// the longest anyone waits (`queue.rs`); in a burst a waiter still
     /// waits up to one service time, which under load is milliseconds.
     pub queue_timeout: Duration,
-    /// A wait queue that has not been empty for this long is standing:
-    /// the newest waiter is served first and nobody waits past
+    /// A wait queue that has not been empty for this long, or whose
+    /// leaving waiters all waited `queue_timeout` for this long, is
+    /// standing: the newest waiter is served first and nobody waits past
     /// `queue_timeout` (`queue.rs`, Facebook's N: 100 ms).
     pub queue_standing_after: Duration,
     /// Request bytes admitted requests may hold in total.

@@ -133,8 +133,9 @@ pub struct Overrides {
     /// Longest wait in the admission queue (5ms, 1s; a bare number is ms).
     #[arg(long, env = "LEVEE_ADMISSION_QUEUE_TIMEOUT_MS", value_name = "DURATION", value_parser = crate::units::parse_millis)]
     pub admission_queue_timeout_ms: Option<u64>,
-    /// A wait queue not empty for this long is standing: newest first, and
-    /// no wait past the queue timeout (100ms; a bare number is ms).
+    /// A wait queue not empty for this long, or whose waiters all waited
+    /// the queue timeout for this long, is standing: newest first, and no
+    /// wait past the queue timeout (100ms; a bare number is ms).
     #[arg(long, env = "LEVEE_ADMISSION_QUEUE_STANDING_MS", value_name = "DURATION", value_parser = crate::units::parse_millis)]
     pub admission_queue_standing_ms: Option<u64>,
     /// Heartbeat interval to the Raft leader (250ms, 30s, 10m; a bare number is ms).

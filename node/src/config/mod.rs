@@ -193,18 +193,21 @@ pub struct Config {
     /// Least time a foreground request waits in that queue (ms) before it
     /// is refused with `Overloaded`; it waits up to one current service
     /// time when that is longer (a slot frees within about that), capped
-    /// at 1 s. Once the queue has not been empty for 100 ms (a standing
-    /// queue: overload, not a burst) this is also the longest wait, and
-    /// the newest waiter gets the next slot (`admission/queue.rs`).
+    /// at 1 s. Once the queue stands (for 100 ms it has not been empty,
+    /// or everyone who left it had waited this long: overload, not a
+    /// burst) this is also the longest wait, and the newest waiter gets
+    /// the next slot (`admission/queue.rs`).
     /// Default 1 ms (measured against 5 ms: the same goodput, about 15%
     /// less admitted p99 under overload); longer absorbs larger bursts at low
     /// load, at the price of admitted latency under lasting overload.
     #[serde(deserialize_with = "crate::units::de_millis")]
     pub admission_queue_timeout_ms: u64,
-    /// A wait queue that has not been empty for this long (ms) is
-    /// standing: the node is overloaded, not absorbing a burst, so the
-    /// newest waiter gets the next slot and nobody waits past
-    /// `admission_queue_timeout_ms` (`admission/queue.rs`). 100 ms, as
+    /// A wait queue that has not been empty for this long (ms), or whose
+    /// every leaving waiter had waited `admission_queue_timeout_ms` for
+    /// this long (CoDel's interval), is standing: the node is overloaded,
+    /// not absorbing a burst, so the newest waiter gets the next slot and
+    /// nobody waits past `admission_queue_timeout_ms` until the queue has
+    /// been empty for a tenth of this (`admission/queue.rs`). 100 ms, as
     /// Facebook's CoDel-style queues ("Fail at Scale"): far longer than a
     /// burst takes to drain, short enough to switch within a tenth of a
     /// second of an overload. Too short and a burst is served newest

@@ -82,7 +82,7 @@ impl Admission {
     /// Takes the waiter `key` out of the queue (it gave up or went away).
     fn leave_queue(&self, key: u64) {
         let mut waiting = self.waiting();
-        waiting.queue.remove(key);
+        waiting.queue.remove(key, Instant::now().into_std());
         self.queued.store(waiting.queue.len(), Ordering::SeqCst);
     }
 
