@@ -203,6 +203,12 @@ pub fn tables(c: &Comparison) -> String {
         "\nWhole runs, warm-up included. Refused: answered `Overloaded` after the client's failover; failed: any other error.\n\n## Phases\n"
     );
     out.push_str(&phase_rows(c));
+    let runs: Vec<(Option<&str>, &[PhaseSummary])> = c
+        .variants
+        .iter()
+        .map(|v| (Some(v.name.as_str()), v.phases.as_slice()))
+        .collect();
+    out.push_str(&report::by_op_section(&runs));
     let nodes: Vec<(Option<&str>, &[NodeFigures])> = c
         .variants
         .iter()

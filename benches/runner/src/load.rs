@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use super::sampler;
 use super::scenario::{Calibration, Preload, Workload};
 use super::schedule::{Op, Planned, Profile, Schedule, key_name};
-use super::timeline::{ClientCounts, Outcome, Timeline, classify};
+use super::timeline::{ClientCounts, OpKind, Outcome, Timeline, classify};
 use super::variants::client_config;
 
 /// Extra time a request gets beyond the client's own timeout before the
@@ -242,6 +242,7 @@ pub async fn calibrate(
 
 /// One finished request.
 struct Record {
+    op: OpKind,
     due: Duration,
     latency: Duration,
     outcome: Outcome,
@@ -299,12 +300,12 @@ pub async fn run(
     while records_open || samples_open || counts_open {
         tokio::select! {
             record = records.recv(), if records_open => match record {
-                Some(Record { due, latency, outcome, message }) => {
+                Some(Record { op, due, latency, outcome, message }) => {
                     match outcome {
                         Outcome::Ok => ok += 1,
                         _ => failed += 1,
                     }
-                    timeline.record(due, latency, outcome);
+                    timeline.record_op(due, latency, outcome, op);
                     if let Some(m) = message {
                         timeline.message(&m);
                     }
@@ -416,6 +417,10 @@ async fn generate(
             drop(permit);
             let _ = records
                 .send(Record {
+                    op: match planned.op {
+                        Op::Get => OpKind::Read,
+                        Op::Put | Op::Delete => OpKind::Write,
+                    },
                     due: planned.at,
                     latency,
                     outcome,

@@ -254,6 +254,7 @@ pub fn summary(result: &BenchResult) -> String {
         t.offered, t.ok, t.errors, t.dropped
     );
     out.push_str(&phases_table(&result.phases));
+    out.push_str(&by_op_section(&[(None, result.phases.as_slice())]));
     if let Some(server) = &result.server {
         let _ = writeln!(out, "\n## Server side\n");
         out.push_str(&server_lines(server));
@@ -386,6 +387,50 @@ pub fn step_table(phases: &[PhaseSummary]) -> String {
     out
 }
 
+/// The phases' latencies of reads and of writes apart, for each run named
+/// (`None`: a single run, no variant column), under a heading; empty
+/// unless some phase had both. Equal figures say the latency is waiting
+/// that both share, not the work that differs (a write's journal sync).
+pub fn by_op_section(runs: &[(Option<&str>, &[PhaseSummary])]) -> String {
+    if !runs
+        .iter()
+        .any(|(_, phases)| phases.iter().any(|p| p.by_op.has_both()))
+    {
+        return String::new();
+    }
+    let named = runs.iter().any(|(name, _)| name.is_some());
+    let mut out = String::from(
+        "
+## Latency by operation
+
+",
+    );
+    out.push_str(if named {
+        "| phase | variant | get p50 ms | get p99 ms | put/delete p50 ms | put/delete p99 ms |\n|---|---|---|---|---|---|\n"
+    } else {
+        "| phase | get p50 ms | get p99 ms | put/delete p50 ms | put/delete p99 ms |\n|---|---|---|---|---|\n"
+    });
+    let phases = runs.iter().map(|(_, p)| p.len()).max().unwrap_or(0);
+    for i in 0..phases {
+        for (name, run) in runs {
+            let Some(p) = run.get(i) else { continue };
+            let b = &p.by_op;
+            let variant = name.map(|n| format!(" {n} |")).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "| {} |{variant} {} | {} | {} | {} |",
+                p.label,
+                num(b.read_p50_ms, 2),
+                num(b.read_p99_ms, 2),
+                num(b.write_p50_ms, 2),
+                num(b.write_p99_ms, 2),
+            );
+        }
+    }
+    out.push_str("\nSuccessful requests only, from when each was due; two significant digits.\n");
+    out
+}
+
 /// A ratio as a percentage.
 pub fn percent(v: Option<f64>) -> String {
     v.map_or("–".to_owned(), |v| format!("{:.0}%", v * 100.0))
@@ -508,5 +553,53 @@ mod tests {
             Some("16 kB")
         );
         assert_eq!(field(text, "missing"), None);
+    }
+
+    #[test]
+    fn the_by_operation_table_shows_only_runs_with_reads_and_writes() {
+        use crate::phases::{spans, summarise};
+        use crate::timeline::{OpKind, Outcome, Timeline};
+        use std::time::Duration;
+        let mut t = Timeline::new(1);
+        t.record_op(
+            Duration::ZERO,
+            Duration::from_millis(3),
+            Outcome::Ok,
+            OpKind::Read,
+        );
+        t.record_op(
+            Duration::ZERO,
+            Duration::from_millis(40),
+            Outcome::Ok,
+            OpKind::Write,
+        );
+        let both = summarise(t.buckets(), &spans(1, 0, &[]), None);
+        let single = by_op_section(&[(None, both.as_slice())]);
+        assert!(single.contains("## Latency by operation"), "{single}");
+        let row: Vec<f64> = single
+            .lines()
+            .find(|l| l.starts_with("| steady"))
+            .unwrap()
+            .split('|')
+            .filter_map(|f| f.trim().parse().ok())
+            .collect();
+        let want = [3.0, 3.0, 40.0, 40.0];
+        assert!(
+            row.len() == 4 && row.iter().zip(want).all(|(v, w)| (v - w).abs() < w * 0.01),
+            "{single}"
+        );
+        assert!(!single.contains("variant"), "{single}");
+        let named = by_op_section(&[(Some("on"), both.as_slice())]);
+        assert!(named.contains("| steady | on | 3."), "{named}");
+
+        let mut reads_only = Timeline::new(1);
+        reads_only.record_op(
+            Duration::ZERO,
+            Duration::from_millis(3),
+            Outcome::Ok,
+            OpKind::Read,
+        );
+        let reads = summarise(reads_only.buckets(), &spans(1, 0, &[]), None);
+        assert_eq!(by_op_section(&[(None, reads.as_slice())]), "");
     }
 }

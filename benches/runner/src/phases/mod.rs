@@ -8,9 +8,10 @@
 
 use std::collections::BTreeMap;
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::timeline::{Bucket, ClientCounts, ErrorKind, new_histogram, us_to_ms};
+use super::timeline::{Bucket, ClientCounts, ErrorKind, new_histogram, new_op_histogram, us_to_ms};
 
 mod spans;
 
@@ -51,6 +52,9 @@ pub struct PhaseSummary {
     pub max_ms: Option<f64>,
     /// The worst second's p99 (ms).
     pub worst_second_p99_ms: Option<f64>,
+    /// The successful reads' and writes' latencies apart (`None` without
+    /// any of that kind): whether the work or the wait is the latency.
+    pub by_op: ByOp,
     /// Goodput over the peak the steps multiply (step loads only).
     pub goodput_vs_peak: Option<f64>,
     /// What the clients sent during the phase.
@@ -72,6 +76,37 @@ impl PhaseSummary {
     /// Requests that failed for any other reason.
     pub fn failed(&self) -> u64 {
         self.errors.values().sum::<u64>() - self.refused()
+    }
+}
+
+/// A phase's latencies by kind of operation (ms, two significant digits).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ByOp {
+    /// Gets' p50.
+    pub read_p50_ms: Option<f64>,
+    /// Gets' p99.
+    pub read_p99_ms: Option<f64>,
+    /// Puts' and deletes' p50.
+    pub write_p50_ms: Option<f64>,
+    /// Puts' and deletes' p99.
+    pub write_p99_ms: Option<f64>,
+}
+
+impl ByOp {
+    fn of(reads: &Histogram<u64>, writes: &Histogram<u64>) -> Self {
+        let pct =
+            |h: &Histogram<u64>, q: f64| (!h.is_empty()).then(|| us_to_ms(h.value_at_quantile(q)));
+        Self {
+            read_p50_ms: pct(reads, 0.5),
+            read_p99_ms: pct(reads, 0.99),
+            write_p50_ms: pct(writes, 0.5),
+            write_p99_ms: pct(writes, 0.99),
+        }
+    }
+
+    /// Whether the phase had both reads and writes.
+    pub fn has_both(&self) -> bool {
+        self.read_p50_ms.is_some() && self.write_p50_ms.is_some()
     }
 }
 
@@ -126,6 +161,7 @@ fn summarise_one(buckets: &[Bucket], span: PhaseSpan) -> PhaseSummary {
     let seconds = &buckets[from..to];
     let n = seconds.len().max(1) as f64;
     let mut latency = new_histogram();
+    let (mut reads, mut writes) = (new_op_histogram(), new_op_histogram());
     let mut errors: BTreeMap<&'static str, u64> =
         ErrorKind::ALL.iter().map(|k| (k.name(), 0)).collect();
     let (mut offered, mut ok, mut dropped) = (0, 0, 0);
@@ -141,6 +177,8 @@ fn summarise_one(buckets: &[Bucket], span: PhaseSpan) -> PhaseSummary {
         }
         // Same bounds on both sides, so adding cannot fail; clamp anyway.
         let _ = latency.add(&b.latency);
+        let _ = reads.add(&b.reads);
+        let _ = writes.add(&b.writes);
         if b.ok > 0 {
             let p99 = b.latency.value_at_quantile(0.99);
             worst_p99 = Some(worst_p99.map_or(p99, |w| w.max(p99)));
@@ -168,6 +206,7 @@ fn summarise_one(buckets: &[Bucket], span: PhaseSpan) -> PhaseSummary {
         p999_ms: pct(0.999),
         max_ms: (ok > 0).then(|| us_to_ms(latency.max())),
         worst_second_p99_ms: worst_p99.map(us_to_ms),
+        by_op: ByOp::of(&reads, &writes),
         goodput_vs_peak: None,
         client,
         attempts_per_request: client.attempts_per_request(),
@@ -295,5 +334,44 @@ mod tests {
         let p99 = three.vs_baseline.p99.unwrap();
         assert!((p99 - 4.0).abs() < 0.01, "{p99}");
         assert_eq!(low.vs_baseline.p99, Some(1.0));
+    }
+
+    #[test]
+    fn reads_and_writes_are_summarised_apart() {
+        use crate::timeline::OpKind;
+        let mut t = Timeline::new(2);
+        for i in 0..100u64 {
+            let due = Duration::from_millis(i * 10);
+            // Four reads at 2 ms for every write at 30 ms; a failed write
+            // counts in neither.
+            let (op, ms) = if i % 5 == 0 {
+                (OpKind::Write, 30)
+            } else {
+                (OpKind::Read, 2)
+            };
+            t.record_op(due, Duration::from_millis(ms), Outcome::Ok, op);
+        }
+        t.record_op(
+            Duration::from_millis(5),
+            Duration::from_secs(1),
+            Outcome::Error(ErrorKind::Timeout),
+            OpKind::Write,
+        );
+        let phases = summarise(t.buckets(), &spans(2, 0, &[]), None);
+        let b = &phases[0].by_op;
+        let near = |v: Option<f64>, want: f64| (v.unwrap() - want).abs() < want * 0.01;
+        assert!(
+            near(b.read_p50_ms, 2.0) && near(b.read_p99_ms, 2.0),
+            "{b:?}"
+        );
+        assert!(
+            near(b.write_p50_ms, 30.0) && near(b.write_p99_ms, 30.0),
+            "{b:?}"
+        );
+        assert!(b.has_both());
+        // Recorded without a kind (`record`): no split.
+        let phases = summarise(run().buckets(), &spans(10, 1, &[]), None);
+        assert_eq!(phases[0].by_op, ByOp::default());
+        assert!(!phases[0].by_op.has_both());
     }
 }
