@@ -169,7 +169,7 @@ fn summary(c: &Comparison) -> String {
 pub fn tables(c: &Comparison) -> String {
     let mut out = String::from("## Variants\n\n");
     out.push_str(
-        "| variant | offered | ok | refused | failed | dropped | attempts/request | refusal p99 µs | refusals ≤ 50 µs | shed | deadline drops | elections | nodes not up |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| variant | offered | ok | refused | of which in the client | failed | dropped | attempts/request | refusal p99 µs | refusals ≤ 50 µs | shed | deadline drops | elections | nodes not up |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for v in &c.variants {
         let refused: u64 = v
@@ -180,11 +180,12 @@ pub fn tables(c: &Comparison) -> String {
         let server = v.server.clone().unwrap_or_default();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             v.name,
             v.totals.offered,
             v.totals.ok,
             refused,
+            v.client.refused_in_client,
             v.totals.errors.saturating_sub(refused),
             v.totals.dropped,
             report::num(v.client.attempts_per_request(), 2),
@@ -200,7 +201,7 @@ pub fn tables(c: &Comparison) -> String {
     }
     let _ = writeln!(
         out,
-        "\nWhole runs, warm-up included. Refused: answered `Overloaded` after the client's failover; failed: any other error.\n\n## Phases\n"
+        "\nWhole runs, warm-up included. Refused: answered `Overloaded` after the client's failover, or refused by the client itself without sending (its throttle, or every replica held off: the next column); failed: any other error.\n\n## Phases\n"
     );
     out.push_str(&phase_rows(c));
     let runs: Vec<(Option<&str>, &[PhaseSummary])> = c

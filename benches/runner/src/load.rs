@@ -93,6 +93,7 @@ fn client_counts(clients: &[Arc<Client>]) -> ClientCounts {
             requests: c.requests(),
             attempts: c.attempts(),
             retries: c.retries(),
+            refused_in_client: c.throttled() + c.held_off(),
         });
     }
     total

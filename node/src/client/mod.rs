@@ -225,6 +225,8 @@ pub struct Client {
     throttle: std::sync::Mutex<throttle::Throttle>,
     /// Requests refused by the throttle.
     throttled: std::sync::atomic::AtomicU64,
+    /// Requests refused because every replica was held off for overload.
+    held_off: std::sync::atomic::AtomicU64,
 }
 
 impl Client {
@@ -252,6 +254,7 @@ impl Client {
                 std::time::Instant::now(),
             )),
             throttled: std::sync::atomic::AtomicU64::new(0),
+            held_off: std::sync::atomic::AtomicU64::new(0),
             config,
         }
     }
@@ -265,6 +268,16 @@ impl Client {
     /// without sending them.
     pub fn throttled(&self) -> u64 {
         self.throttled.load(Ordering::Relaxed)
+    }
+
+    /// Key operations this client refused itself because every replica
+    /// was still held off by an overloaded node's `retry_after` while the
+    /// cluster as a whole refused (the retry rule,
+    /// `ClientConfig::overload_retry_below`), without sending them. They
+    /// end as `Overloaded`, as a node's refusal does; this tells them
+    /// apart.
+    pub fn held_off(&self) -> u64 {
+        self.held_off.load(Ordering::Relaxed)
     }
 
     /// Key operations started by this client (each counts once, however

@@ -216,6 +216,7 @@ impl Client {
                 // waiting would only queue this request behind the
                 // hold-off and send it to a node as likely to refuse.
                 Route::Refuse(at) => {
+                    self.held_off.fetch_add(1, Ordering::Relaxed);
                     let wait = at.saturating_duration_since(now).as_millis();
                     return Err(ClientError::Server(WireError::Overloaded {
                         retry_after_ms: u32::try_from(wait.max(1)).unwrap_or(u32::MAX),
@@ -688,7 +689,7 @@ mod tests {
         first: Fake,
         request_timeout: Duration,
     ) -> (Result<WriteOutcome, ClientError>, [Arc<Counts>; 2]) {
-        let (outcomes, counts) = puts_past(first, Fake::Serving, 1, |addr| {
+        let (outcomes, counts, _) = puts_past(first, Fake::Serving, 1, |addr| {
             client_with(addr, request_timeout)
         })
         .await;
@@ -703,7 +704,11 @@ mod tests {
         second: Fake,
         puts: usize,
         make: impl FnOnce(&str) -> Client,
-    ) -> (Vec<Result<WriteOutcome, ClientError>>, [Arc<Counts>; 2]) {
+    ) -> (
+        Vec<Result<WriteOutcome, ClientError>>,
+        [Arc<Counts>; 2],
+        Client,
+    ) {
         let (listeners, map) = cluster(2).await;
         let key = (0..)
             .map(|i: u32| format!("k{i}").into_bytes())
@@ -720,7 +725,7 @@ mod tests {
         for _ in 0..puts {
             outcomes.push(client.put(&key, b"v").await);
         }
-        (outcomes, counts)
+        (outcomes, counts, client)
     }
 
     /// Puts a node was sent (its requests but the map fetches).
@@ -763,7 +768,7 @@ mod tests {
     /// `retry_after`, a request is refused without being sent at all.
     #[tokio::test]
     async fn in_an_overloaded_cluster_an_overloaded_answer_ends_the_request() {
-        let (outcomes, [first, second]) = puts_past(
+        let (outcomes, [first, second], client) = puts_past(
             Fake::Overloaded(60_000),
             Fake::Overloaded(60_000),
             3,
@@ -792,13 +797,15 @@ mod tests {
             retry_after_ms > 50_000 && retry_after_ms <= 60_000,
             "{retry_after_ms}"
         );
+        // Counted apart from the nodes' refusals.
+        assert_eq!(client.held_off(), 1);
     }
 
     /// The same history with the rule off (`overload_retry_below` 1, as
     /// before it): the refused put goes on to node 2, which serves it.
     #[tokio::test]
     async fn with_overload_retries_always_on_the_next_replica_is_asked() {
-        let (outcomes, [first, second]) =
+        let (outcomes, [first, second], client) =
             puts_past(Fake::Overloaded(60_000), Fake::Serving, 1, |addr| {
                 client_in_an_overloaded_cluster(addr, 1.0)
             })
@@ -806,6 +813,7 @@ mod tests {
         assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
         assert_eq!(puts_sent(&first), 1);
         assert_eq!(second.served.load(Ordering::SeqCst), 1);
+        assert_eq!(client.held_off(), 0);
     }
 
     /// A replica that resets the connection during the handshake (killed

@@ -304,6 +304,7 @@ mod tests {
                 requests: rate,
                 attempts: rate + retries,
                 retries,
+                refused_in_client: if rate == 300 { 40 } else { 0 },
             };
             t.client(s, counts);
         }
@@ -330,6 +331,7 @@ mod tests {
         assert_eq!(low.attempts_per_request, Some(1.0));
         assert_eq!(three.attempts_per_request, Some(1.5));
         assert_eq!(three.client.retries, 450);
+        assert_eq!(three.client.refused_in_client, 120);
         // p99 of the admitted requests against the unloaded step's.
         let p99 = three.vs_baseline.p99.unwrap();
         assert!((p99 - 4.0).abs() < 0.01, "{p99}");

@@ -127,6 +127,11 @@ pub struct ClientCounts {
     pub attempts: u64,
     /// Attempts beyond the first of each request.
     pub retries: u64,
+    /// Requests the clients refused themselves as overloaded, never sent:
+    /// their throttle's, and those with every replica held off
+    /// (`Client::throttled`, `Client::held_off`). The rest of the
+    /// `Overloaded` answers came from nodes.
+    pub refused_in_client: u64,
 }
 
 impl ClientCounts {
@@ -137,6 +142,9 @@ impl ClientCounts {
             requests: self.requests.saturating_sub(earlier.requests),
             attempts: self.attempts.saturating_sub(earlier.attempts),
             retries: self.retries.saturating_sub(earlier.retries),
+            refused_in_client: self
+                .refused_in_client
+                .saturating_sub(earlier.refused_in_client),
         }
     }
 
@@ -145,6 +153,7 @@ impl ClientCounts {
         self.requests += other.requests;
         self.attempts += other.attempts;
         self.retries += other.retries;
+        self.refused_in_client += other.refused_in_client;
     }
 
     /// Attempts per logical request: the load retries multiply the
@@ -518,6 +527,7 @@ mod tests {
             requests,
             attempts,
             retries: attempts - requests,
+            refused_in_client: requests / 10,
         };
         let (t0, t1, t2) = (at(10, 10), at(30, 45), at(50, 80));
         t.client(0, t1.since(&t0));
