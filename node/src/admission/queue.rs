@@ -155,11 +155,8 @@ impl<T> WaitQueue<T> {
 
     /// Notes how long a leaving waiter waited.
     fn note_wait(&mut self, arrived: Instant, now: Instant) {
-        if now.saturating_duration_since(arrived) >= self.config.standing_wait {
-            self.slow_since.get_or_insert(now);
-        } else {
-            self.slow_since = None;
-        }
+        self.slow_since =
+            slow_since_after(self.slow_since, arrived, now, self.config.standing_wait);
     }
 
     /// The order the next slot is given in.
@@ -196,20 +193,24 @@ impl<T> WaitQueue<T> {
         self.update(now);
         let standing = self.stood;
         let max_wait = self.config.standing_wait;
-        let mut kept = VecDeque::with_capacity(self.waiters.len());
-        let mut waits = Vec::new();
-        for w in self.waiters.drain(..) {
-            let too_old = standing && now.saturating_duration_since(w.arrived) >= max_wait;
-            if too_old || now >= w.give_up {
-                waits.push(w.arrived);
-                expired.push(w.payload);
-            } else {
-                kept.push_back(w);
+        let must_leave = |w: &Waiter<T>| {
+            now >= w.give_up || (standing && now.saturating_duration_since(w.arrived) >= max_wait)
+        };
+        // Called for every freed slot, under the admission lock: nothing
+        // is rebuilt unless someone leaves.
+        if self.waiters.iter().any(must_leave) {
+            let mut kept = VecDeque::with_capacity(self.waiters.len());
+            let mut slow_since = self.slow_since;
+            for w in self.waiters.drain(..) {
+                if must_leave(&w) {
+                    slow_since = slow_since_after(slow_since, w.arrived, now, max_wait);
+                    expired.push(w.payload);
+                } else {
+                    kept.push_back(w);
+                }
             }
-        }
-        self.waiters = kept;
-        for arrived in waits {
-            self.note_wait(arrived, now);
+            self.waiters = kept;
+            self.slow_since = slow_since;
         }
         self.note_if_empty(now);
     }
@@ -245,6 +246,22 @@ impl<T> WaitQueue<T> {
             self.busy_since = None;
             self.empty_since.get_or_insert(now);
         }
+    }
+}
+
+/// Since when every waiter that left had waited at least `target`, after
+/// one that arrived at `arrived` leaves at `now`: unchanged (or starting
+/// now) if it waited that long, cleared if it did not.
+fn slow_since_after(
+    slow_since: Option<Instant>,
+    arrived: Instant,
+    now: Instant,
+    target: Duration,
+) -> Option<Instant> {
+    if now.saturating_duration_since(arrived) >= target {
+        slow_since.or(Some(now))
+    } else {
+        None
     }
 }
 

@@ -63,6 +63,14 @@ pub enum OpKind {
     Write,
 }
 
+/// A latency as the histograms record it: whole µs, at least 1 (their
+/// lowest trackable value).
+fn micros(latency: Duration) -> u64 {
+    u64::try_from(latency.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
 /// A new latency histogram (µs).
 pub fn new_histogram() -> Histogram<u64> {
     // Bounds are constants known to be valid: 1 ≤ low, high ≥ 2·low.
@@ -250,8 +258,7 @@ impl Timeline {
         match outcome {
             Outcome::Ok => {
                 bucket.ok += 1;
-                let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-                bucket.latency.saturating_record(us.max(1));
+                bucket.latency.saturating_record(micros(latency));
             }
             Outcome::Error(kind) => *bucket.errors.entry(kind).or_default() += 1,
             Outcome::Dropped => bucket.dropped += 1,
@@ -263,13 +270,12 @@ impl Timeline {
     pub fn record_op(&mut self, due: Duration, latency: Duration, outcome: Outcome, op: OpKind) {
         self.record(due, latency, outcome);
         if outcome == Outcome::Ok {
-            let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
             let bucket = self.bucket(due);
             let histogram = match op {
                 OpKind::Read => &mut bucket.reads,
                 OpKind::Write => &mut bucket.writes,
             };
-            histogram.saturating_record(us.max(1));
+            histogram.saturating_record(micros(latency));
         }
     }
 
